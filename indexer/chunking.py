@@ -1,0 +1,205 @@
+"""Split a Document into Passages: title, headings, boilerplate, broken lines, long paragraphs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from indexer.documents import Document
+
+# Lines up to this many words that are not sentences are headings (Title Case) or boilerplate.
+SHORT_LINE_WORDS = 12
+SMALL_WORDS = {"a", "an", "the", "and", "or", "but", "nor", "for", "of", "in", "on", "at", "to",
+               "by", "with", "from", "as", "vs", "via", "into", "over", "per", "than", "is"}
+ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "inc", "ltd",
+                 "co", "corp", "gen", "gov", "sen", "rep", "no", "fig", "al", "approx", "dept"}
+CLOSERS = "\"'”’)]»"
+SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]»]*(?=\s|$)")
+WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A searchable piece of a document; document.text[start:end] == text."""
+
+    passage_id: str
+    doc_id: str
+    title: str
+    source: str
+    section: str
+    paragraph: int
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Line:
+    start: int
+    end: int
+    text: str
+    after_blank: bool
+
+
+def split_lines(text: str) -> list[Line]:
+    """Non-blank lines with their stripped offsets and whether a blank line precedes them."""
+    lines, offset, blank = [], 0, False
+    for raw in text.split("\n"):
+        stripped = raw.strip()
+        if stripped:
+            start = offset + (len(raw) - len(raw.lstrip()))
+            lines.append(Line(start, start + len(stripped), stripped, blank or not lines))
+            blank = False
+        else:
+            blank = True
+        offset += len(raw) + 1
+    return lines
+
+
+def ends_sentence(text: str) -> bool:
+    """True when the text ends like a finished sentence."""
+    return text.rstrip().rstrip(CLOSERS).endswith((".", "!", "?", "…", ":"))
+
+
+def is_short_fragment(text: str) -> bool:
+    """A short line that is not a sentence: a heading or page boilerplate."""
+    return len(text.split()) <= SHORT_LINE_WORDS and not ends_sentence(text)
+
+
+def is_title_case(text: str) -> bool:
+    """Every significant word starts with a capital (or digit), as headings do."""
+    words = [w.strip(CLOSERS + "\"'“‘(") for w in text.split()]
+    words = [w for w in words if w]
+    significant = [w for i, w in enumerate(words) if i == 0 or w.lower() not in SMALL_WORDS]
+    return bool(significant) and all(w[0].isupper() or w[0].isdigit() for w in significant)
+
+
+def is_heading(line: Line) -> bool:
+    """Markdown headings, or short Title Case lines that are not sentences."""
+    if line.text.startswith("#"):
+        return True
+    return is_short_fragment(line.text) and is_title_case(line.text)
+
+
+def continues(previous: Line, line: Line, block_mode: bool) -> bool:
+    """Whether line is the rest of the paragraph that previous started."""
+    if line.after_blank or line.text.startswith("#"):
+        return False
+    if block_mode:
+        return True
+    if ends_sentence(previous.text):
+        return False
+    return line.text[0].islower() or not is_short_fragment(line.text)
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Sentence boundaries inside text[start:end], as absolute offsets, whitespace trimmed."""
+    end = len(text) if end is None else end
+    spans, begin = [], start
+    for match in SENTENCE_END.finditer(text, start, end):
+        stop = match.end()
+        if is_abbreviation(text, begin, match.start()) or not starts_sentence(text, stop, end):
+            continue
+        spans.append((begin, stop))
+        begin = stop
+    if begin < end:
+        spans.append((begin, end))
+    return [trimmed for s, e in spans if (trimmed := trim(text, s, e))[0] < trimmed[1]]
+
+
+def is_abbreviation(text: str, begin: int, dot: int) -> bool:
+    """'U.S.', 'Dr.' and single initials end with a dot but do not end a sentence."""
+    if text[dot] != ".":
+        return False
+    word = text[begin:dot].rsplit(None, 1)[-1] if text[begin:dot].strip() else ""
+    word = word.lstrip("\"'“‘(")
+    return bool(re.fullmatch(r"(?:[A-Za-z]\.)*[A-Za-z]", word)) or word.lower() in ABBREVIATIONS
+
+
+def starts_sentence(text: str, position: int, end: int) -> bool:
+    """The next non-space character could begin a new sentence (not lower case)."""
+    rest = text[position:end].lstrip()
+    return not rest or not rest[0].islower()
+
+
+def trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """Shrink a span so it has no surrounding whitespace."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def paragraphs(document: Document) -> list[tuple[str, int, int]]:
+    """(section, start, end) of every body paragraph, in order; title and boilerplate dropped."""
+    lines = split_lines(document.text)
+    block_mode = "\n\n" in document.text.strip() and any(
+        not line.after_blank for line in lines[1:])
+    found: list[tuple[str, int, int]] = []
+    section = ""
+    previous_body: Line | None = None
+    for index, line in enumerate(lines):
+        if index == 0 and line.text.lstrip("#").strip() == document.title:
+            continue  # the title line: searchable through every passage's context instead
+        if previous_body is not None and continues(previous_body, line, block_mode):
+            found[-1] = (found[-1][0], found[-1][1], line.end)
+            previous_body = line
+        elif is_heading(line):
+            section, previous_body = line.text.lstrip("#").strip(), None
+        elif is_short_fragment(line.text) and not line.text[0].islower():
+            previous_body = None  # page boilerplate such as "Also read"
+        else:
+            found.append((section, line.start, line.end))
+            previous_body = line
+    return found
+
+
+def split_long(text: str, start: int, end: int, budget: int,
+               count_tokens: Callable[[str], int]) -> list[tuple[int, int]]:
+    """Cut text[start:end] at sentence (then word) boundaries into pieces of at most budget tokens."""
+    if count_tokens(text[start:end]) <= budget:
+        return [(start, end)]
+    units: list[tuple[int, int]] = []
+    for s, e in sentence_spans(text, start, end):
+        if count_tokens(text[s:e]) <= budget:
+            units.append((s, e))
+        else:
+            units.extend((s + m.start(), s + m.end()) for m in WORD.finditer(text[s:e]))
+    pieces: list[tuple[int, int]] = []
+    piece_start, piece_end, used = units[0][0], units[0][1], count_tokens(text[slice(*units[0])])
+    for s, e in units[1:]:
+        cost = count_tokens(text[s:e])
+        if used + cost > budget:
+            pieces.append((piece_start, piece_end))
+            piece_start, used = s, 0
+        piece_end, used = e, used + cost
+    pieces.append((piece_start, piece_end))
+    return pieces
+
+
+def context_of(title: str, section: str) -> str:
+    """Title and section heading, which the model sees before every passage."""
+    return "\n".join(part for part in (title, section) if part)
+
+
+def embedding_input(passage: Passage) -> tuple[str, int]:
+    """The text the model sees for a passage (title and section as context) and where the passage begins in it."""
+    context = context_of(passage.title, passage.section)
+    prefix = f"{context}\n" if context else ""
+    return prefix + passage.text, len(prefix)
+
+
+def chunk_document(document: Document, count_tokens: Callable[[str], int],
+                   max_tokens: int) -> list[Passage]:
+    """Split a document into passages that fit the model's window together with their context."""
+    passages: list[Passage] = []
+    for number, (section, start, end) in enumerate(paragraphs(document), start=1):
+        budget = max(32, max_tokens - count_tokens(context_of(document.title, section)) - 2)
+        for piece_start, piece_end in split_long(document.text, start, end, budget, count_tokens):
+            passages.append(Passage(
+                passage_id=f"{document.doc_id}#{len(passages) + 1}", doc_id=document.doc_id,
+                title=document.title, source=document.source, section=section, paragraph=number,
+                start=piece_start, end=piece_end, text=document.text[piece_start:piece_end]))
+    return passages

@@ -1,0 +1,121 @@
+"""The `semsearch` command line: index, serve, search, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from indexer.documents import DocumentError
+from indexer.embedding import ModelError
+from indexer.search import MODES, Query, QueryError, hit_record
+from indexer.store import IndexUnavailable
+
+# Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
+DEFAULT_INDEX = os.environ.get("SEMSEARCH_INDEX_DIR", "index")
+DEFAULT_MODEL = os.environ.get("SEMSEARCH_MODEL_PATH") or None
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="semsearch", description="Semantic search over news articles.")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="build the index from a folder of articles")
+    index.add_argument("seeds", nargs="?", default="seeds", help="folder of articles (default: seeds)")
+    index.add_argument("--out", default=DEFAULT_INDEX, help="index folder (default: index)")
+    index.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+
+    serve = commands.add_parser("serve", help="run the HTTP API and search page")
+    serve.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
+    serve.add_argument("--host", default=os.environ.get("SEMSEARCH_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("SEMSEARCH_PORT", "8000")))
+    serve.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+
+    search = commands.add_parser("search", help="search the index from the terminal")
+    search.add_argument("query")
+    search.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
+    search.add_argument("-k", type=int, default=5, help="number of results, 1..50 (default: 5)")
+    search.add_argument("--mode", choices=MODES, default="hybrid")
+    search.add_argument("--json", action="store_true", help="print the results as JSON")
+    search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run one command, turning domain errors into one clear message and exit code."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="semsearch: %(levelname)s: %(message)s", stream=sys.stderr)
+    for noisy in ("sentence_transformers", "transformers", "faiss", "bm25s", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return {"index": run_index, "serve": run_serve, "search": run_search}[args.command](args)
+    except IndexUnavailable as exc:
+        print(f"semsearch: error: {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
+    except (DocumentError, ModelError, QueryError) as exc:
+        print(f"semsearch: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("semsearch: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from indexer.build import build_from_folder
+    from indexer.embedding import Embedder
+
+    summary = build_from_folder(Path(args.seeds), Path(args.out), Embedder(args.model))
+    print(f"indexed {summary.documents} documents, {summary.passages} passages, "
+          f"{summary.sentences} sentences in {summary.seconds:.1f}s "
+          f"({summary.passages / max(summary.seconds, 1e-9):.0f} passages/s) -> {summary.generation}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # The service reads its Settings from the environment; pass the flags that way.
+    os.environ["SEMSEARCH_INDEX_DIR"] = str(args.index)
+    if args.model:
+        os.environ["SEMSEARCH_MODEL_PATH"] = str(args.model)
+    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
+                log_level="info")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from indexer import store
+    from indexer.embedding import Embedder
+    from indexer.search import Searcher
+
+    if not 1 <= args.k <= 50:
+        raise QueryError("-k must be between 1 and 50")
+    embedder = Embedder(args.model)
+    searcher = Searcher(store.load(Path(args.index), embedder.name, embedder.dimension), embedder)
+    hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode))
+    if args.json:
+        print(json.dumps({"query": args.query, "results": [hit_record(h) for h in hits]}, indent=2,
+                         ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results")
+    for hit in hits:
+        print(format_hit(hit, color=sys.stdout.isatty()))
+    return 0
+
+
+def format_hit(hit, color: bool) -> str:
+    """One result as terminal text: a header line, then the passage with its answer marked."""
+    p = hit.passage
+    where = " · ".join(part for part in (p.title, p.section, f"¶{p.paragraph}") if part)
+    before = p.text[:hit.highlight.start - p.start]
+    after = p.text[hit.highlight.end - p.start:]
+    marked = f"\033[1;33m{hit.highlight.text}\033[0m" if color else f"»{hit.highlight.text}«"
+    body = " ".join((before + marked + after).split())
+    return f"{hit.rank}. [{hit.score:.4f}] {where}\n   {p.source} [{p.start}:{p.end}]\n   {body}\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Read articles from a folder (txt, md, html, jsonl) into Documents."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".jsonl"}
+
+
+@dataclass(frozen=True)
+class Document:
+    """One article: its text is what passage offsets point into."""
+
+    doc_id: str
+    title: str
+    source: str
+    text: str
+
+
+class DocumentError(ValueError):
+    """A document that cannot be read or is malformed."""
+
+
+def read_folder(folder: Path) -> Iterator[Document]:
+    """Yield every readable document under folder, warning about files that are skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DocumentError(f"seeds folder not found: {folder}")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.name.startswith(".") or path.name.lower().startswith("readme"):
+            continue
+        suffix = path.suffix.lower()
+        if suffix not in SUPPORTED_SUFFIXES:
+            log.warning("skipping %s: unsupported file type %r", path, suffix or "(none)")
+            continue
+        doc_id = path.relative_to(folder).with_suffix("").as_posix()
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            log.warning("skipping %s: cannot read as UTF-8 text (%s)", path, exc)
+            continue
+        if suffix == ".jsonl":
+            yield from parse_jsonl(raw, str(path))
+        elif suffix in {".html", ".htm"}:
+            yield parse_html(raw, doc_id, str(path))
+        else:
+            yield parse_text(raw, doc_id, str(path))
+
+
+def normalize_newlines(text: str) -> str:
+    """Unify line endings so offsets are the same on every platform."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def parse_text(raw: str, doc_id: str, source: str) -> Document:
+    """Plain text or Markdown: the first non-empty line is the title."""
+    text = normalize_newlines(raw)
+    first = next((line.strip() for line in text.split("\n") if line.strip()), "")
+    title = first.lstrip("#").strip() or doc_id
+    return Document(doc_id=doc_id, title=title, source=source, text=text)
+
+
+def parse_jsonl(raw: str, source: str) -> Iterator[Document]:
+    """One {id, title, url, text} object per line; bad lines are skipped with a warning."""
+    for number, line in enumerate(normalize_newlines(raw).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            yield document_from_record(record, default_source=f"{source}:{number}")
+        except (json.JSONDecodeError, DocumentError) as exc:
+            log.warning("skipping %s line %d: %s", source, number, exc)
+
+
+def document_from_record(record: object, default_source: str) -> Document:
+    """Validate one JSON record into a Document."""
+    if not isinstance(record, dict):
+        raise DocumentError("expected a JSON object")
+    doc_id = record.get("id", record.get("_id"))
+    text = record.get("text")
+    if not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
+        raise DocumentError("missing 'id'")
+    if not isinstance(text, str) or not text.strip():
+        raise DocumentError("missing or empty 'text'")
+    title = record.get("title") or ""
+    url = record.get("url") or default_source
+    if not isinstance(title, str) or not isinstance(url, str):
+        raise DocumentError("'title' and 'url' must be strings")
+    return Document(doc_id=str(doc_id), title=title.strip(), source=url, text=normalize_newlines(text))
+
+
+BLOCK_TAGS = {"p", "div", "br", "li", "section", "article", "header", "footer", "tr", "blockquote",
+              "h1", "h2", "h3", "h4", "h5", "h6", "title", "pre", "figcaption"}
+HEADING_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+SKIPPED_TAGS = {"script", "style", "noscript", "nav", "template", "svg"}
+
+
+class _TextExtractor(html.parser.HTMLParser):
+    """Collects visible text as lines; headings are written as Markdown headings."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self.current: list[str] = []
+        self.skip_depth = 0
+        self.title = ""
+        self.in_title = False
+        self.heading = False
+
+    def flush(self) -> None:
+        line = re.sub(r"\s+", " ", "".join(self.current)).strip()
+        if line:
+            self.lines.append(("# " if self.heading else "") + line)
+        self.current = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in SKIPPED_TAGS:
+            self.skip_depth += 1
+        elif tag == "title":
+            self.in_title = True
+        elif tag in BLOCK_TAGS:
+            self.flush()
+            self.heading = tag in HEADING_TAGS
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in SKIPPED_TAGS:
+            self.skip_depth = max(0, self.skip_depth - 1)
+        elif tag == "title":
+            self.in_title = False
+        elif tag in BLOCK_TAGS:
+            self.flush()
+            self.heading = False
+
+    def handle_data(self, data: str) -> None:
+        if self.in_title:
+            self.title += data
+        elif not self.skip_depth:
+            self.current.append(data)
+
+
+def parse_html(raw: str, doc_id: str, source: str) -> Document:
+    """HTML page: visible text as lines, <title> or the first heading as the title."""
+    parser = _TextExtractor()
+    parser.feed(raw)
+    parser.close()
+    parser.flush()
+    text = "\n".join(parser.lines)
+    title = re.sub(r"\s+", " ", parser.title).strip()
+    if not title:
+        title = next((line.lstrip("# ") for line in parser.lines if line.startswith("# ")), doc_id)
+    return Document(doc_id=doc_id, title=title, source=source, text=text)

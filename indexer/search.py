@@ -1,0 +1,200 @@
+"""Query -> ranked Hits: dense, keyword and hybrid (fused) retrieval, plus the answering sentence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from indexer import keyword
+from indexer.chunking import Passage
+from indexer.embedding import Embedder
+from indexer.store import LoadedIndex
+
+MODES = ("hybrid", "dense", "keyword")
+# How much a sentence's (idf-weighted) share of the query's keywords adds to its cosine when
+# marking the answer: sentence vectors alone can miss exact facts such as "casualties".
+HIGHLIGHT_KEYWORD_WEIGHT = 0.25
+
+
+class QueryError(ValueError):
+    """A query the user has to change: empty, too long, unknown mode, bad paging."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One search request, already validated at the edge."""
+
+    text: str
+    k: int = 10
+    offset: int = 0
+    mode: str = "hybrid"
+    group_by_doc: bool = False
+    doc_ids: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """Reciprocal rank fusion: score = sum of 1 / (rrf_k + rank) over the lists, each cut at depth."""
+
+    rrf_k: int = 60
+    depth: int = 100
+
+
+@dataclass(frozen=True)
+class ListRank:
+    """Where one retriever placed a passage."""
+
+    rank: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Highlight:
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    score: float
+    passage: Passage
+    highlight: Highlight
+    dense: ListRank | None
+    keyword: ListRank | None
+
+
+def top_rows(scores: np.ndarray, depth: int, allowed: np.ndarray | None = None,
+             positive_only: bool = False) -> list[tuple[int, float]]:
+    """The depth best (row, score) pairs, best first, ties broken by row for stable paging."""
+    candidates = np.arange(len(scores)) if allowed is None else np.flatnonzero(allowed)
+    if positive_only:
+        candidates = candidates[scores[candidates] > 0]
+    if len(candidates) > depth:
+        part = np.argpartition(-scores[candidates], depth - 1)[:depth]
+        candidates = candidates[part]
+    order = np.lexsort((candidates, -scores[candidates]))
+    return [(int(candidates[i]), float(scores[candidates[i]])) for i in order]
+
+
+def fuse(lists: list[list[tuple[int, float]]], rrf_k: int) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of ranked (row, score) lists, best first, ties broken by row."""
+    fused: dict[int, float] = {}
+    for ranked in lists:
+        for rank, (row, _) in enumerate(ranked, start=1):
+            fused[row] = fused.get(row, 0.0) + 1.0 / (rrf_k + rank)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def first_per_doc(ranked: list[tuple[int, float]], passages: tuple[Passage, ...]) -> list[tuple[int, float]]:
+    """Keep only the best passage of each document."""
+    seen: set[str] = set()
+    kept = []
+    for row, score in ranked:
+        if passages[row].doc_id not in seen:
+            seen.add(passages[row].doc_id)
+            kept.append((row, score))
+    return kept
+
+
+class Searcher:
+    """A loaded index plus the model: answers Queries. Shared by the CLI, the API and eval."""
+
+    def __init__(self, index: LoadedIndex, embedder: Embedder, fusion: FusionParams = FusionParams()) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # one query is tiny; threads only fight concurrent requests
+        self.index = index
+        self.contents = index.contents
+        self.embedder = embedder
+        self.fusion = fusion
+        self.analyzer = keyword.Analyzer()
+        self.embed_query = lru_cache(maxsize=1024)(embedder.embed_query)
+
+    def search(self, query: Query) -> list[Hit]:
+        """Ranked hits for one query, page [offset, offset + k)."""
+        if not query.text.strip():
+            raise QueryError("query is empty")
+        if query.mode not in MODES:
+            raise QueryError(f"unknown mode {query.mode!r}; use one of {', '.join(MODES)}")
+        passages = self.contents.passages
+        wanted = query.offset + query.k
+        depth = max(self.fusion.depth, wanted * (4 if query.group_by_doc else 1))
+        allowed = self.filter_mask(query)
+        vector = self.embed_query(query.text)
+        dense = self.dense_list(vector, depth, allowed) if query.mode != "keyword" else []
+        terms = self.analyzer.terms(query.text)
+        sparse = self.keyword_list(terms, depth, allowed) if query.mode != "dense" else []
+        if query.mode == "dense":
+            ranked = dense
+        elif query.mode == "keyword":
+            ranked = sparse
+        else:
+            ranked = fuse([dense, sparse], self.fusion.rrf_k)
+        if query.group_by_doc:
+            ranked = first_per_doc(ranked, passages)
+        dense_at = {row: ListRank(r, s) for r, (row, s) in enumerate(dense, start=1)}
+        sparse_at = {row: ListRank(r, s) for r, (row, s) in enumerate(sparse, start=1)}
+        return [Hit(rank=query.offset + i, score=score, passage=passages[row],
+                    highlight=self.highlight(row, vector, terms),
+                    dense=dense_at.get(row), keyword=sparse_at.get(row))
+                for i, (row, score) in enumerate(ranked[query.offset:wanted], start=1)]
+
+    def filter_mask(self, query: Query) -> np.ndarray | None:
+        if not query.doc_ids and not query.sources:
+            return None
+        doc_ids, sources = set(query.doc_ids), set(query.sources)
+        return np.array([(not doc_ids or p.doc_id in doc_ids) and (not sources or p.source in sources)
+                         for p in self.contents.passages], dtype=bool)
+
+    def dense_list(self, vector: np.ndarray, depth: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        """Nearest passages by cosine, from the FAISS index."""
+        import faiss
+
+        params = None
+        if allowed is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.flatnonzero(allowed).astype(np.int64)))
+        depth = min(depth, self.index.faiss_index.ntotal)
+        scores, rows = self.index.faiss_index.search(vector[None, :], depth, params=params)
+        return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+
+    def keyword_list(self, terms: list[str], depth: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        """Best passages by BM25; passages sharing no term with the query are left out."""
+        scores = keyword.scores(self.contents.keyword_index, terms)
+        return top_rows(scores, depth, allowed, positive_only=True)
+
+    def highlight(self, row: int, vector: np.ndarray, terms: list[str]) -> Highlight:
+        """The passage's sentence that best answers: closest in meaning, helped by shared keywords."""
+        contents = self.contents
+        first, last = contents.sentence_bounds[row], contents.sentence_bounds[row + 1]
+        passage = contents.passages[row]
+        if last <= first:
+            return Highlight(passage.start, passage.end, passage.text)
+        spans = contents.sentence_spans[first:last]
+        scores = contents.sentence_vectors[first:last] @ vector
+        weights = keyword.idf(contents.keyword_index, terms)
+        total = sum(weights.values())
+        if total > 0:
+            for i, (start, end) in enumerate(spans):
+                shared = set(self.analyzer.terms(passage.text[start - passage.start:end - passage.start]))
+                scores[i] += HIGHLIGHT_KEYWORD_WEIGHT * sum(w for t, w in weights.items() if t in shared) / total
+        start, end = (int(x) for x in spans[int(np.argmax(scores))])
+        return Highlight(start, end, passage.text[start - passage.start:end - passage.start])
+
+
+def hit_record(hit: Hit, explain: bool = False) -> dict:
+    """The JSON form of a hit, shared by the API and `semsearch search --json`."""
+    p = hit.passage
+    record = {"rank": hit.rank, "score": round(hit.score, 6), "text": p.text,
+              "highlight": hit.highlight.text, "highlight_start": hit.highlight.start,
+              "highlight_end": hit.highlight.end, "doc_id": p.doc_id, "title": p.title,
+              "source": p.source, "section": p.section, "paragraph": p.paragraph,
+              "start": p.start, "end": p.end, "passage_id": p.passage_id}
+    if explain:
+        record["explain"] = {name: None if at is None else {"rank": at.rank, "score": round(at.score, 6)}
+                             for name, at in (("dense", hit.dense), ("keyword", hit.keyword))}
+    return record

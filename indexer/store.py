@@ -1,0 +1,221 @@
+"""The one place that reads and writes index/: generations, manifest, pointer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer import keyword
+from indexer.chunking import Passage
+
+FORMAT_VERSION = 1
+POINTER = "CURRENT"
+KEEP_GENERATIONS = 3
+PASSAGE_FIELDS = ("passage_id", "doc_id", "title", "source", "section", "paragraph", "start", "end", "text")
+
+
+class IndexUnavailable(RuntimeError):
+    """The index is missing, corrupt or built for another model; fix says which command mends it."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class IndexContents:
+    """Everything a generation holds, in memory: row i of each array belongs to passages[i]."""
+
+    passages: tuple[Passage, ...]
+    vectors: np.ndarray            # (n, dim) float32, unit length
+    sentence_spans: np.ndarray     # (m, 2) document offsets of every passage's sentences
+    sentence_vectors: np.ndarray   # (m, dim) float32, unit length
+    sentence_bounds: np.ndarray    # (n + 1,) passage i owns sentence rows bounds[i]:bounds[i+1]
+    keyword_index: Any             # bm25s.BM25 over the same passages
+    model: str
+    dimension: int
+
+
+@dataclass(frozen=True)
+class LoadedIndex:
+    """A generation read back from disk, with the FAISS index ready to search."""
+
+    generation: str
+    manifest: dict
+    contents: IndexContents
+    faiss_index: Any
+
+
+def rebuild_hint(root: Path) -> str:
+    return f"semsearch index seeds --out {root}"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_generation(root: Path, contents: IndexContents) -> Path:
+    """Write contents as a new generation, then switch the pointer to it atomically."""
+    import faiss
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = time.strftime("gen-%Y%m%dT%H%M%SZ-", time.gmtime()) + uuid.uuid4().hex[:6]
+    staging = root / f".building-{name}"
+    staging.mkdir()
+    try:
+        faiss.write_index(flat_index(contents.vectors), str(staging / "vectors.faiss"))
+        faiss.write_index(flat_index(contents.sentence_vectors), str(staging / "sentences.faiss"))
+        write_passages(staging / "passages.sqlite", contents)
+        keyword.save(contents.keyword_index, staging / "keyword")
+        files = sorted(p for p in staging.rglob("*") if p.is_file())
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model": {"name": contents.model, "dimension": contents.dimension},
+            "passages": len(contents.passages),
+            "sentences": int(contents.sentence_spans.shape[0]),
+            "documents": len({p.doc_id for p in contents.passages}),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": {p.relative_to(staging).as_posix(): sha256_of(p) for p in files},
+        }
+        # The manifest is written last: a folder without one was never finished.
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        fsync_tree(staging)
+        final = root / name
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    switch_pointer(root, name)
+    remove_old_generations(root, keep=name)
+    return final
+
+
+def flat_index(vectors: np.ndarray):
+    """An exact inner-product FAISS index (cosine, since vectors are unit length)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def write_passages(path: Path, contents: IndexContents) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(f"CREATE TABLE passages (row INTEGER PRIMARY KEY, {', '.join(f'[{f}]' for f in PASSAGE_FIELDS)})")
+        db.execute("CREATE TABLE sentences (row INTEGER PRIMARY KEY, start INTEGER, [end] INTEGER)")
+        db.execute("CREATE TABLE sentence_bounds (row INTEGER PRIMARY KEY, first INTEGER)")
+        db.executemany(f"INSERT INTO passages VALUES (?, {', '.join('?' * len(PASSAGE_FIELDS))})",
+                       ((i, *(getattr(p, f) for f in PASSAGE_FIELDS)) for i, p in enumerate(contents.passages)))
+        db.executemany("INSERT INTO sentences VALUES (?, ?, ?)",
+                       ((i, int(s), int(e)) for i, (s, e) in enumerate(contents.sentence_spans)))
+        db.executemany("INSERT INTO sentence_bounds VALUES (?, ?)",
+                       enumerate(int(b) for b in contents.sentence_bounds))
+    db.close()
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file so a power cut after the rename cannot leave empty files behind."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def switch_pointer(root: Path, name: str) -> None:
+    """Point readers at generation name with one atomic rename."""
+    temporary = root / f".{POINTER}.{uuid.uuid4().hex[:6]}"
+    temporary.write_text(name + "\n")
+    os.replace(temporary, root / POINTER)
+
+
+def current_generation(root: Path) -> str | None:
+    pointer = Path(root) / POINTER
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def remove_old_generations(root: Path, keep: str) -> None:
+    """Keep the newest few finished generations; never the one the pointer names."""
+    finished = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("gen-"))
+    for old in finished[:-KEEP_GENERATIONS]:
+        if old.name != keep and old.name != current_generation(root):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load(root: Path, model: str, dimension: int) -> LoadedIndex:
+    """Read the current generation, checking format, model, checksums and counts."""
+    import faiss
+
+    root = Path(root)
+    fix = rebuild_hint(root)
+    name = current_generation(root)
+    if name is None:
+        raise IndexUnavailable(f"no index found in {root}/", fix)
+    folder = root / name
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise IndexUnavailable(f"index generation {name} has no readable manifest ({exc})", fix) from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexUnavailable(f"index format {manifest.get('format_version')} is not the supported "
+                               f"format {FORMAT_VERSION}", fix)
+    built_with = manifest.get("model", {})
+    if built_with.get("name") != model or built_with.get("dimension") != dimension:
+        raise IndexUnavailable(f"index was built with model {built_with.get('name')} "
+                               f"({built_with.get('dimension')} dimensions) but the service uses "
+                               f"{model} ({dimension} dimensions)", fix)
+    for relative, expected in manifest.get("files", {}).items():
+        path = folder / relative
+        if not path.is_file() or sha256_of(path) != expected:
+            raise IndexUnavailable(f"index file {relative} in {name} is missing or corrupt "
+                                   "(checksum mismatch)", fix)
+    try:
+        vectors_index = faiss.read_index(str(folder / "vectors.faiss"))
+        sentence_index = faiss.read_index(str(folder / "sentences.faiss"))
+        passages, spans, bounds = read_passages(folder / "passages.sqlite")
+        keyword_index = keyword.load(folder / "keyword")
+    except Exception as exc:  # a checksum-valid file that still fails to parse is also corruption
+        raise IndexUnavailable(f"index generation {name} cannot be read ({exc})", fix) from exc
+    counts = (vectors_index.ntotal, len(passages), keyword_index.scores["num_docs"])
+    sentence_counts = (sentence_index.ntotal, len(spans))
+    if any(count != manifest.get("passages") for count in counts) or \
+            any(count != manifest.get("sentences") for count in sentence_counts):
+        raise IndexUnavailable(f"index generation {name} is inconsistent: manifest says "
+                               f"{manifest.get('passages')} passages, files hold {counts}", fix)
+    contents = IndexContents(
+        passages=passages, vectors=all_vectors(vectors_index), sentence_spans=spans,
+        sentence_vectors=all_vectors(sentence_index), sentence_bounds=bounds,
+        keyword_index=keyword_index, model=model, dimension=dimension)
+    return LoadedIndex(generation=name, manifest=manifest, contents=contents, faiss_index=vectors_index)
+
+
+def all_vectors(index) -> np.ndarray:
+    """All vectors of a flat FAISS index as a numpy matrix."""
+    return index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), np.float32)
+
+
+def read_passages(path: Path) -> tuple[tuple[Passage, ...], np.ndarray, np.ndarray]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        rows = db.execute(f"SELECT {', '.join(f'[{f}]' for f in PASSAGE_FIELDS)} FROM passages ORDER BY row")
+        passages = tuple(Passage(*row) for row in rows)
+        spans = np.array(db.execute("SELECT start, [end] FROM sentences ORDER BY row").fetchall(),
+                         dtype=np.int64).reshape(-1, 2)
+        bounds = np.array([b for (b,) in db.execute("SELECT first FROM sentence_bounds ORDER BY row")],
+                          dtype=np.int64)
+    db.close()
+    return passages, spans, bounds

@@ -1,0 +1,69 @@
+"""One error shape for every HTTP failure: {"error": {"status", "code", "message", ...}}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from indexer.search import QueryError
+from indexer.store import IndexUnavailable
+
+log = logging.getLogger("semsearch.http")
+
+
+class ServiceUnavailable(Exception):
+    """The index or model is not loaded; carries what is wrong and the command that fixes it."""
+
+    def __init__(self, message: str, fix: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
+def error_response(status: int, code: str, message: str, **extra) -> JSONResponse:
+    body = {"status": status, "code": code, "message": message}
+    body.update({key: value for key, value in extra.items() if value is not None})
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def describe_field(error: dict) -> str:
+    """'body.k' style path of the offending field, without FastAPI's location noise."""
+    return ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query")) or "request"
+
+
+def install(app: FastAPI) -> None:
+    """Translate every domain and framework error into the one shape."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"field": describe_field(e), "message": e.get("msg", "invalid").removeprefix("Value error, ")} for e in exc.errors()]
+        first = problems[0] if problems else {"field": "request", "message": "invalid request"}
+        return error_response(422, "invalid_request", f"{first['field']}: {first['message']}",
+                              field=first["field"], details=problems)
+
+    @app.exception_handler(QueryError)
+    async def bad_query(request: Request, exc: QueryError) -> JSONResponse:
+        return error_response(422, "invalid_request", str(exc), field="q")
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
+        return error_response(503, "not_ready", exc.message, fix=exc.fix)
+
+    @app.exception_handler(IndexUnavailable)
+    async def index_unavailable(request: Request, exc: IndexUnavailable) -> JSONResponse:
+        return error_response(503, "not_ready", exc.message, fix=exc.fix)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = "no such endpoint; see /docs" if exc.detail == "Not Found" else str(exc.detail)
+        return error_response(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "unexpected server error; see the service log")

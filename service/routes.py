@@ -1,0 +1,70 @@
+"""HTTP routes: thin wrappers that validate, call the indexer's Searcher and shape the JSON."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from indexer import search
+from service.errors import ServiceUnavailable, error_response
+from service.schemas import ErrorResponse, SearchParams, SearchResponse
+
+router = APIRouter()
+PAGE = Path(__file__).parent / "static" / "index.html"
+ERRORS = {422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+
+
+def current_searcher(request: Request) -> search.Searcher:
+    runtime = request.app.state.runtime
+    if runtime.searcher is None:
+        raise runtime.problem
+    return runtime.searcher
+
+
+SearcherDep = Annotated[search.Searcher, Depends(current_searcher)]
+
+
+def run_search(searcher: search.Searcher, params: SearchParams) -> SearchResponse:
+    started = time.perf_counter()
+    hits = searcher.search(search.Query(
+        text=params.q, k=params.k, offset=params.offset, mode=params.mode,
+        group_by_doc=params.group_by_doc, doc_ids=tuple(params.doc_id), sources=tuple(params.source)))
+    results = [search.hit_record(hit, explain=params.explain) for hit in hits]
+    took = round((time.perf_counter() - started) * 1000, 2)
+    return SearchResponse(query=params.q, took_ms=took, results=results)
+
+
+@router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search (query string)")
+def search_get(params: Annotated[SearchParams, Query()], searcher: SearcherDep) -> SearchResponse:
+    return run_search(searcher, params)
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS, summary="Search (JSON body)")
+def search_post(params: SearchParams, searcher: SearcherDep) -> SearchResponse:
+    return run_search(searcher, params)
+
+
+@router.get("/healthz", summary="The process is alive")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": ErrorResponse}}, summary="The index is loaded")
+def readyz(request: Request) -> JSONResponse:
+    runtime = request.app.state.runtime
+    if runtime.searcher is None:
+        problem: ServiceUnavailable = runtime.problem
+        return error_response(503, "not_ready", problem.message, fix=problem.fix)
+    index = runtime.searcher.index
+    return JSONResponse({"status": "ready", "generation": index.generation,
+                         "model": index.manifest["model"]["name"], "passages": index.manifest["passages"],
+                         "documents": index.manifest["documents"], "built_at": index.manifest["built_at"]})
+
+
+@router.get("/", include_in_schema=False)
+def page() -> FileResponse:
+    return FileResponse(PAGE, media_type="text/html")
