@@ -93,6 +93,14 @@ def continues(previous: Line, line: Line, block_mode: bool) -> bool:
     return line.text[0].islower() or not is_short_fragment(line.text)
 
 
+def broken_before(lines: list[Line], index: int) -> bool:
+    """The line stops mid-sentence and the next line carries on in lower case."""
+    line = lines[index]
+    following = lines[index + 1] if index + 1 < len(lines) else None
+    return (following is not None and not following.after_blank and not line.text.startswith("#")
+            and not ends_sentence(line.text) and following.text[0].islower())
+
+
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """Sentence boundaries inside text[start:end], as absolute offsets, whitespace trimmed."""
     end = len(text) if end is None else end
@@ -145,6 +153,9 @@ def paragraphs(document: Document) -> list[tuple[str, int, int]]:
             continue  # the title line: searchable through every passage's context instead
         if previous_body is not None and continues(previous_body, line, block_mode):
             found[-1] = (found[-1][0], found[-1][1], line.end)
+            previous_body = line
+        elif broken_before(lines, index):
+            found.append((section, line.start, line.end))  # a sentence that goes on below
             previous_body = line
         elif is_heading(line):
             section, previous_body = line.text.lstrip("#").strip(), None

@@ -10,6 +10,7 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,8 @@ def write_generation(root: Path, contents: IndexContents) -> Path:
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    name = time.strftime("gen-%Y%m%dT%H%M%SZ-", time.gmtime()) + uuid.uuid4().hex[:6]
+    # Microseconds make names sort in build order, which cleanup relies on.
+    name = datetime.now(timezone.utc).strftime("gen-%Y%m%dT%H%M%S%fZ-") + uuid.uuid4().hex[:6]
     staging = root / f".building-{name}"
     staging.mkdir()
     try:

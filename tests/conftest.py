@@ -1,0 +1,93 @@
+"""Shared fixtures: the real packaged model, a real index built from seeds/ in a temp folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from indexer import store
+from indexer.build import build_from_folder
+from indexer.embedding import Embedder
+from indexer.search import Searcher
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+SEED_FILE = SEEDS / "putin-committed-to-war-in-ukraine.txt"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture(scope="session")
+def seed_index(tmp_path_factory, embedder) -> Path:
+    """An index of seeds/ built with the same code as `semsearch index`."""
+    out = tmp_path_factory.mktemp("seed-index")
+    build_from_folder(SEEDS, out, embedder, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def searcher(seed_index, embedder) -> Searcher:
+    return Searcher(store.load(seed_index, embedder.name, embedder.dimension), embedder)
+
+
+@pytest.fixture()
+def index_copy(seed_index, tmp_path) -> Path:
+    """A private copy of the seed index that a test may damage."""
+    target = tmp_path / "index"
+    shutil.copytree(seed_index, target)
+    return target
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(index: Path):
+    """Start `semsearch serve` on index as a user would; returns (process, base URL) once ready."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "indexer.cli", "serve", "--index", str(index), "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"server did not become ready:\n{process.communicate()[0]}")
+
+
+def stop_server(process) -> None:
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """A real server on the index/ that `semsearch index seeds` built (the CI reindex)."""
+    index = ROOT / "index"
+    if store.current_generation(index) is None:
+        pytest.fail("index/ is not built: run `semsearch index seeds` first (the README's test command does)")
+    process, url = start_server(index)
+    yield url
+    stop_server(process)

@@ -1,0 +1,116 @@
+"""The HTTP API through TestClient: response shape, every bad input, and a broken index."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from indexer import store
+from service.app import create_app
+from service.settings import Settings
+
+ERROR_KEYS = {"status", "code", "message"}
+
+
+@pytest.fixture(scope="module")
+def client(seed_index):
+    with TestClient(create_app(Settings(index_dir=seed_index))) as test_client:
+        yield test_client
+
+
+def assert_error_shape(response, status: int, code: str) -> dict:
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"error"}
+    assert ERROR_KEYS <= set(body["error"])
+    assert body["error"]["status"] == status and body["error"]["code"] == code
+    return body["error"]
+
+
+def test_get_search_returns_ranked_results_with_sources(client):
+    response = client.get("/search", params={"q": "why won't Russia stop", "k": 3})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["query"] == "why won't Russia stop" and body["took_ms"] >= 0
+    assert len(body["results"]) == 3
+    first = body["results"][0]
+    for key in ("rank", "score", "text", "highlight", "doc_id", "title", "source", "section",
+                "paragraph", "start", "end"):
+        assert key in first
+    assert first["rank"] == 1 and first["section"] == "Why Russia Won’t Stop"
+    assert first["highlight"] in first["text"]
+
+
+def test_post_search_gives_the_same_answer_as_get(client):
+    got = client.get("/search", params={"q": "how many casualties", "k": 5}).json()
+    posted = client.post("/search", json={"q": "how many casualties", "k": 5}).json()
+    assert [r["passage_id"] for r in got["results"]] == [r["passage_id"] for r in posted["results"]]
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"q": ""}, "q"),
+    ({"q": "   \t "}, "q"),
+    ({"q": "x" * 1001}, "q"),
+    ({"q": "war", "k": 0}, "k"),
+    ({"q": "war", "k": 51}, "k"),
+    ({"q": "war", "k": "ten"}, "k"),
+    ({"q": "war", "mode": "psychic"}, "mode"),
+    ({}, "q"),
+])
+def test_bad_input_gets_a_422_in_the_one_error_shape(client, params, field):
+    for response in (client.get("/search", params=params), client.post("/search", json=params)):
+        error = assert_error_shape(response, 422, "invalid_request")
+        assert error["field"] == field and field in error["message"]
+
+
+def test_body_that_is_not_an_object_is_a_422(client):
+    response = client.post("/search", content=b"garbage", headers={"content-type": "application/json"})
+    assert_error_shape(response, 422, "invalid_request")
+
+
+def test_unknown_path_is_a_404_in_the_one_error_shape(client):
+    assert_error_shape(client.get("/no/such/thing"), 404, "not_found")
+
+
+def test_health_readiness_openapi_and_page(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["passages"] == 12
+    assert client.get("/docs").status_code == 200
+    assert "/search" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="q"' in page.text
+
+
+def broken_missing(folder):
+    return folder / "never-built"
+
+
+def broken_corrupt(folder):
+    generation = folder / store.current_generation(folder)
+    (generation / "passages.sqlite").write_bytes(b"not a database")
+    return folder
+
+
+def broken_other_model(folder):
+    manifest_path = folder / store.current_generation(folder) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["model"]["name"] = "intfloat/e5-small"
+    manifest_path.write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize("breaker, words", [
+    (broken_missing, "no index found"),
+    (broken_corrupt, "corrupt"),
+    (broken_other_model, "intfloat/e5-small"),
+])
+def test_service_starts_without_a_usable_index_and_says_how_to_fix_it(index_copy, breaker, words):
+    with TestClient(create_app(Settings(index_dir=breaker(index_copy)))) as broken:
+        assert broken.get("/healthz").status_code == 200
+        for response in (broken.get("/readyz"), broken.get("/search", params={"q": "war"})):
+            error = assert_error_shape(response, 503, "not_ready")
+            assert words in error["message"]
+            assert error["fix"].startswith("semsearch index")

@@ -1,0 +1,115 @@
+"""The splitter on the real seed article and on small real files of every supported type."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from indexer.chunking import chunk_document, sentence_spans, split_long
+from indexer.documents import parse_text, read_folder
+from tests.conftest import SEED_FILE
+
+
+@pytest.fixture(scope="module")
+def seed_document():
+    return parse_text(SEED_FILE.read_text(encoding="utf-8"), "seed", str(SEED_FILE))
+
+
+@pytest.fixture(scope="module")
+def seed_passages(seed_document, embedder):
+    return chunk_document(seed_document, embedder.count_tokens, embedder.max_tokens)
+
+
+def test_first_line_is_the_title_and_every_passage_carries_it(seed_document, seed_passages):
+    assert seed_document.title.startswith("Despite U.S. pressure and mounting losses")
+    assert all(p.title == seed_document.title for p in seed_passages)
+    assert not any(p.text == seed_document.title for p in seed_passages)
+
+
+def test_headings_become_sections_and_never_passages(seed_passages):
+    sections = [p.section for p in seed_passages]
+    assert sections[0] == ""  # the lead, before any heading
+    assert "Why Russia Won’t Stop" in sections
+    assert "The Costs and Risks Ahead" in sections
+    assert "An Endgame Still Out of Reach" in sections
+    headings = {"Why Russia Won’t Stop", "The Costs and Risks Ahead", "An Endgame Still Out of Reach"}
+    assert not any(p.text in headings for p in seed_passages)
+    reasons = next(p for p in seed_passages if "unwilling to end the war" in p.text)
+    assert reasons.section == "Why Russia Won’t Stop"
+
+
+def test_boilerplate_lines_are_dropped(seed_passages):
+    for passage in seed_passages:
+        assert "Others are reading now" not in passage.text
+        assert "Also read" not in passage.text
+
+
+def test_paragraph_broken_across_lines_is_joined(seed_passages):
+    joined = [p for p in seed_passages if "defense production," in p.text]
+    assert len(joined) == 1
+    assert "Chinese support, and high oil revenues" in joined[0].text
+    assert joined[0].text.startswith("Despite over a million casualties")
+
+
+def test_offsets_give_the_passage_back(seed_document, seed_passages):
+    assert len(seed_passages) == 12
+    for passage in seed_passages:
+        assert seed_document.text[passage.start:passage.end] == passage.text
+    assert [p.paragraph for p in seed_passages] == sorted(p.paragraph for p in seed_passages)
+    assert len({p.passage_id for p in seed_passages}) == len(seed_passages)
+
+
+def test_sentences_do_not_split_at_abbreviations():
+    text = "Even after U.S. President Trump spoke, Dr. Smith left. Then it rained!"
+    assert [text[s:e] for s, e in sentence_spans(text)] == [
+        "Even after U.S. President Trump spoke, Dr. Smith left.", "Then it rained!"]
+
+
+def test_long_paragraph_is_split_at_sentences_within_the_model_window(embedder):
+    sentence = "The committee reviewed the regional budget figures again in considerable detail. "
+    body = sentence * 60
+    document = parse_text("Budget Talks Continue\n" + body, "long", "long.txt")
+    passages = chunk_document(document, embedder.count_tokens, embedder.max_tokens)
+    assert len(passages) > 1
+    for passage in passages:
+        assert document.text[passage.start:passage.end] == passage.text
+        assert passage.text.endswith(".")  # cut at a sentence boundary
+        tokens = embedder.count_tokens(passage.title + "\n" + passage.text)
+        assert tokens <= embedder.max_tokens - 2
+    assert len({p.paragraph for p in passages}) == 1
+
+
+def test_a_sentence_longer_than_the_window_is_cut_at_words():
+    words = "word " * 50
+    pieces = split_long(words, 0, len(words) - 1, budget=10, count_tokens=lambda t: len(t.split()))
+    assert len(pieces) == 5
+    assert all(len(words[s:e].split()) <= 10 for s, e in pieces)
+
+
+def test_reads_markdown_html_and_jsonl_and_skips_unknown_types(tmp_path, caplog):
+    (tmp_path / "story.md").write_text("# Harbour Reopens\n\nThe harbour reopened on Monday after\n"
+                                       "repairs that took a year.\n\n## Trade\n\nShips returned at once.\n")
+    (tmp_path / "page.html").write_text(
+        "<html><head><title>Rail Strike Ends</title><script>var x=1;</script></head><body>"
+        "<h1>Rail Strike Ends</h1><p>Trains ran again &amp; on time.</p><h2>What Next</h2>"
+        "<p>Talks resume in spring.</p></body></html>")
+    (tmp_path / "feed.jsonl").write_text(
+        json.dumps({"id": "a1", "title": "Dam Opens", "url": "https://example.org/dam",
+                    "text": "The dam opened today."}) + "\n{not json\n")
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG")
+    with caplog.at_level(logging.WARNING):
+        documents = {d.doc_id: d for d in read_folder(tmp_path)}
+    assert set(documents) == {"story", "page", "a1"}
+    assert "photo.png" in caplog.text and "feed.jsonl line 2" in caplog.text
+
+    story = chunk_document(documents["story"], lambda t: len(t.split()), 256)
+    assert [(p.section, p.text) for p in story] == [
+        ("", "The harbour reopened on Monday after\nrepairs that took a year."),
+        ("Trade", "Ships returned at once.")]
+    page = chunk_document(documents["page"], lambda t: len(t.split()), 256)
+    assert documents["page"].title == "Rail Strike Ends"
+    assert [(p.section, p.text) for p in page] == [("", "Trains ran again & on time."),
+                                                  ("What Next", "Talks resume in spring.")]
+    assert documents["a1"].source == "https://example.org/dam"

@@ -1,0 +1,53 @@
+"""The `semsearch` command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import ROOT, SEED_FILE
+
+
+def semsearch(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "indexer.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_index_then_search_from_the_terminal(tmp_path):
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    shutil.copy(SEED_FILE, seeds / SEED_FILE.name)
+    (seeds / "notes.docx").write_bytes(b"PK\x03\x04")
+    built = semsearch("index", str(seeds), "--out", str(tmp_path / "index"))
+    assert built.returncode == 0, built.stderr
+    assert "indexed 1 documents, 12 passages" in built.stdout
+    assert "notes.docx" in built.stderr and "unsupported" in built.stderr
+
+    printed = semsearch("search", "why won't Russia stop", "--index", str(tmp_path / "index"), "-k", "2")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("1. ") and "Why Russia Won’t Stop" in printed.stdout
+    assert "»" in printed.stdout and "«" in printed.stdout  # the answering sentence is marked
+
+    as_json = semsearch("search", "how many casualties", "--index", str(tmp_path / "index"), "--json")
+    results = json.loads(as_json.stdout)["results"]
+    assert any("over a million casualties" in r["highlight"] for r in results[:3])
+
+
+def test_search_without_an_index_says_which_command_builds_it(tmp_path):
+    result = semsearch("search", "war", "--index", str(tmp_path / "empty"))
+    assert result.returncode == 2
+    assert "no index found" in result.stderr and "fix: semsearch index" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_arguments_are_clear_errors_not_tracebacks(tmp_path):
+    empty = tmp_path / "seeds"
+    empty.mkdir()
+    for args, words in [(("index", str(empty), "--out", str(tmp_path / "i")), "no passages to index"),
+                        (("index", str(tmp_path / "missing")), "seeds folder not found"),
+                        (("search", "war", "-k", "0"), "-k must be between 1 and 50")]:
+        result = semsearch(*args)
+        assert result.returncode == 2 and words in result.stderr
+        assert "Traceback" not in result.stderr

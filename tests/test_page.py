@@ -1,0 +1,72 @@
+"""The search page in a real headless Chromium (Debian's chromium package)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from indexer.build import build_from_folder
+from tests.conftest import start_server, stop_server
+
+CHROMIUM = os.environ.get("SEMSEARCH_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        pytest.fail(f"no Chromium at {CHROMIUM}: install it with `apt-get install chromium` "
+                    "(the setup step does) or set SEMSEARCH_CHROMIUM")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def test_typing_a_query_shows_results_with_the_answer_marked(browser, live_server):
+    page = browser.new_page()
+    page.goto(live_server + "/")
+    page.fill("#q", "how many casualties")
+    page.press("#q", "Enter")
+    page.wait_for_selector("li.result mark.answer", timeout=15000)
+    results = page.locator("li.result")
+    assert results.count() >= 3
+    texts = [results.nth(i).inner_text() for i in range(3)]
+    assert any("over a million casualties" in text for text in texts)
+    assert "casualties" in page.locator("li.result mark.answer").first.inner_text()
+    assert "The Costs and Risks Ahead" in results.first.locator(".meta").inner_text()
+    assert "?q=how+many+casualties" in page.url  # the search can be shared as a link
+    page.close()
+
+
+def test_an_error_is_shown_to_the_user(browser, live_server):
+    page = browser.new_page()
+    page.goto(live_server + "/?q=" + "x" * 1001)
+    page.wait_for_selector("#status.error")
+    assert "1000" in page.inner_text("#status")
+    page.close()
+
+
+def test_passage_text_is_inserted_as_text_never_as_html(browser, tmp_path, embedder):
+    hostile = "<img src=x onerror=\"window.pwned=1\"> The <b>council</b> approved the harbour budget."
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "feed.jsonl").write_text(json.dumps({"id": "h1", "title": "<i>Harbour</i> Budget",
+                                                  "url": "https://example.org/h1", "text": hostile}))
+    build_from_folder(seeds, tmp_path / "index", embedder, progress=False)
+    process, url = start_server(tmp_path / "index")
+    try:
+        page = browser.new_page()
+        page.goto(url + "/?q=harbour+budget")
+        page.wait_for_selector("li.result")
+        assert page.locator("li.result img, li.result b, li.result i").count() == 0
+        assert "<b>council</b>" in page.locator("li.result .passage").inner_text()
+        assert page.evaluate("window.pwned") is None
+        page.close()
+    finally:
+        stop_server(process)

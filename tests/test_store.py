@@ -1,0 +1,94 @@
+"""The on-disk index: round trip against a brute-force numpy oracle, integrity checks, atomic swap."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from indexer import keyword, store
+from indexer.build import build_from_documents, chunk_all
+from indexer.chunking import embedding_input, sentence_spans
+from indexer.documents import Document, read_folder
+from indexer.search import Searcher
+from tests.conftest import SEEDS
+
+
+@pytest.fixture(scope="module")
+def sentence_corpus():
+    """Every sentence of the seed article as its own small document: real text, many rows."""
+    article = next(read_folder(SEEDS))
+    return [Document(doc_id=f"s{i}", title="", source=f"seed-sentence-{i}", text=article.text[s:e])
+            for i, (s, e) in enumerate(sentence_spans(article.text))]
+
+
+def test_round_trip_matches_brute_force_numpy_search(tmp_path, embedder, sentence_corpus):
+    build_from_documents(sentence_corpus, tmp_path, embedder, progress=False)
+    loaded = store.load(tmp_path, embedder.name, embedder.dimension)
+    expected = chunk_all(sentence_corpus, embedder)
+    assert loaded.contents.passages == tuple(expected)
+    oracle = embedder.embed([embedding_input(p)[0] for p in expected], progress=False)
+    np.testing.assert_allclose(loaded.contents.vectors, oracle, atol=1e-5)
+
+    searcher = Searcher(loaded, embedder)
+    for query in ["casualties of the war", "NATO membership", "drone production", "peace proposal"]:
+        vector = embedder.embed_query(query)
+        brute = np.argsort(-(oracle @ vector), kind="stable")[:10]
+        found = [row for row, _ in searcher.dense_list(vector, 10, None)]
+        assert found == brute.tolist()
+
+
+def test_manifest_records_format_model_counts_and_checksums(seed_index):
+    generation = store.current_generation(seed_index)
+    manifest = json.loads((seed_index / generation / "manifest.json").read_text())
+    assert manifest["format_version"] == store.FORMAT_VERSION
+    assert manifest["model"] == {"name": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384}
+    assert manifest["passages"] == 12 and manifest["documents"] == 1
+    assert {"vectors.faiss", "sentences.faiss", "passages.sqlite"} <= set(manifest["files"])
+    for relative, digest in manifest["files"].items():
+        assert store.sha256_of(seed_index / generation / relative) == digest
+
+
+def test_missing_index_names_the_command_that_builds_it(tmp_path, embedder):
+    with pytest.raises(store.IndexUnavailable) as caught:
+        store.load(tmp_path / "nowhere", embedder.name, embedder.dimension)
+    assert "no index found" in caught.value.message
+    assert caught.value.fix.startswith("semsearch index")
+
+
+def test_truncated_vectors_file_is_reported_as_corrupt(index_copy, embedder):
+    vectors = index_copy / store.current_generation(index_copy) / "vectors.faiss"
+    vectors.write_bytes(vectors.read_bytes()[:100])
+    with pytest.raises(store.IndexUnavailable) as caught:
+        store.load(index_copy, embedder.name, embedder.dimension)
+    assert "vectors.faiss" in caught.value.message and "corrupt" in caught.value.message
+
+
+def test_index_built_with_another_model_is_refused(index_copy, embedder):
+    with pytest.raises(store.IndexUnavailable) as caught:
+        store.load(index_copy, "intfloat/e5-small", embedder.dimension)
+    assert "all-MiniLM-L6-v2" in caught.value.message and "intfloat/e5-small" in caught.value.message
+
+
+def test_failed_build_leaves_the_index_in_use_untouched(index_copy, embedder, sentence_corpus, monkeypatch):
+    before = store.current_generation(index_copy)
+
+    def broken_save(retriever, folder):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keyword, "save", broken_save)
+    with pytest.raises(OSError):
+        build_from_documents(sentence_corpus, index_copy, embedder, progress=False)
+    assert store.current_generation(index_copy) == before
+    assert not any(p.name.startswith(".building") for p in index_copy.iterdir())
+    assert len(store.load(index_copy, embedder.name, embedder.dimension).contents.passages) == 12
+
+
+def test_new_build_switches_pointer_and_keeps_only_recent_generations(index_copy, embedder, sentence_corpus):
+    for _ in range(store.KEEP_GENERATIONS + 1):
+        build_from_documents(sentence_corpus[:3], index_copy, embedder, progress=False)
+    generations = [p for p in index_copy.iterdir() if p.name.startswith("gen-")]
+    assert len(generations) == store.KEEP_GENERATIONS
+    assert store.current_generation(index_copy) == max(p.name for p in generations)
+    assert len(store.load(index_copy, embedder.name, embedder.dimension).contents.passages) == 3
