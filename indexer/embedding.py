@@ -62,7 +62,7 @@ class Embedder:
 
     def count_tokens(self, text: str) -> int:
         """Word pieces the model would see for text, without special tokens."""
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def embed_query(self, text: str) -> np.ndarray:
         """One unit-length query vector."""

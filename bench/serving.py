@@ -1,0 +1,143 @@
+"""Benchmark build throughput, query latency (in-process and HTTP) and server memory on a BEIR corpus.
+
+    .venv/bin/python bench/serving.py --dataset ../shared/eval/scifact
+
+Every phase uses queries no earlier phase used, so the query-embedding cache never helps.
+Figures are medians/percentiles of one run; baselines (bare model call, /healthz) are measured
+in the same run so noise on this shared machine can be read against them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from indexer import store  # noqa: E402
+from indexer.beir import read_corpus, read_queries  # noqa: E402
+from indexer.build import build_from_documents  # noqa: E402
+from indexer.embedding import Embedder  # noqa: E402
+from indexer.search import Query, Searcher  # noqa: E402
+from tests.conftest import start_server, stop_server  # noqa: E402
+
+
+def percentiles(samples_ms: list[float]) -> dict:
+    ordered = sorted(samples_ms)
+    return {"p50_ms": round(statistics.median(ordered), 2),
+            "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2), "n": len(ordered)}
+
+
+def timed(call, items) -> list[float]:
+    samples = []
+    for item in items:
+        started = time.perf_counter()
+        call(item)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def http_phase(url: str, queries: list[str], clients: int, mode: str = "hybrid") -> dict:
+    """Send queries from `clients` threads, each with its own keep-alive connection."""
+    failures = 0
+    shards = [queries[i::clients] for i in range(clients)]
+
+    def run(shard: list[str]) -> tuple[list[float], int]:
+        failed = 0
+        with httpx.Client(base_url=url, timeout=30) as client:
+            def ask(q: str) -> None:
+                nonlocal failed
+                if client.get("/search", params={"q": q, "k": 10, "mode": mode}).status_code != 200:
+                    failed += 1
+            return timed(ask, shard), failed
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(run, shards))
+    wall = time.perf_counter() - started
+    samples = [s for shard_samples, _ in results for s in shard_samples]
+    failures = sum(failed for _, failed in results)
+    return {**percentiles(samples), "clients": clients, "requests_per_s": round(len(samples) / wall, 1),
+            "failed": failures}
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl)")
+    parser.add_argument("--index", type=Path, help="reuse this built index instead of building one")
+    parser.add_argument("--queries", type=int, default=250, help="queries per phase")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    queries = list(read_queries(args.dataset).values())
+    n = args.queries
+    if len(queries) < 5 * n + 40:
+        sys.exit(f"need {5 * n + 40} distinct queries, the dataset has {len(queries)}; lower --queries")
+    phases = [queries[i * n:(i + 1) * n] for i in range(5)]
+    warmup = queries[5 * n:5 * n + 40]
+    report: dict = {"dataset": str(args.dataset)}
+
+    embedder = Embedder()
+    workdir = tempfile.TemporaryDirectory()
+    index_dir = args.index
+    if index_dir is None:
+        index_dir = Path(workdir.name) / "index"
+        documents = read_corpus(args.dataset)
+        summary = build_from_documents(documents, index_dir, embedder)
+        texts = summary.passages + summary.sentences
+        report["build"] = {"documents": summary.documents, "passages": summary.passages,
+                           "sentences": summary.sentences, "seconds": round(summary.seconds, 1),
+                           "passages_per_s": round(summary.passages / summary.seconds, 1),
+                           "texts_embedded_per_s": round(texts / summary.seconds, 1)}
+        print("build", report["build"], flush=True)
+
+    searcher = Searcher(store.load(index_dir, embedder.name, embedder.dimension), embedder)
+    for q in warmup[:20]:
+        searcher.search(Query(q))
+    report["in_process"] = {
+        "baseline_embed_query": percentiles(timed(embedder.embed_query, phases[0])),
+        "hybrid": percentiles(timed(lambda q: searcher.search(Query(q, k=10)), phases[1])),
+        "dense": percentiles(timed(lambda q: searcher.search(Query(q, k=10, mode="dense")), phases[2])),
+    }
+    print("in-process", report["in_process"], flush=True)
+    del searcher
+
+    process, url = start_server(index_dir)
+    try:
+        with httpx.Client(base_url=url) as client:
+            for q in warmup[20:]:
+                client.get("/search", params={"q": q})
+            health = timed(lambda _: client.get("/healthz"), range(200))
+        report["http"] = {
+            "baseline_healthz": percentiles(health),
+            "hybrid_1_client": http_phase(url, phases[0] + phases[1], clients=1),
+            "hybrid_4_clients": http_phase(url, phases[2] + phases[3] + phases[4], clients=4),
+        }
+        report["server_peak_rss_mb"] = peak_rss_mb(process.pid)
+    finally:
+        stop_server(process)
+    print("http", report["http"], "peak rss MB", report["server_peak_rss_mb"], flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+    workdir.cleanup()
+
+
+if __name__ == "__main__":
+    main()
