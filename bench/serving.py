@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl)")
     parser.add_argument("--index", type=Path, help="reuse this built index instead of building one")
-    parser.add_argument("--queries", type=int, default=250, help="queries per phase")
+    parser.add_argument("--queries", type=int, default=200, help="queries per phase")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 

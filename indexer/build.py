@@ -74,26 +74,19 @@ def chunk_all(documents: list[Document], embedder: Embedder) -> list[Passage]:
 
 def embed_passages(passages: list[Passage], documents: dict[str, Document], embedder: Embedder,
                    progress: bool | None) -> store.IndexContents:
-    """Vectors for passages and their sentences, plus the keyword index over the same text.
-
-    Sentences are embedded on their own so the answering one can be marked at query time for
-    the cost of a dot product; a one-sentence passage reuses its passage vector.
-    """
-    inputs, all_spans, bounds, sentence_rows = [], [], [0], []
+    """Vectors for passages and their sentences, plus the keyword index over the same text."""
+    inputs, spans_per_input, all_spans, bounds = [], [], [], [0]
     for passage in passages:
-        inputs.append(embedding_input(passage)[0])
+        text, offset = embedding_input(passage)
         spans = sentence_spans(documents[passage.doc_id].text, passage.start, passage.end)
+        inputs.append(text)
+        # The model sees context + passage, so sentence offsets shift into the input string.
+        spans_per_input.append([(s - passage.start + offset, e - passage.start + offset) for s, e in spans])
         all_spans.extend(spans)
         bounds.append(len(all_spans))
-        if len(spans) > 1:
-            sentence_rows.extend(range(bounds[-2], bounds[-1]))
-    owners = np.repeat(np.arange(len(passages)), np.diff(bounds))
-    sentence_texts = [documents[passages[owners[r]].doc_id].text[slice(*all_spans[r])] for r in sentence_rows]
-    vectors = embedder.embed(inputs + sentence_texts, progress)
-    sentence_vectors = vectors[owners] if len(owners) else np.zeros((0, embedder.dimension), np.float32)
-    sentence_vectors[sentence_rows] = vectors[len(inputs):]
+    vectors, sentence_vectors = embedder.embed_passages(inputs, spans_per_input, progress)
     return store.IndexContents(
-        passages=tuple(passages), vectors=vectors[:len(inputs)],
+        passages=tuple(passages), vectors=vectors,
         sentence_spans=np.array(all_spans, dtype=np.int64).reshape(-1, 2),
         sentence_vectors=sentence_vectors, sentence_bounds=np.array(bounds, dtype=np.int64),
         keyword_index=keyword.build(inputs), model=embedder.name, dimension=embedder.dimension)

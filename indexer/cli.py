@@ -41,6 +41,13 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--mode", choices=MODES, default="hybrid")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+
+    evaluate = commands.add_parser("eval", help="score every retrieval mode on a BEIR-format dataset")
+    evaluate.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    evaluate.add_argument("--split", default="test", help="qrels split to score (default: test)")
+    evaluate.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
+    evaluate.add_argument("--index", help="keep the dataset's index in this folder (reused when already built there)")
+    evaluate.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     return top
 
 
@@ -51,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("sentence_transformers", "transformers", "faiss", "bm25s", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return {"index": run_index, "serve": run_serve, "search": run_search}[args.command](args)
+        return {"index": run_index, "serve": run_serve, "search": run_search,
+                "eval": run_eval}[args.command](args)
     except IndexUnavailable as exc:
         print(f"semsearch: error: {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
     except (DocumentError, ModelError, QueryError) as exc:
@@ -103,6 +111,18 @@ def run_search(args: argparse.Namespace) -> int:
         print("no results")
     for hit in hits:
         print(format_hit(hit, color=sys.stdout.isatty()))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from indexer.embedding import Embedder
+    from indexer.evaluation import evaluate_dataset, format_table
+
+    index = Path(args.index) if args.index else None
+    report = evaluate_dataset(Path(args.dataset), args.split, Embedder(args.model), index=index)
+    print(format_table(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

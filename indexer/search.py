@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from indexer.store import LoadedIndex
 MODES = ("hybrid", "dense", "keyword")
 # How much a sentence's (idf-weighted) share of the query's keywords adds to its cosine when
 # marking the answer: sentence vectors alone can miss exact facts such as "casualties".
-HIGHLIGHT_KEYWORD_WEIGHT = 0.25
+HIGHLIGHT_KEYWORD_WEIGHT = 0.5
 
 
 class QueryError(ValueError):
@@ -81,13 +82,22 @@ def top_rows(scores: np.ndarray, depth: int, allowed: np.ndarray | None = None,
     return [(int(candidates[i]), float(scores[candidates[i]])) for i in order]
 
 
-def fuse(lists: list[list[tuple[int, float]]], rrf_k: int) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion of ranked (row, score) lists, best first, ties broken by row."""
-    fused: dict[int, float] = {}
+def fuse(lists: list[list[tuple[int, float]]], rrf_k: int,
+         key: Callable[[int], object] = lambda row: row) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of ranked (row, score) lists, best first, ties broken by row.
+
+    Rows with the same key are one item (key = document when grouping); each item is shown by
+    its best-ranked row.
+    """
+    fused: dict[object, float] = {}
+    best: dict[object, tuple[int, int]] = {}
     for ranked in lists:
         for rank, (row, _) in enumerate(ranked, start=1):
-            fused[row] = fused.get(row, 0.0) + 1.0 / (rrf_k + rank)
-    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+            item = key(row)
+            fused[item] = fused.get(item, 0.0) + 1.0 / (rrf_k + rank)
+            if item not in best or (rank, row) < best[item]:
+                best[item] = (rank, row)
+    return sorted(((best[item][1], score) for item, score in fused.items()), key=lambda x: (-x[1], x[0]))
 
 
 def first_per_doc(ranked: list[tuple[int, float]], passages: tuple[Passage, ...]) -> list[tuple[int, float]]:
@@ -129,19 +139,20 @@ class Searcher:
         dense = self.dense_list(vector, depth, allowed) if query.mode != "keyword" else []
         terms = self.analyzer.terms(query.text)
         sparse = self.keyword_list(terms, depth, allowed) if query.mode != "dense" else []
+        key = (lambda row: passages[row].doc_id) if query.group_by_doc else (lambda row: row)
+        if query.group_by_doc:
+            dense, sparse = first_per_doc(dense, passages), first_per_doc(sparse, passages)
         if query.mode == "dense":
             ranked = dense
         elif query.mode == "keyword":
             ranked = sparse
         else:
-            ranked = fuse([dense, sparse], self.fusion.rrf_k)
-        if query.group_by_doc:
-            ranked = first_per_doc(ranked, passages)
-        dense_at = {row: ListRank(r, s) for r, (row, s) in enumerate(dense, start=1)}
-        sparse_at = {row: ListRank(r, s) for r, (row, s) in enumerate(sparse, start=1)}
+            ranked = fuse([dense, sparse], self.fusion.rrf_k, key)
+        dense_at = {key(row): ListRank(r, s) for r, (row, s) in enumerate(dense, start=1)}
+        sparse_at = {key(row): ListRank(r, s) for r, (row, s) in enumerate(sparse, start=1)}
         return [Hit(rank=query.offset + i, score=score, passage=passages[row],
                     highlight=self.highlight(row, vector, terms),
-                    dense=dense_at.get(row), keyword=sparse_at.get(row))
+                    dense=dense_at.get(key(row)), keyword=sparse_at.get(key(row)))
                 for i, (row, score) in enumerate(ranked[query.offset:wanted], start=1)]
 
     def filter_mask(self, query: Query) -> np.ndarray | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -56,14 +57,17 @@ def start_server(index: Path):
     import os
     import subprocess
     import sys
+    import tempfile
     import time
 
     import httpx
 
     port = free_port()
     command = [sys.executable, "-m", "indexer.cli", "serve", "--index", str(index), "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The log goes to a file: an unread pipe fills up and would block the server mid-request.
+    log = tempfile.NamedTemporaryFile("w+", prefix="semsearch-serve-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+    process.log_path = log.name
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -74,12 +78,18 @@ def start_server(index: Path):
             pass
         time.sleep(0.2)
     process.kill()
-    pytest.fail(f"server did not become ready:\n{process.communicate()[0]}")
+    process.wait()
+    pytest.fail(f"server did not become ready:\n{Path(log.name).read_text()}")
 
 
 def stop_server(process) -> None:
     process.terminate()
-    process.wait(timeout=20)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    Path(process.log_path).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

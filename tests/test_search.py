@@ -52,3 +52,62 @@ def test_top_rows_is_stable_for_ties():
     scores = np.array([0.5, 0.9, 0.5, 0.5, 0.0])
     assert top_rows(scores, 3) == [(1, 0.9), (0, 0.5), (2, 0.5)]
     assert top_rows(scores, 10, positive_only=True) == [(1, 0.9), (0, 0.5), (2, 0.5), (3, 0.5)]
+
+
+@pytest.fixture(scope="module")
+def sections_searcher(tmp_path_factory, embedder):
+    """The seed article cut into one document per section: a small multi-document index."""
+    from indexer import store
+    from indexer.build import build_from_documents
+    from indexer.documents import Document
+    from indexer.search import Searcher
+    from tests.conftest import SEED_FILE
+
+    parts = SEED_FILE.read_text(encoding="utf-8").split("\n")
+    cuts = [i for i, line in enumerate(parts) if line in HEADINGS] + [len(parts)]
+    documents = [Document(doc_id=f"part{n}", title=parts[a], source=f"https://example.org/{n}",
+                          text="\n".join(parts[a:b])) for n, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    out = tmp_path_factory.mktemp("sections")
+    build_from_documents(documents, out, embedder, progress=False)
+    return Searcher(store.load(out, embedder.name, embedder.dimension), embedder)
+
+
+def test_explain_gives_each_lists_rank_and_none_where_a_list_missed(searcher):
+    hits = searcher.search(Query("drone production", k=12))
+    assert all(h.dense is not None for h in hits)
+    assert any(h.keyword is None for h in hits)  # passages without "drone" or "production"
+    both = [h for h in hits if h.keyword is not None]
+    assert both and all(h.keyword.rank >= 1 and h.keyword.score > 0 for h in both)
+    record = hit_record(hits[0], explain=True)
+    assert set(record["explain"]) == {"dense", "keyword"}
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
+def test_paging_with_offset_is_stable(searcher, mode):
+    whole = [h.passage.passage_id for h in searcher.search(Query("war and peace talks", k=12, mode=mode))]
+    pages = [h.passage.passage_id for offset in range(0, 12, 3)
+             for h in searcher.search(Query("war and peace talks", k=3, offset=offset, mode=mode))]
+    assert pages == whole
+    assert searcher.search(Query("war and peace talks", k=3, offset=3, mode=mode))[0].rank == 4
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
+def test_group_by_doc_returns_one_passage_per_article(sections_searcher, mode):
+    hits = sections_searcher.search(Query("Russia and the war", k=10, mode=mode, group_by_doc=True))
+    doc_ids = [h.passage.doc_id for h in hits]
+    assert len(doc_ids) == len(set(doc_ids)) and len(doc_ids) >= 3
+
+
+def test_filters_by_doc_id_and_source(sections_searcher):
+    only = sections_searcher.search(Query("casualties", k=10, doc_ids=("part2",)))
+    assert only and {h.passage.doc_id for h in only} == {"part2"}
+    by_source = sections_searcher.search(Query("Putin", k=10, sources=("https://example.org/1",)))
+    assert by_source and {h.passage.source for h in by_source} == {"https://example.org/1"}
+    assert sections_searcher.search(Query("Putin", k=10, doc_ids=("no-such-doc",))) == []
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
+def test_highlight_is_the_answering_sentence_in_every_mode(searcher, mode):
+    hits = searcher.search(Query("how many casualties", k=12, mode=mode))
+    hit = next(h for h in hits if "over a million casualties" in h.passage.text)
+    assert hit.highlight.text.startswith("Despite over a million casualties")

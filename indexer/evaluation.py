@@ -1,0 +1,77 @@
+"""Score every retrieval mode on a BEIR dataset: nDCG@10, Recall@100 and MRR@10 (via ranx)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from indexer import store
+from indexer.beir import read_corpus, read_qrels, read_queries
+from indexer.build import build_from_documents
+from indexer.embedding import Embedder
+from indexer.search import MODES, FusionParams, Query, Searcher
+
+log = logging.getLogger(__name__)
+METRICS = ("ndcg@10", "recall@100", "mrr@10")
+DEPTH = 100  # documents ranked per query: enough for Recall@100
+
+
+def rank_documents(searcher: Searcher, queries: dict[str, str], mode: str) -> dict[str, dict[str, float]]:
+    """query id -> {doc id: score}; a document ranks by its best passage."""
+    run = {}
+    for query_id, text in queries.items():
+        hits = searcher.search(Query(text=text, k=DEPTH, mode=mode, group_by_doc=True))
+        # Scores from the rank, so the metric library sees exactly our order (no tie reshuffling).
+        run[query_id] = {hit.passage.doc_id: 1.0 / hit.rank for hit in hits}
+    return run
+
+
+def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The metrics with ranx; its "ndcg" is trec_eval's linear-gain nDCG."""
+    from ranx import Qrels, Run, evaluate
+
+    # Queries that found nothing still count, as zeros.
+    run = {query_id: run.get(query_id) or {"__none__": 0.0} for query_id in qrels}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba's type-cast chatter
+        values = evaluate(Qrels(qrels), Run(run), list(METRICS))
+    return {metric: round(float(values[metric]), 4) for metric in METRICS}
+
+
+def evaluate_dataset(dataset: Path, split: str, embedder: Embedder, index: Path | None = None,
+                     fusion: FusionParams = FusionParams(), modes: tuple[str, ...] = MODES,
+                     progress: bool | None = None) -> dict:
+    """Index the corpus (into index if given, reusing one already built there), rank every judged
+    query in every mode, and score each mode."""
+    dataset = Path(dataset)
+    qrels = read_qrels(dataset, split)
+    all_queries = read_queries(dataset)
+    queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
+    report: dict = {"dataset": dataset.name, "split": split, "queries": len(queries), "results": {}}
+    with tempfile.TemporaryDirectory(prefix="semsearch-eval-") as scratch:
+        index = Path(index or scratch)
+        if store.current_generation(index) is None:
+            summary = build_from_documents(read_corpus(dataset), index, embedder, progress, str(dataset))
+            report["index"] = {"documents": summary.documents, "passages": summary.passages,
+                               "seconds": round(summary.seconds, 1)}
+        searcher = Searcher(store.load(index, embedder.name, embedder.dimension), embedder, fusion)
+        for mode in modes:
+            started = time.perf_counter()
+            run = rank_documents(searcher, queries, mode)
+            seconds = round(time.perf_counter() - started, 2)
+            report["results"][mode] = {**score(qrels, run), "seconds": seconds}
+            log.info("%s: %s", mode, report["results"][mode])
+    return report
+
+
+def format_table(report: dict) -> str:
+    """The report as a Markdown table."""
+    lines = [f"{report['dataset']} ({report['split']}, {report['queries']} queries)", "",
+             "| mode | nDCG@10 | Recall@100 | MRR@10 | seconds |", "|---|---|---|---|---|"]
+    for mode, values in report["results"].items():
+        lines.append(f"| {mode} | {values['ndcg@10']:.4f} | {values['recall@100']:.4f} | "
+                     f"{values['mrr@10']:.4f} | {values['seconds']} |")
+    return "\n".join(lines)
