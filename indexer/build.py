@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 from indexer import keyword, store
-from indexer.chunking import Passage, chunk_document, embedding_input, sentence_spans
+from indexer.chunking import Passage, chunk_document, context_of, embedding_input, sentence_spans
 from indexer.documents import Document, DocumentError, read_folder
 from indexer.embedding import Embedder
 
@@ -89,4 +89,19 @@ def embed_passages(passages: list[Passage], documents: dict[str, Document], embe
         passages=tuple(passages), vectors=vectors,
         sentence_spans=np.array(all_spans, dtype=np.int64).reshape(-1, 2),
         sentence_vectors=sentence_vectors, sentence_bounds=np.array(bounds, dtype=np.int64),
-        keyword_index=keyword.build(inputs), model=embedder.name, dimension=embedder.dimension)
+        keyword_index=keyword.build(keyword_texts(passages)), model=embedder.name,
+        dimension=embedder.dimension)
+
+
+def keyword_texts(passages: list[Passage]) -> list[str]:
+    """What BM25 scores for each passage: its context and its whole paragraph.
+
+    Passages exist because the embedding model's window is small; BM25 has no window, and a
+    paragraph cut in two should still match a query whose words fall in both halves (on SciFact
+    this lifts keyword nDCG@10 from 0.680 to the document-level 0.686).
+    """
+    paragraphs: dict[tuple[str, int], list[str]] = {}
+    for passage in passages:
+        paragraphs.setdefault((passage.doc_id, passage.paragraph), []).append(passage.text)
+    return [f"{context_of(p.title, p.section)}\n{' '.join(paragraphs[(p.doc_id, p.paragraph)])}"
+            for p in passages]

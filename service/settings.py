@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from indexer.search import FusionParams
 
 
 class Settings(BaseSettings):
@@ -15,5 +18,13 @@ class Settings(BaseSettings):
 
     index_dir: Path = Field(Path("index"), description="index folder written by `semsearch index`")
     model_path: str | None = Field(None, description="sentence-transformers model folder; default: the packaged all-MiniLM-L6-v2")
+    fusion_method: Literal["rrf", "convex"] = Field("convex", description="how hybrid mode merges the two lists")
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
     fusion_depth: int = Field(100, ge=1, description="how deep each list is read before fusing")
+    dense_weight: float = Field(0.5, ge=0, description="weight of the dense list in hybrid mode")
+    keyword_weight: float = Field(0.5, ge=0, description="weight of the keyword list in hybrid mode")
+    backend: Literal["onnx", "torch"] = Field("onnx", description="model runtime; onnx gives the same vectors, faster")
+
+    def fusion(self) -> FusionParams:
+        return FusionParams(method=self.fusion_method, rrf_k=self.rrf_k, depth=self.fusion_depth,
+                            dense_weight=self.dense_weight, keyword_weight=self.keyword_weight)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.search import Query, QueryError, fuse, hit_record, top_rows
+from indexer.search import FusionParams, Query, QueryError, fuse, hit_record, top_rows
 
 HEADINGS = {"Why Russia Won’t Stop", "The Costs and Risks Ahead", "An Endgame Still Out of Reach"}
 
@@ -43,7 +43,17 @@ def test_empty_query_is_a_query_error(searcher):
 def test_fusion_prefers_rows_that_both_lists_agree_on():
     dense = [(1, 0.9), (2, 0.8), (3, 0.7)]
     sparse = [(3, 12.0), (1, 9.0), (4, 1.0)]
-    assert [row for row, _ in fuse([dense, sparse], rrf_k=60)] == [1, 3, 2, 4]
+    rrf = FusionParams(method="rrf")
+    assert [row for row, _ in fuse([(dense, 1.0), (sparse, 1.0)], rrf)] == [1, 3, 2, 4]
+    # With the dense list nearly ignored, the keyword list's order wins.
+    assert [row for row, _ in fuse([(dense, 0.1), (sparse, 1.0)], rrf)][:2] == [3, 1]
+
+
+def test_convex_fusion_scales_each_list_to_0_1():
+    dense = [(1, 0.9), (2, 0.5)]
+    sparse = [(2, 20.0), (3, 10.0)]
+    fused = dict(fuse([(dense, 0.5), (sparse, 0.5)], FusionParams(method="convex")))
+    assert fused == pytest.approx({1: 0.5, 2: 0.5, 3: 0.0})
 
 
 def test_top_rows_is_stable_for_ties():

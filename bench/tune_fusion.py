@@ -1,0 +1,54 @@
+"""Sweep hybrid fusion settings on a BEIR split (tune on train, report on test).
+
+    .venv/bin/python bench/tune_fusion.py --dataset ../shared/eval/scifact --index /tmp/scifact-index --split train
+
+The index is the one `semsearch eval DATASET --index DIR` builds and keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from indexer import store  # noqa: E402
+from indexer.beir import read_qrels, read_queries  # noqa: E402
+from indexer.embedding import Embedder  # noqa: E402
+from indexer.evaluation import rank_documents, score  # noqa: E402
+from indexer.search import FusionParams, Searcher  # noqa: E402
+
+GRID = [FusionParams(method="rrf", rrf_k=k, depth=d) for k in (10, 30, 60) for d in (50, 100, 300)] + \
+    [FusionParams(method="rrf", rrf_k=60, depth=100, dense_weight=1.0, keyword_weight=w) for w in (0.7, 1.3, 1.6)] + \
+    [FusionParams(method="convex", depth=d, dense_weight=a, keyword_weight=1 - a)
+     for d in (100, 300) for a in (0.3, 0.4, 0.5, 0.6)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--split", default="train")
+    args = parser.parse_args()
+    qrels = read_qrels(args.dataset, args.split)
+    queries = {q: t for q, t in read_queries(args.dataset).items() if q in qrels}
+    embedder = Embedder()
+    searcher = Searcher(store.load(args.index, embedder.name, embedder.dimension), embedder)
+    print(f"{args.split}: {len(queries)} queries")
+    print("| method | rrf_k | depth | dense w | keyword w | nDCG@10 | Recall@100 | MRR@10 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mode in ("dense", "keyword"):
+        values = score(qrels, rank_documents(searcher, queries, mode))
+        print(f"| {mode} only | | | | | {values['ndcg@10']:.4f} | {values['recall@100']:.4f} | {values['mrr@10']:.4f} |")
+    for params in GRID:
+        searcher.fusion = params
+        values = score(qrels, rank_documents(searcher, queries, "hybrid"))
+        row = dataclasses.astuple(params)
+        print(f"| {' | '.join(str(x) for x in row)} | {values['ndcg@10']:.4f} | {values['recall@100']:.4f} | "
+              f"{values['mrr@10']:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
