@@ -1,4 +1,4 @@
-"""Compose read -> chunk -> embed -> store into one index build."""
+"""Compose read -> chunk -> embed -> store into one incremental index build."""
 
 from __future__ import annotations
 
@@ -11,60 +11,124 @@ from typing import Iterable
 import numpy as np
 
 from indexer import keyword, store
+from indexer.cache import EmbeddingCache, cache_key
 from indexer.chunking import Passage, chunk_document, context_of, embedding_input, sentence_spans
+from indexer.document_store import DocumentStore
 from indexer.documents import Document, DocumentError, read_folder
 from indexer.embedding import Embedder
+from indexer.store import StoredDocument
 
 log = logging.getLogger(__name__)
+CACHE_FLUSH = 1024  # passages embedded between cache writes: a killed build keeps its progress
+
+
+@dataclass(frozen=True)
+class Changes:
+    """How the wanted documents differ from the ones the current generation holds."""
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+    unchanged: int
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
 
 
 @dataclass(frozen=True)
 class BuildSummary:
-    """What one build produced, for the CLI to print."""
+    """What one build did, for the CLI to print; generation is None when nothing had to change."""
 
-    generation: Path
+    generation: Path | None
+    changes: Changes
     documents: int
     passages: int
     sentences: int
+    passages_embedded: int
     seconds: float
 
 
-def build_from_folder(seeds: Path, out: Path, embedder: Embedder,
-                      progress: bool | None = None) -> BuildSummary:
-    """Index every readable document under seeds into a new generation in out."""
-    return build_from_documents(read_folder(seeds), out, embedder, progress, origin=str(seeds))
+def build_from_folder(seeds: Path, out: Path, embedder: Embedder, progress: bool | None = None,
+                      force: bool = False) -> BuildSummary:
+    """Index the documents under seeds (plus those ingested over HTTP) into out."""
+    return build_index(out, embedder, list(read_folder(seeds)), progress, force, origin=str(seeds))
 
 
 def build_from_documents(documents: Iterable[Document], out: Path, embedder: Embedder,
                          progress: bool | None = None, origin: str = "input") -> BuildSummary:
-    """Chunk, embed and store documents; the index in use changes only when all of it is written."""
-    started = time.perf_counter()
-    documents = list(documents)
-    passages = chunk_all(documents, embedder)
-    if not passages:
-        raise DocumentError(f"no passages to index: {origin} holds no readable article text")
-    contents = embed_passages(passages, documents_by_id(documents), embedder, progress)
-    generation = store.write_generation(out, contents)
-    return BuildSummary(generation=generation, documents=len({p.doc_id for p in passages}),
-                        passages=len(passages), sentences=int(contents.sentence_spans.shape[0]),
-                        seconds=time.perf_counter() - started)
+    """Index the given documents, as a folder reindex would."""
+    return build_index(out, embedder, list(documents), progress, origin=origin)
 
 
-def documents_by_id(documents: list[Document]) -> dict[str, Document]:
-    unique: dict[str, Document] = {}
-    for document in documents:
-        if document.doc_id in unique:
-            log.warning("duplicate document id %r: keeping the first (%s), skipping %s",
-                        document.doc_id, unique[document.doc_id].source, document.source)
+def wanted_documents(root: Path, folder: list[Document] | None) -> dict[str, StoredDocument]:
+    """Folder documents (those of the current generation when folder is None) plus ingested ones."""
+    if folder is None:
+        stored = [d for d in store.read_documents(root).values() if d.origin == "folder"]
+    else:
+        stored = [StoredDocument(d, "folder", store.content_hash(d)) for d in folder]
+    stored += [StoredDocument(d, "api", store.content_hash(d)) for d in DocumentStore(root).all()]
+    wanted: dict[str, StoredDocument] = {}
+    for item in stored:
+        doc_id = item.document.doc_id
+        if doc_id in wanted and item.origin == wanted[doc_id].origin:
+            log.warning("duplicate document id %r: keeping %s, skipping %s", doc_id,
+                        wanted[doc_id].document.source, item.document.source)
             continue
-        unique[document.doc_id] = document
-    return unique
+        wanted[doc_id] = item  # an ingested document replaces a folder one with its id
+    return wanted
+
+
+def compare(previous: dict[str, StoredDocument], wanted: dict[str, StoredDocument]) -> Changes:
+    changed = tuple(sorted(i for i in wanted if i in previous and previous[i].content_hash != wanted[i].content_hash))
+    return Changes(added=tuple(sorted(set(wanted) - set(previous))), changed=changed,
+                   removed=tuple(sorted(set(previous) - set(wanted))),
+                   unchanged=sum(1 for i in wanted if i in previous and i not in changed))
+
+
+def previous_documents(root: Path, model: str, dimension: int) -> dict[str, StoredDocument]:
+    """Documents of the current generation; none when it is missing, corrupt or for another model."""
+    try:
+        store.verify(root, model, dimension)
+    except store.IndexUnavailable:
+        return {}
+    return store.read_documents(root)
+
+
+def check(root: Path, model: str, dimension: int, folder: list[Document]) -> Changes:
+    """How index/ differs from folder plus the ingested documents."""
+    return compare(previous_documents(root, model, dimension), wanted_documents(root, folder))
+
+
+def build_index(root: Path, embedder: Embedder, folder: list[Document] | None = None,
+                progress: bool | None = None, force: bool = False, origin: str = "input") -> BuildSummary:
+    """Bring index/ up to date, embedding only passages whose text the cache has not seen."""
+    started = time.perf_counter()
+    with store.build_lock(root):
+        wanted = wanted_documents(root, folder)
+        if not wanted:
+            raise DocumentError(f"no documents to index: {origin} holds no readable article")
+        changes = compare(previous_documents(root, embedder.name, embedder.dimension), wanted)
+        documents = {doc_id: item.document for doc_id, item in wanted.items()}
+        if not changes.stale and not force:
+            manifest = store.current_manifest(root)
+            return BuildSummary(None, changes, len(documents), manifest["passages"], manifest["sentences"],
+                                0, time.perf_counter() - started)
+        staging = store.new_staging(root)  # before the slow part, so a killed build leaves a trace to clean
+        passages = chunk_all(list(documents.values()), embedder)
+        if not passages:
+            raise DocumentError(f"no passages to index: {origin} holds no readable article text")
+        cache = EmbeddingCache(root, embedder.name, embedder.dimension)
+        contents, embedded = embed_passages(passages, documents, embedder, cache, progress)
+        generation = store.write_generation(root, contents, list(wanted.values()), staging)
+    return BuildSummary(generation, changes, len(documents), len(passages),
+                        int(contents.sentence_spans.shape[0]), embedded, time.perf_counter() - started)
 
 
 def chunk_all(documents: list[Document], embedder: Embedder) -> list[Passage]:
-    """Passages of every distinct document, in input order."""
+    """Passages of every document, in input order."""
     passages: list[Passage] = []
-    for document in documents_by_id(documents).values():
+    for document in documents:
         found = chunk_document(document, embedder.count_tokens, embedder.max_tokens)
         if not found:
             log.warning("no passages in %s: it holds no article text", document.source)
@@ -73,8 +137,8 @@ def chunk_all(documents: list[Document], embedder: Embedder) -> list[Passage]:
 
 
 def embed_passages(passages: list[Passage], documents: dict[str, Document], embedder: Embedder,
-                   progress: bool | None) -> store.IndexContents:
-    """Vectors for passages and their sentences, plus the keyword index over the same text."""
+                   cache: EmbeddingCache, progress: bool | None) -> tuple[store.IndexContents, int]:
+    """Vectors for passages and their sentences (cached ones reused), plus the keyword index."""
     inputs, spans_per_input, all_spans, bounds = [], [], [], [0]
     for passage in passages:
         text, offset = embedding_input(passage)
@@ -84,13 +148,26 @@ def embed_passages(passages: list[Passage], documents: dict[str, Document], embe
         spans_per_input.append([(s - passage.start + offset, e - passage.start + offset) for s, e in spans])
         all_spans.extend(spans)
         bounds.append(len(all_spans))
-    vectors, sentence_vectors = embedder.embed_passages(inputs, spans_per_input, progress)
-    return store.IndexContents(
-        passages=tuple(passages), vectors=vectors,
+    keys = [cache_key(text, spans) for text, spans in zip(inputs, spans_per_input)]
+    found = cache.get_many(keys)
+    missing = [i for i, key in enumerate(keys) if key not in found]
+    for first in range(0, len(missing), CACHE_FLUSH):
+        part = missing[first:first + CACHE_FLUSH]
+        vectors, sentences = embedder.embed_passages([inputs[i] for i in part],
+                                                     [spans_per_input[i] for i in part], progress)
+        splits = np.cumsum([len(spans_per_input[i]) for i in part])[:-1]
+        fresh = [(keys[i], v, s) for i, v, s in zip(part, vectors, np.split(sentences, splits))]
+        cache.put_many(fresh)
+        found.update((key, (v, s)) for key, v, s in fresh)
+    cache.keep_only(keys)
+    dimension = embedder.dimension
+    contents = store.IndexContents(
+        passages=tuple(passages), vectors=np.vstack([found[k][0] for k in keys]).astype(np.float32),
         sentence_spans=np.array(all_spans, dtype=np.int64).reshape(-1, 2),
-        sentence_vectors=sentence_vectors, sentence_bounds=np.array(bounds, dtype=np.int64),
-        keyword_index=keyword.build(keyword_texts(passages)), model=embedder.name,
-        dimension=embedder.dimension)
+        sentence_vectors=np.vstack([found[k][1].reshape(-1, dimension) for k in keys]).astype(np.float32),
+        sentence_bounds=np.array(bounds, dtype=np.int64),
+        keyword_index=keyword.build(keyword_texts(passages)), model=embedder.name, dimension=dimension)
+    return contents, len(missing)
 
 
 def keyword_texts(passages: list[Passage]) -> list[str]:

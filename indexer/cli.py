@@ -27,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("seeds", nargs="?", default="seeds", help="folder of articles (default: seeds)")
     index.add_argument("--out", default=DEFAULT_INDEX, help="index folder (default: index)")
     index.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    index.add_argument("--check", action="store_true",
+                       help="change nothing; exit 1 naming the documents the index is stale for")
+    index.add_argument("--force", action="store_true", help="write a new generation even if nothing changed")
 
     serve = commands.add_parser("serve", help="run the HTTP API and search page")
     serve.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
@@ -71,13 +74,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from indexer.build import build_from_folder
+    from indexer.build import build_from_folder, check
+    from indexer.documents import read_folder
     from indexer.embedding import Embedder
 
-    summary = build_from_folder(Path(args.seeds), Path(args.out), Embedder(args.model))
-    print(f"indexed {summary.documents} documents, {summary.passages} passages, "
-          f"{summary.sentences} sentences in {summary.seconds:.1f}s "
-          f"({summary.passages / max(summary.seconds, 1e-9):.0f} passages/s) -> {summary.generation}")
+    embedder = Embedder(args.model)
+    if args.check:
+        changes = check(Path(args.out), embedder.name, embedder.dimension, list(read_folder(Path(args.seeds))))
+        if not changes.stale:
+            print(f"index {args.out} is up to date with {args.seeds} ({changes.unchanged} documents)")
+            return 0
+        for label, ids in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)):
+            if ids:
+                print(f"stale: {len(ids)} {label}: {', '.join(ids[:20])}{' …' if len(ids) > 20 else ''}")
+        print(f"  fix: semsearch index {args.seeds} --out {args.out}", file=sys.stderr)
+        return 1
+    summary = build_from_folder(Path(args.seeds), Path(args.out), embedder, force=args.force)
+    c = summary.changes
+    print(f"added {len(c.added)}, changed {len(c.changed)}, removed {len(c.removed)}, unchanged {c.unchanged}; "
+          f"embedded {summary.passages_embedded} of {summary.passages} passages in {summary.seconds:.1f}s")
+    if summary.generation is None:
+        print(f"index {args.out} is already up to date: nothing written")
+    else:
+        print(f"indexed {summary.documents} documents, {summary.passages} passages, "
+              f"{summary.sentences} sentences -> {summary.generation}")
     return 0
 
 

@@ -44,8 +44,8 @@ def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) ->
 def evaluate_dataset(dataset: Path, split: str, embedder: Embedder, index: Path | None = None,
                      fusion: FusionParams = FusionParams(), modes: tuple[str, ...] = MODES,
                      progress: bool | None = None) -> dict:
-    """Index the corpus (into index if given, reusing one already built there), rank every judged
-    query in every mode, and score each mode."""
+    """Index the corpus (into index if given, where an earlier build is brought up to date), rank
+    every judged query in every mode, and score each mode."""
     dataset = Path(dataset)
     qrels = read_qrels(dataset, split)
     all_queries = read_queries(dataset)
@@ -53,10 +53,9 @@ def evaluate_dataset(dataset: Path, split: str, embedder: Embedder, index: Path 
     report: dict = {"dataset": dataset.name, "split": split, "queries": len(queries), "results": {}}
     with tempfile.TemporaryDirectory(prefix="semsearch-eval-") as scratch:
         index = Path(index or scratch)
-        if store.current_generation(index) is None:
-            summary = build_from_documents(read_corpus(dataset), index, embedder, progress, str(dataset))
-            report["index"] = {"documents": summary.documents, "passages": summary.passages,
-                               "seconds": round(summary.seconds, 1)}
+        summary = build_from_documents(read_corpus(dataset), index, embedder, progress, str(dataset))
+        report["index"] = {"documents": summary.documents, "passages": summary.passages,
+                           "passages_embedded": summary.passages_embedded, "seconds": round(summary.seconds, 1)}
         searcher = Searcher(store.load(index, embedder.name, embedder.dimension), embedder, fusion)
         for mode in modes:
             started = time.perf_counter()

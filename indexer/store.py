@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -9,15 +10,17 @@ import shutil
 import sqlite3
 import time
 import uuid
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from indexer import keyword
 from indexer.chunking import Passage
+from indexer.documents import Document
 
 FORMAT_VERSION = 1
 POINTER = "CURRENT"
@@ -58,6 +61,61 @@ class LoadedIndex:
     faiss_index: Any
 
 
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as a generation recorded it: where it came from and its content hash."""
+
+    document: Document
+    origin: str  # "folder" or "api"
+    content_hash: str
+
+
+def content_hash(document: Document) -> str:
+    return hashlib.sha256("\x00".join((document.title, document.source, document.text)).encode()).hexdigest()
+
+
+@contextmanager
+def sqlite_transaction(path: Path, durable: bool = False, wal: bool = True) -> Iterator[sqlite3.Connection]:
+    """One committed-or-rolled-back transaction on a SQLite file, closed afterwards."""
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        if wal:  # stores that live across builds: readers never block the writer
+            db.execute("PRAGMA journal_mode=WAL")
+        if durable:
+            db.execute("PRAGMA synchronous=FULL")
+        with db:
+            yield db
+    finally:
+        db.close()
+
+
+@contextmanager
+def build_lock(root: Path) -> Iterator[None]:
+    """One build at a time per index folder, across processes (CLI and service)."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / ".build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def new_staging(root: Path) -> Path:
+    """A fresh folder for the next generation; leftovers of killed builds are removed first."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for leftover in root.glob(".building-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if not (pid.isdigit() and Path(f"/proc/{pid}").exists() and int(pid) != os.getpid()):
+            shutil.rmtree(leftover, ignore_errors=True)
+    # Microseconds make names sort in build order, which cleanup relies on.
+    name = datetime.now(timezone.utc).strftime("gen-%Y%m%dT%H%M%S%fZ-") + uuid.uuid4().hex[:6]
+    staging = root / f".building-{name}-{os.getpid()}"
+    staging.mkdir()
+    return staging
+
+
 def rebuild_hint(root: Path) -> str:
     return f"semsearch index seeds --out {root}"
 
@@ -70,20 +128,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_generation(root: Path, contents: IndexContents) -> Path:
+def write_generation(root: Path, contents: IndexContents, documents: Sequence[StoredDocument],
+                     staging: Path | None = None) -> Path:
     """Write contents as a new generation, then switch the pointer to it atomically."""
     import faiss
 
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    # Microseconds make names sort in build order, which cleanup relies on.
-    name = datetime.now(timezone.utc).strftime("gen-%Y%m%dT%H%M%S%fZ-") + uuid.uuid4().hex[:6]
-    staging = root / f".building-{name}"
-    staging.mkdir()
+    staging = staging or new_staging(root)
+    name = staging.name.removeprefix(".building-").rsplit("-", 1)[0]
     try:
         faiss.write_index(flat_index(contents.vectors), str(staging / "vectors.faiss"))
         faiss.write_index(flat_index(contents.sentence_vectors), str(staging / "sentences.faiss"))
-        write_passages(staging / "passages.sqlite", contents)
+        write_passages(staging / "passages.sqlite", contents, documents)
         keyword.save(contents.keyword_index, staging / "keyword")
         files = sorted(p for p in staging.rglob("*") if p.is_file())
         manifest = {
@@ -91,7 +147,7 @@ def write_generation(root: Path, contents: IndexContents) -> Path:
             "model": {"name": contents.model, "dimension": contents.dimension},
             "passages": len(contents.passages),
             "sentences": int(contents.sentence_spans.shape[0]),
-            "documents": len({p.doc_id for p in contents.passages}),
+            "documents": len(documents),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": {p.relative_to(staging).as_posix(): sha256_of(p) for p in files},
         }
@@ -117,18 +173,33 @@ def flat_index(vectors: np.ndarray):
     return index
 
 
-def write_passages(path: Path, contents: IndexContents) -> None:
-    with sqlite3.connect(path) as db:
+def write_passages(path: Path, contents: IndexContents, documents: Sequence[StoredDocument]) -> None:
+    with sqlite_transaction(path, wal=False) as db:
         db.execute(f"CREATE TABLE passages (row INTEGER PRIMARY KEY, {', '.join(f'[{f}]' for f in PASSAGE_FIELDS)})")
         db.execute("CREATE TABLE sentences (row INTEGER PRIMARY KEY, start INTEGER, [end] INTEGER)")
         db.execute("CREATE TABLE sentence_bounds (row INTEGER PRIMARY KEY, first INTEGER)")
+        db.execute("CREATE TABLE documents (doc_id TEXT PRIMARY KEY, title TEXT, source TEXT, text TEXT, "
+                   "origin TEXT, content_hash TEXT)")
         db.executemany(f"INSERT INTO passages VALUES (?, {', '.join('?' * len(PASSAGE_FIELDS))})",
                        ((i, *(getattr(p, f) for f in PASSAGE_FIELDS)) for i, p in enumerate(contents.passages)))
         db.executemany("INSERT INTO sentences VALUES (?, ?, ?)",
                        ((i, int(s), int(e)) for i, (s, e) in enumerate(contents.sentence_spans)))
         db.executemany("INSERT INTO sentence_bounds VALUES (?, ?)",
                        enumerate(int(b) for b in contents.sentence_bounds))
-    db.close()
+        db.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
+                       ((d.document.doc_id, d.document.title, d.document.source, d.document.text,
+                         d.origin, d.content_hash) for d in documents))
+
+
+def read_documents(root: Path) -> dict[str, StoredDocument]:
+    """The documents the current generation was built from (empty when there is none)."""
+    name = current_generation(root)
+    path = Path(root) / name / "passages.sqlite" if name else None
+    if path is None or not path.is_file():
+        return {}
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT doc_id, title, source, text, origin, content_hash FROM documents")
+        return {row[0]: StoredDocument(Document(*row[:4]), row[4], row[5]) for row in rows}
 
 
 def fsync_tree(folder: Path) -> None:
@@ -159,20 +230,24 @@ def remove_old_generations(root: Path, keep: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load(root: Path, model: str, dimension: int) -> LoadedIndex:
-    """Read the current generation, checking format, model, checksums and counts."""
-    import faiss
+def current_manifest(root: Path, name: str | None = None) -> dict | None:
+    name = name or current_generation(root)
+    try:
+        return json.loads((Path(root) / name / "manifest.json").read_text()) if name else None
+    except (OSError, ValueError):
+        return None
 
+
+def verify(root: Path, model: str, dimension: int) -> tuple[str, dict]:
+    """Check the current generation's format, model and checksums; returns its name and manifest."""
     root = Path(root)
     fix = rebuild_hint(root)
     name = current_generation(root)
     if name is None:
         raise IndexUnavailable(f"no index found in {root}/", fix)
-    folder = root / name
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise IndexUnavailable(f"index generation {name} has no readable manifest ({exc})", fix) from exc
+    manifest = current_manifest(root, name)
+    if manifest is None:
+        raise IndexUnavailable(f"index generation {name} has no readable manifest", fix)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexUnavailable(f"index format {manifest.get('format_version')} is not the supported "
                                f"format {FORMAT_VERSION}", fix)
@@ -182,10 +257,21 @@ def load(root: Path, model: str, dimension: int) -> LoadedIndex:
                                f"({built_with.get('dimension')} dimensions) but the service uses "
                                f"{model} ({dimension} dimensions)", fix)
     for relative, expected in manifest.get("files", {}).items():
-        path = folder / relative
+        path = root / name / relative
         if not path.is_file() or sha256_of(path) != expected:
             raise IndexUnavailable(f"index file {relative} in {name} is missing or corrupt "
                                    "(checksum mismatch)", fix)
+    return name, manifest
+
+
+def load(root: Path, model: str, dimension: int) -> LoadedIndex:
+    """Read the current generation, checking format, model, checksums and counts."""
+    import faiss
+
+    root = Path(root)
+    fix = rebuild_hint(root)
+    name, manifest = verify(root, model, dimension)
+    folder = root / name
     try:
         vectors_index = faiss.read_index(str(folder / "vectors.faiss"))
         sentence_index = faiss.read_index(str(folder / "sentences.faiss"))
@@ -212,12 +298,11 @@ def all_vectors(index) -> np.ndarray:
 
 
 def read_passages(path: Path) -> tuple[tuple[Passage, ...], np.ndarray, np.ndarray]:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         rows = db.execute(f"SELECT {', '.join(f'[{f}]' for f in PASSAGE_FIELDS)} FROM passages ORDER BY row")
         passages = tuple(Passage(*row) for row in rows)
         spans = np.array(db.execute("SELECT start, [end] FROM sentences ORDER BY row").fetchall(),
                          dtype=np.int64).reshape(-1, 2)
         bounds = np.array([b for (b,) in db.execute("SELECT first FROM sentence_bounds ORDER BY row")],
                           dtype=np.int64)
-    db.close()
     return passages, spans, bounds

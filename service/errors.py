@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from indexer.documents import DocumentError
 from indexer.search import QueryError
 from indexer.store import IndexUnavailable
 
@@ -24,10 +25,18 @@ class ServiceUnavailable(Exception):
         self.fix = fix
 
 
-def error_response(status: int, code: str, message: str, **extra) -> JSONResponse:
+class ApiError(Exception):
+    """Any other refusal, already in the shared shape's terms."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
     body = {"status": status, "code": code, "message": message}
     body.update({key: value for key, value in extra.items() if value is not None})
-    return JSONResponse({"error": body}, status_code=status)
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 def describe_field(error: dict) -> str:
@@ -56,6 +65,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(IndexUnavailable)
     async def index_unavailable(request: Request, exc: IndexUnavailable) -> JSONResponse:
         return error_response(503, "not_ready", exc.message, fix=exc.fix)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+
+    @app.exception_handler(DocumentError)
+    async def bad_document(request: Request, exc: DocumentError) -> JSONResponse:
+        return error_response(422, "invalid_document", str(exc))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

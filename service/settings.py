@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.search import FusionParams
@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     fusion_depth: int = Field(100, ge=1, description="how deep each list is read before fusing")
     dense_weight: float = Field(0.5, ge=0, description="weight of the dense list in hybrid mode")
     keyword_weight: float = Field(0.5, ge=0, description="weight of the keyword list in hybrid mode")
+    reload_interval: float = Field(1.0, ge=0, description="seconds between checks for a new index generation; 0: never")
+    api_key: SecretStr | None = Field(None, description="Bearer key for /documents and /admin; unset: those are disabled")
     backend: Literal["onnx", "torch"] = Field("onnx", description="model runtime; onnx gives the same vectors, faster")
 
     def fusion(self) -> FusionParams:

@@ -86,9 +86,9 @@ def test_failed_build_leaves_the_index_in_use_untouched(index_copy, embedder, se
 
 
 def test_new_build_switches_pointer_and_keeps_only_recent_generations(index_copy, embedder, sentence_corpus):
-    for _ in range(store.KEEP_GENERATIONS + 1):
-        build_from_documents(sentence_corpus[:3], index_copy, embedder, progress=False)
+    for size in range(1, store.KEEP_GENERATIONS + 2):
+        build_from_documents(sentence_corpus[:size], index_copy, embedder, progress=False)
     generations = [p for p in index_copy.iterdir() if p.name.startswith("gen-")]
     assert len(generations) == store.KEEP_GENERATIONS
     assert store.current_generation(index_copy) == max(p.name for p in generations)
-    assert len(store.load(index_copy, embedder.name, embedder.dimension).contents.passages) == 3
+    assert len(store.load(index_copy, embedder.name, embedder.dimension).contents.passages) == 4

@@ -1,0 +1,106 @@
+"""Ingest over HTTP: add and delete documents (API key protected), and force an index reload."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from indexer.build import BuildSummary, build_index
+from indexer.document_store import DocumentStore
+from indexer.documents import Document
+from service.errors import ApiError
+from service.runtime import Runtime
+from service.schemas import ErrorResponse
+
+log = logging.getLogger("semsearch.ingest")
+router = APIRouter()
+bearer = HTTPBearer(auto_error=False)
+AUTH_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=200, pattern=r"^[^\s/]+$", description="your id for the article")
+    title: str = Field("", max_length=1000)
+    url: str | None = Field(None, max_length=2000, description="where the article lives; shown as its source")
+    text: str = Field(..., min_length=1, max_length=2_000_000)
+
+    @field_validator("text")
+    @classmethod
+    def not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be empty")
+        return value
+
+
+class IngestRequest(BaseModel):
+    documents: list[DocumentIn] = Field(..., min_length=1, max_length=1000)
+
+
+class IngestResponse(BaseModel):
+    accepted: list[str] = Field(description="document ids now stored durably")
+    deleted: list[str] = Field(default_factory=list)
+    generation: str | None = Field(description="index generation that serves them")
+    searchable: bool = Field(description="true: the change is searchable now that the call has returned")
+    embedded: int = Field(description="passages that had to be embedded")
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Runtime:
+    runtime = runtime_of(request)
+    configured = runtime.settings.api_key
+    if configured is None or not configured.get_secret_value():
+        raise ApiError(403, "disabled", "document ingest is disabled: set SEMSEARCH_API_KEY to enable it")
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), configured.get_secret_value().encode()):
+        raise ApiError(401, "unauthorized", "missing or wrong API key: send Authorization: Bearer <key>",
+                       headers={"WWW-Authenticate": "Bearer"})
+    if runtime.embedder is None:
+        raise runtime.problem
+    return runtime
+
+
+AuthorizedRuntime = Annotated[Runtime, Depends(require_key)]
+
+
+def publish(runtime: Runtime) -> BuildSummary:
+    """Rebuild (embedding only what is new) and switch the service to the result."""
+    summary = build_index(runtime.settings.index_dir, runtime.embedder, folder=None, progress=False)
+    runtime.reload()
+    return summary
+
+
+@router.post("/documents", response_model=IngestResponse, responses=AUTH_ERRORS, summary="Add or replace documents")
+def add_documents(body: IngestRequest, runtime: AuthorizedRuntime) -> IngestResponse:
+    documents = [Document(doc_id=d.id, title=d.title.strip(), source=d.url or f"api:{d.id}",
+                          text=d.text.replace("\r\n", "\n")) for d in body.documents]
+    DocumentStore(runtime.settings.index_dir).put(documents)  # durable before anything else
+    summary = publish(runtime)
+    log.info("ingested %d documents into %s", len(documents), runtime.generation)
+    return IngestResponse(accepted=[d.doc_id for d in documents], generation=runtime.generation,
+                          searchable=True, embedded=summary.passages_embedded)
+
+
+@router.delete("/documents/{doc_id}", response_model=IngestResponse, responses=AUTH_ERRORS,
+               summary="Delete an ingested document")
+def delete_document(doc_id: str, runtime: AuthorizedRuntime) -> IngestResponse:
+    if not DocumentStore(runtime.settings.index_dir).delete(doc_id):
+        raise ApiError(404, "not_found", f"no ingested document with id {doc_id!r} "
+                       "(documents from the seeds folder are removed by deleting their file and reindexing)")
+    summary = publish(runtime)
+    return IngestResponse(accepted=[], deleted=[doc_id], generation=runtime.generation, searchable=True,
+                          embedded=summary.passages_embedded)
+
+
+@router.post("/admin/reload", responses=AUTH_ERRORS, summary="Switch to the newest index generation now")
+def reload_index(runtime: AuthorizedRuntime) -> dict:
+    return {"generation": runtime.reload(), "ready": runtime.searcher is not None}

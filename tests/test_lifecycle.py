@@ -1,0 +1,209 @@
+"""Index lifecycle: incremental builds, --check, live swaps, crash safety, ingest over HTTP."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from indexer import store
+from indexer.build import build_from_folder
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import ROOT, SEED_FILE, start_server, stop_server
+from tests.test_cli import semsearch
+
+ARTICLES = {
+    "harbour.txt": "Harbour Reopens After Repairs\nThe harbour reopened on Monday after a year of repairs "
+                   "to the old sea wall.\nFishing boats returned within hours, and the mayor promised new "
+                   "cranes by spring.\n",
+    "rail.txt": "Rail Strike Ends\nTrain drivers returned to work after the union accepted a pay offer of six "
+                "percent.\nCommuters welcomed the news after three weeks of cancelled services.\n",
+    "dam.txt": "Dam Project Approved\nThe regional council approved a hydroelectric dam on the northern river.\n"
+               "Environmental groups said they would challenge the decision in court.\n",
+}
+SCHOOL = ("School Lunches Go Free\nEvery primary school pupil will get a free hot lunch from September.\n"
+          "Parents said the scheme would save families hundreds of pounds a year.\n")
+
+
+def write_seeds(folder, articles):
+    folder.mkdir(exist_ok=True)
+    for name, text in articles.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def doc_ids(hits_json):
+    return {r["doc_id"] for r in hits_json["results"]}
+
+
+def test_second_build_embeds_nothing_and_changes_embed_only_what_changed(tmp_path, embedder):
+    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
+    first = build_from_folder(seeds, index, embedder, progress=False)
+    assert len(first.changes.added) == 3 and first.passages_embedded == first.passages == 6
+
+    again = build_from_folder(seeds, index, embedder, progress=False)
+    assert again.generation is None and again.passages_embedded == 0 and again.changes.unchanged == 3
+    assert store.current_generation(index) == first.generation.name
+
+    (seeds / "rail.txt").write_text(ARTICLES["rail.txt"].replace("six percent", "seven percent"))
+    (seeds / "dam.txt").unlink()
+    (seeds / "school.txt").write_text(SCHOOL)
+    third = build_from_folder(seeds, index, embedder, progress=False)
+    c = third.changes
+    assert (c.added, c.changed, c.removed, c.unchanged) == (("school",), ("rail",), ("dam",), 1)
+    assert third.passages_embedded == 3  # two school passages and the one edited rail paragraph
+    docs = {d.doc_id for d in store.load(index, embedder.name, embedder.dimension).contents.passages}
+    assert docs == {"harbour", "rail", "school"}
+
+
+def test_index_check_names_stale_documents(tmp_path, embedder):
+    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
+    build_from_folder(seeds, index, embedder, progress=False)
+    fresh = semsearch("index", str(seeds), "--out", str(index), "--check")
+    assert fresh.returncode == 0 and "up to date" in fresh.stdout
+    (seeds / "harbour.txt").write_text(ARTICLES["harbour.txt"] + "The ferry returns next week.\n")
+    (seeds / "dam.txt").unlink()
+    stale = semsearch("index", str(seeds), "--out", str(index), "--check")
+    assert stale.returncode == 1
+    assert "changed: harbour" in stale.stdout and "removed: dam" in stale.stdout
+
+
+def query_continuously(url, query, stop, statuses, seen):
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while not stop.is_set():
+            response = client.get("/search", params={"q": query, "k": 3})
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                seen.append(doc_ids(response.json()))
+
+
+def test_running_server_switches_to_a_new_generation_without_failing_a_request(tmp_path, embedder):
+    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
+    build_from_folder(seeds, index, embedder, progress=False)
+    process, url = start_server(index)
+    stop, statuses, seen = threading.Event(), [], []
+    clients = [threading.Thread(target=query_continuously, args=(url, "free school lunches", stop, statuses, seen))
+               for _ in range(4)]
+    try:
+        for client in clients:
+            client.start()
+        time.sleep(1.5)
+        (seeds / "school.txt").write_text(SCHOOL)
+        build_from_folder(seeds, index, embedder, progress=False)  # published as `semsearch index` does
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (seen and "school" in seen[-1]):
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+        stop_server(process)
+    assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200][:5]}"
+    assert "school" not in seen[0] and "school" in seen[-1]
+
+
+def test_old_generations_are_cleaned_up_but_never_the_current_one(tmp_path, embedder):
+    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
+    for n in range(5):
+        (seeds / "extra.txt").write_text(f"Extra Edition\nThis is edition number {n} of the extra.\n")
+        build_from_folder(seeds, index, embedder, progress=False)
+    generations = sorted(p.name for p in index.iterdir() if p.name.startswith("gen-"))
+    assert len(generations) == store.KEEP_GENERATIONS
+    assert store.current_generation(index) == generations[-1]
+
+
+def test_killed_build_leaves_the_served_index_intact_and_the_next_build_succeeds(tmp_path, embedder):
+    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
+    build_from_folder(seeds, index, embedder, progress=False)
+    before = store.current_generation(index)
+    body = SEED_FILE.read_text(encoding="utf-8")
+    for n in range(120):  # enough text that embedding takes a while
+        (seeds / f"copy{n}.txt").write_text(f"Edition {n} Of The War Report\n{body}")
+    process, url = start_server(index)
+    try:
+        build = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(seeds), "--out", str(index)],
+                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(index.glob(".building-*")):
+            time.sleep(0.05)
+        time.sleep(1.0)  # well into embedding
+        os.kill(build.pid, signal.SIGKILL)
+        build.wait()
+        assert list(index.glob(".building-*")), "the build was not killed mid-way"
+        assert store.current_generation(index) == before
+        answer = httpx.get(url + "/search", params={"q": "harbour repairs", "k": 1}, timeout=10)
+        assert answer.status_code == 200 and answer.json()["results"][0]["doc_id"] == "harbour"
+        assert httpx.get(url + "/readyz", timeout=5).json()["generation"] == before
+    finally:
+        stop_server(process)
+    rebuilt = semsearch("index", str(seeds), "--out", str(index))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert store.current_generation(index) != before
+    assert not list(index.glob(".building-*"))
+    assert len({p.doc_id for p in store.load(index, embedder.name, embedder.dimension).contents.passages}) == 123
+
+
+@pytest.fixture()
+def ingest_settings(tmp_path, embedder):
+    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
+    build_from_folder(seeds, index, embedder, progress=False)
+    return Settings(index_dir=index, api_key="s3cret", reload_interval=0), seeds
+
+
+def test_ingest_is_disabled_without_a_key_and_refused_with_a_wrong_one(ingest_settings):
+    settings, _ = ingest_settings
+    doc = {"documents": [{"id": "x1", "text": "Some text."}]}
+    with TestClient(create_app(settings.model_copy(update={"api_key": None}))) as client:
+        response = client.post("/documents", json=doc, headers={"Authorization": "Bearer s3cret"})
+        assert response.status_code == 403 and response.json()["error"]["code"] == "disabled"
+    with TestClient(create_app(settings)) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            response = client.post("/documents", json=doc, headers=headers)
+            assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
+        response = client.post("/documents", headers={"Authorization": "Bearer s3cret"},
+                               json={"documents": [{"id": "x1", "text": "   "}]})
+        assert response.status_code == 422 and response.json()["error"]["field"] == "documents.0.text"
+
+
+def test_ingested_documents_are_searchable_durable_and_survive_a_folder_reindex(ingest_settings, embedder):
+    settings, seeds = ingest_settings
+    auth = {"Authorization": "Bearer s3cret"}
+    school = {"id": "school-1", "title": "School Lunches Go Free", "url": "https://news.example/school",
+              "text": SCHOOL.split("\n", 1)[1]}
+    with TestClient(create_app(settings)) as client:
+        added = client.post("/documents", json={"documents": [school]}, headers=auth)
+        assert added.status_code == 200 and added.json()["searchable"] is True
+        found = client.get("/search", params={"q": "free school lunch", "k": 1}).json()["results"][0]
+        assert found["doc_id"] == "school-1" and found["source"] == "https://news.example/school"
+    with TestClient(create_app(settings)) as restarted:  # a restart keeps it
+        assert "school-1" in doc_ids(restarted.get("/search", params={"q": "school lunch", "k": 3}).json())
+    (seeds / "dam.txt").unlink()
+    build_from_folder(seeds, settings.index_dir, embedder, progress=False)  # a folder reindex
+    with TestClient(create_app(settings)) as client:
+        ids = doc_ids(client.get("/search", params={"q": "school lunch dam", "k": 10}).json())
+        assert "school-1" in ids and "dam" not in ids
+        assert client.delete("/documents/school-1", headers=auth).status_code == 200
+        assert "school-1" not in doc_ids(client.get("/search", params={"q": "school lunch", "k": 10}).json())
+        missing = client.delete("/documents/school-1", headers=auth)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_truncated_vectors_file_is_reported_by_the_cli_and_the_service_log(index_copy, caplog):
+    vectors = index_copy / store.current_generation(index_copy) / "vectors.faiss"
+    vectors.write_bytes(vectors.read_bytes()[:64])
+    result = semsearch("search", "war", "--index", str(index_copy))
+    assert result.returncode == 2 and "vectors.faiss" in result.stderr and "corrupt" in result.stderr
+    with caplog.at_level(logging.ERROR, logger="semsearch.service"):
+        with TestClient(create_app(Settings(index_dir=index_copy, reload_interval=0))) as client:
+            assert "vectors.faiss" in client.get("/readyz").json()["error"]["message"]
+    assert "vectors.faiss" in caplog.text and "corrupt" in caplog.text
