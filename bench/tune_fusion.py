@@ -20,10 +20,9 @@ from indexer.embedding import Embedder  # noqa: E402
 from indexer.evaluation import rank_documents, score  # noqa: E402
 from indexer.search import FusionParams, Searcher  # noqa: E402
 
-GRID = [FusionParams(method="rrf", rrf_k=k, depth=d) for k in (10, 30, 60) for d in (50, 100, 300)] + \
-    [FusionParams(method="rrf", rrf_k=60, depth=100, dense_weight=1.0, keyword_weight=w) for w in (0.7, 1.3, 1.6)] + \
-    [FusionParams(method="convex", depth=d, dense_weight=a, keyword_weight=1 - a)
-     for d in (100, 300) for a in (0.3, 0.4, 0.5, 0.6)]
+GRID = [FusionParams(method="rrf", rrf_k=k, dense_weight=1.0, keyword_weight=1.0) for k in (5, 20, 60)] + \
+    [FusionParams(method="rrf", rrf_k=60, dense_weight=1.0, keyword_weight=w) for w in (0.6, 0.8, 1.25)] + \
+    [FusionParams(method="convex", dense_weight=a, keyword_weight=round(1 - a, 2)) for a in (0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)]
 
 
 def main() -> None:

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 "eval": run_eval}[args.command](args)
     except IndexUnavailable as exc:
         print(f"semsearch: error: {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
-    except (DocumentError, ModelError, QueryError) as exc:
+    except (DocumentError, ModelError, QueryError, OSError) as exc:
         print(f"semsearch: error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("semsearch: interrupted", file=sys.stderr)
@@ -142,6 +142,7 @@ def run_eval(args: argparse.Namespace) -> int:
     report = evaluate_dataset(Path(args.dataset), args.split, Embedder(args.model), index=index)
     print(format_table(report))
     if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

@@ -43,6 +43,16 @@ class Analyzer:
         words = [w for w in TOKEN.findall(text.lower()) if w not in self.stopwords]
         return self.stemmer.stemWords(words)
 
+    def shared_terms(self, text: str, wanted: set[str]) -> set[str]:
+        """Which of the wanted (stemmed) terms text contains; stems only plausible words, for speed.
+
+        Stemming changes word endings, so a word can only stem to a wanted term if it starts
+        with that term's first three letters.
+        """
+        prefixes = {term[:3] for term in wanted}
+        words = [w for w in TOKEN.findall(text.lower()) if w[:3] in prefixes and w not in self.stopwords]
+        return wanted.intersection(self.stemmer.stemWords(words)) if words else set()
+
 
 def bm25s_module():
     """bm25s, imported with its logger quieted (it sets itself to DEBUG on import)."""

@@ -169,8 +169,9 @@ class Searcher:
                           self.fusion, key)
         dense_at = {key(row): ListRank(r, s) for r, (row, s) in enumerate(dense, start=1)}
         sparse_at = {key(row): ListRank(r, s) for r, (row, s) in enumerate(sparse, start=1)}
+        weights = keyword.idf(self.contents.keyword_index, terms)
         return [Hit(rank=query.offset + i, score=score, passage=passages[row],
-                    highlight=self.highlight(row, vector, terms),
+                    highlight=self.highlight(row, vector, weights),
                     dense=dense_at.get(key(row)), keyword=sparse_at.get(key(row)))
                 for i, (row, score) in enumerate(ranked[query.offset:wanted], start=1)]
 
@@ -197,8 +198,11 @@ class Searcher:
         scores = keyword.scores(self.contents.keyword_index, terms)
         return top_rows(scores, depth, allowed, positive_only=True)
 
-    def highlight(self, row: int, vector: np.ndarray, terms: list[str]) -> Highlight:
-        """The passage's sentence that best answers: closest in meaning, helped by shared keywords."""
+    def highlight(self, row: int, vector: np.ndarray, weights: dict[str, float]) -> Highlight:
+        """The passage's sentence that best answers: closest in meaning, helped by shared rare keywords.
+
+        weights: idf of each query term, so sharing "casualties" counts for more than "many".
+        """
         contents = self.contents
         first, last = contents.sentence_bounds[row], contents.sentence_bounds[row + 1]
         passage = contents.passages[row]
@@ -206,12 +210,12 @@ class Searcher:
             return Highlight(passage.start, passage.end, passage.text)
         spans = contents.sentence_spans[first:last]
         scores = contents.sentence_vectors[first:last] @ vector
-        weights = keyword.idf(contents.keyword_index, terms)
         total = sum(weights.values())
-        if total > 0:
+        if total > 0 and last - first > 1:
+            wanted = {term for term, weight in weights.items() if weight > 0}
             for i, (start, end) in enumerate(spans):
-                shared = set(self.analyzer.terms(passage.text[start - passage.start:end - passage.start]))
-                scores[i] += HIGHLIGHT_KEYWORD_WEIGHT * sum(w for t, w in weights.items() if t in shared) / total
+                shared = self.analyzer.shared_terms(passage.text[start - passage.start:end - passage.start], wanted)
+                scores[i] += HIGHLIGHT_KEYWORD_WEIGHT * sum(weights[t] for t in shared) / total
         start, end = (int(x) for x in spans[int(np.argmax(scores))])
         return Highlight(start, end, passage.text[start - passage.start:end - passage.start])
 

@@ -22,7 +22,7 @@ from indexer import keyword
 from indexer.chunking import Passage
 from indexer.documents import Document
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: generations record their documents
 POINTER = "CURRENT"
 KEEP_GENERATIONS = 3
 PASSAGE_FIELDS = ("passage_id", "doc_id", "title", "source", "section", "paragraph", "start", "end", "text")

@@ -28,23 +28,25 @@ def current_searcher(request: Request) -> search.Searcher:
 SearcherDep = Annotated[search.Searcher, Depends(current_searcher)]
 
 
-def run_search(searcher: search.Searcher, params: SearchParams) -> SearchResponse:
+def run_search(searcher: search.Searcher, params: SearchParams) -> JSONResponse:
+    """Search and answer; the records already have SearchResponse's shape (pinned by the API
+    tests), so they are sent as they are instead of being validated a second time."""
     started = time.perf_counter()
     hits = searcher.search(search.Query(
         text=params.q, k=params.k, offset=params.offset, mode=params.mode,
         group_by_doc=params.group_by_doc, doc_ids=tuple(params.doc_id), sources=tuple(params.source)))
     results = [search.hit_record(hit, explain=params.explain) for hit in hits]
     took = round((time.perf_counter() - started) * 1000, 2)
-    return SearchResponse(query=params.q, took_ms=took, results=results)
+    return JSONResponse({"query": params.q, "took_ms": took, "results": results})
 
 
 @router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search (query string)")
-def search_get(params: Annotated[SearchParams, Query()], searcher: SearcherDep) -> SearchResponse:
+def search_get(params: Annotated[SearchParams, Query()], searcher: SearcherDep) -> JSONResponse:
     return run_search(searcher, params)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS, summary="Search (JSON body)")
-def search_post(params: SearchParams, searcher: SearcherDep) -> SearchResponse:
+def search_post(params: SearchParams, searcher: SearcherDep) -> JSONResponse:
     return run_search(searcher, params)
 
 
