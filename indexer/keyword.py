@@ -43,15 +43,19 @@ class Analyzer:
         words = [w for w in TOKEN.findall(text.lower()) if w not in self.stopwords]
         return self.stemmer.stemWords(words)
 
-    def shared_terms(self, text: str, wanted: set[str]) -> set[str]:
-        """Which of the wanted (stemmed) terms text contains; stems only plausible words, for speed.
+    def matches(self, text: str, wanted: set[str]) -> list[tuple[int, str]]:
+        """(offset, term) of each word in text whose stem is a wanted term.
 
-        Stemming changes word endings, so a word can only stem to a wanted term if it starts
-        with that term's first three letters.
+        Stemming only changes word endings, so only words that start like a wanted term (first
+        three letters) are stemmed: this runs on every shown passage at query time.
         """
         prefixes = {term[:3] for term in wanted}
-        words = [w for w in TOKEN.findall(text.lower()) if w[:3] in prefixes and w not in self.stopwords]
-        return wanted.intersection(self.stemmer.stemWords(words)) if words else set()
+        found = [(m.start(), m.group()) for m in TOKEN.finditer(text.lower())
+                 if m.group()[:3] in prefixes and m.group() not in self.stopwords]
+        if not found:
+            return []
+        stems = self.stemmer.stemWords([word for _, word in found])
+        return [(offset, stem) for (offset, _), stem in zip(found, stems) if stem in wanted]
 
 
 def bm25s_module():
