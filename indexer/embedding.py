@@ -59,8 +59,10 @@ def onnx_copy(path: str) -> str:
         staging = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         SentenceTransformer(path, backend="onnx", device="cpu", local_files_only=True).save_pretrained(str(staging))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)  # readers never see a half-written export
+        try:
+            os.rename(staging, target)  # readers never see a half-written export
+        except OSError:  # another process finished its export first: use that one
+            shutil.rmtree(staging, ignore_errors=True)
     return str(target)
 
 
