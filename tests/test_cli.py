@@ -45,7 +45,7 @@ def test_search_without_an_index_says_which_command_builds_it(tmp_path):
 def test_bad_arguments_are_clear_errors_not_tracebacks(tmp_path):
     empty = tmp_path / "seeds"
     empty.mkdir()
-    for args, words in [(("index", str(empty), "--out", str(tmp_path / "i")), "no passages to index"),
+    for args, words in [(("index", str(empty), "--out", str(tmp_path / "i")), "no documents to index"),
                         (("index", str(tmp_path / "missing")), "seeds folder not found"),
                         (("search", "war", "-k", "0"), "-k must be between 1 and 50")]:
         result = semsearch(*args)
