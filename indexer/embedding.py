@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import sys
@@ -109,6 +110,10 @@ class Embedder:
         self.tokenizer = self.model.tokenizer
         self.session = self.direct_session()
         self.session_inputs = [i.name for i in self.session.get_inputs()] if self.session else []
+        # Its own copy of the fast tokenizer: the shared one is reconfigured on every batch call.
+        self.query_tokenizer = copy.deepcopy(self.tokenizer.backend_tokenizer)
+        self.query_tokenizer.no_padding()
+        self.query_tokenizer.enable_truncation(self.max_tokens)
 
     def count_tokens(self, text: str) -> int:
         """Word pieces the model would see for text, without special tokens."""
@@ -118,8 +123,10 @@ class Embedder:
         """One unit-length query vector (straight through ONNX Runtime when the model allows)."""
         if self.session is None:
             return self.forward([text])[0][0]
-        encoded = self.tokenizer([text], truncation=True, max_length=self.max_tokens, return_tensors="np")
-        tokens = self.session.run(None, {name: encoded[name].astype(np.int64) for name in self.session_inputs})[0][0]
+        encoding = self.query_tokenizer.encode(text)
+        inputs = {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask, "token_type_ids": encoding.type_ids}
+        tokens = self.session.run(None, {name: np.array([inputs[name]], dtype=np.int64)
+                                         for name in self.session_inputs})[0][0]
         vector = tokens.mean(axis=0)  # a single input has no padding: the plain mean is mean pooling
         return (vector / np.linalg.norm(vector)).astype(np.float32)
 
@@ -134,7 +141,10 @@ class Embedder:
         if self.model[1].get_config_dict().get("pooling_mode") != "mean":
             return None
         session = getattr(getattr(self.model[0], "auto_model", None), "model", None)
-        return session if isinstance(session, onnxruntime.InferenceSession) else None
+        if not isinstance(session, onnxruntime.InferenceSession):
+            return None
+        known = {"input_ids", "attention_mask", "token_type_ids"}
+        return session if {i.name for i in session.get_inputs()} <= known else None
 
     def embed(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
         """Unit-length vectors for texts."""

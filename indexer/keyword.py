@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import logging
 import math
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -47,15 +48,22 @@ class Analyzer:
         """(offset, term) of each word in text whose stem is a wanted term.
 
         Stemming only changes word endings, so only words that start like a wanted term (first
-        three letters) are stemmed: this runs on every shown passage at query time.
+        three letters) are found and stemmed: this runs on every shown passage at query time.
         """
-        prefixes = {term[:3] for term in wanted}
-        found = [(m.start(), m.group()) for m in TOKEN.finditer(text.lower())
-                 if m.group()[:3] in prefixes and m.group() not in self.stopwords]
+        if not wanted:
+            return []
+        found = [(m.start(), m.group()) for m in prefix_pattern(frozenset(t[:3] for t in wanted)).finditer(text.lower())
+                 if m.group() not in self.stopwords]
         if not found:
             return []
         stems = self.stemmer.stemWords([word for _, word in found])
         return [(offset, stem) for (offset, _), stem in zip(found, stems) if stem in wanted]
+
+
+@lru_cache(maxsize=256)
+def prefix_pattern(prefixes: frozenset[str]) -> re.Pattern:
+    """Words (as TOKEN finds them) that start with one of the prefixes."""
+    return re.compile(rf"(?u)\b(?:{'|'.join(sorted(map(re.escape, prefixes)))})\w*\b")
 
 
 def bm25s_module():
