@@ -23,6 +23,7 @@ class Runtime:
     embedder: Embedder | None = None
     searcher: Searcher | None = None
     problem: ServiceUnavailable | None = None
+    failed_generation: str | None = None
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -50,17 +51,19 @@ class Runtime:
             return None
         with self.reload_lock:
             wanted = store.current_generation(self.settings.index_dir)
-            if wanted is not None and wanted == self.generation:
-                return wanted
+            if wanted is not None and wanted in (self.generation, self.failed_generation):
+                return self.generation  # generations never change once written: no need to retry
             try:
                 index = store.load(self.settings.index_dir, self.embedder.name, self.embedder.dimension)
             except store.IndexUnavailable as exc:
                 if self.searcher is None:
+                    if self.problem is None or self.problem.message != exc.message:  # say it once
+                        log.error("not ready: %s (fix: %s)", exc.message, exc.fix)
                     self.problem = ServiceUnavailable(exc.message, exc.fix)
-                    log.error("not ready: %s (fix: %s)", exc.message, exc.fix)
-                else:  # keep answering from the generation in use
+                elif wanted != self.failed_generation:  # keep answering from the generation in use
                     log.error("cannot switch to generation %s, still serving %s: %s (fix: %s)",
                               wanted, self.generation, exc.message, exc.fix)
+                self.failed_generation = wanted
                 return self.generation
             self.searcher = Searcher(index, self.embedder, self.settings.fusion())
             self.problem = None

@@ -72,11 +72,13 @@ def start_server(index: Path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return process, url
+            ready = httpx.get(url + "/readyz", timeout=1)
         except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+            time.sleep(0.2)
+            continue
+        if ready.status_code == 200:
+            return process, url
+        break  # it answers, so loading is over: not ready means it will not become ready
     process.kill()
     process.wait()
     pytest.fail(f"server did not become ready:\n{Path(log.name).read_text()}")
