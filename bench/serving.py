@@ -126,7 +126,6 @@ def main() -> None:
         "dense": percentiles(timed(lambda q: searcher.search(Query(q, k=10, mode="dense")), phases[2])),
     }
     print("in-process", report["in_process"], flush=True)
-    del searcher
 
     process, url = start_server(index_dir)
     try:
