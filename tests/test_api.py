@@ -114,3 +114,15 @@ def test_service_starts_without_a_usable_index_and_says_how_to_fix_it(index_copy
             error = assert_error_shape(response, 503, "not_ready")
             assert words in error["message"]
             assert error["fix"].startswith("semsearch index")
+
+
+def test_explain_paging_and_filters_over_http(client):
+    explained = client.get("/search", params={"q": "drone production", "k": 12, "explain": "true"}).json()
+    explains = [r["explain"] for r in explained["results"]]
+    assert all(set(e) == {"dense", "keyword"} and e["dense"]["rank"] >= 1 for e in explains)
+    assert any(e["keyword"] is None for e in explains)
+    page = client.get("/search", params={"q": "drone production", "k": 3, "offset": 3}).json()["results"]
+    assert [r["passage_id"] for r in page] == [r["passage_id"] for r in explained["results"][3:6]]
+    assert page[0]["rank"] == 4
+    none = client.post("/search", json={"q": "war", "doc_id": ["no-such-article"]}).json()
+    assert none["results"] == []
