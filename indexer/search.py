@@ -212,11 +212,14 @@ class Searcher:
         scores = contents.sentence_vectors[first:last] @ vector
         total = sum(weights.values())
         if total > 0 and last - first > 1:
-            shared: list[set[str]] = [set() for _ in range(last - first)]
-            for offset, term in self.analyzer.matches(passage.text, {t for t, w in weights.items() if w > 0}):
-                shared[max(0, int(np.searchsorted(spans[:, 0], passage.start + offset, side="right")) - 1)].add(term)
-            for i, terms in enumerate(shared):
-                scores[i] += HIGHLIGHT_KEYWORD_WEIGHT * sum(weights[t] for t in terms) / total
+            found = self.analyzer.matches(passage.text, {t for t, w in weights.items() if w > 0})
+            if found:
+                at = np.searchsorted(spans[:, 0], [passage.start + offset for offset, _ in found], side="right") - 1
+                shared: dict[int, set[str]] = {}
+                for sentence, (_, term) in zip(at.tolist(), found):
+                    shared.setdefault(max(sentence, 0), set()).add(term)
+                for sentence, terms in shared.items():
+                    scores[sentence] += HIGHLIGHT_KEYWORD_WEIGHT * sum(weights[t] for t in terms) / total
         start, end = (int(x) for x in spans[int(np.argmax(scores))])
         return Highlight(start, end, passage.text[start - passage.start:end - passage.start])
 

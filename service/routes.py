@@ -53,13 +53,14 @@ async def search_post(params: SearchParams, searcher: SearcherDep) -> JSONRespon
     return run_search(searcher, params)
 
 
+# Cheap probes are `async def` too: they answer on the event loop without a thread hand-off.
 @router.get("/healthz", summary="The process is alive")
-def healthz() -> dict:
+async def healthz() -> dict:
     return {"status": "ok"}
 
 
 @router.get("/readyz", responses={503: {"model": ErrorResponse}}, summary="The index is loaded")
-def readyz(request: Request) -> JSONResponse:
+async def readyz(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
     if runtime.searcher is None:
         problem: ServiceUnavailable = runtime.problem
