@@ -129,7 +129,7 @@ def chunk_all(documents: list[Document], embedder: Embedder) -> list[Passage]:
     """Passages of every document, in input order."""
     passages: list[Passage] = []
     for document in documents:
-        found = chunk_document(document, embedder.count_tokens, embedder.max_tokens)
+        found = chunk_document(document, embedder.token_spans, embedder.max_tokens)
         if not found:
             log.warning("no passages in %s: it holds no article text", document.source)
         passages.extend(found)

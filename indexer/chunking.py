@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from indexer.documents import Document
 
@@ -17,6 +18,8 @@ ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc",
 CLOSERS = "\"'”’)]»"
 SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]»]*(?=\s|$)")
 WORD = re.compile(r"\S+")
+# text -> (start, end) char offsets of the word pieces the model sees (the model's tokenizer).
+TokenSpans = Callable[[str], Sequence[tuple[int, int]]]
 
 
 @dataclass(frozen=True)
@@ -167,25 +170,31 @@ def paragraphs(document: Document) -> list[tuple[str, int, int]]:
     return found
 
 
-def split_long(text: str, start: int, end: int, budget: int,
-               count_tokens: Callable[[str], int]) -> list[tuple[int, int]]:
-    """Cut text[start:end] at sentence (then word) boundaries into pieces of at most budget tokens."""
-    if count_tokens(text[start:end]) <= budget:
+def split_long(text: str, start: int, end: int, budget: int, token_spans: TokenSpans) -> list[tuple[int, int]]:
+    """Cut text[start:end] at sentence (then word) boundaries into pieces of at most budget tokens.
+
+    The paragraph is tokenized once: a unit costs the word pieces that begin inside it.
+    """
+    starts = [start + s for s, _ in token_spans(text[start:end])]
+    if len(starts) <= budget:
         return [(start, end)]
+
+    def cost(s: int, e: int) -> int:
+        return bisect_left(starts, e) - bisect_left(starts, s)
+
     units: list[tuple[int, int]] = []
     for s, e in sentence_spans(text, start, end):
-        if count_tokens(text[s:e]) <= budget:
+        if cost(s, e) <= budget:
             units.append((s, e))
         else:
             units.extend((s + m.start(), s + m.end()) for m in WORD.finditer(text[s:e]))
     pieces: list[tuple[int, int]] = []
-    piece_start, piece_end, used = units[0][0], units[0][1], count_tokens(text[slice(*units[0])])
+    piece_start, piece_end, used = units[0][0], units[0][1], cost(*units[0])
     for s, e in units[1:]:
-        cost = count_tokens(text[s:e])
-        if used + cost > budget:
+        if used + cost(s, e) > budget:
             pieces.append((piece_start, piece_end))
             piece_start, used = s, 0
-        piece_end, used = e, used + cost
+        piece_end, used = e, used + cost(s, e)
     pieces.append((piece_start, piece_end))
     return pieces
 
@@ -202,13 +211,14 @@ def embedding_input(passage: Passage) -> tuple[str, int]:
     return prefix + passage.text, len(prefix)
 
 
-def chunk_document(document: Document, count_tokens: Callable[[str], int],
-                   max_tokens: int) -> list[Passage]:
+def chunk_document(document: Document, token_spans: TokenSpans, max_tokens: int) -> list[Passage]:
     """Split a document into passages that fit the model's window together with their context."""
     passages: list[Passage] = []
+    budgets: dict[str, int] = {}  # per section: the context the model sees before each passage
     for number, (section, start, end) in enumerate(paragraphs(document), start=1):
-        budget = max(32, max_tokens - count_tokens(context_of(document.title, section)) - 2)
-        for piece_start, piece_end in split_long(document.text, start, end, budget, count_tokens):
+        if section not in budgets:
+            budgets[section] = max(32, max_tokens - len(token_spans(context_of(document.title, section))) - 2)
+        for piece_start, piece_end in split_long(document.text, start, end, budgets[section], token_spans):
             passages.append(Passage(
                 passage_id=f"{document.doc_id}#{len(passages) + 1}", doc_id=document.doc_id,
                 title=document.title, source=document.source, section=section, paragraph=number,

@@ -114,10 +114,17 @@ class Embedder:
         self.query_tokenizer = copy.deepcopy(self.tokenizer.backend_tokenizer)
         self.query_tokenizer.no_padding()
         self.query_tokenizer.enable_truncation(self.max_tokens)
+        self.span_tokenizer = copy.deepcopy(self.tokenizer.backend_tokenizer)  # whole texts, for chunking
+        self.span_tokenizer.no_padding()
+        self.span_tokenizer.no_truncation()
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) char offsets of the word pieces the model would see for text, no special tokens."""
+        return self.span_tokenizer.encode(text, add_special_tokens=False).offsets
 
     def count_tokens(self, text: str) -> int:
         """Word pieces the model would see for text, without special tokens."""
-        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return len(self.token_spans(text))
 
     def embed_query(self, text: str) -> np.ndarray:
         """One unit-length query vector (straight through ONNX Runtime when the model allows)."""

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
 from indexer.chunking import chunk_document, sentence_spans, split_long
 from indexer.documents import parse_text, read_folder
 from tests.conftest import SEED_FILE
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """A stand-in tokenizer for narrow tests: one token per word."""
+    return [m.span() for m in re.finditer(r"\S+", text)]
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +25,7 @@ def seed_document():
 
 @pytest.fixture(scope="module")
 def seed_passages(seed_document, embedder):
-    return chunk_document(seed_document, embedder.count_tokens, embedder.max_tokens)
+    return chunk_document(seed_document, embedder.token_spans, embedder.max_tokens)
 
 
 def test_first_line_is_the_title_and_every_passage_carries_it(seed_document, seed_passages):
@@ -71,7 +77,7 @@ def test_long_paragraph_is_split_at_sentences_within_the_model_window(embedder):
     sentence = "The committee reviewed the regional budget figures again in considerable detail. "
     body = sentence * 60
     document = parse_text("Budget Talks Continue\n" + body, "long", "long.txt")
-    passages = chunk_document(document, embedder.count_tokens, embedder.max_tokens)
+    passages = chunk_document(document, embedder.token_spans, embedder.max_tokens)
     assert len(passages) > 1
     for passage in passages:
         assert document.text[passage.start:passage.end] == passage.text
@@ -83,7 +89,7 @@ def test_long_paragraph_is_split_at_sentences_within_the_model_window(embedder):
 
 def test_a_sentence_longer_than_the_window_is_cut_at_words():
     words = "word " * 50
-    pieces = split_long(words, 0, len(words) - 1, budget=10, count_tokens=lambda t: len(t.split()))
+    pieces = split_long(words, 0, len(words) - 1, budget=10, token_spans=word_spans)
     assert len(pieces) == 5
     assert all(len(words[s:e].split()) <= 10 for s, e in pieces)
 
@@ -104,11 +110,11 @@ def test_reads_markdown_html_and_jsonl_and_skips_unknown_types(tmp_path, caplog)
     assert set(documents) == {"story", "page", "a1"}
     assert "photo.png" in caplog.text and "feed.jsonl line 2" in caplog.text
 
-    story = chunk_document(documents["story"], lambda t: len(t.split()), 256)
+    story = chunk_document(documents["story"], word_spans, 256)
     assert [(p.section, p.text) for p in story] == [
         ("", "The harbour reopened on Monday after\nrepairs that took a year."),
         ("Trade", "Ships returned at once.")]
-    page = chunk_document(documents["page"], lambda t: len(t.split()), 256)
+    page = chunk_document(documents["page"], word_spans, 256)
     assert documents["page"].title == "Rail Strike Ends"
     assert [(p.section, p.text) for p in page] == [("", "Trains ran again & on time."),
                                                   ("What Next", "Talks resume in spring.")]
