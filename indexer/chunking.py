@@ -170,6 +170,13 @@ def paragraphs(document: Document) -> list[tuple[str, int, int]]:
     return found
 
 
+def whole_text(document: Document) -> list[tuple[str, int, int]]:
+    """The whole text as one paragraph: for a note too short to look like an article (a single
+    line, a title and a fragment), which would otherwise vanish as title or boilerplate."""
+    start, end = trim(document.text, 0, len(document.text))
+    return [("", start, end)] if start < end else []
+
+
 def split_long(text: str, start: int, end: int, budget: int, token_spans: TokenSpans) -> list[tuple[int, int]]:
     """Cut text[start:end] at sentence (then word) boundaries into pieces of at most budget tokens.
 
@@ -215,7 +222,7 @@ def chunk_document(document: Document, token_spans: TokenSpans, max_tokens: int)
     """Split a document into passages that fit the model's window together with their context."""
     passages: list[Passage] = []
     budgets: dict[str, int] = {}  # per section: the context the model sees before each passage
-    for number, (section, start, end) in enumerate(paragraphs(document), start=1):
+    for number, (section, start, end) in enumerate(paragraphs(document) or whole_text(document), start=1):
         if section not in budgets:
             budgets[section] = max(32, max_tokens - len(token_spans(context_of(document.title, section))) - 2)
         for piece_start, piece_end in split_long(document.text, start, end, budgets[section], token_spans):

@@ -119,3 +119,14 @@ def test_reads_markdown_html_and_jsonl_and_skips_unknown_types(tmp_path, caplog)
     assert [(p.section, p.text) for p in page] == [("", "Trains ran again & on time."),
                                                   ("What Next", "Talks resume in spring.")]
     assert documents["a1"].source == "https://example.org/dam"
+
+
+@pytest.mark.parametrize("text", ["Dam opens on Monday", "Dam Opens\n\nShort note", "breaking: dam opens"])
+def test_a_note_too_short_to_look_like_an_article_is_kept_whole(text):
+    document = parse_text(text, "note", "note.txt")
+    passages = chunk_document(document, word_spans, 256)
+    assert [(p.text, p.start, p.end) for p in passages] == [(text, 0, len(text))]
+
+
+def test_a_blank_document_has_no_passages():
+    assert chunk_document(parse_text("  \n\n ", "blank", "blank.txt"), word_spans, 256) == []

@@ -180,11 +180,14 @@ def test_ingested_documents_are_searchable_durable_and_survive_a_folder_reindex(
     auth = {"Authorization": "Bearer s3cret"}
     school = {"id": "school-1", "title": "School Lunches Go Free", "url": "https://news.example/school",
               "text": SCHOOL.split("\n", 1)[1]}
+    note = {"id": "note-1", "text": "Ferry service to the outer islands resumes"}  # one line, no title
     with TestClient(create_app(settings)) as client:
-        added = client.post("/documents", json={"documents": [school]}, headers=auth)
+        added = client.post("/documents", json={"documents": [school, note]}, headers=auth)
         assert added.status_code == 200 and added.json()["searchable"] is True
         found = client.get("/search", params={"q": "free school lunch", "k": 1}).json()["results"][0]
         assert found["doc_id"] == "school-1" and found["source"] == "https://news.example/school"
+        found = client.get("/search", params={"q": "ferry to the islands", "k": 1}).json()["results"][0]
+        assert found["doc_id"] == "note-1" and found["text"] == note["text"]
     with TestClient(create_app(settings)) as restarted:  # a restart keeps it
         assert "school-1" in doc_ids(restarted.get("/search", params={"q": "school lunch", "k": 3}).json())
     (seeds / "dam.txt").unlink()
