@@ -115,13 +115,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from indexer import store
-    from indexer.embedding import Embedder
+    from indexer.embedding import query_encoder_for
     from indexer.search import Searcher
 
     if not 1 <= args.k <= 50:
         raise QueryError("-k must be between 1 and 50")
-    embedder = Embedder(args.model)
-    searcher = Searcher(store.load(Path(args.index), embedder.name, embedder.dimension), embedder)
+    encoder = query_encoder_for(args.model)  # no torch import when the model's recipe is cached
+    searcher = Searcher(store.load(Path(args.index), encoder.name, encoder.dimension), encoder)
     hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode))
     if args.json:
         print(json.dumps({"query": args.query, "results": [hit_record(h) for h in hits]}, indent=2,

