@@ -44,6 +44,17 @@ def test_typing_a_query_shows_results_with_the_answer_marked(browser, live_serve
     page.close()
 
 
+def test_on_a_phone_sized_screen_every_control_stays_on_screen(browser, live_server):
+    page = browser.new_page(viewport={"width": 360, "height": 740})
+    page.goto(live_server + "/?q=why+won%27t+Russia+stop")
+    page.wait_for_selector("li.result mark.answer", timeout=15000)
+    for selector in ("#q", "#mode", "button[type=submit]", "li.result"):
+        box = page.locator(selector).first.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 360, selector
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scrolling
+    page.close()
+
+
 def test_an_error_is_shown_to_the_user(browser, live_server):
     page = browser.new_page()
     page.goto(live_server + "/?q=" + "x" * 1001)
