@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from service import errors, ingest, routes
+from service.metrics import Metrics, RequestMetrics
 from service.runtime import Runtime, watch
 from service.settings import Settings
 
@@ -31,6 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="semsearch", version="0.1.0", lifespan=lifespan,
                   description="Semantic search over news articles: ranked passages with their sources "
                               "and the sentence that answers.")
+    app.state.metrics = Metrics(lambda: getattr(app.state, "runtime", None))
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(ingest.router)

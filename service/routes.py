@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from indexer import search
 from service.errors import ServiceUnavailable, error_response
@@ -69,6 +70,12 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "generation": index.generation,
                          "model": index.manifest["model"]["name"], "passages": index.manifest["passages"],
                          "documents": index.manifest["documents"], "built_at": index.manifest["built_at"]})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: requests and latency per route, and the index being served."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", include_in_schema=False)

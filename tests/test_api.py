@@ -114,6 +114,7 @@ def test_service_starts_without_a_usable_index_and_says_how_to_fix_it(index_copy
             error = assert_error_shape(response, 503, "not_ready")
             assert words in error["message"]
             assert error["fix"].startswith("semsearch index")
+        assert metric_values(broken.get("/metrics").text)[("semsearch_ready", ())] == 0
 
 
 def test_explain_paging_and_filters_over_http(client):
@@ -126,3 +127,34 @@ def test_explain_paging_and_filters_over_http(client):
     assert page[0]["rank"] == 4
     none = client.post("/search", json={"q": "war", "doc_id": ["no-such-article"]}).json()
     assert none["results"] == []
+
+
+def metric_values(text: str) -> dict:
+    """{(sample name, sorted labels): value} from Prometheus text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_count_requests_by_route_and_status_and_describe_the_index(seed_index):
+    with TestClient(create_app(Settings(index_dir=seed_index))) as fresh:
+        for _ in range(3):
+            fresh.get("/search", params={"q": "why won't Russia stop"})
+        fresh.get("/search", params={"q": " "})
+        fresh.get("/no/such/page")
+        response = fresh.get("/metrics")
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+        values = metric_values(response.text)
+        manifest = store.current_manifest(seed_index)
+        generation = store.current_generation(seed_index)
+
+    def requests(route: str, status: str) -> float:
+        return values[("semsearch_http_requests_total", (("method", "GET"), ("route", route), ("status", status)))]
+
+    assert requests("/search", "200") == 3 and requests("/search", "422") == 1
+    assert requests("unmatched", "404") == 1
+    assert values[("semsearch_http_request_duration_seconds_count", (("route", "/search"),))] == 4
+    assert values[("semsearch_ready", ())] == 1
+    assert values[("semsearch_index_passages", ())] == manifest["passages"]
+    assert values[("semsearch_index_info", (("generation", generation), ("model", manifest["model"]["name"])))] == 1

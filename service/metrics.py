@@ -1,0 +1,78 @@
+"""Prometheus metrics at /metrics: requests and latency per route, and the index being served."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
+# Seconds; fine steps around a search's few milliseconds, coarse ones for ingest rebuilds.
+LATENCY_BUCKETS = (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30)
+
+
+class IndexCollector:
+    """Reads what the runtime serves at scrape time, so the figures are never stale."""
+
+    def __init__(self, runtime: Callable[[], object | None]) -> None:
+        self.runtime = runtime
+
+    def collect(self):
+        runtime = self.runtime()
+        searcher = getattr(runtime, "searcher", None)
+        yield GaugeMetricFamily("semsearch_ready", "1 when an index is loaded and searches are answered",
+                                value=int(searcher is not None))
+        if searcher is None:
+            return
+        manifest = searcher.index.manifest
+        yield GaugeMetricFamily("semsearch_index_passages", "passages in the served index", value=manifest["passages"])
+        yield GaugeMetricFamily("semsearch_index_documents", "documents in the served index", value=manifest["documents"])
+        yield InfoMetricFamily("semsearch_index", "the served index generation and its model",
+                               value={"generation": searcher.index.generation, "model": manifest["model"]["name"]})
+
+
+class Metrics:
+    """One registry per app (no global state), its request metrics and its index collector."""
+
+    def __init__(self, runtime: Callable[[], object | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("semsearch_http_requests", "HTTP requests answered, by route and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("semsearch_http_request_duration_seconds", "time to answer, by route",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.registry.register(IndexCollector(runtime))
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+
+class RequestMetrics:
+    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): counts and times every request.
+
+    The route label is the matched route's template ("/documents/{doc_id}"), or "unmatched", so
+    arbitrary paths cannot blow up the number of series.
+    """
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def send_and_note(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
