@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/tune_fusion.py --dataset ../shared/eval/scifact --index /tmp/scifact-index --split train
 
-The index is the one `semsearch eval DATASET --index DIR` builds and keeps.
+The index is the one `semsearch eval DATASET --index DIR` builds and keeps. The eval ranks 100
+documents per query (lists read 400 deep); `--page-depths` also scores the first page of 10 as
+the product serves it, at each fusion depth given (min-max scaling depends on the depth).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--split", default="train")
+    parser.add_argument("--page-depths", type=int, nargs="*", default=[], help="fusion depths to score a k=10 page at")
     args = parser.parse_args()
     qrels = read_qrels(args.dataset, args.split)
     queries = {q: t for q, t in read_queries(args.dataset).items() if q in qrels}
@@ -47,6 +50,13 @@ def main() -> None:
         row = dataclasses.astuple(params)
         print(f"| {' | '.join(str(x) for x in row)} | {values['ndcg@10']:.4f} | {values['recall@100']:.4f} | "
               f"{values['mrr@10']:.4f} |", flush=True)
+    if args.page_depths:
+        print("\nFirst page (k = 10, one passage per document), default fusion:\n")
+        print("| depth | nDCG@10 | MRR@10 |\n|---|---|---|")
+    for depth in args.page_depths:
+        searcher.fusion = FusionParams(depth=depth)
+        values = score(qrels, rank_documents(searcher, queries, "hybrid", k=10))
+        print(f"| {depth} | {values['ndcg@10']:.4f} | {values['mrr@10']:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ METRICS = ("ndcg@10", "recall@100", "mrr@10")
 DEPTH = 100  # documents ranked per query: enough for Recall@100
 
 
-def rank_documents(searcher: Searcher, queries: dict[str, str], mode: str) -> dict[str, dict[str, float]]:
-    """query id -> {doc id: score}; a document ranks by its best passage."""
+def rank_documents(searcher: Searcher, queries: dict[str, str], mode: str, k: int = DEPTH) -> dict[str, dict[str, float]]:
+    """query id -> {doc id: score} of the top k documents; a document ranks by its best passage."""
     run = {}
     for query_id, text in queries.items():
-        hits = searcher.search(Query(text=text, k=DEPTH, mode=mode, group_by_doc=True))
+        hits = searcher.search(Query(text=text, k=k, mode=mode, group_by_doc=True))
         # Scores from the rank, so the metric library sees exactly our order (no tie reshuffling).
         run[query_id] = {hit.passage.doc_id: 1.0 / hit.rank for hit in hits}
     return run

@@ -47,7 +47,7 @@ class FusionParams:
     # Defaults tuned on SciFact train (convex 0.5/0.5 beat RRF there and on test): docs/benchmarks.md
     method: str = "convex"
     rrf_k: int = 60
-    depth: int = 100
+    depth: int = 200
     dense_weight: float = 0.5
     keyword_weight: float = 0.5
 

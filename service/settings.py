@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     model_path: str | None = Field(None, description="sentence-transformers model folder; default: the packaged all-MiniLM-L6-v2")
     fusion_method: Literal["rrf", "convex"] = Field("convex", description="how hybrid mode merges the two lists")
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
-    fusion_depth: int = Field(100, ge=1, description="how deep each list is read before fusing")
+    fusion_depth: int = Field(200, ge=1, description="how deep each list is read before fusing")
     dense_weight: float = Field(0.5, ge=0, description="weight of the dense list in hybrid mode")
     keyword_weight: float = Field(0.5, ge=0, description="weight of the keyword list in hybrid mode")
     reload_interval: float = Field(1.0, ge=0, description="seconds between checks for a new index generation; 0: never")
