@@ -57,11 +57,10 @@ def runtime_of(request: Request) -> Runtime:
 
 def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Runtime:
     runtime = runtime_of(request)
-    configured = runtime.settings.api_key
-    if configured is None or not configured.get_secret_value():
+    if not runtime.settings.ingest_enabled:
         raise ApiError(403, "disabled", "document ingest is disabled: set SEMSEARCH_API_KEY to enable it")
     given = credentials.credentials if credentials else ""
-    if not hmac.compare_digest(given.encode(), configured.get_secret_value().encode()):
+    if not hmac.compare_digest(given.encode(), runtime.settings.api_key.get_secret_value().encode()):
         raise ApiError(401, "unauthorized", "missing or wrong API key: send Authorization: Bearer <key>",
                        headers={"WWW-Authenticate": "Bearer"})
     if runtime.embedder is None:

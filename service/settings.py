@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     model_spin: bool = Field(True, description="let idle ONNX threads busy-wait (faster alone, slower under load)")
     backend: Literal["onnx", "torch"] = Field("onnx", description="model runtime; onnx gives the same vectors, faster")
 
+    @property
+    def ingest_enabled(self) -> bool:
+        return self.api_key is not None and bool(self.api_key.get_secret_value())
+
     def fusion(self) -> FusionParams:
         return FusionParams(method=self.fusion_method, rrf_k=self.rrf_k, depth=self.fusion_depth,
                             dense_weight=self.dense_weight, keyword_weight=self.keyword_weight)

@@ -8,6 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer import store
+from indexer.embedding import Embedder
+from indexer.query_encoder import QueryEncoder
 from service.app import create_app
 from service.settings import Settings
 
@@ -158,3 +160,13 @@ def test_metrics_count_requests_by_route_and_status_and_describe_the_index(seed_
     assert values[("semsearch_ready", ())] == 1
     assert values[("semsearch_index_passages", ())] == manifest["passages"]
     assert values[("semsearch_index_info", (("generation", generation), ("model", manifest["model"]["name"])))] == 1
+
+
+def test_search_only_service_skips_the_full_model_and_ingest_loads_it(seed_index):
+    with TestClient(create_app(Settings(index_dir=seed_index))) as search_only:
+        runtime = search_only.app.state.runtime
+        assert isinstance(runtime.encoder, QueryEncoder) and runtime.embedder is None
+        assert search_only.get("/search", params={"q": "how many casualties"}).status_code == 200
+    with TestClient(create_app(Settings(index_dir=seed_index, api_key="s3cret"))) as ingesting:
+        runtime = ingesting.app.state.runtime
+        assert isinstance(runtime.embedder, Embedder) and runtime.encoder is runtime.embedder
