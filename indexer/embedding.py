@@ -47,7 +47,7 @@ def model_name_for(path: str | None) -> str:
 def model_cache_dir(path: str) -> Path:
     """This version of the model folder's place in the cache (SEMSEARCH_CACHE_DIR)."""
     weights = next(Path(path).glob("*.safetensors"), None) or Path(path) / "config.json"
-    stat = weights.stat()
+    stat = (weights if weights.exists() else Path(path)).stat()
     cache_root = Path(os.environ.get("SEMSEARCH_CACHE_DIR", Path.home() / ".cache" / "semsearch"))
     return cache_root / f"{Path(path).resolve().name}-{stat.st_size}-{int(stat.st_mtime)}"
 
@@ -102,9 +102,11 @@ class Embedder:
         path = model_path or packaged_model_path()
         if not Path(path).is_dir():
             raise ModelError(f"model folder not found: {path}")
+        source = path
         try:
             if backend == "onnx":
-                self.model = SentenceTransformer(onnx_copy(path), backend="onnx", device="cpu", local_files_only=True,
+                source = onnx_copy(path)
+                self.model = SentenceTransformer(source, backend="onnx", device="cpu", local_files_only=True,
                                                  model_kwargs={"session_options": session_options(threads, spin)})
             else:
                 self.model = SentenceTransformer(path, device="cpu", local_files_only=True)
@@ -124,7 +126,7 @@ class Embedder:
         self.query_encoder = None if session is None else QueryEncoder(
             self.name, copy.deepcopy(self.tokenizer.backend_tokenizer), session, self.dimension, self.max_tokens)
         if self.query_encoder is not None:
-            save_recipe(recipe_dir(path), Path(onnx_copy(path)) / "onnx" / "model.onnx",
+            save_recipe(recipe_dir(path), Path(source) / "onnx" / "model.onnx",
                         self.query_encoder.tokenizer, self.dimension, self.max_tokens)
         self.span_tokenizer = copy.deepcopy(self.tokenizer.backend_tokenizer)  # whole texts, for chunking
         self.span_tokenizer.no_padding()
