@@ -74,13 +74,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from indexer.build import build_from_folder, check
+    from indexer import store
+    from indexer.build import build_index, check
     from indexer.documents import read_folder
-    from indexer.embedding import Embedder
+    from indexer.embedding import Embedder, query_encoder_for
 
-    embedder = Embedder(args.model)
+    seeds, out = Path(args.seeds), Path(args.out)
+    # The model's name and dimension are enough to compare: the full model (torch, about 4 s)
+    # loads only when something has to be embedded.
+    encoder = query_encoder_for(args.model)
+    folder = list(read_folder(seeds))
+    changes = check(out, encoder.name, encoder.dimension, folder)
     if args.check:
-        changes = check(Path(args.out), embedder.name, embedder.dimension, list(read_folder(Path(args.seeds))))
         if not changes.stale:
             print(f"index {args.out} is up to date with {args.seeds} ({changes.unchanged} documents)")
             return 0
@@ -89,7 +94,13 @@ def run_index(args: argparse.Namespace) -> int:
                 print(f"stale: {len(ids)} {label}: {', '.join(ids[:20])}{' …' if len(ids) > 20 else ''}")
         print(f"  fix: semsearch index {args.seeds} --out {args.out}", file=sys.stderr)
         return 1
-    summary = build_from_folder(Path(args.seeds), Path(args.out), embedder, force=args.force)
+    if not changes.stale and changes.unchanged and not args.force:
+        passages = store.current_manifest(out)["passages"]
+        print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {passages} passages")
+        print(f"index {args.out} is already up to date: nothing written")
+        return 0
+    embedder = encoder if isinstance(encoder, Embedder) else Embedder(args.model)
+    summary = build_index(out, embedder, folder, force=args.force, origin=str(seeds))
     c = summary.changes
     print(f"added {len(c.added)}, changed {len(c.changed)}, removed {len(c.removed)}, unchanged {c.unchanged}; "
           f"embedded {summary.passages_embedded} of {summary.passages} passages in {summary.seconds:.1f}s")
