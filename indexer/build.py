@@ -16,7 +16,7 @@ from indexer.chunking import Passage, chunk_document, context_of, embedding_inpu
 from indexer.document_store import DocumentStore
 from indexer.documents import Document, DocumentError, read_folder
 from indexer.embedding import Embedder
-from indexer.store import StoredDocument
+from indexer.passage_table import StoredDocument, content_hash
 
 log = logging.getLogger(__name__)
 CACHE_FLUSH = 1024  # passages embedded between cache writes: a killed build keeps its progress
@@ -66,8 +66,8 @@ def wanted_documents(root: Path, folder: list[Document] | None) -> dict[str, Sto
     if folder is None:
         stored = [d for d in store.read_documents(root).values() if d.origin == "folder"]
     else:
-        stored = [StoredDocument(d, "folder", store.content_hash(d)) for d in folder]
-    stored += [StoredDocument(d, "api", store.content_hash(d)) for d in DocumentStore(root).all()]
+        stored = [StoredDocument(d, "folder", content_hash(d)) for d in folder]
+    stored += [StoredDocument(d, "api", content_hash(d)) for d in DocumentStore(root).all()]
     wanted: dict[str, StoredDocument] = {}
     for item in stored:
         doc_id = item.document.doc_id

@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 import time
 import uuid
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,14 +18,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from indexer import keyword
+from indexer import keyword, passage_table
 from indexer.chunking import Passage
-from indexer.documents import Document
+from indexer.passage_table import StoredDocument
 
 FORMAT_VERSION = 2  # 2: generations record their documents
 POINTER = "CURRENT"
 KEEP_GENERATIONS = 3
-PASSAGE_FIELDS = ("passage_id", "doc_id", "title", "source", "section", "paragraph", "start", "end", "text")
 
 
 class IndexUnavailable(RuntimeError):
@@ -59,19 +58,6 @@ class LoadedIndex:
     manifest: dict
     contents: IndexContents
     faiss_index: Any
-
-
-@dataclass(frozen=True)
-class StoredDocument:
-    """A document as a generation recorded it: where it came from and its content hash."""
-
-    document: Document
-    origin: str  # "folder" or "api"
-    content_hash: str
-
-
-def content_hash(document: Document) -> str:
-    return hashlib.sha256("\x00".join((document.title, document.source, document.text)).encode()).hexdigest()
 
 
 @contextmanager
@@ -139,7 +125,8 @@ def write_generation(root: Path, contents: IndexContents, documents: Sequence[St
     try:
         faiss.write_index(flat_index(contents.vectors), str(staging / "vectors.faiss"))
         faiss.write_index(flat_index(contents.sentence_vectors), str(staging / "sentences.faiss"))
-        write_passages(staging / "passages.sqlite", contents, documents)
+        passage_table.write(staging / passage_table.FILE, contents.passages, contents.sentence_spans,
+                            contents.sentence_bounds, documents)
         keyword.save(contents.keyword_index, staging / "keyword")
         files = sorted(p for p in staging.rglob("*") if p.is_file())
         manifest = {
@@ -173,33 +160,13 @@ def flat_index(vectors: np.ndarray):
     return index
 
 
-def write_passages(path: Path, contents: IndexContents, documents: Sequence[StoredDocument]) -> None:
-    with sqlite_transaction(path, wal=False) as db:
-        db.execute(f"CREATE TABLE passages (row INTEGER PRIMARY KEY, {', '.join(f'[{f}]' for f in PASSAGE_FIELDS)})")
-        db.execute("CREATE TABLE sentences (row INTEGER PRIMARY KEY, start INTEGER, [end] INTEGER)")
-        db.execute("CREATE TABLE sentence_bounds (row INTEGER PRIMARY KEY, first INTEGER)")
-        db.execute("CREATE TABLE documents (doc_id TEXT PRIMARY KEY, title TEXT, source TEXT, text TEXT, "
-                   "origin TEXT, content_hash TEXT)")
-        db.executemany(f"INSERT INTO passages VALUES (?, {', '.join('?' * len(PASSAGE_FIELDS))})",
-                       ((i, *(getattr(p, f) for f in PASSAGE_FIELDS)) for i, p in enumerate(contents.passages)))
-        db.executemany("INSERT INTO sentences VALUES (?, ?, ?)",
-                       ((i, int(s), int(e)) for i, (s, e) in enumerate(contents.sentence_spans)))
-        db.executemany("INSERT INTO sentence_bounds VALUES (?, ?)",
-                       enumerate(int(b) for b in contents.sentence_bounds))
-        db.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
-                       ((d.document.doc_id, d.document.title, d.document.source, d.document.text,
-                         d.origin, d.content_hash) for d in documents))
-
-
 def read_documents(root: Path) -> dict[str, StoredDocument]:
     """The documents the current generation was built from (empty when there is none)."""
     name = current_generation(root)
-    path = Path(root) / name / "passages.sqlite" if name else None
+    path = Path(root) / name / passage_table.FILE if name else None
     if path is None or not path.is_file():
         return {}
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        rows = db.execute("SELECT doc_id, title, source, text, origin, content_hash FROM documents")
-        return {row[0]: StoredDocument(Document(*row[:4]), row[4], row[5]) for row in rows}
+    return passage_table.read_documents(path)
 
 
 def fsync_tree(folder: Path) -> None:
@@ -275,7 +242,7 @@ def load(root: Path, model: str, dimension: int) -> LoadedIndex:
     try:
         vectors_index = faiss.read_index(str(folder / "vectors.faiss"))
         sentence_index = faiss.read_index(str(folder / "sentences.faiss"))
-        passages, spans, bounds = read_passages(folder / "passages.sqlite")
+        passages, spans, bounds = passage_table.read(folder / passage_table.FILE)
         keyword_index = keyword.load(folder / "keyword")
     except Exception as exc:  # a checksum-valid file that still fails to parse is also corruption
         raise IndexUnavailable(f"index generation {name} cannot be read ({exc})", fix) from exc
@@ -295,14 +262,3 @@ def load(root: Path, model: str, dimension: int) -> LoadedIndex:
 def all_vectors(index) -> np.ndarray:
     """All vectors of a flat FAISS index as a numpy matrix."""
     return index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), np.float32)
-
-
-def read_passages(path: Path) -> tuple[tuple[Passage, ...], np.ndarray, np.ndarray]:
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        rows = db.execute(f"SELECT {', '.join(f'[{f}]' for f in PASSAGE_FIELDS)} FROM passages ORDER BY row")
-        passages = tuple(Passage(*row) for row in rows)
-        spans = np.array(db.execute("SELECT start, [end] FROM sentences ORDER BY row").fetchall(),
-                         dtype=np.int64).reshape(-1, 2)
-        bounds = np.array([b for (b,) in db.execute("SELECT first FROM sentence_bounds ORDER BY row")],
-                          dtype=np.int64)
-    return passages, spans, bounds
