@@ -41,7 +41,16 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 
 def describe_field(error: dict) -> str:
     """'body.k' style path of the offending field, without FastAPI's location noise."""
+    if error.get("type") == "json_invalid":
+        return "body"  # its location is a character position, not a field
     return ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query")) or "request"
+
+
+def describe_problem(error: dict) -> str:
+    if error.get("type") == "json_invalid":
+        position = error.get("loc", ("body", "?"))[-1]
+        return f"not valid JSON ({error.get('ctx', {}).get('error', 'decode error')} at character {position})"
+    return error.get("msg", "invalid").removeprefix("Value error, ")
 
 
 def install(app: FastAPI) -> None:
@@ -49,7 +58,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"field": describe_field(e), "message": e.get("msg", "invalid").removeprefix("Value error, ")} for e in exc.errors()]
+        problems = [{"field": describe_field(e), "message": describe_problem(e)} for e in exc.errors()]
         first = problems[0] if problems else {"field": "request", "message": "invalid request"}
         return error_response(422, "invalid_request", f"{first['field']}: {first['message']}",
                               field=first["field"], details=problems)

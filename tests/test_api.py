@@ -69,7 +69,8 @@ def test_bad_input_gets_a_422_in_the_one_error_shape(client, params, field):
 
 def test_body_that_is_not_an_object_is_a_422(client):
     response = client.post("/search", content=b"garbage", headers={"content-type": "application/json"})
-    assert_error_shape(response, 422, "invalid_request")
+    error = assert_error_shape(response, 422, "invalid_request")
+    assert error["field"] == "body" and error["message"].startswith("body: not valid JSON")
 
 
 def test_unknown_path_is_a_404_in_the_one_error_shape(client):
