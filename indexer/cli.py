@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("semsearch: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: say so in one line; the traceback on request
+        if os.environ.get("SEMSEARCH_DEBUG"):
+            raise
+        print(f"semsearch: unexpected error: {type(exc).__name__}: {exc}\n"
+              "  this is a bug; rerun with SEMSEARCH_DEBUG=1 for the traceback and report it", file=sys.stderr)
+        return 70
     return 2
 
 

@@ -43,9 +43,9 @@ def read_folder(folder: Path) -> Iterator[Document]:
             continue
         doc_id = path.relative_to(folder).with_suffix("").as_posix()
         try:
-            raw = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError) as exc:
-            log.warning("skipping %s: cannot read as UTF-8 text (%s)", path, exc)
+            raw = read_text(path)
+        except OSError as exc:
+            log.warning("skipping %s: cannot read it (%s)", path, exc)
             continue
         if suffix == ".jsonl":
             yield from parse_jsonl(raw, str(path))
@@ -53,6 +53,17 @@ def read_folder(folder: Path) -> Iterator[Document]:
             yield parse_html(raw, doc_id, str(path))
         else:
             yield parse_text(raw, doc_id, str(path))
+
+
+def read_text(path: Path) -> str:
+    """UTF-8 (a byte-order mark is dropped), else Windows-1252, the usual encoding of older
+    scraped pages: a file is never skipped for its encoding."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        log.warning("%s is not UTF-8 (%s); reading it as Windows-1252", path, exc.reason)
+        return data.decode("cp1252", errors="replace")
 
 
 def normalize_newlines(text: str) -> str:

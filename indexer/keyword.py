@@ -25,6 +25,7 @@ class KeywordParams:
 
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default token pattern
+NO_TERM = " "  # TOKEN never yields it, so no query matches it
 
 
 class Analyzer:
@@ -78,7 +79,10 @@ def build(texts: Sequence[str], params: KeywordParams = KeywordParams()):
     """A BM25 index over texts, row i scoring texts[i]."""
     retriever = bm25s_module().BM25(method=params.method, k1=params.k1, b=params.b)
     analyzer = Analyzer(params)
-    retriever.index([analyzer.terms(text) for text in texts], show_progress=False)
+    terms = [analyzer.terms(text) for text in texts]
+    if not any(terms):  # bm25s cannot index an empty vocabulary: one term no query can produce
+        terms[0] = [NO_TERM]
+    retriever.index(terms, show_progress=False)
     return retriever
 
 

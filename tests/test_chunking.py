@@ -130,3 +130,13 @@ def test_a_note_too_short_to_look_like_an_article_is_kept_whole(text):
 
 def test_a_blank_document_has_no_passages():
     assert chunk_document(parse_text("  \n\n ", "blank", "blank.txt"), word_spans, 256) == []
+
+
+def test_a_file_that_is_not_utf8_is_read_not_skipped(tmp_path, caplog):
+    (tmp_path / "cafe.txt").write_bytes("Café Reopens\n\nThe café reopened on Monday – at last.\n".encode("cp1252"))
+    (tmp_path / "bom.txt").write_bytes("\ufeffHarbour Reopens\n\nShips returned at once.\n".encode("utf-8"))
+    with caplog.at_level(logging.WARNING):
+        documents = {d.doc_id: d for d in read_folder(tmp_path)}
+    assert documents["cafe"].title == "Café Reopens" and "reopened on Monday – at last." in documents["cafe"].text
+    assert "cafe.txt is not UTF-8" in caplog.text
+    assert documents["bom"].title == "Harbour Reopens" and documents["bom"].text.startswith("Harbour")

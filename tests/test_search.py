@@ -121,3 +121,15 @@ def test_highlight_is_the_answering_sentence_in_every_mode(searcher, mode):
     hits = searcher.search(Query("how many casualties", k=12, mode=mode))
     hit = next(h for h in hits if "over a million casualties" in h.passage.text)
     assert hit.highlight.text.startswith("Despite over a million casualties")
+
+
+def test_an_index_whose_passages_have_no_keywords_still_builds_and_answers(tmp_path, embedder):
+    from indexer import store
+    from indexer.build import build_from_documents
+    from indexer.documents import Document
+    from indexer.search import Searcher
+
+    build_from_documents([Document("a", "", "a.txt", "x"), Document("b", "", "b.txt", "!!")], tmp_path, embedder)
+    found = Searcher(store.load(tmp_path, embedder.name, embedder.dimension), embedder)
+    assert {hit.passage.doc_id for hit in found.search(Query("x"))} == {"a", "b"}
+    assert found.search(Query("x", mode="keyword")) == []
