@@ -118,8 +118,23 @@ def run_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail before loading anything when another process already listens on host:port."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop the other "
+                          f"server or choose another port with --port") from exc
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    ensure_port_free(args.host, args.port)
 
     # The service reads its Settings from the environment; pass the flags that way.
     os.environ["SEMSEARCH_INDEX_DIR"] = str(args.index)

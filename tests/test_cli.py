@@ -51,3 +51,16 @@ def test_bad_arguments_are_clear_errors_not_tracebacks(tmp_path):
         result = semsearch(*args)
         assert result.returncode == 2 and words in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_before_loading_anything(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = semsearch("serve", "--index", str(tmp_path / "index"), "--port", port)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr
