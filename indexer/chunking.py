@@ -198,10 +198,11 @@ def split_long(text: str, start: int, end: int, budget: int, token_spans: TokenS
     pieces: list[tuple[int, int]] = []
     piece_start, piece_end, used = units[0][0], units[0][1], cost(*units[0])
     for s, e in units[1:]:
-        if used + cost(s, e) > budget:
+        unit = cost(s, e)
+        if used + unit > budget:
             pieces.append((piece_start, piece_end))
             piece_start, used = s, 0
-        piece_end, used = e, used + cost(s, e)
+        piece_end, used = e, used + unit
     pieces.append((piece_start, piece_end))
     return pieces
 
