@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-from indexer import keyword, store
+from indexer import chunking, keyword, store
 from indexer.cache import EmbeddingCache, cache_key
 from indexer.chunking import Passage, chunk_document, context_of, embedding_input, sentence_spans
 from indexer.document_store import DocumentStore
@@ -108,28 +109,53 @@ def build_index(root: Path, embedder: Embedder, folder: list[Document] | None = 
         wanted = wanted_documents(root, folder)
         if not wanted:
             raise DocumentError(f"no documents to index: {origin} holds no readable article")
-        changes = compare(previous_documents(root, embedder.name, embedder.dimension), wanted)
+        previous = previous_documents(root, embedder.name, embedder.dimension)
+        changes = compare(previous, wanted)
         documents = {doc_id: item.document for doc_id, item in wanted.items()}
         if not changes.stale and not force:
             manifest = store.current_manifest(root)
             return BuildSummary(None, changes, len(documents), manifest["passages"], manifest["sentences"],
                                 0, time.perf_counter() - started)
         staging = store.new_staging(root)  # before the slow part, so a killed build leaves a trace to clean
-        passages = chunk_all(list(documents.values()), embedder)
+        fingerprint = chunker_fingerprint(embedder)
+        passages = chunk_all(list(documents.values()), embedder, reusable_passages(root, previous, wanted, fingerprint))
         if not passages:
             raise DocumentError(f"no passages to index: {origin} holds no readable article text")
         cache = EmbeddingCache(root, embedder.name, embedder.dimension)
         contents, embedded = embed_passages(passages, documents, embedder, cache, progress)
-        generation = store.write_generation(root, contents, list(wanted.values()), staging)
+        generation = store.write_generation(root, contents, list(wanted.values()), staging, fingerprint)
     return BuildSummary(generation, changes, len(documents), len(passages),
                         int(contents.sentence_spans.shape[0]), embedded, time.perf_counter() - started)
 
 
-def chunk_all(documents: list[Document], embedder: Embedder) -> list[Passage]:
-    """Passages of every document, in input order."""
+def chunker_fingerprint(embedder: Embedder) -> str:
+    """Changes whenever the passages of a document could: the chunking code, the model (its
+    tokenizer) or its window."""
+    recipe = Path(chunking.__file__).read_bytes() + f"\x00{embedder.name}\x00{embedder.max_tokens}".encode()
+    return hashlib.sha256(recipe).hexdigest()[:16]
+
+
+def reusable_passages(root: Path, previous: dict[str, StoredDocument], wanted: dict[str, StoredDocument],
+                      fingerprint: str) -> dict[str, list[Passage]]:
+    """The current generation's passages of every unchanged document, when it was cut the same way."""
+    manifest = store.current_manifest(root)
+    if not previous or manifest is None or manifest.get("chunker") != fingerprint:
+        return {}
+    unchanged = {i for i in wanted if i in previous and previous[i].content_hash == wanted[i].content_hash}
+    reusable: dict[str, list[Passage]] = {}
+    for passage in store.current_passages(root):
+        if passage.doc_id in unchanged:
+            reusable.setdefault(passage.doc_id, []).append(passage)
+    return reusable
+
+
+def chunk_all(documents: list[Document], embedder: Embedder,
+              reusable: dict[str, list[Passage]] | None = None) -> list[Passage]:
+    """Passages of every document, in input order; reusable ones are taken as they are."""
     passages: list[Passage] = []
     for document in documents:
-        found = chunk_document(document, embedder.token_spans, embedder.max_tokens)
+        found = (reusable or {}).get(document.doc_id) or chunk_document(document, embedder.token_spans,
+                                                                         embedder.max_tokens)
         if not found:
             log.warning("no passages in %s: it holds no article text", document.source)
         passages.extend(found)

@@ -79,7 +79,8 @@ def build(texts: Sequence[str], params: KeywordParams = KeywordParams()):
     """A BM25 index over texts, row i scoring texts[i]."""
     retriever = bm25s_module().BM25(method=params.method, k1=params.k1, b=params.b)
     analyzer = Analyzer(params)
-    terms = [analyzer.terms(text) for text in texts]
+    known: dict[str, list[str]] = {}  # passages of one paragraph share their keyword text
+    terms = [known[text] if text in known else known.setdefault(text, analyzer.terms(text)) for text in texts]
     if not any(terms):  # bm25s cannot index an empty vocabulary: one term no query can produce
         terms[0] = [NO_TERM]
     retriever.index(terms, show_progress=False)

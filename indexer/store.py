@@ -115,8 +115,11 @@ def sha256_of(path: Path) -> str:
 
 
 def write_generation(root: Path, contents: IndexContents, documents: Sequence[StoredDocument],
-                     staging: Path | None = None) -> Path:
-    """Write contents as a new generation, then switch the pointer to it atomically."""
+                     staging: Path | None = None, chunker: str | None = None) -> Path:
+    """Write contents as a new generation, then switch the pointer to it atomically.
+
+    chunker: a fingerprint of how the passages were cut, so the next build may reuse them.
+    """
     import faiss
 
     root = Path(root)
@@ -135,6 +138,7 @@ def write_generation(root: Path, contents: IndexContents, documents: Sequence[St
             "passages": len(contents.passages),
             "sentences": int(contents.sentence_spans.shape[0]),
             "documents": len(documents),
+            "chunker": chunker,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": {p.relative_to(staging).as_posix(): sha256_of(p) for p in files},
         }
@@ -167,6 +171,13 @@ def read_documents(root: Path) -> dict[str, StoredDocument]:
     if path is None or not path.is_file():
         return {}
     return passage_table.read_documents(path)
+
+
+def current_passages(root: Path) -> tuple[Passage, ...]:
+    """The passages of the current generation, in row order (empty when there is none)."""
+    name = current_generation(root)
+    path = Path(root) / name / passage_table.FILE if name else None
+    return passage_table.read(path)[0] if path is not None and path.is_file() else ()
 
 
 def fsync_tree(folder: Path) -> None:

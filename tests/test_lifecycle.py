@@ -65,6 +65,26 @@ def test_second_build_embeds_nothing_and_changes_embed_only_what_changed(tmp_pat
     assert docs == {"harbour", "rail", "school"}
 
 
+def test_a_rebuild_chunks_only_changed_documents_and_equals_a_full_build(tmp_path, embedder, monkeypatch):
+    from indexer import build
+
+    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
+    build_from_folder(seeds, index, embedder, progress=False)
+    (seeds / "rail.txt").write_text(ARTICLES["rail.txt"].replace("six", "seven"))
+    chunked = []
+    real_chunk = build.chunk_document
+    monkeypatch.setattr(build, "chunk_document", lambda document, *args: chunked.append(document.doc_id)
+                        or real_chunk(document, *args))
+    build_from_folder(seeds, index, embedder, progress=False)
+    assert chunked == ["rail"]  # harbour and dam kept the passages of the generation before
+    fresh = tmp_path / "fresh"
+    build_from_folder(seeds, fresh, embedder, progress=False)
+    assert sorted(chunked) == ["dam", "harbour", "rail", "rail"]
+    loaded = [store.load(folder, embedder.name, embedder.dimension).contents for folder in (index, fresh)]
+    assert loaded[0].passages == loaded[1].passages
+    assert (loaded[0].sentence_spans == loaded[1].sentence_spans).all()
+
+
 def test_index_check_names_stale_documents(tmp_path, embedder):
     seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
     build_from_folder(seeds, index, embedder, progress=False)
