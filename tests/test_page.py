@@ -40,6 +40,7 @@ def test_typing_a_query_shows_results_with_the_answer_marked(browser, live_serve
     assert any("over a million casualties" in text for text in texts)
     assert "casualties" in page.locator("li.result mark.answer").first.inner_text()
     assert "The Costs and Risks Ahead" in results.first.locator(".meta").inner_text()
+    assert results.first.locator("a").count() == 0  # a file source is text, not a link
     assert "?q=how+many+casualties" in page.url  # the search can be shared as a link
     page.close()
 
@@ -68,16 +69,21 @@ def test_passage_text_is_inserted_as_text_never_as_html(browser, tmp_path, embed
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     (seeds / "feed.jsonl").write_text(json.dumps({"id": "h1", "title": "<i>Harbour</i> Budget",
-                                                  "url": "https://example.org/h1", "text": hostile}))
+                                                  "url": "https://example.org/h1", "text": hostile}) + "\n" +
+                                      json.dumps({"id": "h2", "title": "Harbour Vote", "url": "javascript:window.pwned=2",
+                                                  "text": "The harbour budget vote was delayed again."}))
     build_from_folder(seeds, tmp_path / "index", embedder, progress=False)
     process, url = start_server(tmp_path / "index")
     try:
         page = browser.new_page()
         page.goto(url + "/?q=harbour+budget")
-        page.wait_for_selector("li.result")
+        page.wait_for_function("document.querySelectorAll('li.result').length === 2")
         assert page.locator("li.result img, li.result b, li.result i").count() == 0
-        assert "<b>council</b>" in page.locator("li.result .passage").inner_text()
+        assert "<b>council</b>" in page.inner_text("#results")
         assert page.evaluate("window.pwned") is None
+        links = page.locator("li.result a")
+        assert [links.nth(i).get_attribute("href") for i in range(links.count())] == ["https://example.org/h1"]
+        assert "javascript:window.pwned=2" in page.inner_text("#results")  # shown as text, not a link
         page.close()
     finally:
         stop_server(process)

@@ -30,20 +30,32 @@ function renderResult(result) {
   const item = element("li", "result");
   item.append(element("h2", "title", result.title || result.doc_id));
   const meta = element("p", "meta");
-  const parts = [result.section, "paragraph " + result.paragraph, result.source,
-                 "score " + result.score.toFixed(4)].filter(Boolean);
-  meta.textContent = parts.join(" · ");
+  const parts = [result.section, "paragraph " + result.paragraph].filter(Boolean);
+  meta.append(parts.join(" · ") + " · ", renderSource(result.source), " · score " + result.score.toFixed(4));
   item.append(meta, renderPassage(result));
   return item;
 }
 
+function renderSource(source) {
+  // Only web addresses become links (never javascript: or other schemes); files stay text.
+  if (!/^https?:\/\//i.test(source)) return document.createTextNode(source);
+  const link = element("a", "source", source);
+  link.href = source;
+  link.rel = "noopener noreferrer";
+  return link;
+}
+
+let latest = 0; // only the newest search may render: answers can arrive out of order
+
 async function runSearch(query) {
+  const ticket = ++latest;
   list.replaceChildren();
   statusLine.textContent = "Searching…";
   const params = new URLSearchParams({ q: query, k: "10", mode: mode.value });
   try {
     const response = await fetch("/search?" + params.toString());
     const body = await response.json();
+    if (ticket !== latest) return;
     if (!response.ok) {
       const error = body.error || {};
       statusLine.textContent = (error.message || "Search failed") + (error.fix ? " — fix: " + error.fix : "");
@@ -56,6 +68,7 @@ async function runSearch(query) {
       : "No passage matches that question.";
     list.replaceChildren(...body.results.map(renderResult));
   } catch (err) {
+    if (ticket !== latest) return;
     statusLine.className = "error";
     statusLine.textContent = "The service cannot be reached: " + err.message;
   }
