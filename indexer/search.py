@@ -10,8 +10,7 @@ import numpy as np
 
 from indexer import keyword
 from indexer.chunking import Passage
-from indexer.embedding import Embedder
-from indexer.query_encoder import QueryEncoder
+from indexer.embedding import TextModel
 from indexer.store import LoadedIndex
 
 MODES = ("hybrid", "dense", "keyword")
@@ -133,7 +132,7 @@ def first_per_doc(ranked: list[tuple[int, float]], passages: tuple[Passage, ...]
 class Searcher:
     """A loaded index plus the model: answers Queries. Shared by the CLI, the API and eval."""
 
-    def __init__(self, index: LoadedIndex, embedder: Embedder | QueryEncoder,
+    def __init__(self, index: LoadedIndex, embedder: TextModel,
                  fusion: FusionParams = FusionParams()) -> None:
         import faiss
 

@@ -8,8 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer import store
-from indexer.embedding import Embedder
-from indexer.query_encoder import QueryEncoder
+from indexer.onnx_encoder import OnnxEncoder
 from service.app import create_app
 from service.settings import Settings
 
@@ -163,11 +162,11 @@ def test_metrics_count_requests_by_route_and_status_and_describe_the_index(seed_
     assert values[("semsearch_index_info", (("generation", generation), ("model", manifest["model"]["name"])))] == 1
 
 
-def test_search_only_service_skips_the_full_model_and_ingest_loads_it(seed_index):
+def test_the_service_runs_the_model_without_torch_and_keeps_it_for_ingest_only_with_a_key(seed_index):
     with TestClient(create_app(Settings(index_dir=seed_index))) as search_only:
         runtime = search_only.app.state.runtime
-        assert isinstance(runtime.encoder, QueryEncoder) and runtime.embedder is None
+        assert isinstance(runtime.encoder, OnnxEncoder) and runtime.embedder is None
         assert search_only.get("/search", params={"q": "how many casualties"}).status_code == 200
     with TestClient(create_app(Settings(index_dir=seed_index, api_key="s3cret"))) as ingesting:
         runtime = ingesting.app.state.runtime
-        assert isinstance(runtime.embedder, Embedder) and runtime.encoder is runtime.embedder
+        assert isinstance(runtime.embedder, OnnxEncoder) and runtime.encoder is runtime.embedder

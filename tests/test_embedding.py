@@ -9,16 +9,27 @@ import sys
 
 import numpy as np
 
-from indexer.embedding import Embedder, query_encoder_for
-from indexer.query_encoder import QueryEncoder
-from tests.conftest import ROOT
+from indexer.chunking import sentence_spans
+from indexer.embedding import Embedder, light_model_for
+from indexer.onnx_encoder import OnnxEncoder
+from tests.conftest import ROOT, SEED_FILE
 
 QUERIES = ["why won't Russia stop", "how many casualties", "0-dimensional biomaterials lack inductive properties",
            "a question far longer than the model's window " * 60]
 
 
+def torch_free(code: str) -> list:
+    """Run code in a fresh interpreter; returns what it prints as JSON, after asserting that
+    neither torch nor sentence-transformers was imported."""
+    probe = code + "; import sys; print(json.dumps(sorted(m for m in ('torch', 'sentence_transformers') if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", "import json; " + probe], cwd=ROOT, env=os.environ.copy(),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def test_query_fast_path_matches_the_model_pipeline(embedder):
-    assert embedder.query_encoder is not None  # the packaged model takes the direct ONNX path
+    assert embedder.onnx is not None  # the packaged model runs on its ONNX session directly
     reference = embedder.model.encode(QUERIES, normalize_embeddings=True)
     for query, expected in zip(QUERIES, reference):
         vector = embedder.embed_query(query)
@@ -26,35 +37,56 @@ def test_query_fast_path_matches_the_model_pipeline(embedder):
         assert float(vector @ expected) > 0.99999
 
 
-def test_search_only_loader_skips_torch_and_gives_the_same_vectors(embedder):
-    light = query_encoder_for()  # the embedder fixture has written the model's recipe
-    assert isinstance(light, QueryEncoder)
-    assert (light.name, light.dimension) == (embedder.name, embedder.dimension)
+def test_the_model_without_torch_gives_the_pipelines_vectors_for_queries_and_passages(embedder):
+    light = light_model_for()  # the embedder fixture has written the model's recipe
+    assert isinstance(light, OnnxEncoder)
+    assert (light.name, light.dimension, light.max_tokens) == (embedder.name, embedder.dimension, embedder.max_tokens)
     reference = embedder.model.encode(QUERIES, normalize_embeddings=True)
     for query, expected in zip(QUERIES, reference):
         assert float(light.embed_query(query) @ expected) > 0.99999
-    probe = ("import json, sys; from indexer.embedding import query_encoder_for; e = query_encoder_for(); "
-             "print(json.dumps([type(e).__name__, sorted(m for m in ('torch', 'sentence_transformers') if m in sys.modules)]))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=os.environ.copy(), capture_output=True,
-                         text=True, timeout=120)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["QueryEncoder", []], out.stderr
+    # Passages of different lengths in one padded batch, against sentence-transformers' own pooling.
+    text = SEED_FILE.read_text(encoding="utf-8")
+    paragraphs = [p for p in text.split("\n") if len(p) > 40]
+    vectors, _ = light.embed_passages(paragraphs, [[] for _ in paragraphs], progress=False)
+    expected = embedder.model.encode(paragraphs, normalize_embeddings=True)
+    assert np.min(np.sum(vectors * expected, axis=1)) > 0.99999
+    assert light.token_spans(text) == embedder.token_spans(text)
+
+
+def test_sentence_vectors_agree_with_the_torch_runtime(embedder):
+    text = SEED_FILE.read_text(encoding="utf-8")
+    paragraph = max(text.split("\n"), key=len)
+    spans = [sentence_spans(paragraph)]
+    light = light_model_for()
+    torch_model = Embedder(backend="torch")
+    assert torch_model.onnx is None
+    ours, theirs = light.embed_passages([paragraph], spans, False), torch_model.embed_passages([paragraph], spans, False)
+    assert float(ours[0][0] @ theirs[0][0]) > 0.9999
+    assert len(ours[1]) == len(spans[0]) and np.min(np.sum(ours[1] * theirs[1], axis=1)) > 0.9999
+
+
+def test_search_index_and_query_run_without_torch(embedder, tmp_path):
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "note.txt").write_text("Harbour Reopens\nThe harbour reopened on Monday after repairs.\n")
+    assert torch_free(f"from indexer.cli import main; main(['index', '{tmp_path / 'seeds'}', '--out', '{tmp_path / 'index'}'])") == []
+    assert torch_free(f"from indexer.cli import main; main(['search', 'harbour', '--index', '{tmp_path / 'index'}'])") == []
 
 
 def test_a_broken_recipe_falls_back_to_the_full_model(embedder, tmp_path, monkeypatch):
     monkeypatch.setenv("SEMSEARCH_CACHE_DIR", str(tmp_path))
-    first = query_encoder_for()  # nothing cached here: the full model, which writes the recipe
+    first = light_model_for()  # nothing cached here: the full model, which writes the recipe
     assert isinstance(first, Embedder)
     recipe = next(tmp_path.glob("*.query")) / "recipe.json"
-    assert isinstance(query_encoder_for(), QueryEncoder)
-    recipe.write_text(json.dumps({"version": 1, "onnx": str(tmp_path / "gone.onnx"), "dimension": 384, "max_tokens": 256}))
-    fallback = query_encoder_for()
+    assert isinstance(light_model_for(), OnnxEncoder)
+    broken = json.loads(recipe.read_text()) | {"onnx": str(tmp_path / "gone.onnx")}
+    recipe.write_text(json.dumps(broken))
+    fallback = light_model_for()
     assert isinstance(fallback, Embedder)
     assert float(fallback.embed_query(QUERIES[0]) @ embedder.embed_query(QUERIES[0])) > 0.99999
-    assert isinstance(query_encoder_for(), QueryEncoder)  # the fallback wrote a good recipe again
+    assert isinstance(light_model_for(), OnnxEncoder)  # the fallback wrote a good recipe again
 
 
 def test_onnx_and_torch_give_the_same_vectors(embedder):
     torch_model = Embedder(backend="torch")
-    assert torch_model.query_encoder is None
     for query in QUERIES:
         assert float(embedder.embed_query(query) @ torch_model.embed_query(query)) > 0.9999

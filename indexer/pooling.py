@@ -1,0 +1,65 @@
+"""Passage and sentence vectors from a model's token vectors, whichever runtime produced them."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import numpy as np
+
+BATCH_SIZE = 32
+
+
+class PassageEmbedding:
+    """embed/embed_passages for a model class that provides dimension and forward(texts) ->
+    (unit pooled vectors, token vectors, token char offsets) for one padded batch."""
+
+    dimension: int
+
+    def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def embed(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
+        """Unit-length vectors for texts."""
+        vectors, _ = self.embed_passages(texts, [[] for _ in texts], progress)
+        return vectors
+
+    def embed_passages(self, inputs: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                       progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors for inputs, plus one vector per (start, end) char span of each input.
+
+        A span's vector is the mean of the passage's contextual token vectors inside it: the
+        same forward pass gives both, so marking the answering sentence costs nothing to build.
+        """
+        from tqdm import tqdm
+
+        passage_vectors = np.zeros((len(inputs), self.dimension), dtype=np.float32)
+        span_vectors: list[list[np.ndarray]] = [[] for _ in inputs]
+        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))  # less padding per batch
+        show = sys.stderr.isatty() and len(inputs) > BATCH_SIZE if progress is None else progress
+        with tqdm(total=len(inputs), unit="passage", desc="embedding", disable=not show) as bar:
+            for first in range(0, len(order), BATCH_SIZE):
+                batch = order[first:first + BATCH_SIZE]
+                pooled, tokens, offsets = self.forward([inputs[i] for i in batch])
+                for row, i in enumerate(batch):
+                    passage_vectors[i] = pooled[row]
+                    span_vectors[i] = pool_spans(tokens[row], offsets[row], spans[i], pooled[row])
+                bar.update(len(batch))
+        flat = [vector for vectors in span_vectors for vector in vectors]
+        sentences = np.vstack(flat).astype(np.float32) if flat else np.zeros((0, self.dimension), np.float32)
+        return passage_vectors, sentences
+
+
+def pool_spans(tokens: np.ndarray, offsets: np.ndarray, spans: Sequence[tuple[int, int]],
+               fallback: np.ndarray) -> list[np.ndarray]:
+    """Unit mean vector of the tokens inside each char span; fallback where none are (truncated)."""
+    real = offsets[:, 1] > offsets[:, 0]  # special and padding tokens have empty offsets
+    vectors = []
+    for start, end in spans:
+        inside = real & (offsets[:, 0] >= start) & (offsets[:, 1] <= end)
+        if not inside.any():
+            vectors.append(fallback)
+            continue
+        mean = tokens[inside].mean(axis=0)
+        vectors.append(mean / (np.linalg.norm(mean) or 1.0))
+    return vectors
