@@ -1,4 +1,5 @@
-"""The one place that loads the sentence-transformers model (offline) and turns text into vectors."""
+"""The one place that loads the model with sentence-transformers (offline): it makes the ONNX export
+and the recipe indexer/onnx_encoder.py runs from, and is the torch fallback."""
 
 from __future__ import annotations
 
