@@ -132,14 +132,6 @@ class Embedder(PassageEmbedding):
         self.span_tokenizer.no_padding()
         self.span_tokenizer.no_truncation()
 
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        """(start, end) char offsets of the word pieces the model would see for text, no special tokens."""
-        return self.span_tokenizer.encode(text, add_special_tokens=False).offsets
-
-    def count_tokens(self, text: str) -> int:
-        """Word pieces the model would see for text, without special tokens."""
-        return len(self.token_spans(text))
-
     def embed_query(self, text: str) -> np.ndarray:
         """One unit-length query vector (straight through ONNX Runtime when the model allows)."""
         if self.onnx is None:

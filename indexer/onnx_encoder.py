@@ -58,13 +58,6 @@ class OnnxEncoder(PassageEmbedding):
         self.span_tokenizer.no_padding()
         self.span_tokenizer.no_truncation()
 
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        """(start, end) char offsets of the word pieces the model would see for text, no special tokens."""
-        return self.span_tokenizer.encode(text, add_special_tokens=False).offsets
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.token_spans(text))
-
     def run(self, encodings) -> np.ndarray:
         """Token vectors (batch, tokens, dimension) for tokenizer encodings of equal length."""
         values = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],

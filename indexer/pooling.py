@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -11,10 +11,19 @@ BATCH_SIZE = 32
 
 
 class PassageEmbedding:
-    """embed/embed_passages for a model class that provides dimension and forward(texts) ->
-    (unit pooled vectors, token vectors, token char offsets) for one padded batch."""
+    """What both model runtimes share, given dimension, span_tokenizer (a tokenizers.Tokenizer
+    without padding or truncation) and forward(texts) -> (unit pooled vectors, token vectors,
+    token char offsets) for one padded batch."""
 
     dimension: int
+    span_tokenizer: Any
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) char offsets of the word pieces the model would see for text, no special tokens."""
+        return self.span_tokenizer.encode(text, add_special_tokens=False).offsets
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.token_spans(text))
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
