@@ -11,7 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-from indexer import chunking, keyword, store
+from indexer import chunking, keyword, pooling, store
 from indexer.cache import EmbeddingCache, cache_key
 from indexer.chunking import Passage, chunk_document, context_of, embedding_input, sentence_spans
 from indexer.document_store import DocumentStore
@@ -129,10 +129,10 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document] | None =
 
 
 def chunker_fingerprint(embedder: TextModel) -> str:
-    """Changes whenever the passages of a document could: the chunking code, the model (its
-    tokenizer) or its window."""
-    recipe = Path(chunking.__file__).read_bytes() + f"\x00{embedder.name}\x00{embedder.max_tokens}".encode()
-    return hashlib.sha256(recipe).hexdigest()[:16]
+    """Changes whenever the passages of a document could: the chunking code, the token-span code
+    it is given, the model (its tokenizer) or its window."""
+    code = b"".join(Path(module.__file__).read_bytes() for module in (chunking, pooling))
+    return hashlib.sha256(code + f"\x00{embedder.name}\x00{embedder.max_tokens}".encode()).hexdigest()[:16]
 
 
 def reusable_passages(root: Path, previous: dict[str, StoredDocument], wanted: dict[str, StoredDocument],
