@@ -11,7 +11,7 @@ from pathlib import Path
 
 from indexer.documents import DocumentError
 from indexer.embedding import ModelError
-from indexer.search import MODES, Query, QueryError, hit_record
+from indexer.search import MODES, FusionParams, Query, QueryError, hit_record
 from indexer.store import IndexUnavailable
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
@@ -151,7 +151,7 @@ def run_search(args: argparse.Namespace) -> int:
     if not 1 <= args.k <= 50:
         raise QueryError("-k must be between 1 and 50")
     model = light_model_for(args.model)  # no torch import when the model's recipe is cached
-    searcher = Searcher(store.load(Path(args.index), model.name, model.dimension), model)
+    searcher = Searcher(store.load(Path(args.index), model.name, model.dimension), model, fusion_from_environment())
     hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode))
     if args.json:
         print(json.dumps({"query": args.query, "results": [hit_record(h) for h in hits]}, indent=2,
@@ -164,12 +164,32 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def fusion_from_environment() -> FusionParams:
+    """The service's fusion variables (service/settings.py), so `search` ranks as the API does."""
+    default, env = FusionParams(), os.environ
+    try:
+        params = FusionParams(
+            method=env.get("SEMSEARCH_FUSION_METHOD", default.method),
+            rrf_k=int(env.get("SEMSEARCH_RRF_K", default.rrf_k)),
+            depth=int(env.get("SEMSEARCH_FUSION_DEPTH", default.depth)),
+            dense_weight=float(env.get("SEMSEARCH_DENSE_WEIGHT", default.dense_weight)),
+            keyword_weight=float(env.get("SEMSEARCH_KEYWORD_WEIGHT", default.keyword_weight)))
+    except ValueError as exc:
+        raise QueryError(f"a SEMSEARCH_ fusion variable is not a number: {exc}") from exc
+    if params.method not in ("rrf", "convex") or params.rrf_k < 1 or params.depth < 1 or \
+            min(params.dense_weight, params.keyword_weight) < 0:
+        raise QueryError("SEMSEARCH_FUSION_METHOD must be rrf or convex, SEMSEARCH_RRF_K and "
+                         "SEMSEARCH_FUSION_DEPTH at least 1, the weights at least 0")
+    return params
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from indexer.embedding import light_model_for
     from indexer.evaluation import evaluate_dataset, format_table
 
     index = Path(args.index) if args.index else None
-    report = evaluate_dataset(Path(args.dataset), args.split, light_model_for(args.model), index=index)
+    report = evaluate_dataset(Path(args.dataset), args.split, light_model_for(args.model), index=index,
+                              fusion=fusion_from_environment())
     print(format_table(report))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -64,3 +64,27 @@ def test_serve_on_a_port_in_use_says_so_before_loading_anything(tmp_path):
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_search_ranks_with_the_services_fusion_variables(tmp_path, seed_index):
+    import os
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    env = {"SEMSEARCH_FUSION_METHOD": "rrf", "SEMSEARCH_RRF_K": "5", "SEMSEARCH_DENSE_WEIGHT": "1.0"}
+    printed = subprocess.run([sys.executable, "-m", "indexer.cli", "search", "drone production", "--index",
+                              str(seed_index), "-k", "5", "--json"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300, env=os.environ | env)
+    assert printed.returncode == 0, printed.stderr
+    cli = [(r["passage_id"], r["score"]) for r in json.loads(printed.stdout)["results"]]
+    with TestClient(create_app(Settings(index_dir=seed_index, fusion_method="rrf", rrf_k=5, dense_weight=1.0))) as client:
+        body = client.get("/search", params={"q": "drone production", "k": 5}).json()
+    assert cli == [(r["passage_id"], r["score"]) for r in body["results"]]
+    assert cli[0][1] <= 1.0 / 6 + 0.5 / 6 + 1e-6  # reciprocal-rank scores, not convex ones
+    bad = subprocess.run([sys.executable, "-m", "indexer.cli", "search", "war", "--index", str(seed_index)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=os.environ | {"SEMSEARCH_FUSION_METHOD": "magic"})
+    assert bad.returncode == 2 and "SEMSEARCH_FUSION_METHOD must be rrf or convex" in bad.stderr
