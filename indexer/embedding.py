@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.hashing_encoder import HashingEncoder
 from indexer.onnx_encoder import OnnxEncoder, load_recipe, save_recipe, session_options
 from indexer.pooling import PassageEmbedding
 
@@ -38,6 +39,8 @@ def packaged_model_path() -> str:
 
 def model_name_for(path: str | None) -> str:
     """A stable name for the manifest: the hub name for the packaged model, else the folder name."""
+    if path == HashingEncoder.name:
+        return HashingEncoder.name
     if path is None or Path(path).resolve() == Path(packaged_model_path()).resolve():
         return PACKAGED_MODEL_NAME
     return Path(path).resolve().name
@@ -79,9 +82,12 @@ def onnx_copy(path: str) -> str:
     return str(target)
 
 
-def light_model_for(model_path: str | None = None, threads: int = 0, spin: bool = True) -> OnnxEncoder | Embedder:
+def light_model_for(model_path: str | None = None, threads: int = 0, spin: bool = True) -> TextModel:
     """The model without torch (OnnxEncoder) when it has a recipe, written by any earlier
-    Embedder; else the Embedder. Both search, embed passages and cut text the same way."""
+    Embedder; else the Embedder. Both search, embed passages and cut text the same way.
+    model_path "hashing" is the stand-in encoder (indexer/hashing_encoder.py)."""
+    if model_path == HashingEncoder.name:
+        return HashingEncoder()
     path = model_path or packaged_model_path()
     encoder = load_recipe(recipe_dir(path), model_name_for(model_path), threads, spin) if Path(path).is_dir() else None
     return encoder or Embedder(model_path, threads=threads, spin=spin)
@@ -169,5 +175,6 @@ class Embedder(PassageEmbedding):
         return pooled.numpy(), out["token_embeddings"].numpy(), offsets
 
 
-# What builds and searches take: either runtime of the same model (same vectors, same cuts).
-TextModel = Embedder | OnnxEncoder
+# What builds and searches take: either runtime of the same model (same vectors, same cuts), or the
+# stand-in encoder for tests and scale benchmarks.
+TextModel = Embedder | OnnxEncoder | HashingEncoder
