@@ -1,4 +1,4 @@
-"""Embedding cache in index/embeddings.sqlite: vectors by model and input-text hash, reused by every build."""
+"""Embedding cache in index/embeddings.sqlite: vectors of a build in progress, so a killed build resumes."""
 
 from __future__ import annotations
 
@@ -50,9 +50,8 @@ class EmbeddingCache:
                            ((self.model, key, np.asarray(v, np.float32).tobytes(),
                              np.asarray(s, np.float32).tobytes()) for key, v, s in items))
 
-    def keep_only(self, keys: Iterable[str]) -> None:
-        """Drop entries of this model that the newest build no longer uses, so the file stays bounded."""
+    def clear(self) -> None:
+        """Forget this model's entries once a build has stored its vectors in a segment: the cache
+        only carries a killed build's progress to the next one."""
         with sqlite_transaction(self.path) as db:
-            db.execute("CREATE TEMP TABLE keep (key TEXT PRIMARY KEY)")
-            db.executemany("INSERT OR IGNORE INTO keep VALUES (?)", ((k,) for k in keys))
-            db.execute("DELETE FROM vectors WHERE model = ? AND key NOT IN (SELECT key FROM keep)", [self.model])
+            db.execute("DELETE FROM vectors WHERE model = ?", [self.model])

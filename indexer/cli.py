@@ -43,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=5, help="number of results, 1..50 (default: 5)")
     search.add_argument("--mode", choices=MODES, default="hybrid")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
+    search.add_argument("--exact", action="store_true", help="exact dense search, never the approximate index")
     search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
 
     evaluate = commands.add_parser("eval", help="score every retrieval mode on a BEIR-format dataset")
@@ -84,6 +85,8 @@ def run_index(args: argparse.Namespace) -> int:
     from indexer.build import build_index, check
     from indexer.documents import read_folder
     from indexer.embedding import light_model_for
+    from indexer.merge import merge_all
+    from indexer.writer import SegmentStore
 
     seeds, out = Path(args.seeds), Path(args.out)
     # Without torch whenever the model's recipe is cached (about 4 s less to start).
@@ -104,7 +107,9 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {passages} passages")
         print(f"index {args.out} is already up to date: nothing written")
         return 0
-    summary = build_index(out, model, folder, force=args.force, origin=str(seeds))
+    summary = build_index(out, model, folder, force=args.force, origin=str(seeds), params=dense_from_environment())
+    for merged in merge_all(SegmentStore(out, model.name, model.dimension, dense_from_environment())):
+        print(f"merged {len(merged.sources)} segments ({merged.rows} passages) in {merged.seconds:.1f}s")
     c = summary.changes
     print(f"added {len(c.added)}, changed {len(c.changed)}, removed {len(c.removed)}, unchanged {c.unchanged}; "
           f"embedded {summary.passages_embedded} of {summary.passages} passages in {summary.seconds:.1f}s")
@@ -152,7 +157,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise QueryError("-k must be between 1 and 50")
     model = light_model_for(args.model)  # no torch import when the model's recipe is cached
     searcher = Searcher(store.load(Path(args.index), model.name, model.dimension), model, fusion_from_environment())
-    hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode))
+    hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact))
     if args.json:
         print(json.dumps({"query": args.query, "results": [hit_record(h) for h in hits]}, indent=2,
                          ensure_ascii=False))
@@ -162,6 +167,17 @@ def run_search(args: argparse.Namespace) -> int:
     for hit in hits:
         print(format_hit(hit, color=sys.stdout.isatty()))
     return 0
+
+
+def dense_from_environment():
+    """SEMSEARCH_ANN_MIN_ROWS, as the service reads it: when a segment gets an approximate index."""
+    from indexer.dense import DenseParams
+
+    try:
+        rows = int(os.environ.get("SEMSEARCH_ANN_MIN_ROWS", DenseParams().ann_min_rows))
+    except ValueError as exc:
+        raise QueryError(f"SEMSEARCH_ANN_MIN_ROWS is not a whole number: {exc}") from exc
+    return DenseParams(ann_min_rows=max(rows, 1))
 
 
 def fusion_from_environment() -> FusionParams:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html.parser
 import json
 import logging
@@ -168,3 +169,16 @@ def parse_html(raw: str, doc_id: str, source: str) -> Document:
     if not title:
         title = next((line.lstrip("# ") for line in parser.lines if line.startswith("# ")), doc_id)
     return Document(doc_id=doc_id, title=title, source=source, text=text)
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as the index recorded it: where it came from and its content hash."""
+
+    document: Document
+    origin: str  # "folder" or "api"
+    content_hash: str
+
+
+def content_hash(document: Document) -> str:
+    return hashlib.sha256("\x00".join((document.title, document.source, document.text)).encode()).hexdigest()

@@ -11,7 +11,7 @@ import numpy as np
 from indexer import keyword
 from indexer.chunking import Passage
 from indexer.embedding import TextModel
-from indexer.store import LoadedIndex
+from indexer.engine import IndexReader, StoredPassage
 
 MODES = ("hybrid", "dense", "keyword")
 # How much a sentence's (idf-weighted) share of the query's keywords adds to its cosine when
@@ -34,6 +34,7 @@ class Query:
     group_by_doc: bool = False
     doc_ids: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    exact: bool = False  # dense list by exact search even where segments have an approximate index
 
 
 @dataclass(frozen=True)
@@ -76,19 +77,6 @@ class Hit:
     keyword: ListRank | None
 
 
-def top_rows(scores: np.ndarray, depth: int, allowed: np.ndarray | None = None,
-             positive_only: bool = False) -> list[tuple[int, float]]:
-    """The depth best (row, score) pairs, best first, ties broken by row for stable paging."""
-    candidates = np.arange(len(scores)) if allowed is None else np.flatnonzero(allowed)
-    if positive_only:
-        candidates = candidates[scores[candidates] > 0]
-    if len(candidates) > depth:
-        part = np.argpartition(-scores[candidates], depth - 1)[:depth]
-        candidates = candidates[part]
-    order = np.lexsort((candidates, -scores[candidates]))
-    return [(int(candidates[i]), float(scores[candidates[i]])) for i in order]
-
-
 def contributions(ranked: list[tuple[int, float]], params: FusionParams, weight: float) -> list[float]:
     """What each position of one ranked list adds to a fused score."""
     if params.method == "rrf":
@@ -102,10 +90,10 @@ def contributions(ranked: list[tuple[int, float]], params: FusionParams, weight:
 
 def fuse(lists: list[tuple[list[tuple[int, float]], float]], params: FusionParams,
          key: Callable[[int], object] = lambda row: row) -> list[tuple[int, float]]:
-    """Fuse (ranked list, weight) pairs into one list, best first, ties broken by row.
+    """Fuse (ranked list, weight) pairs of passage ids into one list, best first, ties broken by id.
 
-    Rows with the same key are one item (key = document when grouping); each item is shown by
-    its best-ranked row.
+    Ids with the same key are one item (key = document when grouping); each item is shown by
+    its best-ranked passage.
     """
     fused: dict[object, float] = {}
     best: dict[object, tuple[int, int]] = {}
@@ -118,27 +106,29 @@ def fuse(lists: list[tuple[list[tuple[int, float]], float]], params: FusionParam
     return sorted(((best[item][1], score) for item, score in fused.items()), key=lambda x: (-x[1], x[0]))
 
 
-def first_per_doc(ranked: list[tuple[int, float]], passages: tuple[Passage, ...]) -> list[tuple[int, float]]:
-    """Keep only the best passage of each document."""
-    seen: set[str] = set()
+def first_per_doc(ranked: list[tuple[int, float]], documents: dict[int, int]) -> list[tuple[int, float]]:
+    """Keep only the best passage of each document (documents: passage id -> document number)."""
+    seen: set[int] = set()
     kept = []
-    for row, score in ranked:
-        if passages[row].doc_id not in seen:
-            seen.add(passages[row].doc_id)
-            kept.append((row, score))
+    for passage_id, score in ranked:
+        if documents[passage_id] not in seen:
+            seen.add(documents[passage_id])
+            kept.append((passage_id, score))
     return kept
 
 
 class Searcher:
-    """A loaded index plus the model: answers Queries. Shared by the CLI, the API and eval."""
+    """An index snapshot plus the model: answers Queries. Shared by the CLI, the API and eval.
 
-    def __init__(self, index: LoadedIndex, embedder: TextModel,
+    The index is any IndexReader (indexer/engine.py): this module names no engine.
+    """
+
+    def __init__(self, index: IndexReader, embedder: TextModel,
                  fusion: FusionParams = FusionParams()) -> None:
         import faiss
 
         faiss.omp_set_num_threads(1)  # one query is tiny; threads only fight concurrent requests
         self.index = index
-        self.contents = index.contents
         self.embedder = embedder
         self.fusion = fusion
         self.analyzer = keyword.Analyzer()
@@ -150,17 +140,22 @@ class Searcher:
             raise QueryError("query is empty")
         if query.mode not in MODES:
             raise QueryError(f"unknown mode {query.mode!r}; use one of {', '.join(MODES)}")
-        passages = self.contents.passages
         wanted = query.offset + query.k
         depth = max(self.fusion.depth, wanted * (4 if query.group_by_doc else 1))
-        allowed = self.filter_mask(query)
+        selection = None
+        if query.doc_ids or query.sources:
+            selection = self.index.select(query.doc_ids, query.sources)
+            if not selection.size:
+                return []
         vector = self.embed_query(query.text)
-        dense = self.dense_list(vector, depth, allowed) if query.mode != "keyword" else []
+        dense = self.index.dense(vector, depth, selection, query.exact) if query.mode != "keyword" else []
         terms = self.analyzer.terms(query.text)
-        sparse = self.keyword_list(terms, depth, allowed) if query.mode != "dense" else []
-        key = (lambda row: passages[row].doc_id) if query.group_by_doc else (lambda row: row)
+        sparse = self.index.keyword(terms, depth, selection) if query.mode != "dense" else []
+        key: Callable[[int], object] = lambda passage_id: passage_id
         if query.group_by_doc:
-            dense, sparse = first_per_doc(dense, passages), first_per_doc(sparse, passages)
+            documents = self.index.documents_of([i for i, _ in dense] + [i for i, _ in sparse])
+            key = documents.__getitem__
+            dense, sparse = first_per_doc(dense, documents), first_per_doc(sparse, documents)
         if query.mode == "dense":
             ranked = dense
         elif query.mode == "keyword":
@@ -168,51 +163,29 @@ class Searcher:
         else:
             ranked = fuse([(dense, self.fusion.dense_weight), (sparse, self.fusion.keyword_weight)],
                           self.fusion, key)
-        dense_at = {key(row): ListRank(r, s) for r, (row, s) in enumerate(dense, start=1)}
-        sparse_at = {key(row): ListRank(r, s) for r, (row, s) in enumerate(sparse, start=1)}
-        weights = keyword.idf(self.contents.keyword_index, terms)
-        return [Hit(rank=query.offset + i, score=score, passage=passages[row],
-                    highlight=self.highlight(row, vector, weights),
-                    dense=dense_at.get(key(row)), keyword=sparse_at.get(key(row)))
-                for i, (row, score) in enumerate(ranked[query.offset:wanted], start=1)]
+        page = ranked[query.offset:wanted]
+        if not page:
+            return []
+        dense_at = {key(i): ListRank(r, s) for r, (i, s) in enumerate(dense, start=1)}
+        sparse_at = {key(i): ListRank(r, s) for r, (i, s) in enumerate(sparse, start=1)}
+        weights = self.index.term_weights(terms) if terms else {}
+        stored = self.index.fetch([i for i, _ in page])  # texts and sentences: only for the page
+        return [Hit(rank=query.offset + n, score=score, passage=stored[i].passage,
+                    highlight=self.highlight(stored[i], vector, weights),
+                    dense=dense_at.get(key(i)), keyword=sparse_at.get(key(i)))
+                for n, (i, score) in enumerate(page, start=1)]
 
-    def filter_mask(self, query: Query) -> np.ndarray | None:
-        if not query.doc_ids and not query.sources:
-            return None
-        doc_ids, sources = set(query.doc_ids), set(query.sources)
-        return np.array([(not doc_ids or p.doc_id in doc_ids) and (not sources or p.source in sources)
-                         for p in self.contents.passages], dtype=bool)
-
-    def dense_list(self, vector: np.ndarray, depth: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-        """Nearest passages by cosine, from the FAISS index."""
-        import faiss
-
-        params = None
-        if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.flatnonzero(allowed).astype(np.int64)))
-        depth = min(depth, self.index.faiss_index.ntotal)
-        scores, rows = self.index.faiss_index.search(vector[None, :], depth, params=params)
-        return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
-
-    def keyword_list(self, terms: list[str], depth: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-        """Best passages by BM25; passages sharing no term with the query are left out."""
-        scores = keyword.scores(self.contents.keyword_index, terms)
-        return top_rows(scores, depth, allowed, positive_only=True)
-
-    def highlight(self, row: int, vector: np.ndarray, weights: dict[str, float]) -> Highlight:
+    def highlight(self, stored: StoredPassage, vector: np.ndarray, weights: dict[str, float]) -> Highlight:
         """The passage's sentence that best answers: closest in meaning, helped by shared rare keywords.
 
         weights: idf of each query term, so sharing "casualties" counts for more than "many".
         """
-        contents = self.contents
-        first, last = contents.sentence_bounds[row], contents.sentence_bounds[row + 1]
-        passage = contents.passages[row]
-        if last <= first:
+        passage, spans = stored.passage, stored.sentence_spans
+        if not len(spans):
             return Highlight(passage.start, passage.end, passage.text)
-        spans = contents.sentence_spans[first:last]
-        scores = contents.sentence_vectors[first:last] @ vector
+        scores = stored.sentence_vectors @ vector
         total = sum(weights.values())
-        if total > 0 and last - first > 1:
+        if total > 0 and len(spans) > 1:
             found = self.analyzer.matches(passage.text, {t for t, w in weights.items() if w > 0})
             if found:
                 at = np.searchsorted(spans[:, 0], [passage.start + offset for offset, _ in found], side="right") - 1

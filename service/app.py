@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from service import errors, ingest, routes
 from service.metrics import Metrics, RequestMetrics
-from service.runtime import Runtime, watch
+from service.runtime import Runtime, merger, watch
 from service.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -26,8 +26,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = Runtime.start(settings)
         stop = threading.Event()
         watch(app.state.runtime, stop)
+        merging = merger(app.state.runtime, stop)
         yield
         stop.set()
+        if merging.is_alive():
+            merging.join(timeout=60)  # a merge in flight publishes or gives up; never half-done
 
     app = FastAPI(title="semsearch", version="0.1.0", lifespan=lifespan,
                   description="Semantic search over news articles: ranked passages with their sources "

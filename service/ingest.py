@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from indexer.build import BuildSummary, build_index
+from indexer.build import update_documents
 from indexer.document_store import DocumentStore
 from indexer.documents import Document
 from service.errors import ApiError
@@ -71,11 +71,14 @@ def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCreden
 AuthorizedRuntime = Annotated[Runtime, Depends(require_key)]
 
 
-def publish(runtime: Runtime) -> BuildSummary:
-    """Rebuild (embedding only what is new) and switch the service to the result."""
-    summary = build_index(runtime.settings.index_dir, runtime.embedder, folder=None, progress=False)
+def publish(runtime: Runtime, upserts: list[Document], deletes: list[str]) -> int:
+    """Write the change as one new small segment (embedding only its passages), switch the service
+    to it, and let the background merger tidy up; returns the passages embedded."""
+    _, embedded = update_documents(runtime.settings.index_dir, runtime.embedder, upserts, deletes,
+                                   runtime.settings.dense())
     runtime.reload()
-    return summary
+    runtime.merge_wanted.set()
+    return embedded
 
 
 @router.post("/documents", response_model=IngestResponse, responses=AUTH_ERRORS, summary="Add or replace documents")
@@ -83,10 +86,10 @@ def add_documents(body: IngestRequest, runtime: AuthorizedRuntime) -> IngestResp
     documents = [Document(doc_id=d.id, title=d.title.strip(), source=d.url or f"api:{d.id}",
                           text=d.text.replace("\r\n", "\n")) for d in body.documents]
     DocumentStore(runtime.settings.index_dir).put(documents)  # durable before anything else
-    summary = publish(runtime)
+    embedded = publish(runtime, documents, [])
     log.info("ingested %d documents into %s", len(documents), runtime.generation)
     return IngestResponse(accepted=[d.doc_id for d in documents], generation=runtime.generation,
-                          searchable=True, embedded=summary.passages_embedded)
+                          searchable=True, embedded=embedded)
 
 
 @router.delete("/documents/{doc_id}", response_model=IngestResponse, responses=AUTH_ERRORS,
@@ -95,9 +98,9 @@ def delete_document(doc_id: str, runtime: AuthorizedRuntime) -> IngestResponse:
     if not DocumentStore(runtime.settings.index_dir).delete(doc_id):
         raise ApiError(404, "not_found", f"no ingested document with id {doc_id!r} "
                        "(documents from the seeds folder are removed by deleting their file and reindexing)")
-    summary = publish(runtime)
+    embedded = publish(runtime, [], [doc_id])
     return IngestResponse(accepted=[], deleted=[doc_id], generation=runtime.generation, searchable=True,
-                          embedded=summary.passages_embedded)
+                          embedded=embedded)
 
 
 @router.post("/admin/reload", responses=AUTH_ERRORS, summary="Switch to the newest index generation now")

@@ -28,6 +28,8 @@ class IndexCollector:
         manifest = searcher.index.manifest
         yield GaugeMetricFamily("semsearch_index_passages", "passages in the served index", value=manifest["passages"])
         yield GaugeMetricFamily("semsearch_index_documents", "documents in the served index", value=manifest["documents"])
+        yield GaugeMetricFamily("semsearch_index_segments", "segments in the served index",
+                                value=len(manifest["segments"]))
         yield InfoMetricFamily("semsearch_index", "the served index generation and its model",
                                value={"generation": searcher.index.generation, "model": manifest["model"]["name"]})
 

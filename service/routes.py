@@ -35,7 +35,8 @@ def run_search(searcher: search.Searcher, params: SearchParams) -> JSONResponse:
     started = time.perf_counter()
     hits = searcher.search(search.Query(
         text=params.q, k=params.k, offset=params.offset, mode=params.mode,
-        group_by_doc=params.group_by_doc, doc_ids=tuple(params.doc_id), sources=tuple(params.source)))
+        group_by_doc=params.group_by_doc, doc_ids=tuple(params.doc_id), sources=tuple(params.source),
+        exact=params.exact))
     results = [search.hit_record(hit, explain=params.explain) for hit in hits]
     took = round((time.perf_counter() - started) * 1000, 2)
     return JSONResponse({"query": params.q, "took_ms": took, "results": results})
@@ -69,7 +70,8 @@ async def readyz(request: Request) -> JSONResponse:
     index = runtime.searcher.index
     return JSONResponse({"status": "ready", "generation": index.generation,
                          "model": index.manifest["model"]["name"], "passages": index.manifest["passages"],
-                         "documents": index.manifest["documents"], "built_at": index.manifest["built_at"]})
+                         "documents": index.manifest["documents"], "segments": len(index.manifest["segments"]),
+                         "built_at": index.manifest["built_at"]})
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -7,9 +7,11 @@ import threading
 from dataclasses import dataclass, field
 
 from indexer import store
-from indexer.embedding import Embedder, ModelError, light_model_for
-from indexer.onnx_encoder import OnnxEncoder
+from indexer.embedding import Embedder, ModelError, TextModel, light_model_for
+from indexer.merge import MergePolicy, merge_all
 from indexer.search import Searcher
+from indexer.segment import Segment
+from indexer.writer import SegmentStore
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 
@@ -21,12 +23,15 @@ class Runtime:
     """A searcher, or the reason there is none; swapped whole, so a request never sees a mix."""
 
     settings: Settings
-    encoder: OnnxEncoder | Embedder | None = None  # the model: queries, and builds for ingest
-    embedder: OnnxEncoder | Embedder | None = None  # the same model, set only when ingest is enabled
+    encoder: TextModel | None = None  # the model: queries, and builds for ingest
+    embedder: TextModel | None = None  # the same model, set only when ingest is enabled
     searcher: Searcher | None = None
     problem: ServiceUnavailable | None = None
     failed_generation: str | None = None
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Segments this process has opened (and checked), by name: a reload opens only new ones.
+    opened: dict[str, Segment] = field(default_factory=dict)
+    merge_wanted: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def start(cls, settings: Settings) -> "Runtime":
@@ -37,7 +42,7 @@ class Runtime:
         """
         runtime = cls(settings=settings)
         try:
-            if settings.backend == "onnx":
+            if settings.backend == "onnx" or settings.model_path == "hashing":
                 runtime.encoder = light_model_for(settings.model_path, settings.model_threads, settings.model_spin)
             else:
                 runtime.encoder = Embedder(settings.model_path, backend=settings.backend,
@@ -64,7 +69,7 @@ class Runtime:
             if wanted is not None and wanted in (self.generation, self.failed_generation):
                 return self.generation  # generations never change once written: no need to retry
             try:
-                index = store.load(self.settings.index_dir, self.encoder.name, self.encoder.dimension)
+                index = store.load(self.settings.index_dir, self.encoder.name, self.encoder.dimension, self.opened)
             except store.IndexUnavailable as exc:
                 if self.searcher is None:
                     if self.problem is None or self.problem.message != exc.message:  # say it once
@@ -77,8 +82,17 @@ class Runtime:
                 return self.generation
             self.searcher = Searcher(index, self.encoder, self.settings.fusion())
             self.problem = None
-            log.info("serving index generation %s (%d passages)", index.generation, len(index.contents.passages))
+            # Segments no longer served are dropped here; searches still using them hold their own references.
+            for name in set(self.opened) - {entry["name"] for entry in index.manifest["segments"]}:
+                del self.opened[name]
+            log.info("serving index generation %s (%d passages in %d segments)", index.generation,
+                     index.counts()["passages"], len(index.manifest["segments"]))
             return index.generation
+
+    def writer(self) -> SegmentStore:
+        """The index folder's writing side, sharing this process's open segments."""
+        return SegmentStore(self.settings.index_dir, self.encoder.name, self.encoder.dimension,
+                            self.settings.dense(), self.opened)
 
 
 def watch(runtime: Runtime, stop: threading.Event) -> threading.Thread:
@@ -94,5 +108,29 @@ def watch(runtime: Runtime, stop: threading.Event) -> threading.Thread:
 
     thread = threading.Thread(target=loop, name="index-watcher", daemon=True)
     if interval > 0:
+        thread.start()
+    return thread
+
+
+def merger(runtime: Runtime, stop: threading.Event) -> threading.Thread:
+    """Merge small segments in the background whenever an ingest asks for it (merge_wanted).
+
+    Merges write without the build lock and publish in a moment with it, so searches and ingests
+    never wait for one; a failed merge leaves the generation in use untouched.
+    """
+
+    def loop() -> None:
+        while not stop.is_set():
+            if not runtime.merge_wanted.wait(timeout=1.0):
+                continue
+            runtime.merge_wanted.clear()
+            try:
+                if merge_all(runtime.writer(), MergePolicy()):
+                    runtime.reload()
+            except Exception:  # the merger must outlive any one failed merge
+                log.exception("segment merge failed; the index in use is unchanged")
+
+    thread = threading.Thread(target=loop, name="segment-merger", daemon=True)
+    if runtime.embedder is not None and runtime.settings.merge:
         thread.start()
     return thread

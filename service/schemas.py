@@ -22,6 +22,8 @@ class SearchParams(BaseModel):
     mode: Literal["hybrid", "dense", "keyword"] = Field("hybrid", description="retrieval mode")
     group_by_doc: bool = Field(False, description="at most one passage per article")
     explain: bool = Field(False, description="add each retriever's rank and score")
+    exact: bool = Field(False, description="dense list by exact search, never the approximate index "
+                                           "(slower on large indexes; for measuring its recall)")
     doc_id: list[str] = Field(default_factory=list, description="only these articles")
     source: list[str] = Field(default_factory=list, description="only these sources")
 

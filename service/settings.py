@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from indexer.dense import DenseParams
 from indexer.search import FusionParams
 
 
@@ -28,10 +29,16 @@ class Settings(BaseSettings):
     model_threads: int = Field(0, ge=0, description="CPU threads per embedding call; 0: the runtime's default")
     model_spin: bool = Field(True, description="let idle ONNX threads busy-wait (faster alone, slower under load)")
     backend: Literal["onnx", "torch"] = Field("onnx", description="model runtime; onnx gives the same vectors, faster")
+    ann_min_rows: int = Field(50_000, ge=1, description="segments with at least this many passages get an "
+                                                        "approximate index when ingest or a merge writes them")
+    merge: bool = Field(True, description="merge small segments in the background after ingests")
 
     @property
     def ingest_enabled(self) -> bool:
         return self.api_key is not None and bool(self.api_key.get_secret_value())
+
+    def dense(self) -> DenseParams:
+        return DenseParams(ann_min_rows=self.ann_min_rows)
 
     def fusion(self) -> FusionParams:
         return FusionParams(method=self.fusion_method, rrf_k=self.rrf_k, depth=self.fusion_depth,

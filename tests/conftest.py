@@ -44,6 +44,18 @@ def index_copy(seed_index, tmp_path) -> Path:
     return target
 
 
+def segment_file(index: Path, name: str) -> Path:
+    """A file of the first segment the current generation of index uses."""
+    return index / store.SEGMENTS / store.read_manifest(index)["segments"][0]["name"] / name
+
+
+def indexed_passages(index: Path, model) -> dict:
+    """passage_id -> (Passage, sentence spans as a list) of every live passage, read back from disk."""
+    loaded = store.load(index, model.name, model.dimension)
+    found = loaded.fetch(loaded.all_ids().tolist())
+    return {p.passage.passage_id: (p.passage, p.sentence_spans.tolist()) for p in found.values()}
+
+
 def free_port() -> int:
     import socket
 

@@ -11,6 +11,7 @@ from indexer import store
 from indexer.onnx_encoder import OnnxEncoder
 from service.app import create_app
 from service.settings import Settings
+from tests.conftest import segment_file
 
 ERROR_KEYS = {"status", "code", "message"}
 
@@ -91,8 +92,7 @@ def broken_missing(folder):
 
 
 def broken_corrupt(folder):
-    generation = folder / store.current_generation(folder)
-    (generation / "passages.sqlite").write_bytes(b"not a database")
+    segment_file(folder, "vectors.npy").write_bytes(b"not an array")
     return folder
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.search import FusionParams, Query, QueryError, fuse, hit_record, top_rows
+from indexer.search import FusionParams, Query, QueryError, fuse, hit_record
 
 HEADINGS = {"Why Russia Won’t Stop", "The Costs and Risks Ahead", "An Endgame Still Out of Reach"}
 
@@ -56,12 +56,13 @@ def test_convex_fusion_scales_each_list_to_0_1():
     assert fused == pytest.approx({1: 0.5, 2: 0.5, 3: 0.0})
 
 
-def test_top_rows_is_stable_for_ties():
+def test_top_is_stable_for_ties():
     import numpy as np
 
-    scores = np.array([0.5, 0.9, 0.5, 0.5, 0.0])
-    assert top_rows(scores, 3) == [(1, 0.9), (0, 0.5), (2, 0.5)]
-    assert top_rows(scores, 10, positive_only=True) == [(1, 0.9), (0, 0.5), (2, 0.5), (3, 0.5)]
+    from indexer.dense import top
+
+    rows, scores = top(np.array([7, 3, 5, 4]), np.array([0.5, 0.9, 0.5, 0.5]), 3)
+    assert rows.tolist() == [3, 4, 5] and scores.tolist() == [0.9, 0.5, 0.5]
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from indexer import keyword, store
-from indexer.build import build_from_documents, chunk_all
-from indexer.chunking import embedding_input, sentence_spans
+from indexer import segment, store
+from indexer.build import build_from_documents
+from indexer.chunking import chunk_document, embedding_input, sentence_spans
 from indexer.documents import Document, read_folder
-from indexer.search import Searcher
-from tests.conftest import SEEDS
+from tests.conftest import SEEDS, segment_file
 
 
 @pytest.fixture(scope="module")
@@ -26,28 +25,34 @@ def sentence_corpus():
 def test_round_trip_matches_brute_force_numpy_search(tmp_path, embedder, sentence_corpus):
     build_from_documents(sentence_corpus, tmp_path, embedder, progress=False)
     loaded = store.load(tmp_path, embedder.name, embedder.dimension)
-    expected = chunk_all(sentence_corpus, embedder)
-    assert loaded.contents.passages == tuple(expected)
+    expected = [p for d in sentence_corpus for p in chunk_document(d, embedder.token_spans, embedder.max_tokens)]
+    ids = loaded.all_ids()
+    stored = loaded.fetch(ids.tolist())
+    assert [stored[i].passage for i in ids] == expected  # ids follow the build order
     oracle = embedder.embed([embedding_input(p)[0] for p in expected], progress=False)
-    np.testing.assert_allclose(loaded.contents.vectors, oracle, atol=1e-5)
+    segment = loaded.views[0].segment
+    np.testing.assert_allclose(np.asarray(segment.dense.vectors), oracle, atol=1e-5)
 
-    searcher = Searcher(loaded, embedder)
     for query in ["casualties of the war", "NATO membership", "drone production", "peace proposal"]:
         vector = embedder.embed_query(query)
-        brute = np.argsort(-(oracle @ vector), kind="stable")[:10]
-        found = [row for row, _ in searcher.dense_list(vector, 10, None)]
+        brute = ids[np.argsort(-(oracle @ vector), kind="stable")[:10]]
+        found = [passage_id for passage_id, _ in loaded.dense(vector, 10)]
         assert found == brute.tolist()
 
 
-def test_manifest_records_format_model_counts_and_checksums(seed_index):
+def test_manifest_records_format_model_counts_segments_and_checksums(seed_index):
     generation = store.current_generation(seed_index)
     manifest = json.loads((seed_index / generation / "manifest.json").read_text())
     assert manifest["format_version"] == store.FORMAT_VERSION
     assert manifest["model"] == {"name": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384}
-    assert manifest["passages"] == 12 and manifest["documents"] == 1
-    assert {"vectors.faiss", "sentences.faiss", "passages.sqlite"} <= set(manifest["files"])
-    for relative, digest in manifest["files"].items():
-        assert store.sha256_of(seed_index / generation / relative) == digest
+    assert manifest["passages"] == 12 and manifest["documents"] == 1 and manifest["next_id"] == 13
+    [entry] = manifest["segments"]
+    folder = seed_index / store.SEGMENTS / entry["name"]
+    assert store.sha256_of(folder / "segment.json") == entry["info_sha256"]
+    info = json.loads((folder / "segment.json").read_text())
+    assert {"vectors.npy", "sentence_vectors.npy", "segment.sqlite", "postings_rows.npy"} <= set(info["files"])
+    for relative, digest in info["files"].items():
+        assert store.sha256_of(folder / relative) == digest
 
 
 def test_missing_index_names_the_command_that_builds_it(tmp_path, embedder):
@@ -58,11 +63,11 @@ def test_missing_index_names_the_command_that_builds_it(tmp_path, embedder):
 
 
 def test_truncated_vectors_file_is_reported_as_corrupt(index_copy, embedder):
-    vectors = index_copy / store.current_generation(index_copy) / "vectors.faiss"
+    vectors = segment_file(index_copy, "vectors.npy")
     vectors.write_bytes(vectors.read_bytes()[:100])
     with pytest.raises(store.IndexUnavailable) as caught:
         store.load(index_copy, embedder.name, embedder.dimension)
-    assert "vectors.faiss" in caught.value.message and "corrupt" in caught.value.message
+    assert "vectors.npy" in caught.value.message and "corrupt" in caught.value.message
 
 
 def test_index_built_with_another_model_is_refused(index_copy, embedder):
@@ -74,15 +79,15 @@ def test_index_built_with_another_model_is_refused(index_copy, embedder):
 def test_failed_build_leaves_the_index_in_use_untouched(index_copy, embedder, sentence_corpus, monkeypatch):
     before = store.current_generation(index_copy)
 
-    def broken_save(retriever, folder):
+    def broken_save(folder, db, found):
         raise OSError("disk full")
 
-    monkeypatch.setattr(keyword, "save", broken_save)
+    monkeypatch.setattr(segment, "save_postings", broken_save)
     with pytest.raises(OSError):
         build_from_documents(sentence_corpus, index_copy, embedder, progress=False)
     assert store.current_generation(index_copy) == before
     assert not any(p.name.startswith(".building") for p in index_copy.iterdir())
-    assert len(store.load(index_copy, embedder.name, embedder.dimension).contents.passages) == 12
+    assert store.load(index_copy, embedder.name, embedder.dimension).counts()["passages"] == 12
 
 
 def test_new_build_switches_pointer_and_keeps_only_recent_generations(index_copy, embedder, sentence_corpus):
@@ -91,4 +96,6 @@ def test_new_build_switches_pointer_and_keeps_only_recent_generations(index_copy
     generations = [p for p in index_copy.iterdir() if p.name.startswith("gen-")]
     assert len(generations) == store.KEEP_GENERATIONS
     assert store.current_generation(index_copy) == max(p.name for p in generations)
-    assert len(store.load(index_copy, embedder.name, embedder.dimension).contents.passages) == 4
+    assert store.load(index_copy, embedder.name, embedder.dimension).counts()["passages"] == 4
+    used = {s["name"] for g in generations for s in store.read_manifest(index_copy, g.name)["segments"]}
+    assert {p.name for p in (index_copy / store.SEGMENTS).iterdir()} == used  # unused segments removed

@@ -1,0 +1,130 @@
+"""Nearest passages in one segment: exact over memory-mapped vectors, or an approximate FAISS index.
+
+Small segments are scanned exactly. A segment of at least `ann_min_rows` passages also gets an
+IVF index with 8-bit scalar-quantized codes (a quarter of the float size in RAM); its candidates
+are rescored with the exact vectors from disk, so every segment returns true cosines and lists
+from different segments merge fairly. Why IVF-SQ8 over HNSW: docs/benchmarks.md ("Approximate
+index"). nprobe is calibrated at build time on the segment's own vectors to a target recall.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ANN_FILE = "ann.faiss"
+BRUTE_FORCE_ROWS = 20_000  # a filter leaving fewer rows than this is scanned exactly: cheaper and exact
+
+
+@dataclass(frozen=True)
+class DenseParams:
+    """When a segment gets an approximate index, and how it is built and searched."""
+
+    ann_min_rows: int = 50_000
+    target_recall: float = 0.97   # recall@10 against exact that nprobe is calibrated to
+    rescore: int = 100            # candidates rescored exactly (at least the depth asked for)
+
+
+def top(rows: np.ndarray, scores: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """The depth best (row, score) pairs, best first, ties broken by row."""
+    if len(rows) > depth:
+        threshold = -np.partition(-scores, depth - 1)[depth - 1]
+        above = np.flatnonzero(scores > threshold)
+        tied = np.flatnonzero(scores == threshold)
+        tied = tied[np.argsort(rows[tied], kind="stable")[:depth - len(above)]]  # lowest rows win a tie
+        keep = np.concatenate([above, tied])
+        rows, scores = rows[keep], scores[keep]
+    order = np.lexsort((rows, -scores))
+    return rows[order], scores[order]
+
+
+def exact(vectors: np.ndarray, query: np.ndarray, depth: int, rows: np.ndarray | None = None,
+          mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner product over the given rows (all rows when None), skipping rows the mask drops."""
+    if rows is None:
+        scores = vectors @ query
+        rows = np.arange(len(scores)) if mask is None else np.flatnonzero(mask)
+        scores = scores if mask is None else scores[rows]
+    else:
+        scores = vectors[rows] @ query if len(rows) else np.zeros(0, np.float32)
+    return top(rows, scores, depth)
+
+
+def build_ann(vectors: np.ndarray, path: Path, params: DenseParams) -> dict:
+    """Write an IVF-SQ8 index over vectors and return its settings (nlist, calibrated nprobe)."""
+    import faiss
+
+    n, dimension = vectors.shape
+    nlist = max(16, int(2 * math.sqrt(n)))
+    quantizer = faiss.IndexFlatIP(dimension)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, dimension, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                          faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
+    index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+    for first in range(0, n, 100_000):
+        index.add(np.ascontiguousarray(vectors[first:first + 100_000], dtype=np.float32))
+    nprobe = calibrate(index, vectors, params)
+    faiss.write_index(index, str(path))
+    return {"kind": "ivf-sq8", "nlist": nlist, "nprobe": nprobe}
+
+
+def calibrate(index, vectors: np.ndarray, params: DenseParams) -> int:
+    """The smallest nprobe (doubling) whose rescored recall@10 on perturbed segment vectors
+    reaches the target: queries near the data, as real queries are."""
+    rng = np.random.default_rng(1)
+    picked = rng.choice(len(vectors), size=min(len(vectors), 100), replace=False)
+    queries = vectors[np.sort(picked)] + rng.normal(0, 0.05, (len(picked), vectors.shape[1])).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = [set(exact(vectors, q, 10)[0].tolist()) for q in queries]
+    nprobe = 1
+    while True:
+        index.nprobe = nprobe
+        _, found = index.search(queries, params.rescore)
+        recall = np.mean([len(t & set(rescored(vectors, q, f, 10)[0].tolist())) / 10
+                          for q, f, t in zip(queries, found, truth)])
+        if recall >= params.target_recall or nprobe >= index.nlist:
+            return nprobe
+        nprobe = min(nprobe * 2, index.nlist)
+
+
+def rescored(vectors: np.ndarray, query: np.ndarray, candidates: np.ndarray, depth: int):
+    """Candidates (-1 = none) rescored with their exact vectors."""
+    candidates = np.sort(candidates[candidates >= 0])  # sorted reads are kinder to the page cache
+    return exact(vectors, query, depth, rows=candidates)
+
+
+class DenseSegment:
+    """One segment's vectors (memory-mapped) and, when large, its approximate index."""
+
+    def __init__(self, folder: Path, ann: dict | None, params: DenseParams) -> None:
+        import faiss
+
+        self.vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+        self.params = params
+        self.ann = None
+        if ann:
+            self.ann = faiss.read_index(str(folder / ANN_FILE), faiss.IO_FLAG_MMAP)
+            self.nprobe = int(ann["nprobe"])
+
+    def search(self, query: np.ndarray, depth: int, mask: np.ndarray | None = None,
+               rows: np.ndarray | None = None, use_exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Best rows by cosine. mask: rows that may be returned (None: all); rows: when a filter
+        already names the few candidate rows. use_exact: never the approximate index."""
+        if rows is not None and (len(rows) <= BRUTE_FORCE_ROWS or self.ann is None or use_exact):
+            return exact(self.vectors, query, depth, rows=rows)
+        if self.ann is None or use_exact:
+            return exact(self.vectors, query, depth, mask=mask)
+        import faiss
+
+        if rows is not None:
+            mask = np.zeros(len(self.vectors), dtype=bool)
+            mask[rows] = True
+        params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        if mask is not None:
+            bitmap = np.packbits(mask, bitorder="little")  # kept alive until the search returns
+            params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        _, found = self.ann.search(query[None, :], max(depth, self.params.rescore), params=params)
+        return rescored(self.vectors, query, found[0], depth)

@@ -1,0 +1,185 @@
+"""One immutable segment on disk: passages with stable int64 ids, their vectors, keyword postings,
+sentences and texts. Written once, then only read (memory-mapped arrays, SQLite by id).
+
+Row r of every array belongs to ids[r]; ids ascend, so an id finds its row by binary search.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from indexer import postings as postings_module
+from indexer.chunking import Passage
+from indexer.dense import ANN_FILE, DenseParams, DenseSegment, build_ann
+from indexer.documents import StoredDocument
+from indexer.integrity import checksums
+from indexer.postings import Postings
+
+INFO = "segment.json"
+TABLES = "segment.sqlite"
+PASSAGE_FIELDS = tuple(f.name for f in fields(Passage))
+COLUMNS = ", ".join(f"[{f}]" for f in PASSAGE_FIELDS)
+
+
+@dataclass(frozen=True)
+class SegmentRows:
+    """What a new segment holds, row by row (ids ascending)."""
+
+    ids: np.ndarray                 # (n,) int64
+    doc_numbers: np.ndarray         # (n,) int64: the stable id of each row's document
+    passages: Sequence[Passage]
+    keys: Sequence[str]             # embedding-input keys, so a later build can reuse vectors
+    vectors: np.ndarray             # (n, dim) float32, unit length
+    sentence_spans: np.ndarray      # (m, 2) document offsets
+    sentence_vectors: np.ndarray    # (m, dim)
+    sentence_bounds: np.ndarray     # (n + 1,): row r owns sentences bounds[r]:bounds[r + 1]
+    postings: Postings
+    documents: Sequence[tuple[int, StoredDocument]]  # (doc number, document)
+
+
+def create_tables(db: sqlite3.Connection) -> None:
+    db.execute(f"CREATE TABLE passages (id INTEGER PRIMARY KEY, {COLUMNS}, key TEXT)")
+    db.execute("CREATE TABLE documents (doc_number INTEGER PRIMARY KEY, doc_id TEXT, title TEXT, source TEXT, "
+               "text TEXT, origin TEXT, content_hash TEXT)")
+    db.execute("CREATE TABLE terms (term TEXT PRIMARY KEY, start INTEGER, count INTEGER) WITHOUT ROWID")
+
+
+def index_tables(db: sqlite3.Connection) -> None:
+    """The id index behind filters and lookups; made after the bulk insert (faster)."""
+    for column in ("doc_id", "source", "key"):
+        db.execute(f"CREATE INDEX passages_{column} ON passages ([{column}])")
+    db.execute("CREATE INDEX documents_doc_id ON documents (doc_id)")
+
+
+def save_postings(folder: Path, db: sqlite3.Connection, found: Postings) -> None:
+    np.save(folder / "postings_rows.npy", found.rows)
+    np.save(folder / "postings_tfs.npy", found.tfs)
+    np.save(folder / "lengths.npy", found.lengths)
+    db.executemany("INSERT INTO terms VALUES (?, ?, ?)",
+                   zip(found.terms, found.starts.tolist(), found.counts.tolist()))
+
+
+def write(folder: Path, rows: SegmentRows, model: str, params: DenseParams) -> dict:
+    """Write a segment into an empty folder; returns its info (also written, last, as segment.json)."""
+    folder.mkdir(parents=True)
+    np.save(folder / "ids.npy", np.asarray(rows.ids, dtype=np.int64))
+    np.save(folder / "doc_numbers.npy", np.asarray(rows.doc_numbers, dtype=np.int64))
+    np.save(folder / "vectors.npy", np.asarray(rows.vectors, dtype=np.float32))
+    np.save(folder / "sentence_spans.npy", np.asarray(rows.sentence_spans, dtype=np.int64).reshape(-1, 2))
+    # Half precision: sentence vectors only pick the answering sentence, and they are ~5 per passage.
+    np.save(folder / "sentence_vectors.npy", np.asarray(rows.sentence_vectors, dtype=np.float16))
+    np.save(folder / "sentence_bounds.npy", np.asarray(rows.sentence_bounds, dtype=np.int64))
+    with sqlite3.connect(folder / TABLES) as db:
+        create_tables(db)
+        db.executemany(f"INSERT INTO passages VALUES (?, {', '.join('?' * len(PASSAGE_FIELDS))}, ?)",
+                       ((int(i), *(getattr(p, f) for f in PASSAGE_FIELDS), key)
+                        for i, p, key in zip(rows.ids, rows.passages, rows.keys)))
+        db.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       ((number, d.document.doc_id, d.document.title, d.document.source, d.document.text,
+                         d.origin, d.content_hash) for number, d in rows.documents))
+        save_postings(folder, db, rows.postings)
+        index_tables(db)
+    db.close()
+    return finish(folder, model, len(rows.ids), len(rows.documents), params)
+
+
+def finish(folder: Path, model: str, passages: int, documents: int, params: DenseParams) -> dict:
+    """Add the approximate index when the segment is large, then write segment.json last."""
+    vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+    ann = build_ann(vectors, folder / ANN_FILE, params) if passages >= params.ann_min_rows else None
+    info = {"name": folder.name, "model": model, "dimension": int(vectors.shape[1]), "passages": passages,
+            "sentences": int(np.load(folder / "sentence_spans.npy", mmap_mode="r").shape[0]),
+            "documents": documents, "ann": ann, "files": checksums(folder)}
+    (folder / INFO).write_text(json.dumps(info, indent=1))
+    return info
+
+
+class Segment:
+    """An open segment: arrays memory-mapped, texts read from SQLite by id when a page needs them."""
+
+    def __init__(self, folder: Path, info: dict, params: DenseParams = DenseParams()) -> None:
+        self.folder, self.info, self.name = folder, info, info["name"]
+        self.ids = np.load(folder / "ids.npy")  # 8 bytes a passage, on every id lookup: kept in RAM
+        self.doc_numbers = np.load(folder / "doc_numbers.npy", mmap_mode="r")
+        self.lengths = np.load(folder / "lengths.npy", mmap_mode="r")
+        self.postings_rows = np.load(folder / "postings_rows.npy", mmap_mode="r")
+        self.postings_tfs = np.load(folder / "postings_tfs.npy", mmap_mode="r")
+        self.sentence_spans = np.load(folder / "sentence_spans.npy", mmap_mode="r")
+        self.sentence_vectors = np.load(folder / "sentence_vectors.npy", mmap_mode="r")
+        self.sentence_bounds = np.load(folder / "sentence_bounds.npy", mmap_mode="r")
+        self.dense = DenseSegment(folder, info.get("ann"), params)
+        # Read-only, shared by the threads of one process (SQLite serializes access itself).
+        self.db = sqlite3.connect(f"file:{folder / TABLES}?mode=ro", uri=True, check_same_thread=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Rows of the ids this segment holds (others are dropped)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = np.searchsorted(self.ids, ids)
+        found = rows < len(self.ids)
+        found[found] = self.ids[rows[found]] == ids[found]
+        return rows[found]
+
+    def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, term frequencies) of the rows holding term."""
+        found = self.db.execute("SELECT start, count FROM terms WHERE term = ?", [term]).fetchone()
+        if found is None:
+            return np.zeros(0, np.int32), np.zeros(0, np.uint16)
+        start, count = found
+        return self.postings_rows[start:start + count], self.postings_tfs[start:start + count]
+
+    def select_ids(self, column: str, values: Sequence[str]) -> np.ndarray:
+        """Ids of the passages whose doc_id or source is one of values (through the SQLite index)."""
+        assert column in ("doc_id", "source")
+        found: list[int] = []
+        for first in range(0, len(values), 500):
+            part = list(values[first:first + 500])
+            found += [i for (i,) in self.db.execute(
+                f"SELECT id FROM passages WHERE [{column}] IN ({','.join('?' * len(part))})", part)]
+        return np.array(sorted(found), dtype=np.int64)
+
+    def passages(self, ids: Sequence[int]) -> dict[int, Passage]:
+        """The passages with these ids (those this segment holds)."""
+        found = {}
+        for first in range(0, len(ids), 500):
+            part = [int(i) for i in ids[first:first + 500]]
+            for row in self.db.execute(f"SELECT id, {COLUMNS} FROM passages WHERE id IN "
+                                       f"({','.join('?' * len(part))})", part):
+                found[row[0]] = Passage(*row[1:])
+        return found
+
+    def sentences(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Document offsets (k, 2) and float32 vectors (k, dim) of one row's sentences."""
+        first, last = int(self.sentence_bounds[row]), int(self.sentence_bounds[row + 1])
+        return (np.asarray(self.sentence_spans[first:last]),
+                np.asarray(self.sentence_vectors[first:last], dtype=np.float32))
+
+    def documents(self, doc_ids: Sequence[str] | None = None) -> Iterator[tuple[int, str, str, str]]:
+        """(doc number, doc_id, origin, content hash) of every document here, or of those with the given ids."""
+        query = "SELECT doc_number, doc_id, origin, content_hash FROM documents"
+        batches = [None] if doc_ids is None else [list(doc_ids[i:i + 500]) for i in range(0, len(doc_ids), 500)]
+        for part in batches:
+            where = "" if part is None else f" WHERE doc_id IN ({','.join('?' * len(part))})"
+            yield from self.db.execute(query + where, part or [])
+
+    def vectors_by_key(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(vector, sentence vectors) already stored for these embedding-input keys."""
+        found = {}
+        for first in range(0, len(keys), 500):
+            part = list(keys[first:first + 500])
+            for key, passage_id in self.db.execute(
+                    f"SELECT key, id FROM passages WHERE key IN ({','.join('?' * len(part))})", part):
+                row = int(self.rows_of(np.array([passage_id]))[0])
+                found[key] = (np.asarray(self.dense.vectors[row]), self.sentences(row)[1])
+        return found
+
+    def close(self) -> None:
+        self.db.close()

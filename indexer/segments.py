@@ -1,0 +1,198 @@
+"""A generation of FAISS segments as one searchable snapshot (the IndexReader of indexer/engine.py).
+
+Every list is computed per live segment and merged by score; tombstoned rows never come back.
+BM25 uses statistics over all live segments (document frequency, passage count, average length),
+so a passage scores the same whichever segment holds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from indexer import postings
+from indexer.dense import top
+from indexer.engine import Selection, StoredPassage
+from indexer.keyword import KeywordParams
+from indexer.segment import Segment
+
+
+@dataclass
+class SegmentView:
+    """A segment as one generation sees it: which of its rows are deleted."""
+
+    segment: Segment
+    dead: np.ndarray            # sorted ids (passages and document numbers) tombstoned here
+    live: np.ndarray | None     # (rows,) bool; None when no row is deleted
+    live_rows: int
+    live_length: int            # keyword terms over live rows
+
+    @classmethod
+    def of(cls, segment: Segment, dead: np.ndarray) -> "SegmentView":
+        live = None
+        dead_rows = segment.rows_of(dead)
+        if len(dead_rows):
+            live = np.ones(len(segment), dtype=bool)
+            live[dead_rows] = False
+        lengths = np.asarray(segment.lengths, dtype=np.int64)
+        live_length = int(lengths.sum() if live is None else lengths[live].sum())
+        return cls(segment, dead, live, len(segment) - len(dead_rows), live_length)
+
+
+class SegmentIndex:
+    """The live segments of one generation, searched together."""
+
+    def __init__(self, generation: str, manifest: dict, views: list[SegmentView],
+                 keyword_params: KeywordParams = KeywordParams()) -> None:
+        self.generation, self.manifest, self.views = generation, manifest, views
+        self.keyword_params = keyword_params
+        self.total = sum(v.live_rows for v in views)
+        self.average_length = sum(v.live_length for v in views) / max(self.total, 1)
+
+    def counts(self) -> dict[str, int]:
+        return {"passages": self.total, "documents": self.manifest["documents"], "segments": len(self.views)}
+
+    def select(self, doc_ids: Sequence[str], sources: Sequence[str]) -> Selection:
+        """Live rows of each segment whose passages match every given filter (via the id index)."""
+        parts, size = {}, 0
+        for view in self.views:
+            rows = None
+            for column, values in (("doc_id", doc_ids), ("source", sources)):
+                if values:
+                    found = view.segment.rows_of(view.segment.select_ids(column, list(values)))
+                    rows = found if rows is None else np.intersect1d(rows, found)
+            if view.live is not None:
+                rows = rows[view.live[rows]]
+            parts[view.segment.name], size = rows, size + len(rows)
+        return Selection(parts, size)
+
+    def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
+              exact: bool = False) -> list[tuple[int, float]]:
+        found = []
+        for view in self.views:
+            rows = None if selection is None else selection.parts[view.segment.name]
+            if rows is not None and not len(rows):
+                continue
+            hit_rows, scores = view.segment.dense.search(vector, depth, mask=view.live, rows=rows, use_exact=exact)
+            found.append((view.segment.ids[hit_rows], scores))
+        return merged(found, depth)
+
+    def matches(self, terms: list[str]) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], dict[str, int]]:
+        """Live (rows, tfs) of each distinct term in each segment, and each term's live document frequency."""
+        distinct = list(dict.fromkeys(terms))
+        per_view, df = [], dict.fromkeys(distinct, 0)
+        for view in self.views:
+            lists = []
+            for term in distinct:
+                rows, tfs = view.segment.postings(term)
+                if view.live is not None and len(rows):
+                    keep = view.live[rows]
+                    rows, tfs = rows[keep], tfs[keep]
+                lists.append((rows, tfs))
+                df[term] += len(rows)
+            per_view.append(lists)
+        return per_view, df
+
+    def term_weights(self, terms: list[str]) -> dict[str, float]:
+        """BM25 idf of each query term over the live passages (0 for terms found nowhere)."""
+        _, df = self.matches(terms)
+        return {t: float(postings.idf(df[t], self.total)) for t in df}
+
+    def keyword(self, terms: list[str], depth: int, selection: Selection | None = None) -> list[tuple[int, float]]:
+        """Best passages by BM25 over all live segments; passages sharing no term are left out."""
+        if not terms or not self.total:
+            return []
+        per_view, df = self.matches(terms)
+        repeats = {t: terms.count(t) for t in df}  # a repeated query word counts again, as in bm25s
+        weights = {t: repeats[t] * float(postings.idf(df[t], self.total)) for t in df}
+        found = []
+        for view, lists in zip(self.views, per_view):
+            rows = np.concatenate([r for r, _ in lists]).astype(np.int64)
+            if not len(rows):
+                continue
+            lengths = np.asarray(view.segment.lengths[rows], dtype=np.float64)
+            contributions = np.concatenate([
+                postings.term_scores(tfs, lengths[offset:offset + len(tfs)], weights[t], self.average_length,
+                                     self.keyword_params)
+                for t, (offset, (_, tfs)) in zip(df, offsets(lists))])
+            candidates, inverse = np.unique(rows, return_inverse=True)
+            scores = np.bincount(inverse, weights=contributions, minlength=len(candidates))
+            if selection is not None:
+                keep = np.isin(candidates, selection.parts[view.segment.name])
+                candidates, scores = candidates[keep], scores[keep]
+            positive = scores > 0
+            hit_rows, hit_scores = top(candidates[positive], scores[positive], depth)
+            found.append((view.segment.ids[hit_rows], hit_scores))
+        return merged(found, depth)
+
+    def documents_of(self, ids: Sequence[int]) -> dict[int, int]:
+        """The document number of each passage id."""
+        ids = np.asarray(ids, dtype=np.int64)
+        numbers: dict[int, int] = {}
+        for view in self.views:
+            rows = np.searchsorted(view.segment.ids, ids)
+            inside = rows < len(view.segment.ids)
+            inside[inside] = view.segment.ids[rows[inside]] == ids[inside]
+            numbers.update(zip(ids[inside].tolist(), np.asarray(view.segment.doc_numbers[rows[inside]]).tolist()))
+        return numbers
+
+    def fetch(self, ids: Sequence[int]) -> dict[int, StoredPassage]:
+        """Passages with their sentences, read from disk for just these ids."""
+        found: dict[int, StoredPassage] = {}
+        wanted = np.asarray(ids, dtype=np.int64)
+        for view in self.views:
+            segment = view.segment
+            here = segment.ids[segment.rows_of(wanted)]
+            if not len(here):
+                continue
+            for passage_id, passage in segment.passages(here.tolist()).items():
+                spans, vectors = segment.sentences(int(segment.rows_of(np.array([passage_id]))[0]))
+                found[passage_id] = StoredPassage(passage_id, passage, spans, vectors)
+        return found
+
+    def all_ids(self) -> np.ndarray:
+        """Every live passage id (for tests and checks, not for queries)."""
+        return np.concatenate([v.segment.ids if v.live is None else v.segment.ids[v.live] for v in self.views]
+                              or [np.zeros(0, np.int64)])
+
+
+def offsets(lists: list[tuple[np.ndarray, np.ndarray]]):
+    """(offset into the concatenated rows, (rows, tfs)) of each term's list."""
+    offset = 0
+    for item in lists:
+        yield offset, item
+        offset += len(item[0])
+
+
+def merged(found: list[tuple[np.ndarray, np.ndarray]], depth: int) -> list[tuple[int, float]]:
+    """Per-segment (ids, scores) lists merged into the depth best, ties broken by id."""
+    if not found:
+        return []
+    ids, scores = top(np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]), depth)
+    return list(zip(ids.tolist(), scores.astype(np.float64).tolist()))
+
+
+def open_index(root, model: str, dimension: int, opened: dict[str, Segment] | None = None) -> SegmentIndex:
+    """The current generation as a SegmentIndex, checking format, model, checksums and counts.
+
+    opened: segments this process already opened (and checked), by name; they are reused, so a
+    reload after a small change opens only the new segment. New ones are added to it.
+    """
+    from indexer import store
+
+    fix = store.rebuild_hint(root)
+    name, manifest = store.verify(root, model, dimension)
+    opened = {} if opened is None else opened
+    tombstones = store.tombstones_of(root, name, manifest)
+    views = []
+    for entry in manifest["segments"]:
+        if entry["name"] not in opened:
+            opened[entry["name"]] = store.open_segment(root, entry, fix)
+        views.append(SegmentView.of(opened[entry["name"]], tombstones[entry["name"]]))
+    index = SegmentIndex(name, manifest, views)
+    if index.total != manifest["passages"]:
+        raise store.IndexUnavailable(f"index generation {name} is inconsistent: manifest says "
+                                     f"{manifest['passages']} passages, segments hold {index.total}", fix)
+    return index
