@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 ANN_FILE = "ann.faiss"
-BRUTE_FORCE_ROWS = 20_000  # a filter leaving fewer rows than this is scanned exactly: cheaper and exact
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,7 @@ class DenseParams:
     ann_min_rows: int = 50_000
     target_recall: float = 0.97   # recall@10 against exact that nprobe is calibrated to
     rescore: int = 100            # candidates rescored exactly (at least the depth asked for)
+    brute_force_rows: int = 20_000  # a filter leaving fewer rows is scanned exactly: cheaper, and exact
 
 
 def top(rows: np.ndarray, scores: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +113,7 @@ class DenseSegment:
                rows: np.ndarray | None = None, use_exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Best rows by cosine. mask: rows that may be returned (None: all); rows: when a filter
         already names the few candidate rows. use_exact: never the approximate index."""
-        if rows is not None and (len(rows) <= BRUTE_FORCE_ROWS or self.ann is None or use_exact):
+        if rows is not None and (len(rows) <= self.params.brute_force_rows or self.ann is None or use_exact):
             return exact(self.vectors, query, depth, rows=rows)
         if self.ann is None or use_exact:
             return exact(self.vectors, query, depth, mask=mask)

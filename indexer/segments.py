@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from indexer import postings
-from indexer.dense import top
+from indexer.dense import DenseParams, top
 from indexer.engine import Selection, StoredPassage
 from indexer.keyword import KeywordParams
 from indexer.segment import Segment
@@ -174,7 +174,8 @@ def merged(found: list[tuple[np.ndarray, np.ndarray]], depth: int) -> list[tuple
     return list(zip(ids.tolist(), scores.astype(np.float64).tolist()))
 
 
-def open_index(root, model: str, dimension: int, opened: dict[str, Segment] | None = None) -> SegmentIndex:
+def open_index(root, model: str, dimension: int, opened: dict[str, Segment] | None = None,
+               params: DenseParams = DenseParams()) -> SegmentIndex:
     """The current generation as a SegmentIndex, checking format, model, checksums and counts.
 
     opened: segments this process already opened (and checked), by name; they are reused, so a
@@ -189,7 +190,7 @@ def open_index(root, model: str, dimension: int, opened: dict[str, Segment] | No
     views = []
     for entry in manifest["segments"]:
         if entry["name"] not in opened:
-            opened[entry["name"]] = store.open_segment(root, entry, fix)
+            opened[entry["name"]] = store.open_segment(root, entry, fix, params)
         views.append(SegmentView.of(opened[entry["name"]], tombstones[entry["name"]]))
     index = SegmentIndex(name, manifest, views)
     if index.total != manifest["passages"]:

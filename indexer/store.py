@@ -23,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
+from indexer.dense import DenseParams
 from indexer.integrity import checksums, first_mismatch, fsync_tree, sha256_of
 from indexer.segment import INFO, Segment
 
@@ -197,7 +198,7 @@ def tombstones_of(root: Path, name: str, manifest: dict) -> dict[str, np.ndarray
             else np.zeros(0, np.int64) for s in manifest.get("segments", ())}
 
 
-def open_segment(root: Path, entry: dict, fix: str) -> Segment:
+def open_segment(root: Path, entry: dict, fix: str, params: DenseParams = DenseParams()) -> Segment:
     """Open one segment after checking its files against its segment.json and the generation."""
     folder = Path(root) / SEGMENTS / entry["name"]
     info_path = folder / INFO
@@ -209,7 +210,7 @@ def open_segment(root: Path, entry: dict, fix: str) -> Segment:
         raise IndexUnavailable(f"index file {broken} in segment {entry['name']} is missing or corrupt "
                                "(checksum mismatch)", fix)
     try:
-        segment = Segment(folder, info)
+        segment = Segment(folder, info, params)
     except Exception as exc:  # a checksum-valid file that still fails to parse is also corruption
         raise IndexUnavailable(f"index segment {entry['name']} cannot be read ({exc})", fix) from exc
     if len(segment) != info["passages"]:
@@ -218,8 +219,9 @@ def open_segment(root: Path, entry: dict, fix: str) -> Segment:
     return segment
 
 
-def load(root: Path, model: str, dimension: int, opened: dict | None = None):
+def load(root: Path, model: str, dimension: int, opened: dict | None = None,
+         params: DenseParams = DenseParams()):
     """The current generation, ready to search (indexer/segments.py); see open_index."""
     from indexer.segments import open_index
 
-    return open_index(Path(root), model, dimension, opened)
+    return open_index(Path(root), model, dimension, opened, params)

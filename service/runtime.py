@@ -69,7 +69,8 @@ class Runtime:
             if wanted is not None and wanted in (self.generation, self.failed_generation):
                 return self.generation  # generations never change once written: no need to retry
             try:
-                index = store.load(self.settings.index_dir, self.encoder.name, self.encoder.dimension, self.opened)
+                index = store.load(self.settings.index_dir, self.encoder.name, self.encoder.dimension, self.opened,
+                                   self.settings.dense())
             except store.IndexUnavailable as exc:
                 if self.searcher is None:
                     if self.problem is None or self.problem.message != exc.message:  # say it once

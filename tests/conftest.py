@@ -64,8 +64,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(index: Path):
-    """Start `semsearch serve` on index as a user would; returns (process, base URL) once ready."""
+def start_server(index: Path, env: dict | None = None):
+    """Start `semsearch serve` on index as a user would (env: extra variables); returns (process,
+    base URL) once ready."""
     import os
     import subprocess
     import sys
@@ -78,7 +79,8 @@ def start_server(index: Path):
     command = [sys.executable, "-m", "indexer.cli", "serve", "--index", str(index), "--port", str(port)]
     # The log goes to a file: an unread pipe fills up and would block the server mid-request.
     log = tempfile.NamedTemporaryFile("w+", prefix="semsearch-serve-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
+                               stderr=subprocess.STDOUT)
     process.log_path = log.name
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,8 +11,9 @@ import sys
 from tests.conftest import ROOT, SEED_FILE
 
 
-def semsearch(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "indexer.cli", *args], cwd=cwd,
+def semsearch(*args: str, cwd=ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the command line as a user would (env: extra environment variables)."""
+    return subprocess.run([sys.executable, "-m", "indexer.cli", *args], cwd=cwd, env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=300)
 
 

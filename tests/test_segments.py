@@ -1,0 +1,266 @@
+"""Segments, tombstones, corpus-wide BM25, approximate search and merges, on the stand-in encoder
+(the machinery is under test here, not the model's ranking)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from indexer import store
+from indexer.build import build_from_documents, update_documents
+from indexer.chunking import sentence_spans
+from indexer.dense import DenseParams
+from indexer.documents import Document, read_folder
+from indexer.hashing_encoder import HashingEncoder
+from indexer.merge import MergePolicy, merge_all
+from indexer.search import Query, Searcher
+from indexer.writer import SegmentStore, keyword_terms
+from tests.conftest import ROOT, SEEDS
+
+QUERIES = ["casualties of the war", "drone production in Ukraine", "Putin and the Kremlin", "peace talks"]
+MODES = ("hybrid", "dense", "keyword")
+
+
+@pytest.fixture(scope="module")
+def model() -> HashingEncoder:
+    return HashingEncoder()
+
+
+def make_corpus(count: int, seed: int = 0) -> list[Document]:
+    """Documents of 2-6 real sentences of the seed article, recombined (deterministic)."""
+    article = next(read_folder(SEEDS)).text
+    sentences = [article[s:e] for s, e in sentence_spans(article)]
+    rng = np.random.default_rng(seed)
+    return [Document(doc_id=f"d{n}", title=f"Report {n}", source=f"https://news.example/{n % 7}/{n}",
+                     text=" ".join(sentences[i] for i in rng.choice(len(sentences), rng.integers(2, 7))))
+            for n in range(count)]
+
+
+def rankings(index_dir, model, **query) -> dict:
+    """(query, mode) -> [(passage_id, score)] for every query and mode."""
+    searcher = Searcher(store.load(index_dir, model.name, model.dimension), model)
+    return {(q, mode): [(h.passage.passage_id, round(h.score, 5)) for h in searcher.search(Query(q, k=20, mode=mode,
+                                                                                                   **query))]
+            for q in QUERIES for mode in MODES}
+
+
+def keyword_scores(index_dir, model, query: str) -> dict[str, float]:
+    loaded = store.load(index_dir, model.name, model.dimension)
+    found = loaded.keyword(Searcher(loaded, model).analyzer.terms(query), 10_000)
+    passages = loaded.fetch([i for i, _ in found])
+    return {passages[i].passage.passage_id: score for i, score in found}
+
+
+@pytest.fixture()
+def grown(tmp_path, model):
+    """An index grown in steps: a build, two ingests, a replacement and a deletion (four segments)."""
+    corpus = make_corpus(160)
+    build_from_documents(corpus[:100], tmp_path, model, progress=False)
+    update_documents(tmp_path, model, corpus[100:130], [])
+    update_documents(tmp_path, model, corpus[130:160], [])
+    replaced = Document("d7", "Harbour Reopens", "https://news.example/harbour", "The harbour reopened on Monday.")
+    update_documents(tmp_path, model, [replaced], ["d8", "d120"])
+    live = [replaced if d.doc_id == "d7" else d for d in corpus if d.doc_id not in ("d8", "d120")]
+    return tmp_path, corpus, live
+
+
+def test_stand_in_encoder_is_deterministic_across_processes_and_never_the_default(model, tmp_path):
+    from indexer.embedding import light_model_for
+
+    texts = ["The harbour reopened.", "Drone production rose sharply."]
+    script = ("import json; from indexer.hashing_encoder import HashingEncoder; "
+              f"print(json.dumps(HashingEncoder().embed({texts!r}).tolist()))")
+    other = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert np.array_equal(np.array(json.loads(other.stdout), dtype=np.float32), model.embed(texts))
+    assert model.embed(texts).shape == (2, 384)
+    assert light_model_for("hashing").name == "hashing" and light_model_for(None).name != "hashing"
+    build_from_documents(make_corpus(3), tmp_path, model, progress=False)
+    assert store.read_manifest(tmp_path)["model"] == {"name": "hashing", "dimension": 384}
+    with pytest.raises(store.IndexUnavailable, match="built with model hashing"):
+        store.load(tmp_path, "sentence-transformers/all-MiniLM-L6-v2", 384)
+
+
+def test_deleted_and_replaced_documents_never_appear_in_any_mode_or_filter(grown, model):
+    index_dir, corpus, _ = grown
+    assert len(store.read_manifest(index_dir)["segments"]) == 4
+    for query in ({}, {"exact": True}, {"sources": tuple(f"https://news.example/{n % 7}/{n}" for n in (7, 8, 9))}):
+        for (q, mode), hits in rankings(index_dir, model, **query).items():
+            ids = {passage_id.split("#")[0] for passage_id, _ in hits}
+            assert not ids & {"d8", "d120"}, (q, mode, query)
+    searcher = Searcher(store.load(index_dir, model.name, model.dimension), model)
+    old_words = corpus[7].text.split(".")[0]
+    old = searcher.search(Query(old_words, k=50, doc_ids=("d7",)))
+    assert [h.passage.text for h in old] == ["The harbour reopened on Monday."]  # only the new version
+    assert searcher.search(Query("war", doc_ids=("d8", "d120"))) == []
+
+
+def test_bm25_over_segments_equals_a_from_scratch_build_and_bm25s(grown, model, tmp_path_factory):
+    index_dir, _, live = grown
+    scratch = tmp_path_factory.mktemp("scratch")
+    build_from_documents(live, scratch, model, progress=False)
+    for query in QUERIES:
+        grown_scores, fresh_scores = keyword_scores(index_dir, model, query), keyword_scores(scratch, model, query)
+        assert grown_scores.keys() == fresh_scores.keys()
+        for passage_id, score in fresh_scores.items():
+            assert grown_scores[passage_id] == pytest.approx(score, rel=1e-6)
+    # bm25s, which the keyword index used to be, as the oracle over the same passages' terms
+    from indexer import keyword
+
+    loaded = store.load(scratch, model.name, model.dimension)
+    passages = loaded.fetch(loaded.all_ids().tolist())
+    ordered = [passages[i].passage for i in sorted(passages)]
+    retriever = keyword.bm25s_module().BM25(method="lucene", k1=1.5, b=0.75)
+    retriever.index(keyword_terms(ordered), show_progress=False)
+    for query in QUERIES:
+        terms = keyword.Analyzer().terms(query)
+        oracle = keyword.scores(retriever, terms)
+        ours = keyword_scores(scratch, model, query)
+        expected = {p.passage_id: float(s) for p, s in zip(ordered, oracle) if s > 0}
+        assert ours.keys() == expected.keys()
+        for passage_id, score in expected.items():
+            assert ours[passage_id] == pytest.approx(score, rel=1e-4)
+
+
+def test_a_merge_drops_deleted_rows_and_every_passage_scores_the_same(grown, model):
+    index_dir, _, live = grown
+    before = rankings(index_dir, model)
+    results = merge_all(SegmentStore(index_dir, model.name, model.dimension), MergePolicy(factor=4))
+    assert results and results[0].rows == store.read_manifest(index_dir)["passages"]
+    manifest = store.read_manifest(index_dir)
+    assert len(manifest["segments"]) == 1 and manifest["segments"][0]["deleted"] == 0
+    assert manifest["documents"] == len(live)
+    assert rankings(index_dir, model) == before
+
+
+def test_approximate_index_finds_what_exact_search_finds(tmp_path, model):
+    params = DenseParams(ann_min_rows=1_000)
+    build_from_documents(make_corpus(1_500), tmp_path, model, progress=False, params=params)
+    loaded = store.load(tmp_path, model.name, model.dimension)
+    [view] = loaded.views
+    assert view.segment.info["ann"]["kind"] == "ivf-sq8" and len(view.segment) >= 1_000
+    vectors = np.asarray(view.segment.dense.vectors)
+    rng = np.random.default_rng(3)
+    recalls = []
+    for row in rng.choice(len(vectors), 40, replace=False):
+        query = vectors[row] + rng.normal(0, 0.05, vectors.shape[1]).astype(np.float32)
+        query /= np.linalg.norm(query)
+        exact = [i for i, _ in loaded.dense(query, 10, exact=True)]
+        brute = view.segment.ids[np.lexsort((np.arange(len(vectors)), -(vectors @ query)))[:10]]
+        assert exact == brute.tolist()  # exact=true is brute force
+        approximate = [i for i, _ in loaded.dense(query, 10)]
+        recalls.append(len(set(exact) & set(approximate)) / 10)
+    assert np.mean(recalls) >= 0.9
+
+
+def test_filters_on_an_approximate_segment_return_only_matching_passages(tmp_path, model):
+    dense = DenseParams(ann_min_rows=1_000, brute_force_rows=10)  # large filters go through FAISS selectors
+    build_from_documents(make_corpus(1_200), tmp_path, model, progress=False, params=dense)
+    searcher = Searcher(store.load(tmp_path, model.name, model.dimension, params=dense), model)
+    wide = tuple(f"d{n}" for n in range(0, 1_200, 3))
+    for mode in MODES:
+        hits = searcher.search(Query("casualties of the war", k=30, mode=mode, doc_ids=wide))
+        assert hits and {h.passage.doc_id for h in hits} <= set(wide)
+        one = searcher.search(Query("casualties of the war", k=30, mode=mode, sources=("https://news.example/3/10",)))
+        assert one and {h.passage.doc_id for h in one} == {"d10"}
+
+
+def test_ingests_and_background_merges_under_concurrent_searches_fail_no_request(tmp_path, model):
+    import threading
+
+    import httpx
+
+    from tests.conftest import start_server, stop_server
+
+    corpus = make_corpus(60)
+    build_from_documents(corpus[:40], tmp_path, model, progress=False)
+    process, url = start_server(tmp_path, {"SEMSEARCH_MODEL_PATH": "hashing", "SEMSEARCH_API_KEY": "k",
+                                           "SEMSEARCH_RELOAD_INTERVAL": "0.2"})
+    stop, statuses = threading.Event(), []
+
+    def search() -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while not stop.is_set():
+                statuses.append(client.get("/search", params={"q": "war and peace", "k": 5}).status_code)
+
+    clients = [threading.Thread(target=search) for _ in range(4)]
+    try:
+        for client in clients:
+            client.start()
+        with httpx.Client(base_url=url, timeout=60, headers={"Authorization": "Bearer k"}) as writer:
+            for document in corpus[40:]:  # one small segment each: enough for merges to cascade
+                body = {"documents": [{"id": document.doc_id, "title": document.title, "text": document.text}]}
+                assert writer.post("/documents", json=body).status_code == 200
+            assert writer.delete("/documents/d45").status_code == 200
+        segments = None
+        for _ in range(100):  # merges run in the background: wait for them to settle
+            ready = httpx.get(url + "/readyz", timeout=5).json()
+            if ready["segments"] == segments:
+                break
+            segments = ready["segments"]
+            threading.Event().wait(0.5)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+        log = open(process.log_path).read()
+        stop_server(process)
+    assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200][:5]}"
+    assert "merged" in log and ready["segments"] < 10  # 21 writes left far fewer segments
+    assert ready["documents"] == 59 and ready["passages"] == store.read_manifest(tmp_path)["passages"]
+    searcher = Searcher(store.load(tmp_path, model.name, model.dimension), model)
+    for document in corpus[40:]:
+        found = {h.passage.doc_id for h in searcher.search(Query(document.text[:80], k=5, doc_ids=(document.doc_id,)))}
+        assert found == (set() if document.doc_id == "d45" else {document.doc_id})
+
+
+def test_sigkill_during_a_merge_loses_nothing(tmp_path, model):
+    import os
+    import signal
+    import time
+
+    corpus = make_corpus(4_000, seed=5)
+    build_from_documents(corpus[:1_000], tmp_path, model, progress=False)
+    for first in range(1_000, 4_000, 1_000):
+        update_documents(tmp_path, model, corpus[first:first + 1_000], ["d3"])
+    before, generation = rankings(tmp_path, model), store.current_generation(tmp_path)
+    merge = ("import sys; from indexer.dense import DenseParams; from indexer.merge import MergePolicy, merge_all; "
+             "from indexer.writer import SegmentStore; "
+             "merge_all(SegmentStore(sys.argv[1], 'hashing', 384, DenseParams(ann_min_rows=1000)), "
+             "MergePolicy(factor=4, floor=100_000))")
+    process = subprocess.Popen([sys.executable, "-c", merge, str(tmp_path)], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(tmp_path.glob(".building-seg-*/*/vectors.npy")):
+        time.sleep(0.01)
+    assert process.poll() is None, "the merge finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert store.current_generation(tmp_path) == generation
+    assert rankings(tmp_path, model) == before  # nothing lost, nothing half-merged
+    assert merge_all(SegmentStore(tmp_path, model.name, model.dimension), MergePolicy(factor=4, floor=100_000))
+    assert len(store.read_manifest(tmp_path)["segments"]) == 1 and not list(tmp_path.glob(".building-*"))
+    assert rankings(tmp_path, model) == before
+
+
+def test_index_check_over_a_segmented_index(tmp_path):
+    from tests.test_cli import semsearch
+
+    seeds, index = tmp_path / "seeds", tmp_path / "index"
+    seeds.mkdir()
+    for document in make_corpus(8):
+        (seeds / f"{document.doc_id}.txt").write_text(f"{document.title}\n{document.text}\n")
+    env = {"SEMSEARCH_MODEL_PATH": "hashing"}
+    assert semsearch("index", str(seeds), "--out", str(index), env=env).returncode == 0
+    (seeds / "d2.txt").write_text("Rail Strike Ends\nTrain drivers returned to work after a pay offer.\n")
+    (seeds / "d5.txt").unlink()
+    changed = semsearch("index", str(seeds), "--out", str(index), env=env)
+    assert "added 0, changed 1, removed 1, unchanged 6" in changed.stdout
+    assert len(store.read_manifest(index)["segments"]) == 2  # the change went into a new segment
+    fresh = semsearch("index", str(seeds), "--out", str(index), "--check", env=env)
+    assert fresh.returncode == 0 and "up to date" in fresh.stdout
+    (seeds / "d3.txt").write_text("Dam Project Approved\nThe council approved a dam.\n")
+    stale = semsearch("index", str(seeds), "--out", str(index), "--check", env=env)
+    assert stale.returncode == 1 and "changed: d3" in stale.stdout
