@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from indexer.writer import SegmentStore
 
 log = logging.getLogger(__name__)
 CACHE_FLUSH = 1024  # passages embedded between cache writes: a killed build keeps its progress
+BATCH_PASSAGES = 100_000  # passages per new segment in a large build: bounds a build's memory
 
 
 @dataclass(frozen=True)
@@ -116,15 +117,26 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
             return BuildSummary(None, changes, len(wanted), manifest["passages"], manifest["sentences"],
                                 0, time.perf_counter() - started)
         fresh = [wanted[i] for i in wanted] if rebuild else [wanted[i] for i in changes.added + changes.changed]
-        prepared, embedded = prepare(fresh, embedder, writer, root, progress)
-        if rebuild and not any(p.passages for p in prepared):
-            raise DocumentError(f"no passages to index: {origin} holds no readable article text")
-        name = writer.apply(ChangeSet(upserts=prepared, deletes=changes.removed + changes.changed,
+        embedded = [0]
+        batches = prepare(fresh, embedder, writer, root, progress, embedded)
+        if rebuild:
+            batches = require_passages(batches, origin)
+        name = writer.apply(ChangeSet(upserts=batches, deletes=changes.removed + changes.changed,
                                       replace_all=rebuild, chunker=fingerprint))
         EmbeddingCache(root, embedder.name, embedder.dimension).clear()  # the segments hold them now
     manifest = store.read_manifest(root, name)
     return BuildSummary(Path(root) / name, changes, manifest["documents"], manifest["passages"],
-                        manifest["sentences"], embedded, time.perf_counter() - started)
+                        manifest["sentences"], embedded[0], time.perf_counter() - started)
+
+
+def require_passages(batches: Iterator[list[PreparedDocument]], origin: str) -> Iterator[list[PreparedDocument]]:
+    """The batches, failing before anything is published when none of them holds a passage."""
+    found = False
+    for batch in batches:
+        found = found or any(p.passages for p in batch)
+        yield batch
+    if not found:
+        raise DocumentError(f"no passages to index: {origin} holds no readable article text")
 
 
 def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document], deletes: Sequence[str],
@@ -137,10 +149,11 @@ def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document
         fingerprint = chunker_fingerprint(embedder)
         chunker = fingerprint if state is None or state[1].get("chunker") == fingerprint else None
         stored = [StoredDocument(d, "api", content_hash(d)) for d in upserts]
-        prepared, embedded = prepare(stored, embedder, writer, root, progress=False)
-        name = writer.apply(ChangeSet(upserts=prepared, deletes=list(deletes), chunker=chunker))
+        embedded = [0]
+        batches = prepare(stored, embedder, writer, root, False, embedded)
+        name = writer.apply(ChangeSet(upserts=batches, deletes=list(deletes), chunker=chunker))
         EmbeddingCache(root, embedder.name, embedder.dimension).clear()
-    return name, embedded
+    return name, embedded[0]
 
 
 def chunker_fingerprint(embedder: TextModel) -> str:
@@ -151,25 +164,44 @@ def chunker_fingerprint(embedder: TextModel) -> str:
 
 
 def prepare(documents: list[StoredDocument], embedder: TextModel, writer: SegmentStore, root: Path,
-            progress: bool | None) -> tuple[list[PreparedDocument], int]:
-    """Chunk and embed documents; vectors the segments or the cache already hold are reused."""
-    jobs = []
+            progress: bool | None, embedded: list[int]) -> Iterator[list[PreparedDocument]]:
+    """Chunk and embed documents, yielding batches of about BATCH_PASSAGES passages (so a large
+    build holds one batch of vectors at a time); vectors the segments or the cache already hold
+    are reused. embedded[0] counts the passages that had to be embedded."""
+    batch: list[tuple] = []
+    size = 0
     for stored in documents:
-        document = stored.document
-        passages = chunk_document(document, embedder.token_spans, embedder.max_tokens)
-        if not passages:
-            log.warning("no passages in %s: it holds no article text", document.source)
-        inputs, spans, keys, document_spans = [], [], [], []
-        for passage in passages:
-            text, offset = embedding_input(passage)
-            found = sentence_spans(document.text, passage.start, passage.end)
-            # The model sees context + passage, so sentence offsets shift into the input string.
-            shifted = [(s - passage.start + offset, e - passage.start + offset) for s, e in found]
-            inputs.append(text)
-            spans.append(shifted)
-            keys.append(cache_key(text, shifted))
-            document_spans.append(found)
-        jobs.append((stored, tuple(passages), inputs, spans, keys, document_spans))
+        job = chunk(stored, embedder)
+        batch.append(job)
+        size += len(job[1])
+        if size >= BATCH_PASSAGES:
+            yield embed_batch(batch, embedder, writer, root, progress, embedded)
+            batch, size = [], 0
+    if batch:
+        yield embed_batch(batch, embedder, writer, root, progress, embedded)
+
+
+def chunk(stored: StoredDocument, embedder: TextModel) -> tuple:
+    """(stored, passages, model inputs, sentence spans in the inputs, cache keys, sentence spans in the document)."""
+    document = stored.document
+    passages = chunk_document(document, embedder.token_spans, embedder.max_tokens)
+    if not passages:
+        log.warning("no passages in %s: it holds no article text", document.source)
+    inputs, spans, keys, document_spans = [], [], [], []
+    for passage in passages:
+        text, offset = embedding_input(passage)
+        found = sentence_spans(document.text, passage.start, passage.end)
+        # The model sees context + passage, so sentence offsets shift into the input string.
+        shifted = [(s - passage.start + offset, e - passage.start + offset) for s, e in found]
+        inputs.append(text)
+        spans.append(shifted)
+        keys.append(cache_key(text, shifted))
+        document_spans.append(found)
+    return stored, tuple(passages), inputs, spans, keys, document_spans
+
+
+def embed_batch(jobs: list[tuple], embedder: TextModel, writer: SegmentStore, root: Path,
+                progress: bool | None, embedded: list[int]) -> list[PreparedDocument]:
     all_keys = [k for job in jobs for k in job[4]]
     cache = EmbeddingCache(root, embedder.name, embedder.dimension)
     found = writer.embedded(all_keys)
@@ -183,8 +215,9 @@ def prepare(documents: list[StoredDocument], embedder: TextModel, writer: Segmen
         fresh = [(jobs[i][4][j], v, s) for (i, j), v, s in zip(part, vectors, np.split(sentences, splits))]
         cache.put_many(fresh)
         found.update((key, (v, s)) for key, v, s in fresh)
+    embedded[0] += len(missing)
     dimension = embedder.dimension
-    prepared = [PreparedDocument(
+    return [PreparedDocument(
         stored=stored, passages=passages, keys=tuple(keys),
         vectors=np.array([found[k][0] for k in keys], dtype=np.float32).reshape(-1, dimension),
         sentence_spans=np.array([s for spans_ in document_spans for s in spans_], dtype=np.int64).reshape(-1, 2),
@@ -192,4 +225,3 @@ def prepare(documents: list[StoredDocument], embedder: TextModel, writer: Segmen
                                    or [np.zeros((0, dimension), np.float32)]),
         sentence_counts=tuple(len(s) for s in document_spans))
         for stored, passages, _, _, keys, document_spans in jobs]
-    return prepared, len(missing)

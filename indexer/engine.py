@@ -9,7 +9,7 @@ named by stable int64 ids that the engine hands out and never reuses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -42,9 +42,13 @@ class PreparedDocument:
 
 @dataclass(frozen=True)
 class ChangeSet:
-    """Documents to add or replace (by doc_id) and doc_ids to delete, applied all together."""
+    """Documents to add or replace (by doc_id) and doc_ids to delete, applied all together.
 
-    upserts: Sequence[PreparedDocument] = ()
+    upserts come in batches, so a large build never holds every vector at once: an engine may
+    store each batch as it arrives, but readers see nothing until the whole change is applied.
+    """
+
+    upserts: Iterable[Sequence[PreparedDocument]] = ()
     deletes: Sequence[str] = ()
     replace_all: bool = False   # drop every document not upserted (a full rebuild)
     chunker: str | None = None  # fingerprint of how the passages were cut

@@ -79,26 +79,39 @@ class SegmentStore:
         return {"generation": state[0] if state else None, "segments": len(state[1]["segments"]) if state else 0}
 
     def apply(self, changes: ChangeSet) -> str:
-        """Publish a generation with the upserted documents in a new segment and the replaced or
-        deleted ones tombstoned; returns its name."""
+        """Publish a generation with each batch of upserted documents in a new segment and the
+        replaced or deleted documents tombstoned; returns its name."""
         state = self.state()
         manifest = state[1] if state else {"segments": [], "next_id": 0, "passages": 0, "documents": 0,
                                            "sentences": 0}
-        touched = [d.stored.document.doc_id for d in changes.upserts] + list(changes.deletes)
-        current = self.segments(*state) if state else []
-        entries = {e["name"]: e for e in manifest["segments"]}
-        tombstones = {segment.name: dead for segment, dead in current}
-        counts = {key: manifest[key] for key in ("passages", "documents", "sentences")}
-        if changes.replace_all:
-            current, entries, tombstones = [], {}, {}
-            counts = dict.fromkeys(counts, 0)
-        for segment, dead in current:
-            if changes.replace_all or not touched:
-                break
-            gone = [row[0] for row in segment.documents(touched) if not np.isin(row[0], dead)]
+        current = [] if changes.replace_all or not state else self.segments(*state)
+        change = {"entries": {e["name"]: e for e in manifest["segments"]} if current else {},
+                  "tombstones": {segment.name: dead for segment, dead in current},
+                  "counts": {key: manifest[key] if current else 0 for key in ("passages", "documents", "sentences")}}
+        self.tombstone(current, list(changes.deletes), change)
+        next_id = int(manifest["next_id"])
+        for batch in changes.upserts:
+            self.tombstone(current, [d.stored.document.doc_id for d in batch], change)
+            if batch:
+                next_id = self.add_segment(batch, next_id, change)
+        entries, tombstones = change["entries"], change["tombstones"]
+        for entry in entries.values():
+            opened = self.opened.get(entry["name"])
+            entry["deleted"] = len(opened.rows_of(tombstones[entry["name"]])) if opened else 0
+        return store.publish(self.root, {
+            "model": {"name": self.model, "dimension": self.dimension}, "chunker": changes.chunker,
+            "next_id": next_id, **change["counts"], "segments": list(entries.values()), **changes.meta},
+            {name: dead for name, dead in tombstones.items() if name in entries})
+
+    @staticmethod
+    def tombstone(current: list[tuple[Segment, np.ndarray]], doc_ids: list[str], change: dict) -> None:
+        """Mark the live documents with these ids (and their passages) deleted in their segments."""
+        counts, tombstones = change["counts"], change["tombstones"]
+        for segment, dead in current if doc_ids else ():
+            gone = [row[0] for row in segment.documents(doc_ids) if not np.isin(row[0], tombstones[segment.name])]
             if not gone:
                 continue
-            rows = segment.rows_of(segment.select_ids("doc_id", touched))
+            rows = segment.rows_of(segment.select_ids("doc_id", doc_ids))
             rows = rows[np.isin(np.asarray(segment.doc_numbers[rows]), gone)]
             bounds = np.asarray(segment.sentence_bounds)
             counts["passages"] -= len(rows)
@@ -106,29 +119,23 @@ class SegmentStore:
             counts["documents"] -= len(gone)
             tombstones[segment.name] = np.union1d(tombstones[segment.name],
                                                   np.concatenate([segment.ids[rows], gone]).astype(np.int64))
-        next_id = int(manifest["next_id"])
-        if changes.upserts:
-            rows, next_id = self.rows_for(changes.upserts, next_id)
-            staging = store.new_staging(self.root, store.new_name("seg"))
-            name = staging.name.removeprefix(".building-").rsplit("-", 1)[0]
-            try:
-                info = write_segment(staging / name, rows, self.model, self.params)
-                store.install_segment(self.root, staging / name)
-            finally:  # a failed write leaves nothing behind; the generation in use is untouched
-                shutil.rmtree(staging, ignore_errors=True)
-            entries[name] = {"name": name, "info_sha256": store.sha256_of(self.root / store.SEGMENTS / name /
-                                                                          "segment.json"), "passages": len(rows.ids)}
-            tombstones[name] = np.zeros(0, np.int64)
-            counts["passages"] += info["passages"]
-            counts["sentences"] += info["sentences"]
-            counts["documents"] += info["documents"]
-        for entry in entries.values():
-            entry["deleted"] = len(self.opened[entry["name"]].rows_of(tombstones[entry["name"]])) \
-                if entry["name"] in self.opened else 0
-        return store.publish(self.root, {
-            "model": {"name": self.model, "dimension": self.dimension}, "chunker": changes.chunker,
-            "next_id": next_id, **counts, "segments": list(entries.values()), **changes.meta},
-            {name: dead for name, dead in tombstones.items() if name in entries})
+
+    def add_segment(self, batch: Sequence[PreparedDocument], next_id: int, change: dict) -> int:
+        """Write and install one segment for a batch of documents; returns the next free id."""
+        rows, next_id = self.rows_for(batch, next_id)
+        staging = store.new_staging(self.root, store.new_name("seg"))
+        name = staging.name.removeprefix(".building-").rsplit("-", 1)[0]
+        try:
+            info = write_segment(staging / name, rows, self.model, self.params)
+            folder = store.install_segment(self.root, staging / name)
+        finally:  # a failed write leaves nothing behind; the generation in use is untouched
+            shutil.rmtree(staging, ignore_errors=True)
+        change["entries"][name] = {"name": name, "info_sha256": store.sha256_of(folder / "segment.json"),
+                                   "passages": info["passages"]}
+        change["tombstones"][name] = np.zeros(0, np.int64)
+        for key in ("passages", "sentences", "documents"):
+            change["counts"][key] += info[key]
+        return next_id
 
     def rows_for(self, documents: Sequence[PreparedDocument], next_id: int) -> tuple[SegmentRows, int]:
         """A new segment's rows: each document gets a number, then each passage an id, from next_id."""

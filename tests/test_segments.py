@@ -264,3 +264,18 @@ def test_index_check_over_a_segmented_index(tmp_path):
     (seeds / "d3.txt").write_text("Dam Project Approved\nThe council approved a dam.\n")
     stale = semsearch("index", str(seeds), "--out", str(index), "--check", env=env)
     assert stale.returncode == 1 and "changed: d3" in stale.stdout
+
+
+def test_a_large_build_writes_several_segments_but_publishes_once(tmp_path, model, monkeypatch):
+    from indexer import build
+
+    corpus = make_corpus(120)
+    whole = tmp_path / "whole"
+    build_from_documents(corpus, whole, model, progress=False)
+    monkeypatch.setattr(build, "BATCH_PASSAGES", 40)
+    batched = tmp_path / "batched"
+    summary = build_from_documents(corpus, batched, model, progress=False)
+    assert len(store.read_manifest(batched)["segments"]) >= 3
+    assert len([p for p in batched.iterdir() if p.name.startswith("gen-")]) == 1  # readers saw one change
+    assert summary.passages == store.read_manifest(whole)["passages"]
+    assert rankings(batched, model) == rankings(whole, model)
