@@ -203,9 +203,11 @@ def chunk(stored: StoredDocument, embedder: TextModel) -> tuple:
 def embed_batch(jobs: list[tuple], embedder: TextModel, writer: SegmentStore, root: Path,
                 progress: bool | None, embedded: list[int]) -> list[PreparedDocument]:
     all_keys = [k for job in jobs for k in job[4]]
-    cache = EmbeddingCache(root, embedder.name, embedder.dimension)
+    # The cache carries a killed build's progress; an encoder faster than the cache opts out.
+    cache = EmbeddingCache(root, embedder.name, embedder.dimension) if getattr(embedder, "cache_vectors", True) else None
     found = writer.embedded(all_keys)
-    found.update(cache.get_many([k for k in all_keys if k not in found]))
+    if cache is not None:
+        found.update(cache.get_many([k for k in all_keys if k not in found]))
     missing = [(i, j) for i, job in enumerate(jobs) for j, key in enumerate(job[4]) if key not in found]
     for first in range(0, len(missing), CACHE_FLUSH):
         part = missing[first:first + CACHE_FLUSH]
@@ -213,7 +215,8 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: SegmentStore, ro
                                                      [jobs[i][3][j] for i, j in part], progress)
         splits = np.cumsum([len(jobs[i][3][j]) for i, j in part])[:-1]
         fresh = [(jobs[i][4][j], v, s) for (i, j), v, s in zip(part, vectors, np.split(sentences, splits))]
-        cache.put_many(fresh)
+        if cache is not None:
+            cache.put_many(fresh)
         found.update((key, (v, s)) for key, v, s in fresh)
     embedded[0] += len(missing)
     dimension = embedder.dimension

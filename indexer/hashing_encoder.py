@@ -33,6 +33,7 @@ class HashingEncoder:
     name = NAME
     dimension = DIMENSION
     max_tokens = MAX_TOKENS
+    cache_vectors = False  # recomputing is cheaper than the build's progress cache (indexer/build.py)
 
     def __init__(self) -> None:
         self.buckets: dict[bytes, int] = {}  # word -> signed coordinate + 1; words repeat a lot

@@ -117,6 +117,15 @@ def first_per_doc(ranked: list[tuple[int, float]], documents: dict[int, int]) ->
     return kept
 
 
+def single_threaded_numpy() -> None:
+    """Query-sized numpy products on one thread: numpy's OpenBLAS threads keep spinning after each
+    call and then starve FAISS and ONNX Runtime on a 2-core machine (an IVF search went from 0.2
+    to 4 ms after one numpy product; bench/ann.py). FAISS's own BLAS, used by builds, keeps its threads."""
+    from threadpoolctl import ThreadpoolController
+
+    ThreadpoolController().select(prefix="libscipy_openblas").limit(limits=1)
+
+
 class Searcher:
     """An index snapshot plus the model: answers Queries. Shared by the CLI, the API and eval.
 
@@ -128,6 +137,7 @@ class Searcher:
         import faiss
 
         faiss.omp_set_num_threads(1)  # one query is tiny; threads only fight concurrent requests
+        single_threaded_numpy()
         self.index = index
         self.embedder = embedder
         self.fusion = fusion

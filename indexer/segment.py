@@ -100,19 +100,25 @@ def finish(folder: Path, model: str, passages: int, documents: int, params: Dens
     return info
 
 
+def mapped(path: Path) -> np.ndarray:
+    """A read-only array over the file's pages (the OS caches what queries touch); a plain ndarray
+    view, because np.memmap's subclass hooks cost microseconds on every slice."""
+    return np.asarray(np.load(path, mmap_mode="r"))
+
+
 class Segment:
     """An open segment: arrays memory-mapped, texts read from SQLite by id when a page needs them."""
 
     def __init__(self, folder: Path, info: dict, params: DenseParams = DenseParams()) -> None:
         self.folder, self.info, self.name = folder, info, info["name"]
         self.ids = np.load(folder / "ids.npy")  # 8 bytes a passage, on every id lookup: kept in RAM
-        self.doc_numbers = np.load(folder / "doc_numbers.npy", mmap_mode="r")
-        self.lengths = np.load(folder / "lengths.npy", mmap_mode="r")
-        self.postings_rows = np.load(folder / "postings_rows.npy", mmap_mode="r")
-        self.postings_tfs = np.load(folder / "postings_tfs.npy", mmap_mode="r")
-        self.sentence_spans = np.load(folder / "sentence_spans.npy", mmap_mode="r")
-        self.sentence_vectors = np.load(folder / "sentence_vectors.npy", mmap_mode="r")
-        self.sentence_bounds = np.load(folder / "sentence_bounds.npy", mmap_mode="r")
+        self.doc_numbers = mapped(folder / "doc_numbers.npy")
+        self.lengths = mapped(folder / "lengths.npy")
+        self.postings_rows = mapped(folder / "postings_rows.npy")
+        self.postings_tfs = mapped(folder / "postings_tfs.npy")
+        self.sentence_spans = mapped(folder / "sentence_spans.npy")
+        self.sentence_vectors = mapped(folder / "sentence_vectors.npy")
+        self.sentence_bounds = mapped(folder / "sentence_bounds.npy")
         self.dense = DenseSegment(folder, info.get("ann"), params)
         # Read-only, shared by the threads of one process (SQLite serializes access itself).
         self.db = sqlite3.connect(f"file:{folder / TABLES}?mode=ro", uri=True, check_same_thread=False)

@@ -48,6 +48,7 @@ class SegmentIndex:
                  keyword_params: KeywordParams = KeywordParams()) -> None:
         self.generation, self.manifest, self.views = generation, manifest, views
         self.keyword_params = keyword_params
+        self.frequencies: dict[tuple[str, ...], dict[str, int]] = {}
         self.total = sum(v.live_rows for v in views)
         self.average_length = sum(v.live_length for v in views) / max(self.total, 1)
 
@@ -79,6 +80,15 @@ class SegmentIndex:
             found.append((view.segment.ids[hit_rows], scores))
         return merged(found, depth)
 
+    def document_frequencies(self, terms: tuple[str, ...]) -> dict[str, int]:
+        """Live document frequency of each distinct term; remembered for the last few queries, so
+        marking the answer after a keyword search costs no second lookup."""
+        if terms not in self.frequencies:
+            if len(self.frequencies) > 64:
+                self.frequencies.clear()
+            self.frequencies[terms] = self.matches(list(terms))[1]
+        return self.frequencies[terms]
+
     def matches(self, terms: list[str]) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], dict[str, int]]:
         """Live (rows, tfs) of each distinct term in each segment, and each term's live document frequency."""
         distinct = list(dict.fromkeys(terms))
@@ -97,7 +107,7 @@ class SegmentIndex:
 
     def term_weights(self, terms: list[str]) -> dict[str, float]:
         """BM25 idf of each query term over the live passages (0 for terms found nowhere)."""
-        _, df = self.matches(terms)
+        df = self.document_frequencies(tuple(terms))
         return {t: float(postings.idf(df[t], self.total)) for t in df}
 
     def keyword(self, terms: list[str], depth: int, selection: Selection | None = None) -> list[tuple[int, float]]:
@@ -105,6 +115,7 @@ class SegmentIndex:
         if not terms or not self.total:
             return []
         per_view, df = self.matches(terms)
+        self.frequencies[tuple(terms)] = df
         repeats = {t: terms.count(t) for t in df}  # a repeated query word counts again, as in bm25s
         weights = {t: repeats[t] * float(postings.idf(df[t], self.total)) for t in df}
         found = []

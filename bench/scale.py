@@ -1,0 +1,204 @@
+"""Scale benchmark: indexes of 10k to 1M passages from synthetic articles, built and served.
+
+    .venv/bin/python bench/scale.py --dataset ../shared/eval/scifact --sizes 10000 100000 300000 1000000 \
+        --json bench-results/scale.json
+
+Articles are real SciFact sentences recombined (3-4 per paragraph, 10 paragraphs per article:
+one passage per paragraph), embedded by the stand-in encoder (SEMSEARCH_MODEL_PATH=hashing), so
+a million passages build in minutes; the real model's speed is measured by bench/serving.py.
+For each size: build seconds (and the embedding share), segments, size on disk, serving RSS,
+hybrid HTTP p50/p99 with 1 client and req/s with 4, dense recall@10 against exact=true, one
+POST /documents of a 1,000-word article and one delete, and merge times. The approximate
+index's recall on vectors of the real model's distribution is bench/ann.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.serving import http_phase, peak_rss_mb  # noqa: E402
+from indexer.beir import read_corpus, read_queries  # noqa: E402
+from indexer.build import build_from_documents  # noqa: E402
+from indexer.chunking import sentence_spans  # noqa: E402
+from indexer.documents import Document  # noqa: E402
+from indexer.hashing_encoder import HashingEncoder  # noqa: E402
+from indexer.merge import merge_all  # noqa: E402
+from indexer.writer import SegmentStore  # noqa: E402
+from tests.conftest import start_server, stop_server  # noqa: E402
+
+PARAGRAPHS = 10
+KEY = "bench"
+
+
+class TimedEncoder(HashingEncoder):
+    """The stand-in encoder, counting the seconds spent embedding."""
+
+    seconds = 0.0
+
+    def embed_passages(self, inputs, spans, progress=None):
+        started = time.perf_counter()
+        try:
+            return super().embed_passages(inputs, spans, progress)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def corpus_sentences(dataset: Path) -> tuple[list[str], list[str]]:
+    sentences, titles = [], []
+    for document in read_corpus(dataset):
+        sentences += [document.text[s:e] for s, e in sentence_spans(document.text)]
+        titles.append(document.title)
+    return sentences, titles
+
+
+def article(n: int, rng: np.random.Generator, sentences: list[str], titles: list[str],
+            paragraphs: int = PARAGRAPHS) -> Document:
+    body = "\n".join(" ".join(sentences[i] for i in rng.integers(0, len(sentences), rng.integers(3, 5)))
+                     for _ in range(paragraphs))
+    return Document(f"a{n}", titles[n % len(titles)], f"https://news.example/{n % 97}/{n}", body)
+
+
+def long_article(n: int, rng: np.random.Generator, sentences: list[str], words: int = 1000) -> dict:
+    """An ingest body of about `words` words, in paragraphs of 4 sentences."""
+    picked, count = [], 0
+    while count < words:
+        picked.append(sentences[int(rng.integers(0, len(sentences)))])
+        count += len(picked[-1].split())
+    text = "\n".join(" ".join(picked[i:i + 4]) for i in range(0, len(picked), 4))
+    return {"id": f"ingest-{n}", "title": f"Ingested report {n}", "text": text}
+
+
+def disk_mb(folder: Path) -> float:
+    return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20, 1)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def dense_recall(url: str, queries: list[str]) -> float:
+    """Mean overlap of the dense top 10 with and without exact=true."""
+    overlaps = []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for q in queries:
+            lists = [[r["passage_id"] for r in client.get("/search", params={
+                "q": q, "k": 10, "mode": "dense", "exact": exact}).json()["results"]] for exact in ("true", "false")]
+            overlaps.append(len(set(lists[0]) & set(lists[1])) / max(len(lists[0]), 1))
+    return round(float(np.mean(overlaps)), 4)
+
+
+def ingest_and_delete(url: str, bodies: list[dict]) -> dict:
+    """Median seconds of one POST /documents (checked searchable right after) and one DELETE."""
+    posts, deletes = [], []
+    with httpx.Client(base_url=url, timeout=300, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        for body in bodies:
+            started = time.perf_counter()
+            answer = client.post("/documents", json={"documents": [body]})
+            posts.append(time.perf_counter() - started)
+            assert answer.status_code == 200, answer.text
+            found = client.get("/search", params={"q": body["text"][:200], "k": 3, "doc_id": body["id"]}).json()
+            assert found["results"], "an ingested document was not searchable when the call returned"
+        for body in bodies:
+            started = time.perf_counter()
+            assert client.delete(f"/documents/{body['id']}").status_code == 200
+            deletes.append(time.perf_counter() - started)
+    return {"post_s": round(statistics.median(posts), 3), "delete_s": round(statistics.median(deletes), 3),
+            "post_all_s": [round(x, 3) for x in posts], "delete_all_s": [round(x, 3) for x in deletes]}
+
+
+def background_merges(log_path: str) -> list[float]:
+    return [float(s) for s in re.findall(r"merged \d+ segments \(\d+ live passages\) in ([\d.]+)s",
+                                          Path(log_path).read_text())]
+
+
+def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], queries: list[str],
+            seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    documents = [article(n, rng, sentences, titles) for n in range(max(1, size // PARAGRAPHS))]
+    index = workdir / f"index-{size}"
+    shutil.rmtree(index, ignore_errors=True)
+    encoder = TimedEncoder()
+    started = time.perf_counter()
+    summary = build_from_documents(documents, index, encoder, progress=False)
+    build_seconds = time.perf_counter() - started
+    del documents
+    merge_started = time.perf_counter()
+    merges = merge_all(SegmentStore(index, encoder.name, encoder.dimension))
+    report = {"passages": summary.passages, "documents": summary.documents,
+              "build_s": round(build_seconds, 1), "embedding_s": round(encoder.seconds, 1),
+              "build_without_embedding_s": round(build_seconds - encoder.seconds, 1),
+              "stand_in_passages_per_s": round(summary.passages / max(encoder.seconds, 1e-9)),
+              "post_build_merges": [{"segments": len(m.sources), "passages": m.rows, "seconds": round(m.seconds, 1)}
+                                    for m in merges],
+              "post_build_merge_s": round(time.perf_counter() - merge_started, 1)}
+    report["disk_mb"] = disk_mb(index)
+    print(size, "built", report, flush=True)
+
+    process, url = start_server(index, {"SEMSEARCH_MODEL_PATH": "hashing", "SEMSEARCH_API_KEY": KEY})
+    try:
+        http_phase(url, queries[:100], clients=1)  # warm up
+        report["rss_after_warmup_mb"] = rss_mb(process.pid)
+        report["segments"] = httpx.get(url + "/readyz").json()["segments"]
+        report["baseline_healthz"] = http_phase(url, ["-"] * 200, clients=1, path="/healthz")
+        report["hybrid_1_client"] = http_phase(url, queries[100:1100], clients=1)
+        report["hybrid_4_clients"] = http_phase(url, queries[1100:3100], clients=4)
+        report["dense_recall_at_10_vs_exact"] = dense_recall(url, queries[3100:3200])
+        bodies = [long_article(n, rng, sentences) for n in range(5)]
+        report["ingest_1000_words"] = ingest_and_delete(url, bodies)
+        time.sleep(3)  # let the background merger settle after the writes
+        report["background_merges_s"] = background_merges(process.log_path)
+        report["rss_mb"] = rss_mb(process.pid)
+        report["peak_rss_mb"] = peak_rss_mb(process.pid)
+    finally:
+        stop_server(process)
+    print(size, "served", {k: v for k, v in report.items() if k not in ("post_build_merges",)}, flush=True)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, required=True, help="BEIR folder whose sentences are recombined")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--workdir", type=Path, help="where the indexes go (default: a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the indexes")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    sentences, titles = corpus_sentences(args.dataset)
+    queries = list(read_queries(args.dataset).values())
+    queries = (queries * (1 + 3200 // len(queries)))[:3200]  # the stand-in encoder caches nothing per query
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="semsearch-scale-"))
+    results = {}
+    try:
+        for size in args.sizes:
+            results[size] = measure(size, workdir, sentences, titles, queries)
+            if not args.keep:
+                shutil.rmtree(workdir / f"index-{size}", ignore_errors=True)
+    finally:
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"sizes": results}, indent=2))
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
