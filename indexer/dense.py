@@ -41,11 +41,13 @@ def top(rows: np.ndarray, scores: np.ndarray, depth: int) -> tuple[np.ndarray, n
     return rows[order], scores[order]
 
 
-def exact(vectors: np.ndarray, query: np.ndarray, depth: int, rows: np.ndarray | None = None,
+def exact(vectors, query: np.ndarray, depth: int, rows: np.ndarray | None = None,
           mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner product over the given rows (all rows when None), skipping rows the mask drops."""
+    """Exact inner product over the given rows (all rows when None), skipping rows the mask drops.
+    vectors: an array, or a RowFile read block by block."""
     if rows is None:
-        scores = vectors @ query
+        scores = vectors @ query if isinstance(vectors, np.ndarray) else \
+            np.concatenate([block @ query for _, block in vectors.blocks()] or [np.zeros(0, np.float32)])
         rows = np.arange(len(scores)) if mask is None else np.flatnonzero(mask)
         scores = scores if mask is None else scores[rows]
     else:
@@ -80,7 +82,7 @@ def calibrate(index, vectors: np.ndarray, params: DenseParams) -> int:
     picked = np.sort(rng.integers(0, len(vectors), (100, 3)), axis=1)
     queries = np.asarray(vectors[picked.ravel()], dtype=np.float32).reshape(100, 3, -1).sum(axis=1)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    truth = [set(exact(vectors, q, 10)[0].tolist()) for q in queries]
+    truth = [set(rows.tolist()) for rows in exact_many(vectors, queries, 10)]
     nprobe = 1
     while True:
         index.nprobe = nprobe
@@ -90,6 +92,19 @@ def calibrate(index, vectors: np.ndarray, params: DenseParams) -> int:
         if recall >= params.target_recall or nprobe >= index.nlist:
             return nprobe
         nprobe = min(nprobe * 2, index.nlist)
+
+
+def exact_many(vectors, queries: np.ndarray, depth: int) -> list[np.ndarray]:
+    """The exact top rows of each query, in one pass over the vectors (block by block)."""
+    blocks = [(0, vectors)] if isinstance(vectors, np.ndarray) else vectors.blocks()
+    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
+    best_scores = np.zeros((len(queries), 0), dtype=np.float32)
+    for first, block in blocks:
+        scores = np.hstack([best_scores, queries @ block.T])
+        rows = np.hstack([best_rows, np.broadcast_to(np.arange(first, first + len(block)), (len(queries), len(block)))])
+        keep = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+        best_rows, best_scores = np.take_along_axis(rows, keep, 1), np.take_along_axis(scores, keep, 1)
+    return list(best_rows)
 
 
 def rescored(vectors: np.ndarray, query: np.ndarray, candidates: np.ndarray, depth: int):
@@ -104,7 +119,11 @@ class DenseSegment:
     def __init__(self, folder: Path, ann: dict | None, params: DenseParams) -> None:
         import faiss
 
-        self.vectors = np.asarray(np.load(folder / "vectors.npy", mmap_mode="r"))  # a plain view: see segment.mapped
+        from indexer.rowfile import RowFile
+
+        # A small segment's vectors are scanned whole on every query: in RAM. A large one is
+        # searched through its approximate index and only candidates are read back, from disk.
+        self.vectors = RowFile(folder / "vectors.npy") if ann else np.load(folder / "vectors.npy")
         self.params = params
         self.ann = None
         if ann:

@@ -20,6 +20,7 @@ from indexer.dense import ANN_FILE, DenseParams, DenseSegment, build_ann
 from indexer.documents import StoredDocument
 from indexer.integrity import checksums
 from indexer.postings import Postings
+from indexer.rowfile import RowFile
 
 INFO = "segment.json"
 TABLES = "segment.sqlite"
@@ -91,19 +92,14 @@ def write(folder: Path, rows: SegmentRows, model: str, params: DenseParams) -> d
 
 def finish(folder: Path, model: str, passages: int, documents: int, params: DenseParams) -> dict:
     """Add the approximate index when the segment is large, then write segment.json last."""
-    vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+    vectors = RowFile(folder / "vectors.npy")  # read in blocks: a merge inside the server stays small
     ann = build_ann(vectors, folder / ANN_FILE, params) if passages >= params.ann_min_rows else None
+    vectors.close()
     info = {"name": folder.name, "model": model, "dimension": int(vectors.shape[1]), "passages": passages,
-            "sentences": int(np.load(folder / "sentence_spans.npy", mmap_mode="r").shape[0]),
+            "sentences": len(RowFile(folder / "sentence_spans.npy")),
             "documents": documents, "ann": ann, "files": checksums(folder)}
     (folder / INFO).write_text(json.dumps(info, indent=1))
     return info
-
-
-def mapped(path: Path) -> np.ndarray:
-    """A read-only array over the file's pages (the OS caches what queries touch); a plain ndarray
-    view, because np.memmap's subclass hooks cost microseconds on every slice."""
-    return np.asarray(np.load(path, mmap_mode="r"))
 
 
 class Segment:
@@ -111,14 +107,16 @@ class Segment:
 
     def __init__(self, folder: Path, info: dict, params: DenseParams = DenseParams()) -> None:
         self.folder, self.info, self.name = folder, info, info["name"]
-        self.ids = np.load(folder / "ids.npy")  # 8 bytes a passage, on every id lookup: kept in RAM
-        self.doc_numbers = mapped(folder / "doc_numbers.npy")
-        self.lengths = mapped(folder / "lengths.npy")
-        self.postings_rows = mapped(folder / "postings_rows.npy")
-        self.postings_tfs = mapped(folder / "postings_tfs.npy")
-        self.sentence_spans = mapped(folder / "sentence_spans.npy")
-        self.sentence_vectors = mapped(folder / "sentence_vectors.npy")
-        self.sentence_bounds = mapped(folder / "sentence_bounds.npy")
+        # In RAM: what every query touches row by row (8 + 8 + 4 bytes a passage).
+        self.ids = np.load(folder / "ids.npy")
+        self.doc_numbers = np.load(folder / "doc_numbers.npy")
+        self.lengths = np.load(folder / "lengths.npy")
+        # On disk, read by range: a query term's postings, a result's sentences.
+        self.postings_rows = RowFile(folder / "postings_rows.npy")
+        self.postings_tfs = RowFile(folder / "postings_tfs.npy")
+        self.sentence_spans = RowFile(folder / "sentence_spans.npy")
+        self.sentence_vectors = RowFile(folder / "sentence_vectors.npy")
+        self.sentence_bounds = RowFile(folder / "sentence_bounds.npy")
         self.dense = DenseSegment(folder, info.get("ann"), params)
         # Read-only, shared by the threads of one process (SQLite serializes access itself).
         self.db = sqlite3.connect(f"file:{folder / TABLES}?mode=ro", uri=True, check_same_thread=False)
@@ -164,9 +162,8 @@ class Segment:
 
     def sentences(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Document offsets (k, 2) and float32 vectors (k, dim) of one row's sentences."""
-        first, last = int(self.sentence_bounds[row]), int(self.sentence_bounds[row + 1])
-        return (np.asarray(self.sentence_spans[first:last]),
-                np.asarray(self.sentence_vectors[first:last], dtype=np.float32))
+        first, last = (int(x) for x in self.sentence_bounds[row:row + 2])
+        return self.sentence_spans[first:last], self.sentence_vectors[first:last].astype(np.float32)
 
     def documents(self, doc_ids: Sequence[str] | None = None) -> Iterator[tuple[int, str, str, str]]:
         """(doc number, doc_id, origin, content hash) of every document here, or of those with the given ids."""
@@ -189,3 +186,7 @@ class Segment:
 
     def close(self) -> None:
         self.db.close()
+        for rows in (self.postings_rows, self.postings_tfs, self.sentence_spans, self.sentence_vectors,
+                     self.sentence_bounds, self.dense.vectors):
+            if isinstance(rows, RowFile):
+                rows.close()

@@ -128,8 +128,13 @@ class SegmentIndex:
                 postings.term_scores(tfs, lengths[offset:offset + len(tfs)], weights[t], self.average_length,
                                      self.keyword_params)
                 for t, (offset, (_, tfs)) in zip(df, offsets(lists))])
-            candidates, inverse = np.unique(rows, return_inverse=True)
-            scores = np.bincount(inverse, weights=contributions, minlength=len(candidates))
+            if len(rows) * 8 > len(view.segment):  # many postings: one pass over the segment beats a sort
+                scores = np.bincount(rows, weights=contributions, minlength=len(view.segment))
+                candidates = np.flatnonzero(scores)
+                scores = scores[candidates]
+            else:
+                candidates, inverse = np.unique(rows, return_inverse=True)
+                scores = np.bincount(inverse, weights=contributions, minlength=len(candidates))
             if selection is not None:
                 keep = np.isin(candidates, selection.parts[view.segment.name])
                 candidates, scores = candidates[keep], scores[keep]
