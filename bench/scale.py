@@ -128,11 +128,9 @@ def background_merges(log_path: str) -> list[float]:
                                           Path(log_path).read_text())]
 
 
-def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], queries: list[str],
-            seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
+def build(size: int, index: Path, sentences: list[str], titles: list[str], rng: np.random.Generator) -> dict:
+    """Build (and merge, as `semsearch index` does) an index of about size passages."""
     documents = [article(n, rng, sentences, titles) for n in range(max(1, size // PARAGRAPHS))]
-    index = workdir / f"index-{size}"
     shutil.rmtree(index, ignore_errors=True)
     encoder = TimedEncoder()
     started = time.perf_counter()
@@ -141,14 +139,27 @@ def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], q
     del documents
     merge_started = time.perf_counter()
     merges = merge_all(SegmentStore(index, encoder.name, encoder.dimension))
-    report = {"passages": summary.passages, "documents": summary.documents,
-              "build_s": round(build_seconds, 1), "embedding_s": round(encoder.seconds, 1),
-              "build_without_embedding_s": round(build_seconds - encoder.seconds, 1),
-              "stand_in_passages_per_s": round(summary.passages / max(encoder.seconds, 1e-9)),
-              "post_build_merges": [{"segments": len(m.sources), "passages": m.rows, "seconds": round(m.seconds, 1)}
-                                    for m in merges],
-              "post_build_merge_s": round(time.perf_counter() - merge_started, 1)}
-    report["disk_mb"] = disk_mb(index)
+    return {"passages": summary.passages, "documents": summary.documents,
+            "build_s": round(build_seconds, 1), "embedding_s": round(encoder.seconds, 1),
+            "build_without_embedding_s": round(build_seconds - encoder.seconds, 1),
+            "stand_in_passages_per_s": round(summary.passages / max(encoder.seconds, 1e-9)),
+            "post_build_merges": [{"segments": len(m.sources), "passages": m.rows, "seconds": round(m.seconds, 1)}
+                                  for m in merges],
+            "post_build_merge_s": round(time.perf_counter() - merge_started, 1)}
+
+
+def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], queries: list[str],
+            reuse: bool = False, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    index = workdir / f"index-{size}"
+    built = workdir / f"index-{size}.json"
+    if reuse and built.is_file():
+        report = json.loads(built.read_text())
+        rng = np.random.default_rng(seed + 1)
+    else:
+        report = build(size, index, sentences, titles, rng)
+        report["disk_mb"] = disk_mb(index)
+        built.write_text(json.dumps(report))
     print(size, "built", report, flush=True)
 
     process, url = start_server(index, {"SEMSEARCH_MODEL_PATH": "hashing", "SEMSEARCH_API_KEY": KEY})
@@ -178,6 +189,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--workdir", type=Path, help="where the indexes go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the indexes")
+    parser.add_argument("--reuse", action="store_true", help="serve indexes an earlier --keep run left in --workdir")
+    parser.add_argument("--build-only", action="store_true", help="build (and keep) the indexes, serve nothing")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -188,14 +201,21 @@ def main() -> None:
     results = {}
     try:
         for size in args.sizes:
-            results[size] = measure(size, workdir, sentences, titles, queries)
-            if not args.keep:
+            if args.build_only:
+                index = workdir / f"index-{size}"
+                report = build(size, index, sentences, titles, np.random.default_rng(0))
+                report["disk_mb"] = disk_mb(index)
+                (workdir / f"index-{size}.json").write_text(json.dumps(report))
+                print(size, "built", report, flush=True)
+                continue
+            results[size] = measure(size, workdir, sentences, titles, queries, args.reuse)
+            if not (args.keep or args.build_only):
                 shutil.rmtree(workdir / f"index-{size}", ignore_errors=True)
     finally:
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({"sizes": results}, indent=2))
-        if not args.keep and args.workdir is None:
+        if not (args.keep or args.build_only) and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(results, indent=2))
 

@@ -107,8 +107,8 @@ def exact_many(vectors, queries: np.ndarray, depth: int) -> list[np.ndarray]:
     return list(best_rows)
 
 
-def rescored(vectors: np.ndarray, query: np.ndarray, candidates: np.ndarray, depth: int):
-    """Candidates (-1 = none) rescored with their exact vectors."""
+def rescored(vectors, query: np.ndarray, candidates: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """The depth best of candidates (-1 = none) by their exact vectors."""
     candidates = np.sort(candidates[candidates >= 0])  # sorted reads are kinder to the page cache
     return exact(vectors, query, depth, rows=candidates)
 
@@ -134,12 +134,20 @@ class DenseSegment:
 
     def search(self, query: np.ndarray, depth: int, mask: np.ndarray | None = None,
                rows: np.ndarray | None = None, use_exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Best rows by cosine. mask: rows that may be returned (None: all); rows: when a filter
-        already names the few candidate rows. use_exact: never the approximate index."""
+        """Best rows by exact cosine (see candidates)."""
+        found, scores, approximate = self.candidates(query, depth, mask, rows, use_exact)
+        return rescored(self.vectors, query, found, depth) if approximate else (found, scores)
+
+    def candidates(self, query: np.ndarray, depth: int, mask: np.ndarray | None = None,
+                   rows: np.ndarray | None = None, use_exact: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(rows, scores, approximate): best rows by cosine, or, from the approximate index, the
+        params.rescore (at least depth) best by 8-bit codes, whose scores the caller rescores.
+        mask: rows that may be returned (None: all); rows: when a filter already names the
+        candidate rows. use_exact: never the approximate index."""
         if rows is not None and (len(rows) <= self.params.brute_force_rows or self.ann is None or use_exact):
-            return exact(self.vectors, query, depth, rows=rows)
+            return (*exact(self.vectors, query, depth, rows=rows), False)
         if self.ann is None or use_exact:
-            return exact(self.vectors, query, depth, mask=mask)
+            return (*exact(self.vectors, query, depth, mask=mask), False)
         import faiss
 
         if rows is not None:
@@ -149,5 +157,6 @@ class DenseSegment:
         if mask is not None:
             bitmap = np.packbits(mask, bitorder="little")  # kept alive until the search returns
             params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
-        _, found = self.ann.search(query[None, :], max(depth, self.params.rescore), params=params)
-        return rescored(self.vectors, query, found[0], depth)
+        scores, found = self.ann.search(query[None, :], max(depth, self.params.rescore), params=params)
+        keep = found[0] >= 0
+        return found[0][keep], scores[0][keep], True

@@ -21,6 +21,7 @@ import numpy as np
 
 from indexer import postings, store
 from indexer.dense import DenseParams
+from indexer.integrity import fsync_tree
 from indexer.segment import TABLES, Segment, create_tables, finish, index_tables, save_postings
 from indexer.writer import SegmentStore
 
@@ -74,6 +75,7 @@ def merge_once(writer: SegmentStore, policy: MergePolicy = MergePolicy()) -> Mer
     folder = staging / staging.name.removeprefix(".building-").rsplit("-", 1)[0]
     try:
         info = write_merged(folder, sources, writer.model, writer.params)
+        fsync_tree(folder)  # the slow flush before the lock: installing it later is a rename
         with store.build_lock(writer.root):
             generation = publish_merge(writer, names, folder, info)
     finally:

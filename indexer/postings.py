@@ -66,9 +66,14 @@ def idf(df: np.ndarray | float, total: int) -> np.ndarray | float:
     return np.where(df > 0, np.log1p((total - df + 0.5) / np.maximum(df + 0.5, 1e-9)), 0.0)
 
 
-def term_scores(tfs: np.ndarray, lengths: np.ndarray, weight: float, average_length: float,
-                params: KeywordParams) -> np.ndarray:
-    """BM25 contribution of one term (weight = its idf times its count in the query) to each row."""
-    tfs = tfs.astype(np.float64)
-    norm = params.k1 * (1 - params.b + params.b * lengths / max(average_length, 1e-9))
-    return weight * tfs / (tfs + norm)
+def length_norms(lengths: np.ndarray, average_length: float, params: KeywordParams) -> np.ndarray:
+    """k1 * (1 - b + b * length / average length) of each row: BM25's length normalization."""
+    return (params.k1 * (1 - params.b + params.b * lengths / max(average_length, 1e-9))).astype(np.float32)
+
+
+def term_scores(tfs: np.ndarray, norms: np.ndarray, weight: float) -> np.ndarray:
+    """BM25 contribution of one term (weight = its idf times its count in the query) to rows with
+    these term frequencies and length norms."""
+    tfs = tfs.astype(np.float32)
+    return np.float32(weight) * tfs / (tfs + norms)
+

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from indexer import postings
-from indexer.dense import DenseParams, top
+from indexer.dense import DenseParams, rescored, top
 from indexer.engine import Selection, StoredPassage
 from indexer.keyword import KeywordParams
 from indexer.segment import Segment
@@ -28,6 +28,7 @@ class SegmentView:
     live: np.ndarray | None     # (rows,) bool; None when no row is deleted
     live_rows: int
     live_length: int            # keyword terms over live rows
+    norms: np.ndarray | None = None  # BM25 length norms under the generation's average length
 
     @classmethod
     def of(cls, segment: Segment, dead: np.ndarray) -> "SegmentView":
@@ -71,13 +72,28 @@ class SegmentIndex:
 
     def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
               exact: bool = False) -> list[tuple[int, float]]:
-        found = []
+        """Best passages by cosine. Approximate segments propose candidates by their 8-bit codes;
+        only the best of all segments' candidates are read back and rescored exactly, so a query
+        reads a few hundred vectors whatever the number of segments."""
+        pool = []
         for view in self.views:
             rows = None if selection is None else selection.parts[view.segment.name]
             if rows is not None and not len(rows):
                 continue
-            hit_rows, scores = view.segment.dense.search(vector, depth, mask=view.live, rows=rows, use_exact=exact)
-            found.append((view.segment.ids[hit_rows], scores))
+            pool.append((view, *view.segment.dense.candidates(vector, depth, mask=view.live, rows=rows,
+                                                             use_exact=exact)))
+        if not pool:
+            return []
+        wanted = max([depth] + [view.segment.dense.params.rescore for view, *_ in pool])
+        every = np.concatenate([scores for _, _, scores, _ in pool])
+        cut = -np.partition(-every, wanted - 1)[wanted - 1] if len(every) > wanted else -np.inf
+        found = []
+        for view, rows, scores, approximate in pool:
+            keep = scores >= cut  # the best `wanted` of all segments (8-bit scores are within ~0.01)
+            rows, scores = rows[keep], scores[keep]
+            if approximate:
+                rows, scores = rescored(view.segment.dense.vectors, vector, rows, depth)
+            found.append((view.segment.ids[rows], scores))
         return merged(found, depth)
 
     def document_frequencies(self, terms: tuple[str, ...]) -> dict[str, int]:
@@ -120,14 +136,12 @@ class SegmentIndex:
         weights = {t: repeats[t] * float(postings.idf(df[t], self.total)) for t in df}
         found = []
         for view, lists in zip(self.views, per_view):
-            rows = np.concatenate([r for r, _ in lists]).astype(np.int64)
+            rows = np.concatenate([r for r, _ in lists])
             if not len(rows):
                 continue
-            lengths = np.asarray(view.segment.lengths[rows], dtype=np.float64)
-            contributions = np.concatenate([
-                postings.term_scores(tfs, lengths[offset:offset + len(tfs)], weights[t], self.average_length,
-                                     self.keyword_params)
-                for t, (offset, (_, tfs)) in zip(df, offsets(lists))])
+            norms = self.norms(view)[rows]
+            contributions = np.concatenate([postings.term_scores(tfs, norms[offset:offset + len(tfs)], weights[t])
+                                            for t, (offset, (_, tfs)) in zip(df, offsets(lists))])
             if len(rows) * 8 > len(view.segment):  # many postings: one pass over the segment beats a sort
                 scores = np.bincount(rows, weights=contributions, minlength=len(view.segment))
                 candidates = np.flatnonzero(scores)
@@ -142,6 +156,13 @@ class SegmentIndex:
             hit_rows, hit_scores = top(candidates[positive], scores[positive], depth)
             found.append((view.segment.ids[hit_rows], hit_scores))
         return merged(found, depth)
+
+    def norms(self, view: SegmentView) -> np.ndarray:
+        """BM25 length norms of a segment's rows under this generation's average length (computed
+        once per generation and segment: the average changes with every change)."""
+        if view.norms is None:
+            view.norms = postings.length_norms(view.segment.lengths, self.average_length, self.keyword_params)
+        return view.norms
 
     def documents_of(self, ids: Sequence[int]) -> dict[int, int]:
         """The document number of each passage id."""

@@ -279,3 +279,18 @@ def test_a_large_build_writes_several_segments_but_publishes_once(tmp_path, mode
     assert len([p for p in batched.iterdir() if p.name.startswith("gen-")]) == 1  # readers saw one change
     assert summary.passages == store.read_manifest(whole)["passages"]
     assert rankings(batched, model) == rankings(whole, model)
+
+
+def test_pruned_keyword_lists_equal_full_scoring(tmp_path, model):
+    corpus = make_corpus(400)
+    build_from_documents(corpus[:250], tmp_path, model, progress=False)
+    update_documents(tmp_path, model, corpus[250:], ["d3", "d300"])
+    loaded = store.load(tmp_path, model.name, model.dimension)
+    analyzer = Searcher(loaded, model).analyzer
+    for query in QUERIES + ["the war in Ukraine and Russia's economy", "Putin Putin Kremlin"]:
+        terms = analyzer.terms(query)
+        full = loaded.keyword(terms, 100_000)  # deeper than the corpus: nothing can be pruned
+        for depth in (1, 5, 20):
+            pruned = loaded.keyword(terms, depth)
+            assert [i for i, _ in pruned] == [i for i, _ in full[:depth]]
+            assert [s for _, s in pruned] == pytest.approx([s for _, s in full[:depth]], rel=1e-9)
