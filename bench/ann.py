@@ -54,7 +54,7 @@ def recall(found: list[list[int]], truth: list[list[int]]) -> float:
     return round(float(np.mean([len(set(f[:10]) & set(t)) / 10 for f, t in zip(found, truth)])), 4)
 
 
-def measure(vectors: np.ndarray, queries: np.ndarray, workdir: Path) -> dict:
+def measure(vectors: np.ndarray, queries: np.ndarray, workdir: Path, hnsw: bool = True) -> dict:
     import faiss
 
     faiss.omp_set_num_threads(1)  # as the service searches: one thread per query
@@ -77,7 +77,7 @@ def measure(vectors: np.ndarray, queries: np.ndarray, workdir: Path) -> dict:
                                    "recall_at_10": recall(found, truth)}
     print(results, flush=True)
 
-    for name, factory in (("hnsw32_flat", lambda d: faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)),
+    for name, factory in () if not hnsw else (("hnsw32_flat", lambda d: faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)),
                           ("hnsw32_sq8", lambda d: faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, 32,
                                                                      faiss.METRIC_INNER_PRODUCT))):
         index = factory(vectors.shape[1])
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--sigma", type=float, default=0.02)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-hnsw", action="store_true", help="measure only the IVF index segments use")
     args = parser.parse_args()
 
     model = light_model_for(None)
@@ -117,7 +118,7 @@ def main() -> None:
     report = {}
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="semsearch-ann-") as workdir:
-            report[size] = measure(noisy_copies(base, size, args.sigma), queries, Path(workdir))
+            report[size] = measure(noisy_copies(base, size, args.sigma), queries, Path(workdir), not args.no_hnsw)
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.serving import http_phase, peak_rss_mb  # noqa: E402
+from indexer import store  # noqa: E402
 from indexer.beir import read_corpus, read_queries  # noqa: E402
 from indexer.build import build_from_documents  # noqa: E402
 from indexer.chunking import sentence_spans  # noqa: E402
@@ -83,7 +84,11 @@ def long_article(n: int, rng: np.random.Generator, sentences: list[str], words: 
 
 
 def disk_mb(folder: Path) -> float:
-    return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20, 1)
+    """Size of what the current generation uses (older generations' segments are kept a while)."""
+    manifest = store.read_manifest(folder)
+    parts = [folder / store.current_generation(folder)] + [folder / store.SEGMENTS / s["name"]
+                                                           for s in manifest["segments"]]
+    return round(sum(p.stat().st_size for part in parts for p in part.rglob("*") if p.is_file()) / 2**20, 1)
 
 
 def rss_mb(pid: int) -> float:
@@ -160,6 +165,7 @@ def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], q
         report = build(size, index, sentences, titles, rng)
         report["disk_mb"] = disk_mb(index)
         built.write_text(json.dumps(report))
+    report["disk_mb"] = disk_mb(index)
     print(size, "built", report, flush=True)
 
     process, url = start_server(index, {"SEMSEARCH_MODEL_PATH": "hashing", "SEMSEARCH_API_KEY": KEY})

@@ -142,9 +142,16 @@ class SegmentIndex:
             norms = self.norms(view)[rows]
             contributions = np.concatenate([postings.term_scores(tfs, norms[offset:offset + len(tfs)], weights[t])
                                             for t, (offset, (_, tfs)) in zip(df, offsets(lists))])
-            if len(rows) * 8 > len(view.segment):  # many postings: one pass over the segment beats a sort
+            if len(rows) * 8 > len(view.segment) and selection is None:
+                # Many postings: one pass over the segment beats a sort. Only rows scoring at least
+                # the depth-th best of the rarest term's rows (a lower bound of the final cut,
+                # since their scores are complete) can make the list: select those, not all.
                 scores = np.bincount(rows, weights=contributions, minlength=len(view.segment))
-                candidates = np.flatnonzero(scores)
+                floor = np.finfo(np.float64).tiny
+                seeds = min((r for r, _ in lists if len(r) >= depth), key=len, default=None)
+                if seeds is not None:
+                    floor = max(floor, -np.partition(-scores[seeds], depth - 1)[depth - 1])
+                candidates = np.flatnonzero(scores >= floor)
                 scores = scores[candidates]
             else:
                 candidates, inverse = np.unique(rows, return_inverse=True)
