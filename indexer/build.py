@@ -140,11 +140,12 @@ def require_passages(batches: Iterator[list[PreparedDocument]], origin: str) -> 
 
 
 def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document], deletes: Sequence[str],
-                     params: DenseParams = DenseParams()) -> tuple[str, int]:
+                     params: DenseParams = DenseParams(), opened: dict | None = None) -> tuple[str, int]:
     """Add or replace ingested documents and delete others: one new small segment, nothing rebuilt.
+    opened: segments the caller already has open (a server's), so they are not opened again.
     Returns the generation and the number of passages embedded."""
     with store.build_lock(root):
-        writer = SegmentStore(root, embedder.name, embedder.dimension, params)
+        writer = SegmentStore(root, embedder.name, embedder.dimension, params, opened)
         state = writer.state()
         fingerprint = chunker_fingerprint(embedder)
         chunker = fingerprint if state is None or state[1].get("chunker") == fingerprint else None

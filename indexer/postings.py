@@ -10,6 +10,7 @@ bm25s on the same texts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -60,10 +61,9 @@ def from_pairs(vocabulary: list[str], term_ids: np.ndarray, rows: np.ndarray, tf
                     tfs=np.minimum(summed, MAX_TF).astype(np.uint16), lengths=lengths.astype(np.int32))
 
 
-def idf(df: np.ndarray | float, total: int) -> np.ndarray | float:
-    """Lucene's BM25 inverse document frequency; 0 where a term occurs nowhere."""
-    df = np.asarray(df, dtype=np.float64)
-    return np.where(df > 0, np.log1p((total - df + 0.5) / np.maximum(df + 0.5, 1e-9)), 0.0)
+def idf(df: int, total: int) -> float:
+    """Lucene's BM25 inverse document frequency; 0 for a term that occurs nowhere."""
+    return math.log1p((total - df + 0.5) / (df + 0.5)) if df > 0 else 0.0
 
 
 def length_norms(lengths: np.ndarray, average_length: float, params: KeywordParams) -> np.ndarray:

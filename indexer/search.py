@@ -106,6 +106,10 @@ def fuse(lists: list[tuple[list[tuple[int, float]], float]], params: FusionParam
     return sorted(((best[item][1], score) for item, score in fused.items()), key=lambda x: (-x[1], x[0]))
 
 
+def list_rank(found: tuple[int, float] | None) -> ListRank | None:
+    return None if found is None else ListRank(*found)
+
+
 def first_per_doc(ranked: list[tuple[int, float]], documents: dict[int, int]) -> list[tuple[int, float]]:
     """Keep only the best passage of each document (documents: passage id -> document number)."""
     seen: set[int] = set()
@@ -176,13 +180,13 @@ class Searcher:
         page = ranked[query.offset:wanted]
         if not page:
             return []
-        dense_at = {key(i): ListRank(r, s) for r, (i, s) in enumerate(dense, start=1)}
-        sparse_at = {key(i): ListRank(r, s) for r, (i, s) in enumerate(sparse, start=1)}
+        dense_at = {key(i): (r, s) for r, (i, s) in enumerate(dense, start=1)}
+        sparse_at = {key(i): (r, s) for r, (i, s) in enumerate(sparse, start=1)}
         weights = self.index.term_weights(terms) if terms else {}
         stored = self.index.fetch([i for i, _ in page])  # texts and sentences: only for the page
         return [Hit(rank=query.offset + n, score=score, passage=stored[i].passage,
                     highlight=self.highlight(stored[i], vector, weights),
-                    dense=dense_at.get(key(i)), keyword=sparse_at.get(key(i)))
+                    dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))))
                 for n, (i, score) in enumerate(page, start=1)]
 
     def highlight(self, stored: StoredPassage, vector: np.ndarray, weights: dict[str, float]) -> Highlight:

@@ -65,6 +65,7 @@ class SegmentIndex:
                 if values:
                     found = view.segment.rows_of(view.segment.select_ids(column, list(values)))
                     rows = found if rows is None else np.intersect1d(rows, found)
+            rows = np.arange(len(view.segment)) if rows is None else rows
             if view.live is not None:
                 rows = rows[view.live[rows]]
             parts[view.segment.name], size = rows, size + len(rows)
@@ -124,7 +125,7 @@ class SegmentIndex:
     def term_weights(self, terms: list[str]) -> dict[str, float]:
         """BM25 idf of each query term over the live passages (0 for terms found nowhere)."""
         df = self.document_frequencies(tuple(terms))
-        return {t: float(postings.idf(df[t], self.total)) for t in df}
+        return {t: postings.idf(df[t], self.total) for t in df}
 
     def keyword(self, terms: list[str], depth: int, selection: Selection | None = None) -> list[tuple[int, float]]:
         """Best passages by BM25 over all live segments; passages sharing no term are left out."""
@@ -133,7 +134,7 @@ class SegmentIndex:
         per_view, df = self.matches(terms)
         self.frequencies[tuple(terms)] = df
         repeats = {t: terms.count(t) for t in df}  # a repeated query word counts again, as in bm25s
-        weights = {t: repeats[t] * float(postings.idf(df[t], self.total)) for t in df}
+        weights = {t: repeats[t] * postings.idf(df[t], self.total) for t in df}
         found = []
         for view, lists in zip(self.views, per_view):
             rows = np.concatenate([r for r, _ in lists])

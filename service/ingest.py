@@ -75,7 +75,7 @@ def publish(runtime: Runtime, upserts: list[Document], deletes: list[str]) -> in
     """Write the change as one new small segment (embedding only its passages), switch the service
     to it, and let the background merger tidy up; returns the passages embedded."""
     _, embedded = update_documents(runtime.settings.index_dir, runtime.embedder, upserts, deletes,
-                                   runtime.settings.dense())
+                                   runtime.settings.dense(), runtime.opened)
     runtime.reload()
     runtime.merge_wanted.set()
     return embedded
