@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -42,17 +43,26 @@ def run_search(searcher: search.Searcher, params: SearchParams) -> JSONResponse:
     return JSONResponse({"query": params.q, "took_ms": took, "results": results})
 
 
-# The search routes are `async def` on purpose: a search is ~5 ms of CPU that releases the GIL
-# in ONNX Runtime; running it on the event loop instead of a thread pool avoids thread hand-offs
-# and GIL contention (4 clients: 153 vs 121 requests/s, p95 34 vs 48 ms; docs/benchmarks.md).
+async def answer(request: Request, searcher: search.Searcher, params: SearchParams) -> JSONResponse:
+    """Search on the event loop for a small index, in the thread pool for a large one.
+
+    On SciFact a search is ~5 ms, mostly ONNX Runtime with its own threads: the event loop avoids
+    thread hand-offs and GIL contention (4 clients: 153 vs 121 requests/s). On a large index most
+    of a search is FAISS and numpy, which release the GIL, so two searches can share the cores.
+    """
+    if searcher.index.counts()["passages"] < request.app.state.runtime.settings.threaded_search_passages:
+        return run_search(searcher, params)
+    return await run_in_threadpool(run_search, searcher, params)
+
+
 @router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search (query string)")
-async def search_get(params: Annotated[SearchParams, Query()], searcher: SearcherDep) -> JSONResponse:
-    return run_search(searcher, params)
+async def search_get(request: Request, params: Annotated[SearchParams, Query()], searcher: SearcherDep) -> JSONResponse:
+    return await answer(request, searcher, params)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS, summary="Search (JSON body)")
-async def search_post(params: SearchParams, searcher: SearcherDep) -> JSONResponse:
-    return run_search(searcher, params)
+async def search_post(request: Request, params: SearchParams, searcher: SearcherDep) -> JSONResponse:
+    return await answer(request, searcher, params)
 
 
 # Cheap probes are `async def` too: they answer on the event loop without a thread hand-off.

@@ -170,3 +170,11 @@ def test_the_service_runs_the_model_without_torch_and_keeps_it_for_ingest_only_w
     with TestClient(create_app(Settings(index_dir=seed_index, api_key="s3cret"))) as ingesting:
         runtime = ingesting.app.state.runtime
         assert isinstance(runtime.embedder, OnnxEncoder) and runtime.encoder is runtime.embedder
+
+
+def test_a_large_index_searches_in_the_thread_pool_with_the_same_answers(seed_index, client):
+    query = {"q": "how many casualties", "k": 5, "explain": "true"}
+    on_loop = client.get("/search", params=query).json()["results"]
+    with TestClient(create_app(Settings(index_dir=seed_index, threaded_search_passages=0))) as threaded:
+        assert threaded.get("/search", params=query).json()["results"] == on_loop
+        assert threaded.post("/search", json={**query, "explain": True}).json()["results"] == on_loop
