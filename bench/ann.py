@@ -97,7 +97,6 @@ def measure(vectors: np.ndarray, queries: np.ndarray, workdir: Path, hnsw: bool 
             results[f"{name}_ef{ef}"] = {"build_s": round(build_s, 1), "ram_mb": round(path.stat().st_size / 2**20, 1),
                                          "p50_ms": p50, "recall_at_10": recall(found, truth)}
             print(name, ef, results[f"{name}_ef{ef}"], flush=True)
-        del index
     return results
 
 

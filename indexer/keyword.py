@@ -1,14 +1,12 @@
-"""BM25 keyword scoring with bm25s: English stemming and stopwords, Lucene scoring."""
+"""The keyword analyzer (English stemming and stopwords, exactly as bm25s tokenizes) and bm25s
+itself, kept as the oracle the tests compare indexer/postings.py's BM25 with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 import logging
-import math
 import re
 from functools import lru_cache
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -25,7 +23,6 @@ class KeywordParams:
 
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default token pattern
-NO_TERM = " "  # TOKEN never yields it, so no query matches it
 
 
 class Analyzer:
@@ -75,43 +72,9 @@ def bm25s_module():
     return bm25s
 
 
-def build(texts: Sequence[str], params: KeywordParams = KeywordParams()):
-    """A BM25 index over texts, row i scoring texts[i]."""
-    retriever = bm25s_module().BM25(method=params.method, k1=params.k1, b=params.b)
-    analyzer = Analyzer(params)
-    known: dict[str, list[str]] = {}  # passages of one paragraph share their keyword text
-    terms = [known[text] if text in known else known.setdefault(text, analyzer.terms(text)) for text in texts]
-    if not any(terms):  # bm25s cannot index an empty vocabulary: one term no query can produce
-        terms[0] = [NO_TERM]
-    retriever.index(terms, show_progress=False)
-    return retriever
-
-
-def save(retriever, folder: Path) -> None:
-    """Write bm25s' own named-file format (JSON params and vocab, numpy arrays, no pickle)."""
-    retriever.save(str(folder), allow_pickle=False)
-
-
-def load(folder: Path):
-    """Read an index written by save."""
-    return bm25s_module().BM25.load(str(folder), allow_pickle=False)
-
-
 def scores(retriever, terms: list[str]) -> np.ndarray:
-    """BM25 score of every row for the query terms (zeros when no term is in the vocabulary)."""
+    """bm25s' score of every row for the query terms (zeros when no term is in its vocabulary)."""
     known = [t for t in terms if t in retriever.vocab_dict]
     if not known:
         return np.zeros(retriever.scores["num_docs"], dtype=np.float32)
     return retriever.get_scores(known)
-
-
-def idf(retriever, terms: list[str]) -> dict[str, float]:
-    """BM25 (Lucene) inverse document frequency of each term; 0 for terms not in the index."""
-    n = retriever.scores["num_docs"]
-    indptr = retriever.scores["indptr"]
-    weights = {}
-    for term in terms:
-        token = retriever.vocab_dict.get(term)
-        df = int(indptr[token + 1] - indptr[token]) if token is not None else 0
-        weights[term] = math.log(1 + (n - df + 0.5) / (df + 0.5)) if df else 0.0
-    return weights

@@ -14,7 +14,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer import postings as postings_module
 from indexer.chunking import Passage
 from indexer.dense import ANN_FILE, DenseParams, DenseSegment, build_ann
 from indexer.documents import StoredDocument
