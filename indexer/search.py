@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -14,6 +15,9 @@ from indexer.embedding import TextModel
 from indexer.engine import IndexReader, StoredPassage
 
 MODES = ("hybrid", "dense", "keyword")
+# From this many passages, hybrid mode computes its two lists at once (on a small index the
+# thread hand-off costs more than the overlap saves).
+PARALLEL_LISTS_FROM = 200_000
 # How much a sentence's (idf-weighted) share of the query's keywords adds to its cosine when
 # marking the answer: sentence vectors alone can miss exact facts such as "casualties".
 HIGHLIGHT_KEYWORD_WEIGHT = 0.5
@@ -147,6 +151,7 @@ class Searcher:
         self.fusion = fusion
         self.analyzer = keyword.Analyzer()
         self.embed_query = lru_cache(maxsize=1024)(embedder.embed_query)
+        self.lists = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dense-list")
 
     def search(self, query: Query) -> list[Hit]:
         """Ranked hits for one query, page [offset, offset + k)."""
@@ -162,9 +167,17 @@ class Searcher:
             if not selection.size:
                 return []
         vector = self.embed_query(query.text)
-        dense = self.index.dense(vector, depth, selection, query.exact) if query.mode != "keyword" else []
         terms = self.analyzer.terms(query.text)
-        sparse = self.index.keyword(terms, depth, selection) if query.mode != "dense" else []
+        both = query.mode == "hybrid"
+        if both and self.index.counts()["passages"] >= PARALLEL_LISTS_FROM:
+            # A large index: the dense list (FAISS, which releases the GIL) on the other core
+            # while this thread scores keywords.
+            pending = self.lists.submit(self.index.dense, vector, depth, selection, query.exact)
+            sparse = self.index.keyword(terms, depth, selection)
+            dense = pending.result()
+        else:
+            dense = self.index.dense(vector, depth, selection, query.exact) if query.mode != "keyword" else []
+            sparse = self.index.keyword(terms, depth, selection) if query.mode != "dense" else []
         key: Callable[[int], object] = lambda passage_id: passage_id
         if query.group_by_doc:
             documents = self.index.documents_of([i for i, _ in dense] + [i for i, _ in sparse])

@@ -294,3 +294,12 @@ def test_pruned_keyword_lists_equal_full_scoring(tmp_path, model):
             pruned = loaded.keyword(terms, depth)
             assert [i for i, _ in pruned] == [i for i, _ in full[:depth]]
             assert [s for _, s in pruned] == pytest.approx([s for _, s in full[:depth]], rel=1e-9)
+
+
+def test_hybrid_lists_computed_at_once_on_a_large_index_rank_the_same(grown, model, monkeypatch):
+    from indexer import search
+
+    index_dir, _, _ = grown
+    serial = rankings(index_dir, model)
+    monkeypatch.setattr(search, "PARALLEL_LISTS_FROM", 0)  # as on an index of 200,000 passages or more
+    assert rankings(index_dir, model) == serial
