@@ -1,10 +1,10 @@
-"""Nearest passages in one segment: exact over memory-mapped vectors, or an approximate FAISS index.
+"""Nearest passages in one segment: an exact FAISS index in RAM, or an approximate one with the vectors on disk.
 
 Small segments are scanned exactly. A segment of at least `ann_min_rows` passages also gets an
 IVF index with 8-bit scalar-quantized codes (a quarter of the float size in RAM); its candidates
 are rescored with the exact vectors from disk, so every segment returns true cosines and lists
-from different segments merge fairly. Why IVF-SQ8 over HNSW: docs/benchmarks.md ("Approximate
-index"). nprobe is calibrated at build time on the segment's own vectors to a target recall.
+from different segments merge fairly. Why IVF-SQ8 over HNSW: docs/benchmarks.md ("Scale",
+approximate index choice). nprobe is calibrated at build time on the segment's own vectors to a target recall.
 """
 
 from __future__ import annotations

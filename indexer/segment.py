@@ -1,5 +1,5 @@
 """One immutable segment on disk: passages with stable int64 ids, their vectors, keyword postings,
-sentences and texts. Written once, then only read (memory-mapped arrays, SQLite by id).
+sentences and texts. Written once, then only read (arrays by row with pread, SQLite by id).
 
 Row r of every array belongs to ids[r]; ids ascend, so an id finds its row by binary search.
 """
@@ -102,7 +102,7 @@ def finish(folder: Path, model: str, passages: int, documents: int, params: Dens
 
 
 class Segment:
-    """An open segment: arrays memory-mapped, texts read from SQLite by id when a page needs them."""
+    """An open segment: per-row arrays in RAM, the rest read by row or id when a query needs it."""
 
     def __init__(self, folder: Path, info: dict, params: DenseParams = DenseParams()) -> None:
         self.folder, self.info, self.name = folder, info, info["name"]
