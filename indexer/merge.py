@@ -14,6 +14,7 @@ import math
 import shutil
 import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,12 +102,12 @@ def publish_merge(writer: SegmentStore, names: list[str], folder: Path, info: di
     if not all(name in entries for name in names):
         return None
     tombstones = store.tombstones_of(writer.root, *state)
-    merged = Segment(folder, info, writer.params)
-    numbers = [n for (n,) in merged.db.execute("SELECT doc_number FROM documents")]
-    carried = np.union1d(merged.ids, np.array(numbers, dtype=np.int64))
+    ids = np.load(folder / "ids.npy")  # not the whole segment: its approximate index can be large
+    with closing(sqlite3.connect(folder / TABLES)) as db:
+        numbers = [n for (n,) in db.execute("SELECT doc_number FROM documents")]
+    carried = np.union1d(ids, np.array(numbers, dtype=np.int64))
     dead = np.intersect1d(np.concatenate([tombstones[n] for n in names]), carried)  # deleted meanwhile
-    deleted = len(np.intersect1d(dead, merged.ids))
-    merged.close()
+    deleted = len(np.intersect1d(dead, ids))
     entry = None
     if info["passages"] or info["documents"]:  # else the sources held only deleted rows: drop them
         target = store.install_segment(writer.root, folder)
