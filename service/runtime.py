@@ -64,6 +64,7 @@ class Runtime:
         """Switch to the generation the pointer names if it is not the one in use; returns it."""
         if self.encoder is None:
             return None
+        self.open_new_segments()
         with self.reload_lock:
             wanted = store.current_generation(self.settings.index_dir)
             if wanted is not None and wanted in (self.generation, self.failed_generation):
@@ -89,6 +90,21 @@ class Runtime:
             log.info("serving index generation %s (%d passages in %d segments)", index.generation,
                      index.counts()["passages"], len(index.manifest["segments"]))
             return index.generation
+
+    def open_new_segments(self) -> None:
+        """Open (and check) the segments of the newest generation this process has not opened,
+        before taking the reload lock: checking a large merged segment's files takes seconds,
+        and an ingest waiting to switch generations must not wait for it. Problems are left for
+        the load under the lock to report."""
+        root = self.settings.index_dir
+        manifest = store.read_manifest(root)
+        for entry in (manifest or {}).get("segments", ()):
+            if entry.get("name") and entry["name"] not in self.opened:
+                try:
+                    segment = store.open_segment(root, entry, store.rebuild_hint(root), self.settings.dense())
+                except (store.IndexUnavailable, KeyError):
+                    return
+                self.opened.setdefault(entry["name"], segment)
 
     def writer(self) -> SegmentStore:
         """The index folder's writing side, sharing this process's open segments."""
