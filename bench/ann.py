@@ -13,7 +13,6 @@ single-query p50 (one thread) and recall@10 against exact search.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import emit  # noqa: E402
 from indexer import store  # noqa: E402
 from indexer.beir import read_queries  # noqa: E402
 from indexer.dense import DenseParams, DenseSegment, build_ann, exact  # noqa: E402
@@ -118,10 +118,7 @@ def main() -> None:
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="semsearch-ann-") as workdir:
             report[size] = measure(noisy_copies(base, size, args.sigma), queries, Path(workdir), not args.no_hnsw)
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import emit  # noqa: E402
 from indexer.beir import read_corpus  # noqa: E402
 from indexer.build import build_from_documents  # noqa: E402
 from indexer.embedding import Embedder  # noqa: E402
@@ -53,10 +53,7 @@ def main() -> None:
         "unchanged_share_of_first": round(median / first.seconds, 4),
         "one_changed_doc_s": round(one_change.seconds, 1), "one_changed_doc_embedded": one_change.passages_embedded,
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_report  # noqa: E402
 from bench.serving import http_phase, peak_rss_mb  # noqa: E402
 from indexer import store  # noqa: E402
 from indexer.beir import read_corpus, read_queries  # noqa: E402
@@ -153,8 +154,10 @@ def build(size: int, index: Path, sentences: list[str], titles: list[str], rng: 
             "post_build_merge_s": round(time.perf_counter() - merge_started, 1)}
 
 
-def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], queries: list[str],
-            reuse: bool = False, seed: int = 0) -> dict:
+def ensure_built(size: int, workdir: Path, sentences: list[str], titles: list[str], reuse: bool,
+                 seed: int = 0) -> tuple[Path, dict, np.random.Generator]:
+    """The index of this size in workdir (built now, or kept from an earlier run when reuse), its
+    build figures (saved beside it) and a generator for the articles measure ingests."""
     rng = np.random.default_rng(seed)
     index = workdir / f"index-{size}"
     built = workdir / f"index-{size}.json"
@@ -163,10 +166,15 @@ def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], q
         rng = np.random.default_rng(seed + 1)
     else:
         report = build(size, index, sentences, titles, rng)
-        report["disk_mb"] = disk_mb(index)
-        built.write_text(json.dumps(report))
     report["disk_mb"] = disk_mb(index)
+    built.write_text(json.dumps(report))
     print(size, "built", report, flush=True)
+    return index, report, rng
+
+
+def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], queries: list[str],
+            reuse: bool = False) -> dict:
+    index, report, rng = ensure_built(size, workdir, sentences, titles, reuse)
 
     process, url = start_server(index, {"SEMSEARCH_MODEL_PATH": "hashing", "SEMSEARCH_API_KEY": KEY})
     try:
@@ -223,24 +231,18 @@ def main() -> None:
     queries = list(read_queries(args.dataset).values())
     queries = (queries * (1 + 3200 // len(queries)))[:3200]  # the stand-in encoder caches nothing per query
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="semsearch-scale-"))
-    results: dict = {"stand_in_encoder": encoder_speed(sentences, titles)}
+    results: dict = {"stand_in_encoder": encoder_speed(sentences, titles), "sizes": {}}
     print("stand-in encoder", results["stand_in_encoder"], flush=True)
     try:
         for size in args.sizes:
             if args.build_only:
-                index = workdir / f"index-{size}"
-                report = build(size, index, sentences, titles, np.random.default_rng(0))
-                report["disk_mb"] = disk_mb(index)
-                (workdir / f"index-{size}.json").write_text(json.dumps(report))
-                print(size, "built", report, flush=True)
+                ensure_built(size, workdir, sentences, titles, reuse=False)
                 continue
-            results[size] = measure(size, workdir, sentences, titles, queries, args.reuse)
-            if not (args.keep or args.build_only):
+            results["sizes"][size] = measure(size, workdir, sentences, titles, queries, args.reuse)
+            if not args.keep:
                 shutil.rmtree(workdir / f"index-{size}", ignore_errors=True)
     finally:
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"sizes": results}, indent=2))
+        write_report(results, args.json)  # what was measured, even when a later size failed
         if not (args.keep or args.build_only) and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(results, indent=2))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import http.client
-import json
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_report  # noqa: E402
 from indexer import store  # noqa: E402
 from indexer.beir import read_corpus, read_queries  # noqa: E402
 from indexer.build import build_from_documents  # noqa: E402
@@ -140,9 +140,7 @@ def main() -> None:
     finally:
         stop_server(process)
     print("http", report["http"], "peak rss MB", report["server_peak_rss_mb"], flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_report(report, args.json)
     workdir.cleanup()
 
 
