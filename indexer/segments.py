@@ -107,18 +107,14 @@ class SegmentIndex:
         return self.frequencies[terms]
 
     def matches(self, terms: list[str]) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], dict[str, int]]:
-        """Live (rows, tfs) of each distinct term in each segment, and each term's live document frequency."""
+        """(rows, tfs) of each distinct term in each segment, deleted rows included, and each
+        term's live document frequency."""
         distinct = list(dict.fromkeys(terms))
         per_view, df = [], dict.fromkeys(distinct, 0)
         for view in self.views:
-            lists = []
-            for term in distinct:
-                rows, tfs = view.segment.postings(term)
-                if view.live is not None and len(rows):
-                    keep = view.live[rows]
-                    rows, tfs = rows[keep], tfs[keep]
-                lists.append((rows, tfs))
-                df[term] += len(rows)
+            lists = [view.segment.postings(term) for term in distinct]
+            for term, (rows, _) in zip(distinct, lists):
+                df[term] += len(rows) if view.live is None else int(np.count_nonzero(view.live[rows]))
             per_view.append(lists)
         return per_view, df
 
@@ -137,32 +133,12 @@ class SegmentIndex:
         weights = {t: repeats[t] * postings.idf(df[t], self.total) for t in df}
         found = []
         for view, lists in zip(self.views, per_view):
-            rows = np.concatenate([r for r, _ in lists])
-            if not len(rows):
-                continue
-            norms = self.norms(view)[rows]
-            contributions = np.concatenate([postings.term_scores(tfs, norms[offset:offset + len(tfs)], weights[t])
-                                            for t, (offset, (_, tfs)) in zip(df, offsets(lists))])
-            if len(rows) * 8 > len(view.segment) and selection is None:
-                # Many postings: one pass over the segment beats a sort. Only rows scoring at least
-                # the depth-th best of the rarest term's rows (a lower bound of the final cut,
-                # since their scores are complete) can make the list: select those, not all.
-                scores = np.bincount(rows, weights=contributions, minlength=len(view.segment))
-                floor = np.finfo(np.float64).tiny
-                seeds = min((r for r, _ in lists if len(r) >= depth), key=len, default=None)
-                if seeds is not None:
-                    floor = max(floor, -np.partition(-scores[seeds], depth - 1)[depth - 1])
-                candidates = np.flatnonzero(scores >= floor)
-                scores = scores[candidates]
-            else:
-                candidates, inverse = np.unique(rows, return_inverse=True)
-                scores = np.bincount(inverse, weights=contributions, minlength=len(candidates))
+            allowed = view.live
             if selection is not None:
-                keep = np.isin(candidates, selection.parts[view.segment.name])
-                candidates, scores = candidates[keep], scores[keep]
-            positive = scores > 0
-            hit_rows, hit_scores = top(candidates[positive], scores[positive], depth)
-            found.append((view.segment.ids[hit_rows], hit_scores))
+                allowed = np.zeros(len(view.segment), dtype=bool)
+                allowed[selection.parts[view.segment.name]] = True  # selections hold live rows only
+            rows, scores = postings.best_rows(lists, [weights[t] for t in df], self.norms(view), allowed, depth)
+            found.append((view.segment.ids[rows], scores))
         return merged(found, depth)
 
     def norms(self, view: SegmentView) -> np.ndarray:
@@ -203,14 +179,6 @@ class SegmentIndex:
                               or [np.zeros(0, np.int64)])
 
 
-def offsets(lists: list[tuple[np.ndarray, np.ndarray]]):
-    """(offset into the concatenated rows, (rows, tfs)) of each term's list."""
-    offset = 0
-    for item in lists:
-        yield offset, item
-        offset += len(item[0])
-
-
 def merged(found: list[tuple[np.ndarray, np.ndarray]], depth: int) -> list[tuple[int, float]]:
     """Per-segment (ids, scores) lists merged into the depth best, ties broken by id."""
     if not found:
@@ -238,6 +206,7 @@ def open_index(root, model: str, dimension: int, opened: dict[str, Segment] | No
             opened[entry["name"]] = store.open_segment(root, entry, fix, params)
         views.append(SegmentView.of(opened[entry["name"]], tombstones[entry["name"]]))
     index = SegmentIndex(name, manifest, views)
+    postings.warm_up()
     if index.total != manifest["passages"]:
         raise store.IndexUnavailable(f"index generation {name} is inconsistent: manifest says "
                                      f"{manifest['passages']} passages, segments hold {index.total}", fix)
