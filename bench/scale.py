@@ -4,8 +4,8 @@
         --json bench-results/scale.json
 
 Articles are real SciFact sentences recombined (3-4 per paragraph, 10 paragraphs per article:
-one passage per paragraph), embedded by the stand-in encoder (SEMSEARCH_MODEL_PATH=hashing), so
-a million passages build in minutes; the real model's speed is measured by bench/serving.py.
+one passage per paragraph; each article keeps to one of 200 topics, --topics), embedded by the
+stand-in encoder (SEMSEARCH_MODEL_PATH=hashing), so a million passages build in minutes; the real model's speed is measured by bench/serving.py.
 For each size: build seconds (and the embedding share), segments, size on disk, serving RSS,
 hybrid HTTP p50/p99 with 1 client and req/s with 4, dense recall@10 against exact=true, one
 POST /documents of a 1,000-word article and one delete, and merge times. The approximate
@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,10 @@ from tests.conftest import start_server, stop_server  # noqa: E402
 
 PARAGRAPHS = 10
 KEY = "bench"
+# Articles keep to one topic, as news does: 200 topics of SciFact abstracts. Articles of sentences
+# drawn from the whole corpus (--topics 1) have no topical structure at all, the worst case for
+# an approximate index (docs/benchmarks.md).
+TOPICS = 200
 
 
 class TimedEncoder(HashingEncoder):
@@ -59,17 +64,45 @@ class TimedEncoder(HashingEncoder):
             self.seconds += time.perf_counter() - started
 
 
-def corpus_sentences(dataset: Path) -> tuple[list[str], list[str]]:
-    sentences, titles = [], []
-    for document in read_corpus(dataset):
-        sentences += [document.text[s:e] for s, e in sentence_spans(document.text)]
-        titles.append(document.title)
-    return sentences, titles
+@dataclass
+class Sentences:
+    """Real sentences to recombine, in pools: one pool per topic, or a single pool."""
+
+    pools: list[list[str]]
+    titles: list[list[str]]
+
+    @property
+    def all(self) -> list[str]:
+        return [sentence for pool in self.pools for sentence in pool]
 
 
-def article(n: int, rng: np.random.Generator, sentences: list[str], titles: list[str],
-            paragraphs: int = PARAGRAPHS) -> Document:
-    body = "\n".join(" ".join(sentences[i] for i in rng.integers(0, len(sentences), rng.integers(3, 5)))
+def corpus_sentences(dataset: Path, topics: int = TOPICS) -> Sentences:
+    """The dataset's sentences, pooled by topic: its documents clustered (spherical k-means on the
+    stand-in's vectors of title and text, fixed seed) into `topics` groups. topics=1: one pool."""
+    documents = list(read_corpus(dataset))
+    assignment = np.zeros(len(documents), dtype=np.int64)
+    if topics > 1:
+        import faiss
+
+        vectors = HashingEncoder().embed([f"{d.title} {d.text}" for d in documents]).astype(np.float32)
+        kmeans = faiss.Kmeans(vectors.shape[1], topics, niter=20, seed=1, spherical=True, verbose=False)
+        kmeans.cp.min_points_per_centroid = 1  # few documents per topic is what is wanted here
+        kmeans.train(vectors)
+        assignment = kmeans.index.search(vectors, 1)[1][:, 0]
+    pools: list[list[str]] = [[] for _ in range(topics)]
+    titles: list[list[str]] = [[] for _ in range(topics)]
+    for document, topic in zip(documents, assignment.tolist()):
+        pools[topic] += [document.text[s:e] for s, e in sentence_spans(document.text)]
+        titles[topic].append(document.title)
+    kept = [i for i, pool in enumerate(pools) if pool]
+    return Sentences([pools[i] for i in kept], [titles[i] for i in kept])
+
+
+def article(n: int, rng: np.random.Generator, sentences: Sentences, paragraphs: int = PARAGRAPHS) -> Document:
+    """An article on one topic: paragraphs of 3-4 sentences drawn from that topic's pool."""
+    topic = int(rng.integers(len(sentences.pools)))
+    pool, titles = sentences.pools[topic], sentences.titles[topic]
+    body = "\n".join(" ".join(pool[i] for i in rng.integers(0, len(pool), rng.integers(3, 5)))
                      for _ in range(paragraphs))
     return Document(f"a{n}", titles[n % len(titles)], f"https://news.example/{n % 97}/{n}", body)
 
@@ -134,9 +167,9 @@ def background_merges(log_path: str) -> list[float]:
                                           Path(log_path).read_text())]
 
 
-def build(size: int, index: Path, sentences: list[str], titles: list[str], rng: np.random.Generator) -> dict:
+def build(size: int, index: Path, sentences: Sentences, rng: np.random.Generator) -> dict:
     """Build (and merge, as `semsearch index` does) an index of about size passages."""
-    documents = [article(n, rng, sentences, titles) for n in range(max(1, size // PARAGRAPHS))]
+    documents = [article(n, rng, sentences) for n in range(max(1, size // PARAGRAPHS))]
     shutil.rmtree(index, ignore_errors=True)
     encoder = TimedEncoder()
     started = time.perf_counter()
@@ -145,7 +178,7 @@ def build(size: int, index: Path, sentences: list[str], titles: list[str], rng: 
     del documents
     merge_started = time.perf_counter()
     merges = merge_all(SegmentStore(index, encoder.name, encoder.dimension))
-    return {"passages": summary.passages, "documents": summary.documents,
+    return {"passages": summary.passages, "documents": summary.documents, "topics": len(sentences.pools),
             "build_s": round(build_seconds, 1), "embedding_s": round(encoder.seconds, 1),
             "build_without_embedding_s": round(build_seconds - encoder.seconds, 1),
             "stand_in_passages_per_s": round(summary.passages / max(encoder.seconds, 1e-9)),
@@ -154,7 +187,7 @@ def build(size: int, index: Path, sentences: list[str], titles: list[str], rng: 
             "post_build_merge_s": round(time.perf_counter() - merge_started, 1)}
 
 
-def ensure_built(size: int, workdir: Path, sentences: list[str], titles: list[str], reuse: bool,
+def ensure_built(size: int, workdir: Path, sentences: Sentences, reuse: bool,
                  seed: int = 0) -> tuple[Path, dict, np.random.Generator]:
     """The index of this size in workdir (built now, or kept from an earlier run when reuse), its
     build figures (saved beside it) and a generator for the articles measure ingests."""
@@ -163,18 +196,21 @@ def ensure_built(size: int, workdir: Path, sentences: list[str], titles: list[st
     built = workdir / f"index-{size}.json"
     if reuse and built.is_file():
         report = json.loads(built.read_text())
+        if report.get("topics", 1) != len(sentences.pools):
+            raise SystemExit(f"{index} was built from {report.get('topics', 1)} topics, not "
+                             f"{len(sentences.pools)}: pass the same --topics, or build it again")
         rng = np.random.default_rng(seed + 1)
     else:
-        report = build(size, index, sentences, titles, rng)
+        report = build(size, index, sentences, rng)
     report["disk_mb"] = disk_mb(index)
     built.write_text(json.dumps(report))
     print(size, "built", report, flush=True)
     return index, report, rng
 
 
-def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], queries: list[str],
+def measure(size: int, workdir: Path, sentences: Sentences, queries: list[str],
             reuse: bool = False) -> dict:
-    index, report, rng = ensure_built(size, workdir, sentences, titles, reuse)
+    index, report, rng = ensure_built(size, workdir, sentences, reuse)
 
     process, url = start_server(index, {"SEMSEARCH_MODEL_PATH": "hashing", "SEMSEARCH_API_KEY": KEY})
     try:
@@ -185,7 +221,7 @@ def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], q
         report["hybrid_1_client"] = http_phase(url, queries[100:1100], clients=1)
         report["hybrid_4_clients"] = http_phase(url, queries[1100:3100], clients=4)
         report["dense_recall_at_10_vs_exact"] = dense_recall(url, queries[3100:3200])
-        bodies = [long_article(n, rng, sentences) for n in range(5)]
+        bodies = [long_article(n, rng, sentences.all) for n in range(5)]
         report["ingest_1000_words"] = ingest_and_delete(url, bodies)
         time.sleep(3)  # let the background merger settle after the writes
         report["background_merges_s"] = background_merges(process.log_path)
@@ -197,7 +233,7 @@ def measure(size: int, workdir: Path, sentences: list[str], titles: list[str], q
     return report
 
 
-def encoder_speed(sentences: list[str], titles: list[str], repeats: int = 5) -> dict:
+def encoder_speed(sentences: Sentences, repeats: int = 5) -> dict:
     """The stand-in encoder alone on 6,000 synthetic passages: the first (cold) pass and the median
     of the rest, passages a second (its word cache makes a warm encoder faster)."""
     from indexer.build import chunk
@@ -205,7 +241,7 @@ def encoder_speed(sentences: list[str], titles: list[str], repeats: int = 5) -> 
 
     rng = np.random.default_rng(7)
     encoder = HashingEncoder()
-    jobs = [chunk(StoredDocument(article(n, rng, sentences, titles), "folder", ""), encoder) for n in range(600)]
+    jobs = [chunk(StoredDocument(article(n, rng, sentences), "folder", ""), encoder) for n in range(600)]
     inputs = [text for job in jobs for text in job[2]]
     spans = [found for job in jobs for found in job[3]]
     rates = []
@@ -224,21 +260,23 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the indexes")
     parser.add_argument("--reuse", action="store_true", help="serve indexes an earlier --keep run left in --workdir")
     parser.add_argument("--build-only", action="store_true", help="build (and keep) the indexes, serve nothing")
+    parser.add_argument("--topics", type=int, default=TOPICS,
+                        help=f"topics the articles keep to (default {TOPICS}; 1: sentences from anywhere)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
-    sentences, titles = corpus_sentences(args.dataset)
+    sentences = corpus_sentences(args.dataset, args.topics)
     queries = list(read_queries(args.dataset).values())
     queries = (queries * (1 + 3200 // len(queries)))[:3200]  # the stand-in encoder caches nothing per query
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="semsearch-scale-"))
-    results: dict = {"stand_in_encoder": encoder_speed(sentences, titles), "sizes": {}}
+    results: dict = {"stand_in_encoder": encoder_speed(sentences), "topics": len(sentences.pools), "sizes": {}}
     print("stand-in encoder", results["stand_in_encoder"], flush=True)
     try:
         for size in args.sizes:
             if args.build_only:
-                ensure_built(size, workdir, sentences, titles, reuse=False)
+                ensure_built(size, workdir, sentences, reuse=False)
                 continue
-            results["sizes"][size] = measure(size, workdir, sentences, titles, queries, args.reuse)
+            results["sizes"][size] = measure(size, workdir, sentences, queries, args.reuse)
             if not args.keep:
                 shutil.rmtree(workdir / f"index-{size}", ignore_errors=True)
     finally:

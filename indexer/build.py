@@ -23,8 +23,7 @@ from indexer.dense import DenseParams
 from indexer.document_store import DocumentStore
 from indexer.documents import Document, DocumentError, StoredDocument, content_hash, read_folder
 from indexer.embedding import TextModel
-from indexer.engine import ChangeSet, LiveDocument, PreparedDocument
-from indexer.writer import SegmentStore
+from indexer.engine import ChangeSet, Engine, IndexWriter, LiveDocument, PreparedDocument, open_engine
 
 log = logging.getLogger(__name__)
 CACHE_FLUSH = 1024  # passages embedded between cache writes: a killed build keeps its progress
@@ -93,28 +92,34 @@ def compare(previous: dict[str, LiveDocument], wanted: dict[str, StoredDocument]
                    unchanged=sum(1 for i in wanted if i in previous and i not in changed))
 
 
-def check(root: Path, model: str, dimension: int, folder: list[Document]) -> Changes:
+def check(root: Path, model: str, dimension: int, folder: list[Document], engine: Engine | None = None) -> Changes:
     """How index/ differs from folder plus the ingested documents."""
-    return compare(SegmentStore(root, model, dimension).live_documents(), wanted_documents(root, folder))
+    engine = engine or open_engine(root, model, dimension)
+    return compare(engine.writer().live_documents(), wanted_documents(root, folder))
+
+
+def engine_of(root: Path, embedder: TextModel, params: DenseParams, engine: Engine | None) -> Engine:
+    """The given engine, or the default one for root with these dense params."""
+    return engine or open_engine(root, embedder.name, embedder.dimension, params=params)
 
 
 def build_index(root: Path, embedder: TextModel, folder: list[Document], progress: bool | None = None,
-                force: bool = False, origin: str = "input", params: DenseParams = DenseParams()) -> BuildSummary:
+                force: bool = False, origin: str = "input", params: DenseParams = DenseParams(),
+                engine: Engine | None = None) -> BuildSummary:
     """Bring index/ up to date with folder (plus ingested documents), touching only what changed."""
     started = time.perf_counter()
     with store.build_lock(root):
         wanted = wanted_documents(root, folder)
         if not wanted:
             raise DocumentError(f"no documents to index: {origin} holds no readable article")
-        writer = SegmentStore(root, embedder.name, embedder.dimension, params)
-        state = writer.state()
+        writer = engine_of(root, embedder, params, engine).writer()
+        health = writer.health()
         previous = writer.live_documents()
         changes = compare(previous, wanted)
         fingerprint = chunker_fingerprint(embedder)
-        rebuild = force or state is None or state[1].get("chunker") != fingerprint
+        rebuild = force or health["generation"] is None or health["chunker"] != fingerprint
         if not changes.stale and not rebuild:
-            manifest = state[1]
-            return BuildSummary(None, changes, len(wanted), manifest["passages"], manifest["sentences"],
+            return BuildSummary(None, changes, len(wanted), health["passages"], health["sentences"],
                                 0, time.perf_counter() - started)
         fresh = [wanted[i] for i in wanted] if rebuild else [wanted[i] for i in changes.added + changes.changed]
         embedded = [0]
@@ -124,9 +129,9 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
         name = writer.apply(ChangeSet(upserts=batches, deletes=changes.removed + changes.changed,
                                       replace_all=rebuild, chunker=fingerprint))
         EmbeddingCache(root, embedder.name, embedder.dimension).clear()  # the segments hold them now
-    manifest = store.read_manifest(root, name)
-    return BuildSummary(Path(root) / name, changes, manifest["documents"], manifest["passages"],
-                        manifest["sentences"], embedded[0], time.perf_counter() - started)
+        health = writer.health()
+    return BuildSummary(Path(root) / name, changes, health["documents"], health["passages"],
+                        health["sentences"], embedded[0], time.perf_counter() - started)
 
 
 def require_passages(batches: Iterator[list[PreparedDocument]], origin: str) -> Iterator[list[PreparedDocument]]:
@@ -140,15 +145,15 @@ def require_passages(batches: Iterator[list[PreparedDocument]], origin: str) -> 
 
 
 def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document], deletes: Sequence[str],
-                     params: DenseParams = DenseParams(), opened: dict | None = None) -> tuple[str, int]:
+                     engine: Engine | None = None) -> tuple[str, int]:
     """Add or replace ingested documents and delete others: one new small segment, nothing rebuilt.
-    opened: segments the caller already has open (a server's), so they are not opened again.
+    engine: the caller's (a server's, with its segments open), else the default one for root.
     Returns the generation and the number of passages embedded."""
     with store.build_lock(root):
-        writer = SegmentStore(root, embedder.name, embedder.dimension, params, opened)
-        state = writer.state()
+        writer = engine_of(root, embedder, DenseParams(), engine).writer()
+        health = writer.health()
         fingerprint = chunker_fingerprint(embedder)
-        chunker = fingerprint if state is None or state[1].get("chunker") == fingerprint else None
+        chunker = fingerprint if health["generation"] is None or health["chunker"] == fingerprint else None
         stored = [StoredDocument(d, "api", content_hash(d)) for d in upserts]
         embedded = [0]
         batches = prepare(stored, embedder, writer, root, False, embedded)
@@ -164,7 +169,7 @@ def chunker_fingerprint(embedder: TextModel) -> str:
     return hashlib.sha256(code + f"\x00{embedder.name}\x00{embedder.max_tokens}".encode()).hexdigest()[:16]
 
 
-def prepare(documents: list[StoredDocument], embedder: TextModel, writer: SegmentStore, root: Path,
+def prepare(documents: list[StoredDocument], embedder: TextModel, writer: IndexWriter, root: Path,
             progress: bool | None, embedded: list[int]) -> Iterator[list[PreparedDocument]]:
     """Chunk and embed documents, yielding batches of about BATCH_PASSAGES passages (so a large
     build holds one batch of vectors at a time); vectors the segments or the cache already hold
@@ -201,7 +206,7 @@ def chunk(stored: StoredDocument, embedder: TextModel) -> tuple:
     return stored, tuple(passages), inputs, spans, keys, document_spans
 
 
-def embed_batch(jobs: list[tuple], embedder: TextModel, writer: SegmentStore, root: Path,
+def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, root: Path,
                 progress: bool | None, embedded: list[int]) -> list[PreparedDocument]:
     all_keys = [k for job in jobs for k in job[4]]
     # The cache carries a killed build's progress; an encoder faster than the cache opts out.

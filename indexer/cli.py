@@ -12,7 +12,7 @@ from pathlib import Path
 from indexer.documents import DocumentError
 from indexer.embedding import ModelError
 from indexer.search import MODES, FusionParams, Query, QueryError, hit_record
-from indexer.store import IndexUnavailable
+from indexer.engine import IndexUnavailable
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
 DEFAULT_INDEX = os.environ.get("SEMSEARCH_INDEX_DIR", "index")
@@ -81,18 +81,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from indexer import store
     from indexer.build import build_index, check
     from indexer.documents import read_folder
     from indexer.embedding import light_model_for
-    from indexer.merge import merge_all
-    from indexer.writer import SegmentStore
 
     seeds, out = Path(args.seeds), Path(args.out)
     # Without torch whenever the model's recipe is cached (about 4 s less to start).
     model = light_model_for(args.model)
     folder = list(read_folder(seeds))
-    changes = check(out, model.name, model.dimension, folder)
+    engine = engine_from_environment(out, model)
+    changes = check(out, model.name, model.dimension, folder, engine)
     if args.check:
         if not changes.stale:
             print(f"index {args.out} is up to date with {args.seeds} ({changes.unchanged} documents)")
@@ -103,13 +101,13 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"  fix: semsearch index {args.seeds} --out {args.out}", file=sys.stderr)
         return 1
     if not changes.stale and changes.unchanged and not args.force:
-        passages = store.current_manifest(out)["passages"]
+        passages = engine.writer().health()["passages"]
         print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {passages} passages")
         print(f"index {args.out} is already up to date: nothing written")
         return 0
-    summary = build_index(out, model, folder, force=args.force, origin=str(seeds), params=dense_from_environment())
-    for merged in merge_all(SegmentStore(out, model.name, model.dimension, dense_from_environment())):
-        print(f"merged {len(merged.sources)} segments ({merged.rows} passages) in {merged.seconds:.1f}s")
+    summary = build_index(out, model, folder, force=args.force, origin=str(seeds), engine=engine)
+    for done in engine.maintain():
+        print(done)
     c = summary.changes
     print(f"added {len(c.added)}, changed {len(c.changed)}, removed {len(c.removed)}, unchanged {c.unchanged}; "
           f"embedded {summary.passages_embedded} of {summary.passages} passages in {summary.seconds:.1f}s")
@@ -149,14 +147,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from indexer import store
     from indexer.embedding import light_model_for
     from indexer.search import Searcher
 
     if not 1 <= args.k <= 50:
         raise QueryError("-k must be between 1 and 50")
     model = light_model_for(args.model)  # no torch import when the model's recipe is cached
-    searcher = Searcher(store.load(Path(args.index), model.name, model.dimension), model, fusion_from_environment())
+    searcher = Searcher(engine_from_environment(Path(args.index), model).reader(), model, fusion_from_environment())
     hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact))
     if args.json:
         print(json.dumps({"query": args.query, "results": [hit_record(h) for h in hits]}, indent=2,
@@ -169,15 +166,21 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def dense_from_environment():
-    """SEMSEARCH_ANN_MIN_ROWS, as the service reads it: when a segment gets an approximate index."""
+def engine_from_environment(root: Path, model):
+    """The index engine the service would use for root: SEMSEARCH_ENGINE (default faiss), with
+    SEMSEARCH_ANN_MIN_ROWS (when a segment gets an approximate index)."""
     from indexer.dense import DenseParams
+    from indexer.engine import open_engine
 
     try:
         rows = int(os.environ.get("SEMSEARCH_ANN_MIN_ROWS", DenseParams().ann_min_rows))
     except ValueError as exc:
         raise QueryError(f"SEMSEARCH_ANN_MIN_ROWS is not a whole number: {exc}") from exc
-    return DenseParams(ann_min_rows=max(rows, 1))
+    try:
+        return open_engine(root, model.name, model.dimension, os.environ.get("SEMSEARCH_ENGINE", "faiss"),
+                           params=DenseParams(ann_min_rows=max(rows, 1)))
+    except ValueError as exc:
+        raise QueryError(f"SEMSEARCH_ENGINE: {exc}") from exc
 
 
 def fusion_from_environment() -> FusionParams:

@@ -1,20 +1,37 @@
 """The storage seam: what search and build need from an index engine, whichever engine it is.
 
-search.py ranks, fuses and highlights through IndexReader; build.py prepares documents (chunked
-and embedded) and hands them to IndexWriter.apply. The FAISS segments in index/ (indexer/store.py,
-indexer/segments.py) are one implementation; no engine's types cross this line. Passages are
-named by stable int64 ids that the engine hands out and never reuses.
+Callers construct an Engine with open_engine and name nothing inside it. search.py ranks, fuses
+and highlights through the IndexReader it opens; build.py prepares documents (chunked and
+embedded) and hands them to its IndexWriter.apply; the service polls current() and runs
+maintain() in the background. The FAISS segments in index/ (indexer/faiss_engine.py) are one
+implementation; no engine's types cross this line. Passages are named by stable int64 ids that
+the engine hands out and never reuses. The index folder itself (documents.sqlite, the build lock,
+the embedding cache) belongs to the caller, whatever the engine.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
 from indexer.chunking import Passage
 from indexer.documents import StoredDocument
+
+# Engines by name: "module:class", imported only when chosen (SEMSEARCH_ENGINE).
+ENGINES = {"faiss": "indexer.faiss_engine:FaissEngine"}
+
+
+class IndexUnavailable(RuntimeError):
+    """The index is missing, corrupt or built for another model; fix says which command mends it."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
 
 
 @dataclass(frozen=True)
@@ -105,4 +122,36 @@ class IndexWriter(Protocol):
 
     def apply(self, changes: ChangeSet) -> str: ...
 
-    def health(self) -> dict: ...
+    def health(self) -> dict:
+        """{"generation": newest usable snapshot or None, "chunker", "segments", "documents",
+        "passages", "sentences"}."""
+
+
+class Engine(Protocol):
+    """One index as its users see it: snapshots to search, a writer, and the engine's upkeep."""
+
+    def current(self) -> str | None:
+        """The name of the newest published snapshot (cheap: polled by the service), or None."""
+
+    def reader(self) -> IndexReader:
+        """The newest snapshot, opened and checked; raises IndexUnavailable."""
+
+    def writer(self) -> IndexWriter:
+        """The writing side; callers hold the index folder's build lock while applying."""
+
+    def prepare(self) -> None:
+        """Do the slow part of opening the next snapshot now, outside any lock (may do nothing)."""
+
+    def maintain(self) -> list[str]:
+        """Background upkeep (merging small segments, compaction); returns what was done, in words."""
+
+    def release(self, serving: IndexReader) -> None:
+        """Forget whatever only snapshots older than `serving` used."""
+
+
+def open_engine(root: Path, model: str, dimension: int, kind: str = "faiss", **options) -> Engine:
+    """The engine called kind for the index at root, for vectors of this model and dimension."""
+    if kind not in ENGINES:
+        raise ValueError(f"unknown index engine {kind!r}; use one of {', '.join(ENGINES)}")
+    module, name = ENGINES[kind].split(":")
+    return getattr(importlib.import_module(module), name)(Path(root), model, dimension, **options)

@@ -24,6 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from indexer.dense import DenseParams
+from indexer.engine import IndexUnavailable  # noqa: F401 (raised here; importers name it store.IndexUnavailable)
 from indexer.integrity import checksums, first_mismatch, fsync_tree, sha256_of
 from indexer.segment import INFO, Segment
 
@@ -31,15 +32,6 @@ FORMAT_VERSION = 3  # 3: segments with stable ids and tombstones
 POINTER = "CURRENT"
 SEGMENTS = "segments"
 KEEP_GENERATIONS = 3
-
-
-class IndexUnavailable(RuntimeError):
-    """The index is missing, corrupt or built for another model; fix says which command mends it."""
-
-    def __init__(self, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
 
 
 @contextmanager

@@ -75,8 +75,10 @@ class SegmentStore:
         return found
 
     def health(self) -> dict:
-        state = self.state()
-        return {"generation": state[0] if state else None, "segments": len(state[1]["segments"]) if state else 0}
+        """The current generation (None: none usable for this model), its counts and chunker."""
+        name, manifest = self.state() or (None, {})
+        return {"generation": name, "segments": len(manifest.get("segments", ())), "chunker": manifest.get("chunker"),
+                **{key: manifest.get(key, 0) for key in ("documents", "passages", "sentences")}}
 
     def apply(self, changes: ChangeSet) -> str:
         """Publish a generation with each batch of upserted documents in a new segment and the

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 
 from indexer.documents import DocumentError
 from indexer.search import QueryError
-from indexer.store import IndexUnavailable
+from indexer.engine import IndexUnavailable
 
 log = logging.getLogger("semsearch.http")
 

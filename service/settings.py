@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     ann_min_rows: int = Field(50_000, ge=1, description="segments with at least this many passages get an "
                                                         "approximate index when ingest or a merge writes them")
     merge: bool = Field(True, description="merge small segments in the background after ingests")
+    engine: Literal["faiss"] = Field("faiss", description="index engine (indexer/engine.py: ENGINES)")
     threaded_search_passages: int = Field(200_000, ge=0, description="indexes with at least this many passages "
                                           "search in the thread pool (two searches share the cores)")
 
