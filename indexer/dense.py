@@ -23,6 +23,7 @@ class DenseParams:
     """When a segment gets an approximate index, and how it is built and searched."""
 
     ann_min_rows: int = 50_000
+    lists_per_sqrt: int = 4       # nlist = this * sqrt(passages): 4,000 lists at a million (docs/benchmarks.md)
     target_recall: float = 0.98   # recall@10 against exact that nprobe is calibrated to
     rescore: int = 100            # candidates rescored exactly (at least the depth asked for)
     brute_force_rows: int = 20_000  # a filter leaving fewer rows is scanned exactly: cheaper, and exact
@@ -60,7 +61,7 @@ def build_ann(vectors: np.ndarray, path: Path, params: DenseParams) -> dict:
     import faiss
 
     n, dimension = vectors.shape
-    nlist = max(16, int(2 * math.sqrt(n)))
+    nlist = max(16, int(params.lists_per_sqrt * math.sqrt(n)))
     quantizer = faiss.IndexFlatIP(dimension)
     index = faiss.IndexIVFScalarQuantizer(quantizer, dimension, nlist, faiss.ScalarQuantizer.QT_8bit,
                                           faiss.METRIC_INNER_PRODUCT)
@@ -74,8 +75,9 @@ def build_ann(vectors: np.ndarray, path: Path, params: DenseParams) -> dict:
 
 
 def calibrate(index, vectors: np.ndarray, params: DenseParams) -> int:
-    """The smallest nprobe (doubling) whose rescored recall@10 reaches the target on queries made
-    of the segment's own vectors, three at a time: like real questions, such a mix lies between
+    """The smallest nprobe (1, 2, 3, 4, 6, 8, 11, ...: steps of about sqrt 2, so it overshoots
+    by less than doubling would) whose rescored recall@10 reaches the target on queries made of
+    the segment's own vectors, three at a time: like real questions, such a mix lies between
     passages (on SciFact vectors its recall per nprobe tracks the real queries' within 0.02,
     where noisy copies of single vectors overstate it badly; bench/ann.py)."""
     rng = np.random.default_rng(1)
@@ -83,15 +85,16 @@ def calibrate(index, vectors: np.ndarray, params: DenseParams) -> int:
     queries = np.asarray(vectors[picked.ravel()], dtype=np.float32).reshape(100, 3, -1).sum(axis=1)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     truth = [set(rows.tolist()) for rows in exact_many(vectors, queries, 10)]
-    nprobe = 1
+    step = 1
     while True:
+        nprobe = min(round(2 ** (step / 2)), index.nlist)
         index.nprobe = nprobe
         _, found = index.search(queries, params.rescore)
         recall = np.mean([len(t & set(rescored(vectors, q, f, 10)[0].tolist())) / 10
                           for q, f, t in zip(queries, found, truth)])
         if recall >= params.target_recall or nprobe >= index.nlist:
             return nprobe
-        nprobe = min(nprobe * 2, index.nlist)
+        step += 1
 
 
 def exact_many(vectors, queries: np.ndarray, depth: int) -> list[np.ndarray]:
