@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from indexer.documents import DocumentError
-from indexer.search import QueryError
 from indexer.engine import IndexUnavailable
+from indexer.search import QueryError
 
 log = logging.getLogger("semsearch.http")
 
