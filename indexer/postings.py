@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -149,19 +150,32 @@ def warm_up() -> None:
     best_rows([(np.zeros(1, np.int32), np.ones(1, np.uint16))], [1.0], np.ones(1, np.float32), None, 1)
 
 
-class Scratch(threading.local):
-    """Per-thread score buffers, one per segment size, reused and left zeroed after each query
-    (a fresh 8 MB buffer per query costs more in page faults than the scoring)."""
+class Scratch:
+    """Zeroed score buffers, reused (a fresh 8 MB buffer per query cost more in page faults than
+    the scoring). A query takes one of its segment's size and gives it back zeroed, so there are
+    only as many as queries ever scored at once, whatever the number of threads."""
 
     def __init__(self) -> None:
-        self.buffers: dict[int, np.ndarray] = {}
+        self.lock = threading.Lock()
+        self.free: dict[int, list[np.ndarray]] = {}
 
-    def of(self, rows: int) -> np.ndarray:
-        if rows not in self.buffers:
-            if len(self.buffers) > 8:
-                self.buffers.clear()
-            self.buffers[rows] = np.zeros(rows, np.float64)
-        return self.buffers[rows]
+    @contextmanager
+    def buffer(self, rows: int) -> Iterator[np.ndarray]:
+        with self.lock:
+            spare = self.free.get(rows)
+            scores = spare.pop() if spare else None
+        if scores is None:
+            scores = np.zeros(rows, np.float64)
+        try:
+            yield scores
+        except BaseException:
+            scores[:] = 0.0  # the kernel may not have cleaned up
+            raise
+        finally:
+            with self.lock:
+                if len(self.free) > 16 and rows not in self.free:
+                    self.free.clear()  # segments come and go with merges: forget old sizes
+                self.free.setdefault(rows, []).append(scores)
 
 
 SCRATCH = Scratch()
@@ -182,6 +196,7 @@ def best_rows(lists: Sequence[tuple[np.ndarray, np.ndarray]], weights: Sequence[
     bounds = np.concatenate([[0], np.cumsum([len(r) for r, _ in lists])]).astype(np.int64)
     rows = np.concatenate([r for r, _ in lists]).astype(np.int32, copy=False)
     tfs = np.concatenate([t for _, t in lists]).astype(np.uint16, copy=False)
-    found, scores = kernel()(rows, tfs, bounds, np.asarray(weights, np.float32), norms,
-                             np.zeros(0, np.bool_) if allowed is None else allowed, SCRATCH.of(len(norms)), depth)
+    with SCRATCH.buffer(len(norms)) as buffer:
+        found, scores = kernel()(rows, tfs, bounds, np.asarray(weights, np.float32), norms,
+                                 np.zeros(0, np.bool_) if allowed is None else allowed, buffer, depth)
     return top(found, scores, depth)
