@@ -206,7 +206,7 @@ def open_index(root, model: str, dimension: int, opened: dict[str, Segment] | No
             opened[entry["name"]] = store.open_segment(root, entry, fix, params)
         views.append(SegmentView.of(opened[entry["name"]], tombstones[entry["name"]]))
     index = SegmentIndex(name, manifest, views)
-    postings.warm_up()
+    postings.warm_up(max((len(v.segment) for v in views), default=0))
     if index.total != manifest["passages"]:
         raise store.IndexUnavailable(f"index generation {name} is inconsistent: manifest says "
                                      f"{manifest['passages']} passages, segments hold {index.total}", fix)

@@ -281,8 +281,11 @@ def test_a_large_build_writes_several_segments_but_publishes_once(tmp_path, mode
     assert rankings(batched, model) == rankings(whole, model)
 
 
-def test_bm25_top_rows_equal_brute_force_scoring_with_ties_and_filters():
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+def test_bm25_top_rows_equal_brute_force_scoring_with_ties_and_filters(compiled, monkeypatch):
     from indexer import postings
+
+    monkeypatch.setattr(postings, "COMPILED_FROM", 0 if compiled else 10**9)
 
     rng = np.random.default_rng(7)
     rows_count = 5_000
