@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from indexer import chunking, pooling, store
 from indexer.cache import EmbeddingCache, cache_key
 from indexer.chunking import chunk_document, embedding_input, sentence_spans
 from indexer.dense import DenseParams
-from indexer.document_store import DocumentStore
+from indexer.document_store import forget_legacy, legacy_documents
 from indexer.documents import Document, DocumentError, StoredDocument, content_hash, read_folder
 from indexer.embedding import TextModel
 from indexer.engine import ChangeSet, Engine, IndexWriter, LiveDocument, PreparedDocument, open_engine
@@ -70,10 +71,12 @@ def build_from_documents(documents: Iterable[Document], out: Path, embedder: Tex
     return build_index(out, embedder, list(documents), progress, origin=origin, params=params)
 
 
-def wanted_documents(root: Path, folder: list[Document]) -> dict[str, StoredDocument]:
-    """Folder documents plus ingested ones (an ingested document replaces a folder one with its id)."""
+def wanted_documents(root: Path, folder: list[Document], writer: IndexWriter) -> dict[str, StoredDocument]:
+    """Folder documents plus ingested ones (an ingested document replaces a folder one with its id):
+    those the index serves, and those an older version kept in documents.sqlite."""
     stored = [StoredDocument(d, "folder", content_hash(d)) for d in folder]
-    stored += [StoredDocument(d, "api", content_hash(d)) for d in DocumentStore(root).all()]
+    ingested = {d.doc_id: d for d in legacy_documents(root)} | {d.doc_id: d for d in writer.ingested_documents()}
+    stored += [StoredDocument(d, "api", content_hash(d)) for d in ingested.values()]
     wanted: dict[str, StoredDocument] = {}
     for item in stored:
         doc_id = item.document.doc_id
@@ -94,8 +97,8 @@ def compare(previous: dict[str, LiveDocument], wanted: dict[str, StoredDocument]
 
 def check(root: Path, model: str, dimension: int, folder: list[Document], engine: Engine | None = None) -> Changes:
     """How index/ differs from folder plus the ingested documents."""
-    engine = engine or open_engine(root, model, dimension)
-    return compare(engine.writer().live_documents(), wanted_documents(root, folder))
+    writer = (engine or open_engine(root, model, dimension)).writer()
+    return compare(writer.live_documents(), wanted_documents(root, folder, writer))
 
 
 def engine_of(root: Path, embedder: TextModel, params: DenseParams, engine: Engine | None) -> Engine:
@@ -109,10 +112,10 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
     """Bring index/ up to date with folder (plus ingested documents), touching only what changed."""
     started = time.perf_counter()
     with store.build_lock(root):
-        wanted = wanted_documents(root, folder)
+        writer = engine_of(root, embedder, params, engine).writer()
+        wanted = wanted_documents(root, folder, writer)
         if not wanted:
             raise DocumentError(f"no documents to index: {origin} holds no readable article")
-        writer = engine_of(root, embedder, params, engine).writer()
         health = writer.health()
         previous = writer.live_documents()
         changes = compare(previous, wanted)
@@ -128,7 +131,7 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
             batches = require_passages(batches, origin)
         name = writer.apply(ChangeSet(upserts=batches, deletes=changes.removed + changes.changed,
                                       replace_all=rebuild, chunker=fingerprint))
-        EmbeddingCache(root, embedder.name, embedder.dimension).clear()  # the segments hold them now
+        after_publish(root, embedder)
         health = writer.health()
     return BuildSummary(Path(root) / name, changes, health["documents"], health["passages"],
                         health["sentences"], embedded[0], time.perf_counter() - started)
@@ -144,13 +147,29 @@ def require_passages(batches: Iterator[list[PreparedDocument]], origin: str) -> 
         raise DocumentError(f"no passages to index: {origin} holds no readable article text")
 
 
+class UnknownDocument(LookupError):
+    """A delete named documents that were not ingested over the API (or no longer exist)."""
+
+    def __init__(self, doc_ids: Sequence[str]) -> None:
+        super().__init__(", ".join(doc_ids))
+        self.doc_ids = list(doc_ids)
+
+
 def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document], deletes: Sequence[str],
-                     engine: Engine | None = None) -> tuple[str, int]:
+                     engine: Engine | None = None, deletable: str | None = None) -> tuple[str, int]:
     """Add or replace ingested documents and delete others: one new small segment, nothing rebuilt.
     engine: the caller's (a server's, with its segments open), else the default one for root.
+    All or nothing: the published generation is the only place the change is stored, so a call
+    that raises (a full disk, a kill) has changed nothing. Raises UnknownDocument, before
+    writing anything, when a delete names a document the index does not serve (or, with
+    deletable, one of another origin: the API deletes only what it ingested).
     Returns the generation and the number of passages embedded."""
     with store.build_lock(root):
         writer = engine_of(root, embedder, DenseParams(), engine).writer()
+        live = writer.live_documents(list(deletes)) if deletes else {}
+        unknown = [i for i in deletes if i not in live or deletable not in (None, live[i].origin)]
+        if unknown:
+            raise UnknownDocument(unknown)
         health = writer.health()
         fingerprint = chunker_fingerprint(embedder)
         chunker = fingerprint if health["generation"] is None or health["chunker"] == fingerprint else None
@@ -158,8 +177,19 @@ def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document
         embedded = [0]
         batches = prepare(stored, embedder, writer, root, False, embedded)
         name = writer.apply(ChangeSet(upserts=batches, deletes=list(deletes), chunker=chunker))
-        EmbeddingCache(root, embedder.name, embedder.dimension).clear()
+        after_publish(root, embedder)
     return name, embedded[0]
+
+
+def after_publish(root: Path, embedder: TextModel) -> None:
+    """Tidy up once a change is published: the progress cache and an older version's document
+    store are no longer needed. The change is already committed, so a failure here (a full
+    disk) is logged, never reported as a failed write."""
+    try:
+        EmbeddingCache(root, embedder.name, embedder.dimension).clear()  # the segments hold them now
+        forget_legacy(root)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("published, but could not tidy %s: %s", root, exc)
 
 
 def chunker_fingerprint(embedder: TextModel) -> str:

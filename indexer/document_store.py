@@ -1,37 +1,29 @@
-"""Documents that arrive over HTTP, kept durably in index/documents.sqlite beside the generations."""
+"""documents.sqlite: where versions before the segment format (3) kept documents ingested over
+HTTP. Ingested documents now live in the index itself (each segment's documents table), so a
+write is published whole or not at all; this file is only read, once, by the next build, which
+takes its documents into the index and then removes it."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
-from typing import Sequence
 
 from indexer.documents import Document
-from indexer.store import sqlite_transaction
 
-STORE_FILE = "documents.sqlite"
+LEGACY_FILE = "documents.sqlite"
 
 
-class DocumentStore:
-    """Ingested documents by id; every build includes them, whatever folder it reads."""
+def legacy_documents(root: Path) -> list[Document]:
+    """The documents an older version's documents.sqlite holds (none when there is no such file)."""
+    path = Path(root) / LEGACY_FILE
+    if not path.is_file():
+        return []
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return [Document(*row) for row in db.execute("SELECT doc_id, title, source, text FROM documents ORDER BY doc_id")]
 
-    def __init__(self, root: Path) -> None:
-        Path(root).mkdir(parents=True, exist_ok=True)
-        self.path = Path(root) / STORE_FILE
-        with sqlite_transaction(self.path, durable=True) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS documents (doc_id TEXT PRIMARY KEY, title TEXT, "
-                       "source TEXT, text TEXT)")
 
-    def put(self, documents: Sequence[Document]) -> None:
-        """Add or replace documents, all or none."""
-        with sqlite_transaction(self.path, durable=True) as db:
-            db.executemany("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?)",
-                           ((d.doc_id, d.title, d.source, d.text) for d in documents))
-
-    def delete(self, doc_id: str) -> bool:
-        with sqlite_transaction(self.path, durable=True) as db:
-            return db.execute("DELETE FROM documents WHERE doc_id = ?", [doc_id]).rowcount > 0
-
-    def all(self) -> list[Document]:
-        with sqlite_transaction(self.path, durable=True) as db:
-            rows = db.execute("SELECT doc_id, title, source, text FROM documents ORDER BY doc_id")
-            return [Document(*row) for row in rows]
+def forget_legacy(root: Path) -> None:
+    """Remove the old file once a published build holds its documents."""
+    for suffix in ("", "-wal", "-shm"):
+        (Path(root) / (LEGACY_FILE + suffix)).unlink(missing_ok=True)

@@ -5,8 +5,9 @@ and highlights through the IndexReader it opens; build.py prepares documents (ch
 embedded) and hands them to its IndexWriter.apply; the service polls current() and runs
 maintain() in the background. The FAISS segments in index/ (indexer/faiss_engine.py) are one
 implementation; no engine's types cross this line. Passages are named by stable int64 ids that
-the engine hands out and never reuses. The index folder itself (documents.sqlite, the build lock,
-the embedding cache) belongs to the caller, whatever the engine.
+the engine hands out and never reuses. Ingested documents are stored by the engine with their
+passages (so a publish is the one commit); the index folder's build lock and embedding cache
+belong to the caller, whatever the engine.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Iterable, Protocol, Sequence
 import numpy as np
 
 from indexer.chunking import Passage
-from indexer.documents import StoredDocument
+from indexer.documents import Document, StoredDocument
 
 # Engines by name: "module:class", imported only when chosen (SEMSEARCH_ENGINE).
 ENGINES = {"faiss": "indexer.faiss_engine:FaissEngine"}
@@ -117,6 +118,10 @@ class IndexWriter(Protocol):
     """Applies change sets; each apply is atomic and leaves a snapshot readers can open."""
 
     def live_documents(self, doc_ids: Sequence[str] | None = None) -> dict[str, LiveDocument]: ...
+
+    def ingested_documents(self) -> list[Document]:
+        """Documents added over the API that the newest snapshot serves, with their text (the
+        index is their only store: publishing is the one commit). Whatever model built it."""
 
     def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]: ...
 

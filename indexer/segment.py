@@ -55,6 +55,7 @@ def index_tables(db: sqlite3.Connection) -> None:
     for column in ("doc_id", "source", "key"):
         db.execute(f"CREATE INDEX passages_{column} ON passages ([{column}])")
     db.execute("CREATE INDEX documents_doc_id ON documents (doc_id)")
+    db.execute("CREATE INDEX documents_origin ON documents (origin)")  # the ingested ones, for rebuilds
 
 
 def save_postings(folder: Path, db: sqlite3.Connection, found: Postings) -> None:

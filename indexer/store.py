@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -28,6 +29,7 @@ from indexer.engine import IndexUnavailable  # noqa: F401 (raised here; importer
 from indexer.integrity import checksums, first_mismatch, fsync_tree, sha256_of
 from indexer.segment import INFO, Segment
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 3  # 3: segments with stable ids and tombstones
 POINTER = "CURRENT"
 SEGMENTS = "segments"
@@ -115,8 +117,11 @@ def publish(root: Path, manifest: dict, tombstones: dict[str, np.ndarray]) -> st
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    switch_pointer(root, name)
-    remove_unused(root)
+    switch_pointer(root, name)  # the commit: from here on the change is published
+    try:
+        remove_unused(root)
+    except OSError as exc:  # tidying only; the next publish tries again
+        log.warning("published %s, but could not remove old generations: %s", name, exc)
     return name
 
 

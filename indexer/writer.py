@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Sequence
 
@@ -17,9 +19,10 @@ import numpy as np
 from indexer import postings, store
 from indexer.chunking import Passage, context_of
 from indexer.dense import DenseParams
+from indexer.documents import Document
 from indexer.engine import ChangeSet, LiveDocument, PreparedDocument
 from indexer.keyword import Analyzer
-from indexer.segment import Segment, SegmentRows
+from indexer.segment import TABLES, Segment, SegmentRows
 from indexer.segment import write as write_segment
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,22 @@ class SegmentStore:
                 if not np.isin(number, dead):
                     live[doc_id] = LiveDocument(doc_id, number, origin, digest)
         return live
+
+    def ingested_documents(self) -> list[Document]:
+        """Documents added over the API that the current generation serves, with their text. Read
+        whatever model built the generation, so a rebuild for another model keeps them."""
+        name = store.current_generation(self.root)
+        manifest = store.read_manifest(self.root, name) if name else None
+        if not manifest or manifest.get("format_version") != store.FORMAT_VERSION:
+            return []
+        tombstones = store.tombstones_of(self.root, name, manifest)
+        found = []
+        for entry in manifest["segments"]:
+            path = self.root / store.SEGMENTS / entry["name"] / TABLES
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                rows = db.execute("SELECT doc_number, doc_id, title, source, text FROM documents WHERE origin = 'api'")
+                found += [Document(*row[1:]) for row in rows if not np.isin(row[0], tombstones[entry["name"]])]
+        return found
 
     def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Vectors the current segments already hold for these embedding inputs."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+import sqlite3
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from indexer.build import update_documents
-from indexer.document_store import DocumentStore
+from indexer.build import UnknownDocument, update_documents
 from indexer.documents import Document
 from service.errors import ApiError
 from service.runtime import Runtime
@@ -21,6 +21,8 @@ log = logging.getLogger("semsearch.ingest")
 router = APIRouter()
 bearer = HTTPBearer(auto_error=False)
 AUTH_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+WRITE_ERRORS = {**AUTH_ERRORS, 503: {"model": ErrorResponse, "description": "the change could not be written "
+                                     "(a full disk, for example) and nothing was changed"}}
 
 
 class DocumentIn(BaseModel):
@@ -44,7 +46,7 @@ class IngestRequest(BaseModel):
 
 
 class IngestResponse(BaseModel):
-    accepted: list[str] = Field(description="document ids now stored durably")
+    accepted: list[str] = Field(description="document ids now stored durably (in the index itself)")
     deleted: list[str] = Field(default_factory=list)
     generation: str | None = Field(description="index generation that serves them")
     searchable: bool = Field(description="true: the change is searchable now that the call has returned")
@@ -71,34 +73,45 @@ def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCreden
 AuthorizedRuntime = Annotated[Runtime, Depends(require_key)]
 
 
-def publish(runtime: Runtime, upserts: list[Document], deletes: list[str]) -> int:
+def publish(runtime: Runtime, upserts: list[Document], deletes: list[str]) -> tuple[int, bool]:
     """Write the change as one new small segment (embedding only its passages), switch the service
-    to it, and let the background merger tidy up; returns the passages embedded."""
-    _, embedded = update_documents(runtime.settings.index_dir, runtime.embedder, upserts, deletes, runtime.engine)
+    to it, and let the background merger tidy up; returns the passages embedded and whether the
+    service now serves the change.
+
+    All or nothing: the index is the documents' only store and publishing its generation is the
+    one commit, so a write that fails (a full disk, say) answers 503 having changed nothing.
+    """
+    try:
+        name, embedded = update_documents(runtime.settings.index_dir, runtime.embedder, upserts, deletes,
+                                          runtime.engine, deletable="api")
+    except (OSError, sqlite3.Error) as exc:
+        log.error("write failed, nothing changed: %s", exc)
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ApiError(503, "write_failed", f"the change could not be written and nothing was changed: {reason}")
     runtime.reload()
     runtime.merge_wanted.set()
-    return embedded
+    return embedded, runtime.generation == name
 
 
-@router.post("/documents", response_model=IngestResponse, responses=AUTH_ERRORS, summary="Add or replace documents")
+@router.post("/documents", response_model=IngestResponse, responses=WRITE_ERRORS, summary="Add or replace documents")
 def add_documents(body: IngestRequest, runtime: AuthorizedRuntime) -> IngestResponse:
     documents = [Document(doc_id=d.id, title=d.title.strip(), source=d.url or f"api:{d.id}",
                           text=d.text.replace("\r\n", "\n")) for d in body.documents]
-    DocumentStore(runtime.settings.index_dir).put(documents)  # durable before anything else
-    embedded = publish(runtime, documents, [])
+    embedded, searchable = publish(runtime, documents, [])
     log.info("ingested %d documents into %s", len(documents), runtime.generation)
     return IngestResponse(accepted=[d.doc_id for d in documents], generation=runtime.generation,
-                          searchable=True, embedded=embedded)
+                          searchable=searchable, embedded=embedded)
 
 
-@router.delete("/documents/{doc_id}", response_model=IngestResponse, responses=AUTH_ERRORS,
-               summary="Delete an ingested document")
+@router.delete("/documents/{doc_id}", response_model=IngestResponse,
+               responses={**WRITE_ERRORS, 404: {"model": ErrorResponse}}, summary="Delete an ingested document")
 def delete_document(doc_id: str, runtime: AuthorizedRuntime) -> IngestResponse:
-    if not DocumentStore(runtime.settings.index_dir).delete(doc_id):
+    try:
+        embedded, searchable = publish(runtime, [], [doc_id])
+    except UnknownDocument:
         raise ApiError(404, "not_found", f"no ingested document with id {doc_id!r} "
                        "(documents from the seeds folder are removed by deleting their file and reindexing)")
-    embedded = publish(runtime, [], [doc_id])
-    return IngestResponse(accepted=[], deleted=[doc_id], generation=runtime.generation, searchable=True,
+    return IngestResponse(accepted=[], deleted=[doc_id], generation=runtime.generation, searchable=searchable,
                           embedded=embedded)
 
 

@@ -225,7 +225,7 @@ def test_sigkill_during_a_merge_loses_nothing(tmp_path, model):
     corpus = make_corpus(4_000, seed=5)
     build_from_documents(corpus[:1_000], tmp_path, model, progress=False)
     for first in range(1_000, 4_000, 1_000):
-        update_documents(tmp_path, model, corpus[first:first + 1_000], ["d3"])
+        update_documents(tmp_path, model, corpus[first:first + 1_000], ["d3"] if first == 1_000 else [])
     before, generation = rankings(tmp_path, model), store.current_generation(tmp_path)
     merge = ("import sys; from indexer.dense import DenseParams; from indexer.merge import MergePolicy, merge_all; "
              "from indexer.writer import SegmentStore; "
@@ -313,7 +313,7 @@ def test_bm25_top_rows_equal_brute_force_scoring_with_ties_and_filters(compiled,
 def test_keyword_lists_at_any_depth_are_the_head_of_the_full_list(tmp_path, model):
     corpus = make_corpus(400)
     build_from_documents(corpus[:250], tmp_path, model, progress=False)
-    update_documents(tmp_path, model, corpus[250:], ["d3", "d300"])
+    update_documents(tmp_path, model, corpus[250:], ["d3", "d30"])
     loaded = store.load(tmp_path, model.name, model.dimension)
     analyzer = Searcher(loaded, model).analyzer
     for query in QUERIES + ["the war in Ukraine and Russia's economy", "Putin Putin Kremlin"]:

@@ -1,0 +1,134 @@
+"""Writes are all-or-nothing: a failed or killed ingest changes nothing anyone can observe.
+
+Real server processes on the stand-in encoder (only the write machinery is under test); faults
+are real: a file-size limit on the running server (`prlimit --fsize`, what a full disk does to
+writes) and SIGKILL in the middle of an ingest.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import start_server, stop_server
+from tests.test_cli import semsearch
+
+STAND_IN = {"SEMSEARCH_MODEL_PATH": "hashing"}
+KEY = "s3cret"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture()
+def folder_index(tmp_path):
+    """A folder of two articles indexed by `semsearch index` with the stand-in encoder."""
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "harbour.txt").write_text("Harbour Reopens\nThe harbour reopened on Monday after a year of repairs.\n")
+    (seeds / "dam.txt").write_text("Dam Opens\nThe new dam opened today and will power the valley.\n")
+    index = tmp_path / "index"
+    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
+    return seeds, index
+
+
+def found_ids(url: str, query: str) -> set[str]:
+    answer = httpx.get(url + "/search", params={"q": query, "k": 50, "mode": "keyword"}, timeout=30)
+    assert answer.status_code == 200
+    return {hit["doc_id"] for hit in answer.json()["results"]}
+
+
+def up_to_date(seeds, index) -> bool:
+    check = semsearch("index", str(seeds), "--out", str(index), "--check", env=STAND_IN)
+    assert check.returncode in (0, 1), check.stderr
+    return check.returncode == 0
+
+
+def fsize(pid: int, limit: str) -> None:
+    subprocess.run(["prlimit", "--pid", str(pid), f"--fsize={limit}"], check=True)
+
+
+def test_writes_that_fail_on_a_full_disk_change_nothing_and_succeed_when_retried(folder_index):
+    seeds, index = folder_index
+    server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": KEY})
+    try:
+        with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
+            kept = {"id": "kept", "text": "Zephyrkept reports on the tides of the northern bay."}
+            assert client.post("/documents", json={"documents": [kept]}).status_code == 200
+            fsize(server.pid, "0:unlimited")  # from now on every write of the server fails, as on a full disk
+            lost = {"id": "lost", "text": "Quokkalost marsupials were counted on the island this spring."}
+            failed = client.post("/documents", json={"documents": [lost]})
+            assert failed.status_code == 503 and failed.json()["error"]["code"] == "write_failed"
+            refused = client.delete("/documents/kept")
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "write_failed"
+            assert found_ids(url, "zephyrkept") == {"kept"}  # still served, still deletable
+            assert found_ids(url, "quokkalost") == set()
+            fsize(server.pid, "unlimited:unlimited")
+            other = {"id": "other", "text": "An unrelated note about bridges."}
+            assert client.post("/documents", json={"documents": [other]}).status_code == 200
+            assert found_ids(url, "quokkalost") == set()  # the failed document never turns up later
+            assert client.delete("/documents/kept").status_code == 200  # the failed delete is not half-done
+            assert found_ids(url, "zephyrkept") == set()
+            assert client.delete("/documents/kept").status_code == 404
+    finally:
+        fsize(server.pid, "unlimited:unlimited")
+        stop_server(server)
+    assert up_to_date(seeds, index)  # nothing stored that the index does not serve
+    semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)  # a folder reindex brings nothing back
+    assert "lost" not in semsearch("search", "quokkalost", "--index", str(index), "--mode", "keyword",
+                                   env=STAND_IN).stdout
+
+
+def test_an_ingest_killed_midway_is_all_or_nothing_after_a_restart(folder_index):
+    seeds, index = folder_index
+    batch = [{"id": f"bulk-{n}", "text": f"Xylokill bulletin {n}. " + "Ferries ran late along the coast. " * 150}
+             for n in range(1000)]
+    server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": KEY})
+    before = httpx.get(url + "/readyz").json()["documents"]
+
+    def send() -> None:
+        try:
+            httpx.post(url + "/documents", json={"documents": batch}, headers=AUTH, timeout=120)
+        except httpx.HTTPError:
+            pass  # the server dies under it
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(1.0)  # the body is parsed and the batch is being chunked, embedded or written
+    server.kill()
+    server.wait()
+    sender.join()
+    stop_server(server)
+    server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": KEY})
+    try:
+        ready = httpx.get(url + "/readyz").json()
+        assert ready["status"] == "ready"
+        assert ready["documents"] in (before, before + len(batch))  # all of the batch or none of it
+        hits = found_ids(url, "xylokill")
+        assert len(hits) == (0 if ready["documents"] == before else 50)
+    finally:
+        stop_server(server)
+    assert up_to_date(seeds, index)
+
+
+def test_documents_an_older_version_stored_apart_are_taken_into_the_index_by_the_next_build(folder_index):
+    import sqlite3
+
+    seeds, index = folder_index
+    legacy = index / "documents.sqlite"  # what versions before the segment format kept
+    with sqlite3.connect(legacy) as db:
+        db.execute("CREATE TABLE documents (doc_id TEXT PRIMARY KEY, title TEXT, source TEXT, text TEXT)")
+        db.execute("INSERT INTO documents VALUES ('old-1', 'Old Note', 'api:old-1', 'Wombatold tracks by the river.')")
+    db.close()
+    assert not up_to_date(seeds, index)  # --check names it: stored, not yet indexed
+    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
+    assert not legacy.exists() and up_to_date(seeds, index)
+    server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": KEY})
+    try:
+        assert found_ids(url, "wombatold") == {"old-1"}
+        assert httpx.delete(url + "/documents/old-1", headers=AUTH).status_code == 200  # an ingested one
+        assert found_ids(url, "wombatold") == set()
+    finally:
+        stop_server(server)
