@@ -71,6 +71,25 @@ def build_from_documents(documents: Iterable[Document], out: Path, embedder: Tex
     return build_index(out, embedder, list(documents), progress, origin=origin, params=params)
 
 
+class PruneRefused(DocumentError):
+    """A folder reindex would remove more than half of the index's folder documents."""
+
+    def __init__(self, removed: Sequence[str], total: int, origin: str) -> None:
+        shown = ", ".join(removed[:20]) + (" …" if len(removed) > 20 else "")
+        super().__init__(f"refusing to remove {len(removed)} of the index's {total} folder documents, "
+                         f"which are not in {origin}: {shown}; nothing was changed. Check the folder, "
+                         "or pass --prune to remove them")
+        self.removed = list(removed)
+
+
+class UnknownDocument(LookupError):
+    """A delete named documents that were not ingested over the API (or no longer exist)."""
+
+    def __init__(self, doc_ids: Sequence[str]) -> None:
+        super().__init__(", ".join(doc_ids))
+        self.doc_ids = list(doc_ids)
+
+
 def wanted_documents(root: Path, folder: list[Document], writer: IndexWriter) -> dict[str, StoredDocument]:
     """Folder documents plus ingested ones (an ingested document replaces a folder one with its id):
     those the index serves, and those an older version kept in documents.sqlite."""
@@ -108,8 +127,10 @@ def engine_of(root: Path, embedder: TextModel, params: DenseParams, engine: Engi
 
 def build_index(root: Path, embedder: TextModel, folder: list[Document], progress: bool | None = None,
                 force: bool = False, origin: str = "input", params: DenseParams = DenseParams(),
-                engine: Engine | None = None) -> BuildSummary:
-    """Bring index/ up to date with folder (plus ingested documents), touching only what changed."""
+                engine: Engine | None = None, prune: bool = True) -> BuildSummary:
+    """Bring index/ up to date with folder (plus ingested documents), touching only what changed.
+    prune=False refuses (PruneRefused, before writing) to remove more than half of the index's
+    folder documents: pointing a reindex at the wrong folder must not empty a live index."""
     started = time.perf_counter()
     with store.build_lock(root):
         writer = engine_of(root, embedder, params, engine).writer()
@@ -119,6 +140,9 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
         health = writer.health()
         previous = writer.live_documents()
         changes = compare(previous, wanted)
+        from_folders = sum(1 for d in previous.values() if d.origin == "folder")
+        if not prune and changes.removed and len(changes.removed) * 2 > from_folders:
+            raise PruneRefused(changes.removed, from_folders, origin)
         fingerprint = chunker_fingerprint(embedder)
         rebuild = force or health["generation"] is None or health["chunker"] != fingerprint
         if not changes.stale and not rebuild:
@@ -145,14 +169,6 @@ def require_passages(batches: Iterator[list[PreparedDocument]], origin: str) -> 
         yield batch
     if not found:
         raise DocumentError(f"no passages to index: {origin} holds no readable article text")
-
-
-class UnknownDocument(LookupError):
-    """A delete named documents that were not ingested over the API (or no longer exist)."""
-
-    def __init__(self, doc_ids: Sequence[str]) -> None:
-        super().__init__(", ".join(doc_ids))
-        self.doc_ids = list(doc_ids)
 
 
 def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document], deletes: Sequence[str],

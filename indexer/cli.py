@@ -30,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("--check", action="store_true",
                        help="change nothing; exit 1 naming the documents the index is stale for")
     index.add_argument("--force", action="store_true", help="write a new generation even if nothing changed")
+    index.add_argument("--prune", action="store_true",
+                       help="allow removing more than half of the index's folder documents (files gone from the folder)")
 
     serve = commands.add_parser("serve", help="run the HTTP API and search page")
     serve.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
@@ -105,7 +107,7 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {passages} passages")
         print(f"index {args.out} is already up to date: nothing written")
         return 0
-    summary = build_index(out, model, folder, force=args.force, origin=str(seeds), engine=engine)
+    summary = build_index(out, model, folder, force=args.force, origin=str(seeds), engine=engine, prune=args.prune)
     for done in engine.maintain():
         print(done)
     c = summary.changes

@@ -132,3 +132,22 @@ def test_documents_an_older_version_stored_apart_are_taken_into_the_index_by_the
         assert found_ids(url, "wombatold") == set()
     finally:
         stop_server(server)
+
+
+def test_a_folder_reindex_refuses_to_remove_most_of_an_index_unless_told_to_prune(folder_index, tmp_path):
+    seeds, index = folder_index
+    (seeds / "bridge.txt").write_text("Bridge Closes\nThe old bridge closed for inspection.\n")
+    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0  # 3 documents
+    (seeds / "bridge.txt").unlink()
+    removed_one = semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)
+    assert removed_one.returncode == 0 and "removed 1" in removed_one.stdout  # a third: no question asked
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "ferry.txt").write_text("Ferry Resumes\nThe ferry to the islands resumed service.\n")
+    refused = semsearch("index", str(other), "--out", str(index), env=STAND_IN)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "refusing to remove 2 of the index's 2 folder documents" in refused.stderr
+    assert "dam, harbour" in refused.stderr and "--prune" in refused.stderr
+    assert up_to_date(seeds, index)  # nothing was changed
+    pruned = semsearch("index", str(other), "--out", str(index), "--prune", env=STAND_IN)
+    assert pruned.returncode == 0 and "removed 2" in pruned.stdout and up_to_date(other, index)
