@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from service import errors, ingest, routes
+from service.guard import RequestGuard
 from service.metrics import Metrics, RequestMetrics
 from service.runtime import Runtime, merger, watch
 from service.settings import Settings
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Semantic search over news articles: ranked passages with their sources "
                               "and the sentence that answers.")
     app.state.metrics = Metrics(lambda: getattr(app.state, "runtime", None))
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(RequestGuard, settings=settings)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: it counts refusals too
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(ingest.router)

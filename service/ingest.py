@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import sqlite3
 from typing import Annotated
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from indexer.build import UnknownDocument, update_documents
 from indexer.documents import Document
 from service.errors import ApiError
+from service.guard import key_problem
 from service.runtime import Runtime
 from service.schemas import ErrorResponse
 
@@ -58,13 +58,13 @@ def runtime_of(request: Request) -> Runtime:
 
 
 def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Runtime:
+    """The key check, also done by service/guard.py before the body is read; here it documents the
+    security scheme in the OpenAPI spec and guards any route the guard's paths miss."""
     runtime = runtime_of(request)
-    if not runtime.settings.ingest_enabled:
-        raise ApiError(403, "disabled", "document ingest is disabled: set SEMSEARCH_API_KEY to enable it")
-    given = credentials.credentials if credentials else ""
-    if not hmac.compare_digest(given.encode(), runtime.settings.api_key.get_secret_value().encode()):
-        raise ApiError(401, "unauthorized", "missing or wrong API key: send Authorization: Bearer <key>",
-                       headers={"WWW-Authenticate": "Bearer"})
+    given = f"Bearer {credentials.credentials}" if credentials else ""
+    problem = key_problem(runtime.settings, given)
+    if problem is not None:
+        raise problem
     if runtime.embedder is None:
         raise runtime.problem
     return runtime

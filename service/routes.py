@@ -50,7 +50,12 @@ async def answer(request: Request, searcher: search.Searcher, params: SearchPara
     thread hand-offs and GIL contention (4 clients: 153 vs 121 requests/s). On a large index most
     of a search is FAISS and numpy, which release the GIL, so two searches can share the cores.
     """
-    if searcher.index.counts()["passages"] < request.app.state.runtime.settings.threaded_search_passages:
+    settings = request.app.state.runtime.settings
+    for name, values in (("doc_id", params.doc_id), ("source", params.source)):
+        if len(values) > settings.max_filter_values:
+            return error_response(422, "invalid_request", f"{name}: at most {settings.max_filter_values} values "
+                                  "(SEMSEARCH_MAX_FILTER_VALUES)", field=name)
+    if searcher.index.counts()["passages"] < settings.threaded_search_passages:
         return run_search(searcher, params)
     return await run_in_threadpool(run_search, searcher, params)
 

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     engine: Literal["faiss"] = Field("faiss", description="index engine (indexer/engine.py: ENGINES)")
     threaded_search_passages: int = Field(200_000, ge=0, description="indexes with at least this many passages "
                                           "search in the thread pool (two searches share the cores)")
+    max_body_bytes: int = Field(4_000_000, ge=1024, description="largest request body; larger ones get 413 "
+                                "before anything is read or parsed")
+    max_filter_values: int = Field(1000, ge=1, description="most doc_id or source values in one search")
 
     @property
     def ingest_enabled(self) -> bool:

@@ -117,3 +117,20 @@ def live_server():
     process, url = start_server(index)
     yield url
     stop_server(process)
+
+
+STAND_IN = {"SEMSEARCH_MODEL_PATH": "hashing"}
+
+
+@pytest.fixture()
+def folder_index(tmp_path):
+    """A folder of two articles indexed by `semsearch index` with the stand-in encoder."""
+    from tests.test_cli import semsearch
+
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "harbour.txt").write_text("Harbour Reopens\nThe harbour reopened on Monday after a year of repairs.\n")
+    (seeds / "dam.txt").write_text("Dam Opens\nThe new dam opened today and will power the valley.\n")
+    index = tmp_path / "index"
+    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
+    return seeds, index

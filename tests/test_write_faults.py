@@ -12,26 +12,12 @@ import threading
 import time
 
 import httpx
-import pytest
 
-from tests.conftest import start_server, stop_server
+from tests.conftest import STAND_IN, start_server, stop_server
 from tests.test_cli import semsearch
 
-STAND_IN = {"SEMSEARCH_MODEL_PATH": "hashing"}
 KEY = "s3cret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture()
-def folder_index(tmp_path):
-    """A folder of two articles indexed by `semsearch index` with the stand-in encoder."""
-    seeds = tmp_path / "seeds"
-    seeds.mkdir()
-    (seeds / "harbour.txt").write_text("Harbour Reopens\nThe harbour reopened on Monday after a year of repairs.\n")
-    (seeds / "dam.txt").write_text("Dam Opens\nThe new dam opened today and will power the valley.\n")
-    index = tmp_path / "index"
-    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
-    return seeds, index
 
 
 def found_ids(url: str, query: str) -> set[str]:

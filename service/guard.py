@@ -1,0 +1,80 @@
+"""The HTTP edge's first checks, before a byte of a request body is read or parsed.
+
+A body over SEMSEARCH_MAX_BODY_BYTES is refused with 413: at once when its Content-Length says
+so, else as soon as the bytes received pass the limit (a chunked body). Writes (/documents,
+/admin) are refused with 403 or 401 before their body is read, so a client without the key
+cannot make the server read, let alone parse, anything.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.exceptions import HTTPException
+
+from service.errors import ApiError, error_response
+from service.settings import Settings
+
+PROTECTED = ("/documents", "/admin/")
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from inside the body read; an HTTPException, so FastAPI passes it on unchanged."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes (SEMSEARCH_MAX_BODY_BYTES)")
+
+
+def key_problem(settings: Settings, authorization: str) -> ApiError | None:
+    """Why a request with this Authorization header may not write, or None when it may."""
+    if not settings.ingest_enabled:
+        return ApiError(403, "disabled", "document ingest is disabled: set SEMSEARCH_API_KEY to enable it")
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), settings.api_key.get_secret_value().encode()):
+        return ApiError(401, "unauthorized", "missing or wrong API key: send Authorization: Bearer <key>",
+                        headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
+class RequestGuard:
+    """Plain ASGI middleware: body size and write authorization, checked before the app reads."""
+
+    def __init__(self, app, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        limit = self.settings.max_body_bytes
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > limit:
+            await self.refuse(send, 413, "body_too_large", f"request body over {limit} bytes "
+                              "(SEMSEARCH_MAX_BODY_BYTES)")
+            return
+        if scope["path"].startswith(PROTECTED) and scope["method"] != "GET":
+            problem = key_problem(self.settings, headers.get(b"authorization", b"").decode("latin-1"))
+            if problem is not None:
+                await self.refuse(send, problem.status, problem.code, problem.message, problem.headers)
+                return
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+    @staticmethod
+    async def refuse(send, status: int, code: str, message: str, headers: dict | None = None) -> None:
+        response = error_response(status, code, message, headers=headers)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*response.raw_headers, (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": response.body})

@@ -1,0 +1,58 @@
+"""The HTTP edge's bounds: body size, writes refused before their body is read, filter lists."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+
+from tests.conftest import STAND_IN, start_server, stop_server
+
+LIMIT = 100_000
+
+
+def raw_request(url: str, head: str, body: bytes = b"", timeout: float = 5.0) -> str:
+    """Send bytes as they are and return the status line (the server may answer before reading all)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head.encode() + b"\r\n" + body)
+        return sock.recv(65536).split(b"\r\n", 1)[0].decode()
+
+
+def test_bodies_over_the_limit_and_writes_without_the_key_are_refused_before_the_body_is_read(folder_index):
+    _, index = folder_index
+    server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": "s3cret", "SEMSEARCH_MAX_BODY_BYTES": str(LIMIT)})
+    try:
+        huge = {"q": "harbour", "doc_id": [f"d{n}" for n in range(LIMIT // 4)]}
+        refused = httpx.post(url + "/search", json=huge)
+        assert refused.status_code == 413 and refused.json()["error"]["code"] == "body_too_large"
+
+        def chunks():  # no Content-Length: counted as it arrives
+            for _ in range(50):
+                yield b"x" * 10_000
+        streamed = httpx.post(url + "/documents", content=chunks(), headers={"Authorization": "Bearer s3cret"})
+        assert streamed.status_code == 413
+        # Headers announcing a body that never comes: without the key the answer is immediate, so
+        # nothing of the body was awaited, read or parsed.
+        head = ("POST /documents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {LIMIT // 2}\r\n")
+        assert raw_request(url, head).startswith("HTTP/1.1 401")
+        assert raw_request(url, head.replace("Host: x", "Host: x\r\nAuthorization: Bearer wrong")).startswith("HTTP/1.1 401")
+        ok = httpx.post(url + "/documents", headers={"Authorization": "Bearer s3cret"},
+                        json={"documents": [{"id": "n1", "text": "A short note about the harbour."}]})
+        assert ok.status_code == 200
+        assert httpx.get(url + "/healthz").status_code == 200
+    finally:
+        stop_server(server)
+
+
+def test_too_many_filter_values_are_a_422_naming_the_field(folder_index):
+    _, index = folder_index
+    server, url = start_server(index, STAND_IN | {"SEMSEARCH_MAX_FILTER_VALUES": "3"})
+    try:
+        fine = httpx.post(url + "/search", json={"q": "harbour", "doc_id": ["harbour", "dam", "x"]})
+        assert fine.status_code == 200 and {r["doc_id"] for r in fine.json()["results"]} == {"harbour", "dam"}
+        refused = httpx.post(url + "/search", json={"q": "harbour", "source": ["a", "b", "c", "d"]})
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == "source"
+    finally:
+        stop_server(server)
