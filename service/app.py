@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: it counts refusals too
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(ingest.documents_router(settings))
     app.include_router(ingest.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

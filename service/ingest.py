@@ -1,6 +1,8 @@
-"""Ingest over HTTP: add and delete documents (API key protected), and force an index reload."""
+"""Ingest over HTTP: add and delete documents (API key protected), and force an index reload.
 
-from __future__ import annotations
+(No `from __future__ import annotations` here: the POST body model is made per app from the
+settings, and FastAPI must see it as a class, not as a name to resolve.)
+"""
 
 import logging
 import sqlite3
@@ -8,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from indexer.build import UnknownDocument, update_documents
 from indexer.documents import Document
@@ -16,6 +18,7 @@ from service.errors import ApiError
 from service.guard import key_problem
 from service.runtime import Runtime
 from service.schemas import ErrorResponse
+from service.settings import Settings
 
 log = logging.getLogger("semsearch.ingest")
 router = APIRouter()
@@ -31,7 +34,7 @@ class DocumentIn(BaseModel):
     id: str = Field(..., min_length=1, max_length=200, pattern=r"^[^\s/]+$", description="your id for the article")
     title: str = Field("", max_length=1000)
     url: str | None = Field(None, max_length=2000, description="where the article lives; shown as its source")
-    text: str = Field(..., min_length=1, max_length=2_000_000)
+    text: str = Field(..., min_length=1)
 
     @field_validator("text")
     @classmethod
@@ -41,8 +44,13 @@ class DocumentIn(BaseModel):
         return value
 
 
-class IngestRequest(BaseModel):
-    documents: list[DocumentIn] = Field(..., min_length=1, max_length=1000)
+def ingest_request(settings: Settings) -> type[BaseModel]:
+    """The POST /documents body with this service's limits (so the OpenAPI spec states them):
+    at most SEMSEARCH_MAX_DOCUMENT_CHARS a text and SEMSEARCH_MAX_DOCUMENTS_PER_CALL documents."""
+    document = create_model("DocumentIn", __base__=DocumentIn,
+                            text=(str, Field(..., min_length=1, max_length=settings.max_document_chars)))
+    return create_model("IngestRequest", documents=(
+        list[document], Field(..., min_length=1, max_length=settings.max_documents_per_call)))
 
 
 class IngestResponse(BaseModel):
@@ -93,14 +101,21 @@ def publish(runtime: Runtime, upserts: list[Document], deletes: list[str]) -> tu
     return embedded, runtime.generation == name
 
 
-@router.post("/documents", response_model=IngestResponse, responses=WRITE_ERRORS, summary="Add or replace documents")
-def add_documents(body: IngestRequest, runtime: AuthorizedRuntime) -> IngestResponse:
-    documents = [Document(doc_id=d.id, title=d.title.strip(), source=d.url or f"api:{d.id}",
-                          text=d.text.replace("\r\n", "\n")) for d in body.documents]
-    embedded, searchable = publish(runtime, documents, [])
-    log.info("ingested %d documents into %s", len(documents), runtime.generation)
-    return IngestResponse(accepted=[d.doc_id for d in documents], generation=runtime.generation,
-                          searchable=searchable, embedded=embedded)
+def documents_router(settings: Settings) -> APIRouter:
+    """POST /documents, its body limited by the settings."""
+    adding = APIRouter()
+    IngestRequest = ingest_request(settings)  # noqa: N806 (a model class)
+
+    @adding.post("/documents", response_model=IngestResponse, responses=WRITE_ERRORS, summary="Add or replace documents")
+    def add_documents(body: IngestRequest, runtime: AuthorizedRuntime) -> IngestResponse:
+        documents = [Document(doc_id=d.id, title=d.title.strip(), source=d.url or f"api:{d.id}",
+                              text=d.text.replace("\r\n", "\n")) for d in body.documents]
+        embedded, searchable = publish(runtime, documents, [])
+        log.info("ingested %d documents into %s", len(documents), runtime.generation)
+        return IngestResponse(accepted=[d.doc_id for d in documents], generation=runtime.generation,
+                              searchable=searchable, embedded=embedded)
+
+    return adding
 
 
 @router.delete("/documents/{doc_id}", response_model=IngestResponse,

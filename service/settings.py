@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4_000_000, ge=1024, description="largest request body; larger ones get 413 "
                                 "before anything is read or parsed")
     max_filter_values: int = Field(1000, ge=1, description="most doc_id or source values in one search")
+    max_document_chars: int = Field(200_000, ge=1, description="longest document text accepted by POST /documents")
+    max_documents_per_call: int = Field(100, ge=1, description="most documents in one POST /documents")
 
     @property
     def ingest_enabled(self) -> bool:

@@ -56,3 +56,21 @@ def test_too_many_filter_values_are_a_422_naming_the_field(folder_index):
         assert refused.status_code == 422 and refused.json()["error"]["field"] == "source"
     finally:
         stop_server(server)
+
+
+def test_document_limits_come_from_the_settings_and_are_in_the_spec(folder_index):
+    _, index = folder_index
+    limits = {"SEMSEARCH_MAX_DOCUMENT_CHARS": "50", "SEMSEARCH_MAX_DOCUMENTS_PER_CALL": "2", "SEMSEARCH_API_KEY": "k"}
+    server, url = start_server(index, STAND_IN | limits)
+    try:
+        auth = {"Authorization": "Bearer k"}
+        long = httpx.post(url + "/documents", headers=auth, json={"documents": [{"id": "a", "text": "x" * 51}]})
+        assert long.status_code == 422 and long.json()["error"]["field"] == "documents.0.text"
+        many = httpx.post(url + "/documents", headers=auth,
+                          json={"documents": [{"id": f"d{n}", "text": "A note."} for n in range(3)]})
+        assert many.status_code == 422 and many.json()["error"]["field"] == "documents"
+        spec = httpx.get(url + "/openapi.json").json()["components"]["schemas"]
+        assert spec["IngestRequest"]["properties"]["documents"]["maxItems"] == 2
+        assert spec["DocumentIn"]["properties"]["text"]["maxLength"] == 50
+    finally:
+        stop_server(server)
