@@ -85,9 +85,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
+                413: "body_too_large"}.get(exc.status_code, "http_error")
         message = "no such endpoint; see /docs" if exc.detail == "Not Found" else str(exc.detail)
-        return error_response(exc.status_code, code, message)
+        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

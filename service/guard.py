@@ -1,13 +1,16 @@
 """The HTTP edge's first checks, before a byte of a request body is read or parsed.
 
-A body over SEMSEARCH_MAX_BODY_BYTES is refused with 413: at once when its Content-Length says
-so, else as soon as the bytes received pass the limit (a chunked body). Writes (/documents,
-/admin) are refused with 403 or 401 before their body is read, so a client without the key
-cannot make the server read, let alone parse, anything.
+More than SEMSEARCH_MAX_CONCURRENT_REQUESTS requests at once: 503 with Retry-After (the probes
+/healthz, /readyz and /metrics are never refused). A body over SEMSEARCH_MAX_BODY_BYTES is
+refused with 413: at once when its Content-Length says so, else as soon as the bytes received
+pass the limit (a chunked body). A body that stops arriving for SEMSEARCH_BODY_TIMEOUT seconds
+gets 408 and the connection is closed. Writes (/documents, /admin) are refused with 403 or 401
+before their body is read, so a client without the key cannot make the server read anything.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from starlette.exceptions import HTTPException
@@ -16,6 +19,7 @@ from service.errors import ApiError, error_response
 from service.settings import Settings
 
 PROTECTED = ("/documents", "/admin/")
+PROBES = ("/healthz", "/readyz", "/metrics")
 
 
 class BodyTooLarge(HTTPException):
@@ -23,6 +27,12 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body over {limit} bytes (SEMSEARCH_MAX_BODY_BYTES)")
+
+
+class BodyTimeout(HTTPException):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body stopped arriving for {seconds:g} s (SEMSEARCH_BODY_TIMEOUT)",
+                         headers={"Connection": "close"})
 
 
 def key_problem(settings: Settings, authorization: str) -> ApiError | None:
@@ -43,11 +53,26 @@ class RequestGuard:
     def __init__(self, app, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        self.in_flight = 0  # requests being answered (one event loop: no lock needed)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"] in PROBES:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.settings.max_concurrent_requests:
+            await self.refuse(send, 503, "busy", f"more than {self.settings.max_concurrent_requests} requests at "
+                              "once (SEMSEARCH_MAX_CONCURRENT_REQUESTS); retry in a moment", {"Retry-After": "1"})
+            return
+        self.in_flight += 1
+        try:
+            await self.checked(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def checked(self, scope, receive, send) -> None:
         headers = {name.lower(): value for name, value in scope["headers"]}
         limit = self.settings.max_body_bytes
         length = headers.get(b"content-length", b"0")
@@ -60,11 +85,17 @@ class RequestGuard:
             if problem is not None:
                 await self.refuse(send, problem.status, problem.code, problem.message, problem.headers)
                 return
-        received = 0
+        received, timeout, complete = 0, self.settings.body_timeout, False
 
         async def counted() -> dict:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # later reads wait for a disconnect, which may rightly take long
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout)
+            except asyncio.TimeoutError:
+                raise BodyTimeout(timeout) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > limit:
                 raise BodyTooLarge(limit)

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     max_filter_values: int = Field(1000, ge=1, description="most doc_id or source values in one search")
     max_document_chars: int = Field(200_000, ge=1, description="longest document text accepted by POST /documents")
     max_documents_per_call: int = Field(100, ge=1, description="most documents in one POST /documents")
+    max_concurrent_requests: int = Field(64, ge=1, description="requests answered at once; more get 503 with "
+                                         "Retry-After (the health probes never do)")
+    body_timeout: float = Field(10.0, gt=0, description="seconds a request body may stop arriving before 408")
 
     @property
     def ingest_enabled(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx
 
@@ -31,7 +32,7 @@ def test_bodies_over_the_limit_and_writes_without_the_key_are_refused_before_the
             for _ in range(50):
                 yield b"x" * 10_000
         streamed = httpx.post(url + "/documents", content=chunks(), headers={"Authorization": "Bearer s3cret"})
-        assert streamed.status_code == 413
+        assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "body_too_large"
         # Headers announcing a body that never comes: without the key the answer is immediate, so
         # nothing of the body was awaited, read or parsed.
         head = ("POST /documents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -72,5 +73,29 @@ def test_document_limits_come_from_the_settings_and_are_in_the_spec(folder_index
         spec = httpx.get(url + "/openapi.json").json()["components"]["schemas"]
         assert spec["IngestRequest"]["properties"]["documents"]["maxItems"] == 2
         assert spec["DocumentIn"]["properties"]["text"]["maxLength"] == 50
+    finally:
+        stop_server(server)
+
+
+def test_a_body_that_stops_arriving_times_out_and_requests_over_the_cap_get_503_with_retry_after(folder_index):
+    _, index = folder_index
+    limits = {"SEMSEARCH_API_KEY": "k", "SEMSEARCH_BODY_TIMEOUT": "2", "SEMSEARCH_MAX_CONCURRENT_REQUESTS": "1"}
+    server, url = start_server(index, STAND_IN | limits)
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as stalled:
+            stalled.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 100\r\n\r\n{\"q\": ")  # and then nothing more
+            time.sleep(0.5)
+            busy = httpx.get(url + "/search", params={"q": "harbour"})
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert busy.json()["error"]["code"] == "busy"
+            assert httpx.get(url + "/healthz").status_code == 200  # probes are never refused
+            started, answer = time.monotonic(), b""
+            while chunk := stalled.recv(65536):  # until the server closes the connection
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408") and b"SEMSEARCH_BODY_TIMEOUT" in answer
+            assert time.monotonic() - started < 5
+        assert httpx.get(url + "/search", params={"q": "harbour"}).status_code == 200  # its slot is free again
     finally:
         stop_server(server)
