@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +40,23 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+def without_paths(text: str | None, index_dir: Path) -> str | None:
+    """text with the index folder's absolute path shown as its name: HTTP answers never tell
+    where the server's disk keeps things (the log does)."""
+    if text is None or not index_dir.is_absolute() and str(index_dir.resolve()) not in text:
+        return text
+    for path in sorted({str(index_dir), str(index_dir.resolve())}, key=len, reverse=True):
+        text = text.replace(path, index_dir.name)
+    return text
+
+
+def not_ready(request: Request, problem) -> JSONResponse:
+    """503 not_ready for a ServiceUnavailable or IndexUnavailable (message and fix)."""
+    index_dir = Path(request.app.state.runtime.settings.index_dir)
+    return error_response(503, "not_ready", without_paths(problem.message, index_dir),
+                          fix=without_paths(problem.fix, index_dir))
+
+
 def describe_field(error: dict) -> str:
     """'body.k' style path of the offending field, without FastAPI's location noise."""
     if error.get("type") == "json_invalid":
@@ -68,12 +86,9 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid_request", str(exc), field="q")
 
     @app.exception_handler(ServiceUnavailable)
-    async def unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
-        return error_response(503, "not_ready", exc.message, fix=exc.fix)
-
     @app.exception_handler(IndexUnavailable)
-    async def index_unavailable(request: Request, exc: IndexUnavailable) -> JSONResponse:
-        return error_response(503, "not_ready", exc.message, fix=exc.fix)
+    async def unavailable(request: Request, exc: ServiceUnavailable | IndexUnavailable) -> JSONResponse:
+        return not_ready(request, exc)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from indexer import search
-from service.errors import ServiceUnavailable, error_response
+from service.errors import error_response, not_ready
 from service.schemas import ErrorResponse, SearchParams, SearchResponse
 
 router = APIRouter()
@@ -80,8 +80,7 @@ async def healthz() -> dict:
 async def readyz(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
     if runtime.searcher is None:
-        problem: ServiceUnavailable = runtime.problem
-        return error_response(503, "not_ready", problem.message, fix=problem.fix)
+        return not_ready(request, runtime.problem)
     index = runtime.searcher.index
     return JSONResponse({"status": "ready", "generation": index.generation,
                          "model": index.manifest["model"]["name"], "passages": index.manifest["passages"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -15,7 +16,7 @@ class SearchParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    q: str = Field(..., max_length=MAX_QUERY_CHARS, description="the question, in plain words",
+    q: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="the question, in plain words",
                    examples=["why won't Russia stop"])
     k: int = Field(10, ge=1, le=MAX_K, description="results per page")
     offset: int = Field(0, ge=0, le=1000, description="results to skip, for paging")
@@ -32,6 +33,10 @@ class SearchParams(BaseModel):
     def not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("query must not be empty")
+        if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
+            raise ValueError("query must not contain control characters")
+        if not any(c.isalnum() for c in value):  # only emoji, punctuation or invisible characters
+            raise ValueError("query has no words to search for (letters or digits)")
         return value.strip()
 
 

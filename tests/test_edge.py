@@ -99,3 +99,25 @@ def test_a_body_that_stops_arriving_times_out_and_requests_over_the_cap_get_503_
         assert httpx.get(url + "/search", params={"q": "harbour"}).status_code == 200  # its slot is free again
     finally:
         stop_server(server)
+
+
+def test_queries_without_words_are_a_422_and_answers_never_show_server_paths(folder_index, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    _, index = folder_index
+    with TestClient(create_app(Settings(index_dir=index, model_path="hashing", reload_interval=0))) as client:
+        for junk in ("\x00", "🙂🙂", "\u200b\u200b", "harbour\x00"):
+            answer = client.get("/search", params={"q": junk})
+            assert answer.status_code == 422 and answer.json()["error"]["field"] == "q", junk
+        assert client.get("/search", params={"q": "harbour 🙂"}).json()["results"][0]["doc_id"] == "harbour"
+        assert client.get("/openapi.json").json()["components"]["schemas"]["SearchParams"]["properties"]["q"][
+            "minLength"] == 1
+    missing = tmp_path / "nowhere" / "index"
+    with TestClient(create_app(Settings(index_dir=missing, model_path="hashing", reload_interval=0))) as client:
+        for path in ("/readyz", "/search?q=harbour"):
+            answer = client.get(path)
+            assert answer.status_code == 503 and str(tmp_path) not in answer.text
+            assert "no index found in index/" in answer.json()["error"]["message"]
