@@ -42,7 +42,9 @@ def test_bodies_over_the_limit_and_writes_without_the_key_are_refused_before_the
         ok = httpx.post(url + "/documents", headers={"Authorization": "Bearer s3cret"},
                         json={"documents": [{"id": "n1", "text": "A short note about the harbour."}]})
         assert ok.status_code == 200
-        assert httpx.get(url + "/healthz").status_code == 200
+        for answer in (httpx.get(url + "/healthz"), refused, httpx.get(url + "/nowhere")):
+            assert answer.headers["x-content-type-options"] == "nosniff" and answer.headers["x-frame-options"] == "DENY"
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
     finally:
         stop_server(server)
 

@@ -30,7 +30,12 @@ def browser():
 
 def test_typing_a_query_shows_results_with_the_answer_marked(browser, live_server):
     page = browser.new_page()
-    page.goto(live_server + "/")
+    console_errors = []
+    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+    response = page.goto(live_server + "/")
+    headers = response.headers
+    assert "default-src 'self'" in headers["content-security-policy"] and headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "no-referrer"
     page.fill("#q", "how many casualties")
     page.press("#q", "Enter")
     page.wait_for_selector("li.result mark.answer", timeout=15000)
@@ -42,6 +47,7 @@ def test_typing_a_query_shows_results_with_the_answer_marked(browser, live_serve
     assert "The Costs and Risks Ahead" in results.first.locator(".meta").inner_text()
     assert results.first.locator("a").count() == 0  # a file source is text, not a link
     assert "?q=how+many+casualties" in page.url  # the search can be shared as a link
+    assert console_errors == []  # the page satisfies its own Content-Security-Policy
     page.close()
 
 
