@@ -43,17 +43,20 @@ def read_folder(folder: Path) -> Iterator[Document]:
             log.warning("skipping %s: unsupported file type %r", path, suffix or "(none)")
             continue
         doc_id = path.relative_to(folder).with_suffix("").as_posix()
+        # The source users see: the path from the indexed folder's name (seeds/article.txt),
+        # never where this machine keeps the folder.
+        source = (Path(folder.resolve().name) / path.relative_to(folder)).as_posix()
         try:
             raw = read_text(path)
         except OSError as exc:
             log.warning("skipping %s: cannot read it (%s)", path, exc)
             continue
         if suffix == ".jsonl":
-            yield from parse_jsonl(raw, str(path))
+            yield from parse_jsonl(raw, source)
         elif suffix in {".html", ".htm"}:
-            yield parse_html(raw, doc_id, str(path))
+            yield parse_html(raw, doc_id, source)
         else:
-            yield parse_text(raw, doc_id, str(path))
+            yield parse_text(raw, doc_id, source)
 
 
 def read_text(path: Path) -> str:

@@ -119,6 +119,8 @@ def test_reads_markdown_html_and_jsonl_and_skips_unknown_types(tmp_path, caplog)
     assert [(p.section, p.text) for p in page] == [("", "Trains ran again & on time."),
                                                   ("What Next", "Talks resume in spring.")]
     assert documents["a1"].source == "https://example.org/dam"
+    # A file's source is its path from the indexed folder's name, never where the disk keeps it.
+    assert documents["story"].source == f"{tmp_path.name}/story.md" and str(tmp_path) not in documents["page"].source
 
 
 @pytest.mark.parametrize("text", ["Dam opens on Monday", "Dam Opens\n\nShort note", "breaking: dam opens"])
