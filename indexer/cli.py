@@ -143,8 +143,13 @@ def run_serve(args: argparse.Namespace) -> int:
     os.environ["SEMSEARCH_INDEX_DIR"] = str(args.index)
     if args.model:
         os.environ["SEMSEARCH_MODEL_PATH"] = str(args.model)
+    from service.logs import log_config
+
+    level = os.environ.get("SEMSEARCH_LOG_LEVEL", "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise QueryError(f"SEMSEARCH_LOG_LEVEL must be debug, info, warning or error, not {level!r}")
     uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
-                log_level="info")
+                log_config=log_config(level), access_log=False)
     return 0
 
 

@@ -8,6 +8,8 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
+from service.logs import log_request, request_id
+
 # Seconds; fine steps around a search's few milliseconds, coarse ones for ingest rebuilds.
 LATENCY_BUCKETS = (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30)
 
@@ -51,7 +53,8 @@ class Metrics:
 
 
 class RequestMetrics:
-    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): counts and times every request.
+    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): counts, times and logs every
+    request (one JSON line, service/logs.py) and answers with its X-Request-ID.
 
     The route label is the matched route's template ("/documents/{doc_id}"), or "unmatched", so
     arbitrary paths cannot blow up the number of series.
@@ -65,16 +68,19 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started, status = time.perf_counter(), 500
+        started, status, request = time.perf_counter(), 500, request_id(scope)
 
         async def send_and_note(message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_note)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.observe(scope["method"], route, status, seconds)
+            log_request(scope, request, route, status, seconds)

@@ -123,3 +123,27 @@ def test_queries_without_words_are_a_422_and_answers_never_show_server_paths(fol
             answer = client.get(path)
             assert answer.status_code == 503 and str(tmp_path) not in answer.text
             assert "no index found in index/" in answer.json()["error"]["message"]
+
+
+def test_every_request_is_one_json_log_line_with_its_request_id_and_never_the_key(folder_index):
+    import json
+    from pathlib import Path
+
+    _, index = folder_index
+    server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": "t0ps3cret-key"})
+    try:
+        given = httpx.get(url + "/search", params={"q": "harbour"}, headers={"X-Request-ID": "abc-123"})
+        assert given.headers["x-request-id"] == "abc-123"
+        fresh = httpx.post(url + "/documents", headers={"Authorization": "Bearer t0ps3cret-key", "X-Request-ID": "<bad id>"},
+                           json={"documents": [{"id": "n1", "text": "A note on the harbour."}]})
+        assert fresh.status_code == 200 and len(fresh.headers["x-request-id"]) == 32
+        log = Path(server.log_path).read_text()
+    finally:
+        stop_server(server)
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    access = {line["request_id"]: line for line in lines if line["logger"] == "semsearch.access"}
+    assert access["abc-123"]["route"] == "/search" and access["abc-123"]["status"] == 200
+    assert access["abc-123"]["method"] == "GET" and access["abc-123"]["duration_ms"] > 0
+    assert access[fresh.headers["x-request-id"]]["route"] == "/documents"
+    assert "t0ps3cret-key" not in log
+    assert all(line.startswith("{") for line in log.splitlines() if line.strip())  # nothing but JSON lines
