@@ -39,6 +39,8 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyTimeout(HTTPException):
+    """Raised from inside the body read when the client stops sending; the connection is closed."""
+
     def __init__(self, seconds: float) -> None:
         super().__init__(408, f"the request body stopped arriving for {seconds:g} s (SEMSEARCH_BODY_TIMEOUT)",
                          headers={"Connection": "close"})
@@ -57,7 +59,8 @@ def key_problem(settings: Settings, authorization: str) -> ApiError | None:
 
 
 class RequestGuard:
-    """Plain ASGI middleware: body size and write authorization, checked before the app reads."""
+    """Plain ASGI middleware: security headers on every response; the request cap, body size,
+    body timeout and write authorization, checked before the app reads anything."""
 
     def __init__(self, app, settings: Settings) -> None:
         self.app = app
