@@ -117,6 +117,9 @@ def test_queries_without_words_are_a_422_and_answers_never_show_server_paths(fol
         assert client.get("/search", params={"q": "harbour 🙂"}).json()["results"][0]["doc_id"] == "harbour"
         assert client.get("/openapi.json").json()["components"]["schemas"]["SearchParams"]["properties"]["q"][
             "minLength"] == 1
+        wrong = client.put("/healthz")
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "GET" and wrong.json()["error"]["code"] == \
+            "method_not_allowed"
     missing = tmp_path / "nowhere" / "index"
     with TestClient(create_app(Settings(index_dir=missing, model_path="hashing", reload_interval=0))) as client:
         for path in ("/readyz", "/search?q=harbour"):
