@@ -144,12 +144,17 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.model:
         os.environ["SEMSEARCH_MODEL_PATH"] = str(args.model)
     from service.logs import log_config
+    from service.protocol import HeadDeadlineProtocol, header_timeout
 
     level = os.environ.get("SEMSEARCH_LOG_LEVEL", "info").lower()
     if level not in ("debug", "info", "warning", "error"):
         raise QueryError(f"SEMSEARCH_LOG_LEVEL must be debug, info, warning or error, not {level!r}")
+    try:
+        header_timeout()
+    except ValueError as exc:
+        raise QueryError(f"SEMSEARCH_HEADER_TIMEOUT is not a number: {exc}") from exc
     uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
-                log_config=log_config(level), access_log=False)
+                log_config=log_config(level), access_log=False, http=HeadDeadlineProtocol)
     return 0
 
 

@@ -150,3 +150,22 @@ def test_every_request_is_one_json_log_line_with_its_request_id_and_never_the_ke
     assert access[fresh.headers["x-request-id"]]["route"] == "/documents"
     assert "t0ps3cret-key" not in log
     assert all(line.startswith("{") for line in log.splitlines() if line.strip())  # nothing but JSON lines
+
+
+def test_connections_that_never_finish_their_request_head_are_closed(folder_index):
+    _, index = folder_index
+    server, url = start_server(index, STAND_IN | {"SEMSEARCH_HEADER_TIMEOUT": "1"})
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        for sent in (b"", b"GET /search?q=harbour HTTP/1.1\r\nHost: x\r\n"):  # nothing; half a head
+            with socket.create_connection((host, int(port)), timeout=10) as slow:
+                slow.sendall(sent)
+                started = time.monotonic()
+                assert slow.recv(65536) == b""  # closed by the server, not answered
+                assert time.monotonic() - started < 5
+        with httpx.Client(base_url=url) as client:  # a keep-alive client that keeps asking is never cut off
+            for _ in range(3):
+                assert client.get("/search", params={"q": "harbour"}).status_code == 200
+                time.sleep(0.6)
+    finally:
+        stop_server(server)
