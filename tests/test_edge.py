@@ -88,8 +88,11 @@ def test_a_body_that_stops_arriving_times_out_and_requests_over_the_cap_get_503_
         with socket.create_connection((host, int(port)), timeout=10) as stalled:
             stalled.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                             b"Content-Length: 100\r\n\r\n{\"q\": ")  # and then nothing more
-            time.sleep(0.5)
+            deadline = time.monotonic() + 5
             busy = httpx.get(url + "/search", params={"q": "harbour"})
+            while busy.status_code == 200 and time.monotonic() < deadline:  # until the stalled one is in
+                time.sleep(0.1)
+                busy = httpx.get(url + "/search", params={"q": "harbour"})
             assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
             assert busy.json()["error"]["code"] == "busy"
             assert httpx.get(url + "/healthz").status_code == 200  # probes are never refused
