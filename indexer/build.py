@@ -155,7 +155,7 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
             batches = require_passages(batches, origin)
         name = writer.apply(ChangeSet(upserts=batches, deletes=changes.removed + changes.changed,
                                       replace_all=rebuild, chunker=fingerprint))
-        after_publish(root, embedder)
+        after_publish(root, embedder, took_legacy=True)
         health = writer.health()
     return BuildSummary(Path(root) / name, changes, health["documents"], health["passages"],
                         health["sentences"], embedded[0], time.perf_counter() - started)
@@ -197,13 +197,15 @@ def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document
     return name, embedded[0]
 
 
-def after_publish(root: Path, embedder: TextModel) -> None:
-    """Tidy up once a change is published: the progress cache and an older version's document
-    store are no longer needed. The change is already committed, so a failure here (a full
-    disk) is logged, never reported as a failed write."""
+def after_publish(root: Path, embedder: TextModel, took_legacy: bool = False) -> None:
+    """Tidy up once a change is published: the progress cache is no longer needed, nor, after a
+    build that took its documents in (took_legacy), an older version's document store. The
+    change is already committed, so a failure here (a full disk) is logged, never reported as a
+    failed write."""
     try:
         EmbeddingCache(root, embedder.name, embedder.dimension).clear()  # the segments hold them now
-        forget_legacy(root)
+        if took_legacy:
+            forget_legacy(root)
     except (OSError, sqlite3.Error) as exc:
         log.warning("published, but could not tidy %s: %s", root, exc)
 
