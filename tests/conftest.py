@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,16 @@ def stop_server(process) -> None:
         process.kill()
         process.wait()
     Path(process.log_path).unlink(missing_ok=True)
+
+
+@contextmanager
+def served(index: Path, env: dict | None = None):
+    """`semsearch serve` on index for the length of a with-block: yields (process, base URL)."""
+    process, url = start_server(index, env)
+    try:
+        yield process, url
+    finally:
+        stop_server(process)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.conftest import STAND_IN, start_server, stop_server
+from tests.conftest import STAND_IN, served
 
 LIMIT = 100_000
 
@@ -22,8 +22,8 @@ def raw_request(url: str, head: str, body: bytes = b"", timeout: float = 5.0) ->
 
 def test_bodies_over_the_limit_and_writes_without_the_key_are_refused_before_the_body_is_read(folder_index):
     _, index = folder_index
-    server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": "s3cret", "SEMSEARCH_MAX_BODY_BYTES": str(LIMIT)})
-    try:
+    limits = {"SEMSEARCH_API_KEY": "s3cret", "SEMSEARCH_MAX_BODY_BYTES": str(LIMIT)}
+    with served(index, STAND_IN | limits) as (_, url):
         huge = {"q": "harbour", "doc_id": [f"d{n}" for n in range(LIMIT // 4)]}
         refused = httpx.post(url + "/search", json=huge)
         assert refused.status_code == 413 and refused.json()["error"]["code"] == "body_too_large"
@@ -45,27 +45,21 @@ def test_bodies_over_the_limit_and_writes_without_the_key_are_refused_before_the
         for answer in (httpx.get(url + "/healthz"), refused, httpx.get(url + "/nowhere")):
             assert answer.headers["x-content-type-options"] == "nosniff" and answer.headers["x-frame-options"] == "DENY"
             assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
-    finally:
-        stop_server(server)
 
 
 def test_too_many_filter_values_are_a_422_naming_the_field(folder_index):
     _, index = folder_index
-    server, url = start_server(index, STAND_IN | {"SEMSEARCH_MAX_FILTER_VALUES": "3"})
-    try:
+    with served(index, STAND_IN | {"SEMSEARCH_MAX_FILTER_VALUES": "3"}) as (_, url):
         fine = httpx.post(url + "/search", json={"q": "harbour", "doc_id": ["harbour", "dam", "x"]})
         assert fine.status_code == 200 and {r["doc_id"] for r in fine.json()["results"]} == {"harbour", "dam"}
         refused = httpx.post(url + "/search", json={"q": "harbour", "source": ["a", "b", "c", "d"]})
         assert refused.status_code == 422 and refused.json()["error"]["field"] == "source"
-    finally:
-        stop_server(server)
 
 
 def test_document_limits_come_from_the_settings_and_are_in_the_spec(folder_index):
     _, index = folder_index
     limits = {"SEMSEARCH_MAX_DOCUMENT_CHARS": "50", "SEMSEARCH_MAX_DOCUMENTS_PER_CALL": "2", "SEMSEARCH_API_KEY": "k"}
-    server, url = start_server(index, STAND_IN | limits)
-    try:
+    with served(index, STAND_IN | limits) as (_, url):
         auth = {"Authorization": "Bearer k"}
         long = httpx.post(url + "/documents", headers=auth, json={"documents": [{"id": "a", "text": "x" * 51}]})
         assert long.status_code == 422 and long.json()["error"]["field"] == "documents.0.text"
@@ -75,15 +69,12 @@ def test_document_limits_come_from_the_settings_and_are_in_the_spec(folder_index
         spec = httpx.get(url + "/openapi.json").json()["components"]["schemas"]
         assert spec["IngestRequest"]["properties"]["documents"]["maxItems"] == 2
         assert spec["DocumentIn"]["properties"]["text"]["maxLength"] == 50
-    finally:
-        stop_server(server)
 
 
 def test_a_body_that_stops_arriving_times_out_and_requests_over_the_cap_get_503_with_retry_after(folder_index):
     _, index = folder_index
     limits = {"SEMSEARCH_API_KEY": "k", "SEMSEARCH_BODY_TIMEOUT": "2", "SEMSEARCH_MAX_CONCURRENT_REQUESTS": "1"}
-    server, url = start_server(index, STAND_IN | limits)
-    try:
+    with served(index, STAND_IN | limits) as (_, url):
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as stalled:
             stalled.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -102,8 +93,6 @@ def test_a_body_that_stops_arriving_times_out_and_requests_over_the_cap_get_503_
             assert answer.startswith(b"HTTP/1.1 408") and b"SEMSEARCH_BODY_TIMEOUT" in answer
             assert time.monotonic() - started < 5
         assert httpx.get(url + "/search", params={"q": "harbour"}).status_code == 200  # its slot is free again
-    finally:
-        stop_server(server)
 
 
 def test_queries_without_words_are_a_422_and_answers_never_show_server_paths(folder_index, tmp_path):
@@ -136,16 +125,13 @@ def test_every_request_is_one_json_log_line_with_its_request_id_and_never_the_ke
     from pathlib import Path
 
     _, index = folder_index
-    server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": "t0ps3cret-key"})
-    try:
+    with served(index, STAND_IN | {"SEMSEARCH_API_KEY": "t0ps3cret-key"}) as (server, url):
         given = httpx.get(url + "/search", params={"q": "harbour"}, headers={"X-Request-ID": "abc-123"})
         assert given.headers["x-request-id"] == "abc-123"
         fresh = httpx.post(url + "/documents", headers={"Authorization": "Bearer t0ps3cret-key", "X-Request-ID": "<bad id>"},
                            json={"documents": [{"id": "n1", "text": "A note on the harbour."}]})
         assert fresh.status_code == 200 and len(fresh.headers["x-request-id"]) == 32
         log = Path(server.log_path).read_text()
-    finally:
-        stop_server(server)
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     access = {line["request_id"]: line for line in lines if line["logger"] == "semsearch.access"}
     assert access["abc-123"]["route"] == "/search" and access["abc-123"]["status"] == 200
@@ -157,8 +143,7 @@ def test_every_request_is_one_json_log_line_with_its_request_id_and_never_the_ke
 
 def test_connections_that_never_finish_their_request_head_are_closed(folder_index):
     _, index = folder_index
-    server, url = start_server(index, STAND_IN | {"SEMSEARCH_HEADER_TIMEOUT": "1"})
-    try:
+    with served(index, STAND_IN | {"SEMSEARCH_HEADER_TIMEOUT": "1"}) as (_, url):
         host, port = url.removeprefix("http://").split(":")
         for sent in (b"", b"GET /search?q=harbour HTTP/1.1\r\nHost: x\r\n"):  # nothing; half a head
             with socket.create_connection((host, int(port)), timeout=10) as slow:
@@ -170,5 +155,3 @@ def test_connections_that_never_finish_their_request_head_are_closed(folder_inde
             for _ in range(3):
                 assert client.get("/search", params={"q": "harbour"}).status_code == 200
                 time.sleep(0.6)
-    finally:
-        stop_server(server)

@@ -13,7 +13,7 @@ import time
 
 import httpx
 
-from tests.conftest import STAND_IN, start_server, stop_server
+from tests.conftest import STAND_IN, served, start_server, stop_server
 from tests.test_cli import semsearch
 
 KEY = "s3cret"
@@ -87,15 +87,12 @@ def test_an_ingest_killed_midway_is_all_or_nothing_after_a_restart(folder_index)
     server.wait()
     sender.join()
     stop_server(server)
-    server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": KEY})
-    try:
+    with served(index, STAND_IN | {"SEMSEARCH_API_KEY": KEY}) as (_, url):
         ready = httpx.get(url + "/readyz").json()
         assert ready["status"] == "ready"
         assert ready["documents"] in (before, before + len(batch))  # all of the batch or none of it
         hits = found_ids(url, "xylokill")
         assert len(hits) == (0 if ready["documents"] == before else 50)
-    finally:
-        stop_server(server)
     assert up_to_date(seeds, index)
 
 
@@ -111,13 +108,10 @@ def test_documents_an_older_version_stored_apart_are_taken_into_the_index_by_the
     assert not up_to_date(seeds, index)  # --check names it: stored, not yet indexed
     assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
     assert not legacy.exists() and up_to_date(seeds, index)
-    server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": KEY})
-    try:
+    with served(index, STAND_IN | {"SEMSEARCH_API_KEY": KEY}) as (_, url):
         assert found_ids(url, "wombatold") == {"old-1"}
         assert httpx.delete(url + "/documents/old-1", headers=AUTH).status_code == 200  # an ingested one
         assert found_ids(url, "wombatold") == set()
-    finally:
-        stop_server(server)
 
 
 def test_a_folder_reindex_refuses_to_remove_most_of_an_index_unless_told_to_prune(folder_index, tmp_path):
