@@ -125,7 +125,7 @@ class DenseSegment:
     def __init__(self, folder: Path, ann: dict | None, params: DenseParams) -> None:
         import faiss
 
-        from indexer.rowfile import RowFile
+        from indexer.rowfile import RowFile, load
 
         self.params = params
         self.ann = self.flat = None
@@ -136,7 +136,7 @@ class DenseSegment:
             self.nprobe = int(ann["nprobe"])
             self.vectors = RowFile(folder / "vectors.npy")
         else:
-            vectors = np.load(folder / "vectors.npy")
+            vectors = load(folder / "vectors.npy")
             self.flat = faiss.IndexFlatIP(vectors.shape[1])
             self.flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
             # The index's own copy, seen as an array (no second copy) for rows a filter names.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer import postings, store
+from indexer import postings, rowfile, store
 from indexer.dense import DenseParams
 from indexer.integrity import fsync_tree
 from indexer.segment import TABLES, Segment, create_tables, finish, index_tables, save_postings
@@ -102,7 +102,7 @@ def publish_merge(writer: SegmentStore, names: list[str], folder: Path, info: di
     if not all(name in entries for name in names):
         return None
     tombstones = store.tombstones_of(writer.root, *state)
-    ids = np.load(folder / "ids.npy")  # not the whole segment: its approximate index can be large
+    ids = rowfile.load(folder / "ids.npy")  # not the whole segment: its approximate index can be large
     with closing(sqlite3.connect(folder / TABLES)) as db:
         numbers = [n for (n,) in db.execute("SELECT doc_number FROM documents")]
     carried = np.union1d(ids, np.array(numbers, dtype=np.int64))

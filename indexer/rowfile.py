@@ -10,11 +10,33 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
 BLOCK_ROWS = 65_536  # rows per read when a caller wants everything (merges, exact scans)
+# numpy parses a .npy header with ast.literal_eval, and CPython 3.11 builds ASTs in state shared by
+# all threads: a merge thread and a request thread opening arrays at once failed with "SystemError:
+# AST constructor recursion depth mismatch" (CPython gh-106905; found by fuzzing ingests). Every
+# header is read under this lock, and nothing here calls np.load.
+HEADER_LOCK = threading.Lock()
+
+
+def load(path: Path) -> np.ndarray:
+    """A whole .npy array in memory (np.load, minus its unlocked header parse)."""
+    file = RowFile(path)
+    try:
+        out = np.empty(file.shape, dtype=file.dtype)
+        view, done = memoryview(out).cast("B"), 0
+        while done < len(view):  # one read may return less than asked (2 GB at most on Linux)
+            got = os.preadv(file.fd, [view[done:]], file.offset + done)
+            if got <= 0:
+                raise OSError(f"{path}: file ends {len(view) - done} bytes early")
+            done += got
+        return out
+    finally:
+        file.close()
 
 
 class RowFile:
@@ -24,7 +46,8 @@ class RowFile:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
             reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            self.shape, fortran, self.dtype = reader(handle)
+            with HEADER_LOCK:
+                self.shape, fortran, self.dtype = reader(handle)
             self.offset = handle.tell()
         if fortran:
             raise ValueError(f"{path}: Fortran-ordered arrays are not supported")

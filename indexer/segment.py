@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from indexer import rowfile
 from indexer.chunking import Passage
 from indexer.dense import ANN_FILE, DenseParams, DenseSegment, build_ann
 from indexer.documents import StoredDocument
@@ -108,9 +109,9 @@ class Segment:
     def __init__(self, folder: Path, info: dict, params: DenseParams = DenseParams()) -> None:
         self.folder, self.info, self.name = folder, info, info["name"]
         # In RAM: what every query touches row by row (8 + 8 + 4 bytes a passage).
-        self.ids = np.load(folder / "ids.npy")
-        self.doc_numbers = np.load(folder / "doc_numbers.npy")
-        self.lengths = np.load(folder / "lengths.npy")
+        self.ids = rowfile.load(folder / "ids.npy")
+        self.doc_numbers = rowfile.load(folder / "doc_numbers.npy")
+        self.lengths = rowfile.load(folder / "lengths.npy")
         # On disk, read by range: a query term's postings, a result's sentences.
         self.postings_rows = RowFile(folder / "postings_rows.npy")
         self.postings_tfs = RowFile(folder / "postings_tfs.npy")

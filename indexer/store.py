@@ -24,6 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
+from indexer import rowfile
 from indexer.dense import DenseParams
 from indexer.engine import IndexUnavailable  # noqa: F401 (raised here; importers name it store.IndexUnavailable)
 from indexer.integrity import checksums, first_mismatch, fsync_tree, sha256_of
@@ -191,7 +192,7 @@ def verify(root: Path, model: str, dimension: int) -> tuple[str, dict]:
 def tombstones_of(root: Path, name: str, manifest: dict) -> dict[str, np.ndarray]:
     """Deleted ids of each segment in generation name."""
     folder = Path(root) / name / "tombstones"
-    return {s["name"]: np.load(folder / f"{s['name']}.npy") if (folder / f"{s['name']}.npy").is_file()
+    return {s["name"]: rowfile.load(folder / f"{s['name']}.npy") if (folder / f"{s['name']}.npy").is_file()
             else np.zeros(0, np.int64) for s in manifest.get("segments", ())}
 
 
