@@ -5,6 +5,7 @@ settings, and FastAPI must see it as a class, not as a name to resolve.)
 """
 
 import logging
+import re
 import sqlite3
 from typing import Annotated
 
@@ -17,29 +18,31 @@ from indexer.documents import Document
 from service.errors import ApiError
 from service.guard import key_problem
 from service.runtime import Runtime
-from service.schemas import ErrorResponse
+from service.schemas import TOO_LARGE, WHITESPACE, ErrorResponse
 from service.settings import Settings
 
 log = logging.getLogger("semsearch.ingest")
 router = APIRouter()
 bearer = HTTPBearer(auto_error=False)
+TEXT_PATTERN = f"[^{WHITESPACE}]"  # some text besides whitespace
 AUTH_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 WRITE_ERRORS = {**AUTH_ERRORS, 503: {"model": ErrorResponse, "description": "the change could not be written "
                                      "(a full disk, for example) and nothing was changed"}}
 
 
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: str = Field(..., min_length=1, max_length=200, pattern=r"^[^\s/]+$", description="your id for the article")
+    id: str = Field(..., min_length=1, max_length=200, pattern=rf"^[^/{WHITESPACE}]+$",
+                    description="your id for the article (no whitespace or '/')")
     title: str = Field("", max_length=1000)
     url: str | None = Field(None, max_length=2000, description="where the article lives; shown as its source")
-    text: str = Field(..., min_length=1)
+    text: str = Field(..., min_length=1, json_schema_extra={"pattern": TEXT_PATTERN})
 
     @field_validator("text")
     @classmethod
     def not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if not re.search(TEXT_PATTERN, value):
             raise ValueError("text must not be empty")
         return value
 
@@ -48,7 +51,8 @@ def ingest_request(settings: Settings) -> type[BaseModel]:
     """The POST /documents body with this service's limits (so the OpenAPI spec states them):
     at most SEMSEARCH_MAX_DOCUMENT_CHARS a text and SEMSEARCH_MAX_DOCUMENTS_PER_CALL documents."""
     document = create_model("DocumentIn", __base__=DocumentIn,
-                            text=(str, Field(..., min_length=1, max_length=settings.max_document_chars)))
+                            text=(str, Field(..., min_length=1, max_length=settings.max_document_chars,
+                                             json_schema_extra={"pattern": TEXT_PATTERN})))
     return create_model("IngestRequest", documents=(
         list[document], Field(..., min_length=1, max_length=settings.max_documents_per_call)))
 
@@ -96,7 +100,10 @@ def publish(runtime: Runtime, upserts: list[Document], deletes: list[str]) -> tu
         log.error("write failed, nothing changed: %s", exc)
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ApiError(503, "write_failed", f"the change could not be written and nothing was changed: {reason}")
-    runtime.reload()
+    try:
+        runtime.reload()
+    except Exception:  # committed all the same: the watcher switches to it on its next look
+        log.exception("ingest committed as %s but switching to it failed; the watcher retries", name)
     runtime.merge_wanted.set()
     return embedded, runtime.generation == name
 
@@ -106,7 +113,8 @@ def documents_router(settings: Settings) -> APIRouter:
     adding = APIRouter()
     IngestRequest = ingest_request(settings)  # noqa: N806 (a model class)
 
-    @adding.post("/documents", response_model=IngestResponse, responses=WRITE_ERRORS, summary="Add or replace documents")
+    @adding.post("/documents", response_model=IngestResponse, responses={**WRITE_ERRORS, **TOO_LARGE},
+                  summary="Add or replace documents")
     def add_documents(body: IngestRequest, runtime: AuthorizedRuntime) -> IngestResponse:
         documents = [Document(doc_id=d.id, title=d.title.strip(), source=d.url or f"api:{d.id}",
                               text=d.text.replace("\r\n", "\n")) for d in body.documents]
