@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from indexer.documents import DocumentError
 from indexer.engine import IndexUnavailable
@@ -71,6 +72,18 @@ def describe_problem(error: dict) -> str:
     return error.get("msg", "invalid").removeprefix("Value error, ")
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this request's path (asked route by route, since
+    included routers hide their routes' methods)."""
+    def answered(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] == Match.FULL for route in request.app.routes)
+    return [method for method in METHODS if answered(method)]
+
+
 def install(app: FastAPI) -> None:
     """Translate every domain and framework error into the one shape."""
 
@@ -100,6 +113,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not read the body
+            return error_response(422, "invalid_request", f"body: not valid JSON ({exc.__cause__})", field="body")
+        if exc.status_code == 405:  # Starlette names only the first route's methods in Allow
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request))}
         code = {404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
                 413: "body_too_large"}.get(exc.status_code, "http_error")
         message = "no such endpoint; see /docs" if exc.detail == "Not Found" else str(exc.detail)

@@ -13,7 +13,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from indexer import search
 from service.errors import error_response, not_ready
-from service.schemas import ErrorResponse, SearchParams, SearchResponse
+from service.schemas import (
+    TOO_LARGE,
+    ErrorResponse,
+    SearchBody,
+    SearchParams,
+    SearchResponse,
+)
 
 router = APIRouter()
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -65,8 +71,8 @@ async def search_get(request: Request, params: Annotated[SearchParams, Query()],
     return await answer(request, searcher, params)
 
 
-@router.post("/search", response_model=SearchResponse, responses=ERRORS, summary="Search (JSON body)")
-async def search_post(request: Request, params: SearchParams, searcher: SearcherDep) -> JSONResponse:
+@router.post("/search", response_model=SearchResponse, responses={**ERRORS, **TOO_LARGE}, summary="Search (JSON body)")
+async def search_post(request: Request, params: SearchBody, searcher: SearcherDep) -> JSONResponse:
     return await answer(request, searcher, params)
 
 

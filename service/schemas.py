@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Literal
 
@@ -9,6 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 50
+# Control characters (Unicode category Cc) other than tab, newline and carriage return.
+CONTROL = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+# Whitespace as any regex dialect sees it (Unicode White_Space, ECMA-262's \s, Python's
+# str.isspace), spelled out so the OpenAPI spec and the server draw the same line.
+WHITESPACE = r"\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+# What a query must be, published in the spec so clients and fuzzers know it: no control character
+# and at least one letter or digit (Unicode categories L and N; checked in SearchParams.valid_query).
+QUERY_PATTERN = rf"^[^{CONTROL}]*[\p{{L}}\p{{N}}][^{CONTROL}]*$"
 
 
 class SearchParams(BaseModel):
@@ -16,8 +25,9 @@ class SearchParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    q: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="the question, in plain words",
-                   examples=["why won't Russia stop"])
+    q: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="the question, in plain words "
+                   "(at least one letter or digit, no control characters)",
+                   examples=["why won't Russia stop"], json_schema_extra={"pattern": QUERY_PATTERN})
     k: int = Field(10, ge=1, le=MAX_K, description="results per page")
     offset: int = Field(0, ge=0, le=1000, description="results to skip, for paging")
     mode: Literal["hybrid", "dense", "keyword"] = Field("hybrid", description="retrieval mode")
@@ -30,14 +40,26 @@ class SearchParams(BaseModel):
 
     @field_validator("q")
     @classmethod
-    def not_blank(cls, value: str) -> str:
+    def valid_query(cls, value: str) -> str:
+        """QUERY_PATTERN, with a message saying which part failed."""
         if not value.strip():
             raise ValueError("query must not be empty")
-        if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
+        if re.search(f"[{CONTROL}]", value):
             raise ValueError("query must not contain control characters")
-        if not any(c.isalnum() for c in value):  # only emoji, punctuation or invisible characters
+        if not any(unicodedata.category(c)[0] in "LN" for c in value):  # only emoji, punctuation, invisible
             raise ValueError("query has no words to search for (letters or digits)")
         return value.strip()
+
+
+class SearchBody(SearchParams):
+    """POST /search: JSON types as the spec states them (10, not "10"; false, not 0)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("k", "offset", mode="before")
+    @classmethod
+    def whole_number(cls, value: object) -> object:
+        return int(value) if isinstance(value, float) and value.is_integer() else value  # JSON's 10.0 is 10
 
 
 class ListRankOut(BaseModel):
@@ -79,3 +101,7 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# For operations with a body: it is refused before it is parsed when over the limit.
+TOO_LARGE = {413: {"model": ErrorResponse, "description": "the body is over SEMSEARCH_MAX_BODY_BYTES"}}

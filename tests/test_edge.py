@@ -107,11 +107,17 @@ def test_queries_without_words_are_a_422_and_answers_never_show_server_paths(fol
             answer = client.get("/search", params={"q": junk})
             assert answer.status_code == 422 and answer.json()["error"]["field"] == "q", junk
         assert client.get("/search", params={"q": "harbour 🙂"}).json()["results"][0]["doc_id"] == "harbour"
-        assert client.get("/openapi.json").json()["components"]["schemas"]["SearchParams"]["properties"]["q"][
-            "minLength"] == 1
+        query = client.get("/openapi.json").json()["components"]["schemas"]["SearchBody"]["properties"]["q"]
+        assert query["minLength"] == 1 and query["pattern"]  # what a query must be is stated in the spec
         wrong = client.put("/healthz")
         assert wrong.status_code == 405 and wrong.headers["allow"] == "GET" and wrong.json()["error"]["code"] == \
             "method_not_allowed"
+        assert client.options("/search").headers["allow"] == "GET, POST"  # every route on the path, not the first
+        not_utf8 = client.post("/search", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+        assert not_utf8.status_code == 422 and not_utf8.json()["error"]["field"] == "body"
+        for loose in ({"exact": 0}, {"k": "3"}, {"explain": "yes"}):  # JSON types as the spec states them
+            assert client.post("/search", json={"q": "harbour", **loose}).status_code == 422, loose
+        assert client.post("/search", json={"q": "harbour", "k": 3.0}).status_code == 200  # JSON's 3.0 is 3
     missing = tmp_path / "nowhere" / "index"
     with TestClient(create_app(Settings(index_dir=missing, model_path="hashing", reload_interval=0))) as client:
         for path in ("/readyz", "/search?q=harbour"):
@@ -155,3 +161,19 @@ def test_connections_that_never_finish_their_request_head_are_closed(folder_inde
             for _ in range(3):
                 assert client.get("/search", params={"q": "harbour"}).status_code == 200
                 time.sleep(0.6)
+
+
+def test_requests_the_app_never_sees_still_get_a_json_error_with_the_security_headers(folder_index):
+    _, index = folder_index
+    with served(index, STAND_IN) as (_, url):
+        long = httpx.get(url + "/search", params={"q": "harbour " * 5000})  # a 40 KB URL
+        assert long.status_code == 414 and long.json()["error"]["code"] == "url_too_long"
+        assert "POST /search" in long.json()["error"]["message"]
+        assert long.headers["x-content-type-options"] == "nosniff" and "content-security-policy" in long.headers
+        garbage = raw_request(url, "NOT HTTP AT ALL\r\n")
+        assert garbage.startswith("HTTP/1.1 400")
+        with socket.create_connection(tuple(url.removeprefix("http://").split(":")), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+            answer = sock.recv(65536)
+        assert b"application/json" in answer and b'"code": "bad_request"' in answer
+        assert httpx.get(url + "/healthz").status_code == 200  # and the server carries on
