@@ -6,7 +6,10 @@ import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from service import errors, ingest, routes
@@ -16,6 +19,9 @@ from service.runtime import Runtime, merger, watch
 from service.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
+# Swagger UI as files from a package (fastapi-offline), so /docs works without internet and loads
+# nothing from a third party. (No /redoc: ReDoc's bundle always fetches a logo from its CDN.)
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if merging.is_alive():
             merging.join(timeout=60)  # a merge in flight publishes or gives up; never half-done
 
-    app = FastAPI(title="semsearch", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="semsearch", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Semantic search over news articles: ranked passages with their sources "
                               "and the sentence that answers.")
     app.state.metrics = Metrics(lambda: getattr(app.state, "runtime", None))
@@ -43,5 +49,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(ingest.documents_router(settings))
     app.include_router(ingest.router)
+    app.mount("/static/docs", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    add_docs(app)
     return app
+
+
+def add_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI served from /static/docs."""
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="semsearch API",
+                                   swagger_js_url="/static/docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/docs/swagger-ui.css",
+                                   swagger_favicon_url="/static/docs/favicon.png")
