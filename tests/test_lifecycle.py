@@ -225,3 +225,22 @@ def test_a_truncated_vectors_file_is_reported_by_the_cli_and_the_service_log(ind
         with TestClient(create_app(Settings(index_dir=index_copy, reload_interval=0))) as client:
             assert "vectors.npy" in client.get("/readyz").json()["error"]["message"]
     assert "vectors.npy" in caplog.text and "corrupt" in caplog.text
+
+
+def test_an_ingest_committed_but_not_yet_switched_to_answers_200_and_becomes_searchable(ingest_settings):
+    settings, _ = ingest_settings
+    auth = {"Authorization": "Bearer s3cret"}
+    with TestClient(create_app(settings)) as client:
+        engine = client.app.state.runtime.engine
+        opening = engine.reader
+
+        def fails_once():
+            engine.reader = opening
+            raise SystemError("AST constructor recursion depth mismatch")  # what CPython 3.11 threw here
+        engine.reader = fails_once
+        added = client.post("/documents", json={"documents": [{"id": "ferry", "text": "Ferry to the islands resumes"}]},
+                            headers=auth)
+        assert added.status_code == 200 and added.json()["searchable"] is False  # durable, not yet served
+        client.app.state.runtime.reload()  # what the watcher does on its next look
+        found = client.get("/search", params={"q": "ferry to the islands", "k": 1}).json()["results"]
+        assert found[0]["doc_id"] == "ferry"
