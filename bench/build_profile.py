@@ -8,7 +8,8 @@ the model's forward pass, batch tokenization, token pooling of sentence vectors,
 (tokenizing whole texts for passage cuts), the embedding cache, writing the segment, and the
 rest (Python between batches). Profiling adds overhead to the Python parts, so treat them as
 upper bounds. Also: the share of the forward pass's token slots that are padding, for the same
-passages in the same batches (longest first, BATCH_SIZE a batch, as indexer/pooling.py runs them).
+passages in the same batches (longest first by word pieces, BATCH_SIZE a batch, as
+indexer/pooling.py runs them).
 """
 
 from __future__ import annotations
@@ -54,8 +55,7 @@ def cumulative(stats: pstats.Stats, names: tuple[str, ...], module: str) -> floa
 def padding_share(documents, embedder) -> float:
     """Padding slots / all token slots over the build's batches."""
     inputs = [text for d in documents for text in chunk(StoredDocument(d, "folder", ""), embedder)[2]]
-    inputs.sort(key=len, reverse=True)
-    lengths = [len(e.ids) for e in embedder.onnx.query_tokenizer.encode_batch(inputs)]  # no padding, truncated
+    lengths = sorted((len(e.ids) for e in embedder.onnx.query_tokenizer.encode_batch(inputs)), reverse=True)
     slots = sum(max(lengths[i:i + BATCH_SIZE]) * len(lengths[i:i + BATCH_SIZE]) for i in range(0, len(lengths), BATCH_SIZE))
     return 1 - sum(lengths) / slots
 

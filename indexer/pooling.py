@@ -44,7 +44,9 @@ class PassageEmbedding:
 
         passage_vectors = np.zeros((len(inputs), self.dimension), dtype=np.float32)
         span_vectors: list[list[np.ndarray]] = [[] for _ in inputs]
-        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))  # less padding per batch
+        # Longest first by word pieces (not characters), so each batch pads little.
+        pieces = [len(e.ids) for e in self.span_tokenizer.encode_batch(list(inputs), add_special_tokens=False)]
+        order = sorted(range(len(inputs)), key=lambda i: -pieces[i])
         show = sys.stderr.isatty() and len(inputs) > BATCH_SIZE if progress is None else progress
         with tqdm(total=len(inputs), unit="passage", desc="embedding", disable=not show) as bar:
             for first in range(0, len(order), BATCH_SIZE):
