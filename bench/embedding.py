@@ -15,8 +15,8 @@ and query p50 over 200 SciFact queries. Variants:
   (calibrated on the paragraphs of seeds/, never on the benchmark's texts), bf16 where not int8.
 - `ov-int8-corpus`: the same, calibrated on 128 abstracts from the end of the corpus (not among
   the texts embedded): calibration on the kind of text being indexed.
-
-The OpenVINO variants need `pip install openvino nncf` (not yet project dependencies).
+- `bf16`, `int8`: the project's own precisions, exactly as `semsearch index` runs them
+  (indexer/onnx_encoder.py; `int8`: int8 weights, activations quantized per token at run time).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
 from indexer.beir import read_corpus, read_queries  # noqa: E402
-from indexer.embedding import onnx_copy, packaged_model_path  # noqa: E402
+from indexer.embedding import light_model_for, onnx_copy, packaged_model_path  # noqa: E402
 
 BATCH = 32
 MAX_TOKENS = 256
@@ -174,7 +174,9 @@ def main() -> None:
     query_feeds = [feeds(tokenizer(model, padding=False), [q])[0] for q in queries]
     runners = {"ort-fp32": lambda: ort_runner(fp32), "ort-int8": lambda: ort_runner(int8_copy(fp32, args.scratch)),
                "ov-bf16": lambda: ov_runner(fp32, None), "ov-int8": lambda: ov_runner(fp32, seed_calibration(model)),
-               "ov-int8-corpus": lambda: ov_runner(fp32, corpus_calibration(model, args.dataset))}
+               "ov-int8-corpus": lambda: ov_runner(fp32, corpus_calibration(model, args.dataset)),
+               "bf16": lambda: light_model_for(None, precision="bf16").runner,
+               "int8": lambda: light_model_for(None, precision="int8").runner}
     report = {"texts": len(texts), "threads": THREADS, "variants": {}}
     _, reference = measure(runners["ort-fp32"](), batches, [], len(texts))
     for name in args.variants:

@@ -26,7 +26,9 @@ from bench.report import write_report  # noqa: E402
 from indexer import store  # noqa: E402
 from indexer.beir import read_corpus, read_queries  # noqa: E402
 from indexer.build import build_from_documents  # noqa: E402
-from indexer.embedding import Embedder  # noqa: E402
+from indexer.embedding import choose_precision, light_model_for  # noqa: E402
+from indexer.engine import built_with  # noqa: E402
+from indexer.onnx_encoder import PRECISIONS  # noqa: E402
 from indexer.search import Query, Searcher  # noqa: E402
 from tests.conftest import start_server, stop_server  # noqa: E402
 
@@ -93,6 +95,8 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl)")
     parser.add_argument("--index", type=Path, help="reuse this built index instead of building one")
     parser.add_argument("--queries", type=int, default=200, help="queries per phase")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="model precision (default: the index's own; for a new index the default)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -102,9 +106,10 @@ def main() -> None:
         sys.exit(f"need {5 * n + 40} distinct queries, the dataset has {len(queries)}; lower --queries")
     phases = [queries[i * n:(i + 1) * n] for i in range(5)]
     warmup = queries[5 * n:5 * n + 40]
-    report: dict = {"dataset": str(args.dataset)}
+    precision = choose_precision(args.precision, built_with(args.index) if args.index else None)
+    report: dict = {"dataset": str(args.dataset), "precision": precision}
 
-    embedder = Embedder()
+    embedder = light_model_for(None, precision=precision)
     workdir = tempfile.TemporaryDirectory()
     index_dir = args.index
     if index_dir is None:

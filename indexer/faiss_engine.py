@@ -31,6 +31,10 @@ class FaissEngine:
     def current(self) -> str | None:
         return store.current_generation(self.root)
 
+    @staticmethod
+    def built_with(root: Path) -> str | None:
+        return ((store.read_manifest(root) or {}).get("model") or {}).get("name")
+
     def reader(self) -> SegmentIndex:
         return open_index(self.root, self.model, self.dimension, self.opened, self.params)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,6 +29,15 @@ class PassageEmbedding:
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def tokenize(self, texts: list[str]) -> tuple[list, list[int]]:
+        """What infer() takes for each text, and its length in word pieces (batches are formed
+        longest first, so each pads little). By default the texts themselves."""
+        return texts, [len(e.ids) for e in self.span_tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def infer(self, batch: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """forward() for what tokenize() gave for a batch of texts; runs in a worker thread."""
+        return self.forward(batch)
+
     def embed(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
         """Unit-length vectors for texts."""
         vectors, _ = self.embed_passages(texts, [[] for _ in texts], progress)
@@ -44,18 +54,30 @@ class PassageEmbedding:
 
         passage_vectors = np.zeros((len(inputs), self.dimension), dtype=np.float32)
         span_vectors: list[list[np.ndarray]] = [[] for _ in inputs]
-        # Longest first by word pieces (not characters), so each batch pads little.
-        pieces = [len(e.ids) for e in self.span_tokenizer.encode_batch(list(inputs), add_special_tokens=False)]
+        prepared, pieces = self.tokenize(list(inputs))
         order = sorted(range(len(inputs)), key=lambda i: -pieces[i])
+        batches = [order[first:first + BATCH_SIZE] for first in range(0, len(order), BATCH_SIZE)]
         show = sys.stderr.isatty() and len(inputs) > BATCH_SIZE if progress is None else progress
-        with tqdm(total=len(inputs), unit="passage", desc="embedding", disable=not show) as bar:
-            for first in range(0, len(order), BATCH_SIZE):
-                batch = order[first:first + BATCH_SIZE]
-                pooled, tokens, offsets = self.forward([inputs[i] for i in batch])
-                for row, i in enumerate(batch):
-                    passage_vectors[i] = pooled[row]
-                    span_vectors[i] = pool_spans(tokens[row], offsets[row], spans[i], pooled[row])
-                bar.update(len(batch))
+
+        def collect(batch: list[int], running: Future) -> None:
+            pooled, tokens, offsets = running.result()
+            for row, i in enumerate(batch):
+                passage_vectors[i] = pooled[row]
+                span_vectors[i] = pool_spans(tokens[row], offsets[row], spans[i], pooled[row])
+            bar.update(len(batch))
+
+        # The model runs one batch in a worker thread (the runtimes release the GIL) while this
+        # thread pools the previous batch's sentence vectors, so the cores never wait for Python.
+        with tqdm(total=len(inputs), unit="passage", desc="embedding", disable=not show) as bar, \
+                ThreadPoolExecutor(1, thread_name_prefix="embedding") as worker:
+            previous = None
+            for batch in batches:
+                running = worker.submit(self.infer, [prepared[i] for i in batch])
+                if previous is not None:
+                    collect(*previous)
+                previous = (batch, running)
+            if previous is not None:
+                collect(*previous)
         flat = [vector for vectors in span_vectors for vector in vectors]
         sentences = np.vstack(flat).astype(np.float32) if flat else np.zeros((0, self.dimension), np.float32)
         return passage_vectors, sentences

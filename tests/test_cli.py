@@ -95,3 +95,35 @@ def test_search_ranks_with_the_services_fusion_variables(tmp_path, seed_index):
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env=os.environ | {"SEMSEARCH_FUSION_METHOD": "magic"})
     assert bad.returncode == 2 and "SEMSEARCH_FUSION_METHOD must be rrf or convex" in bad.stderr
+
+
+def manifest_model(index) -> str:
+    from indexer import store
+
+    return store.read_manifest(index)["model"]["name"]
+
+
+def test_an_index_keeps_its_precision_and_never_mixes_vectors_of_two(tmp_path):
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    shutil.copy(SEED_FILE, seeds / SEED_FILE.name)
+    index = tmp_path / "index"
+    assert semsearch("index", str(seeds), "--out", str(index)).returncode == 0
+    assert manifest_model(index) == "sentence-transformers/all-MiniLM-L6-v2@int8"  # the default for a new index
+    again = semsearch("index", str(seeds), "--out", str(index))  # no precision asked: the index's own
+    assert again.returncode == 0 and "already up to date" in again.stdout
+    assert semsearch("search", "casualties", "--index", str(index)).returncode == 0
+
+    other = semsearch("search", "casualties", "--index", str(index), env={"SEMSEARCH_PRECISION": "fp32"})
+    assert other.returncode == 2 and "built with model sentence-transformers/all-MiniLM-L6-v2@int8" in other.stderr
+    assert "Traceback" not in other.stderr
+
+    switched = semsearch("index", str(seeds), "--out", str(index), "--precision", "fp32")
+    assert switched.returncode == 0, switched.stderr
+    assert "embedded 12 of 12 passages" in switched.stdout  # nothing reused from the int8 vectors
+    assert manifest_model(index) == "sentence-transformers/all-MiniLM-L6-v2"
+    printed = semsearch("search", "how many casualties", "--index", str(index), "--json")
+    assert any("over a million casualties" in r["highlight"] for r in json.loads(printed.stdout)["results"][:3])
+
+    wrong = semsearch("index", str(seeds), "--out", str(index), "--precision", "fp16")
+    assert wrong.returncode == 2 and "unknown precision 'fp16'; use one of fp32, bf16, int8" in wrong.stderr

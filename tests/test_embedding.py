@@ -90,3 +90,35 @@ def test_onnx_and_torch_give_the_same_vectors(embedder):
     torch_model = Embedder(backend="torch")
     for query in QUERIES:
         assert float(embedder.embed_query(query) @ torch_model.embed_query(query)) > 0.9999
+
+
+def seed_paragraphs() -> list[str]:
+    return [p for p in SEED_FILE.read_text(encoding="utf-8").split("\n") if len(p) > 40]
+
+
+def test_bf16_and_int8_vectors_stay_close_to_the_reference_pipeline(embedder):
+    """The faster precisions against sentence-transformers' own vectors (cosine, queries and
+    passages in padded batches) and their sentence vectors against fp32's."""
+    paragraphs = seed_paragraphs()
+    reference_queries = embedder.model.encode(QUERIES, normalize_embeddings=True)
+    reference_passages = embedder.model.encode(paragraphs, normalize_embeddings=True)
+    spans = [sentence_spans(p) for p in paragraphs]
+    _, fp32_sentences = light_model_for(precision="fp32").embed_passages(paragraphs, spans, False)
+    for precision, lowest in (("bf16", 0.999), ("int8", 0.99)):
+        model = light_model_for(precision=precision)
+        assert isinstance(model, OnnxEncoder) and model.name == f"{embedder.name}@{precision}"
+        queries = np.array([model.embed_query(q) for q in QUERIES])
+        passages, sentences = model.embed_passages(paragraphs, spans, False)
+        for ours, theirs in ((queries, reference_queries), (passages, reference_passages), (sentences, fp32_sentences)):
+            assert np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-4)
+            cosines = np.sum(ours * theirs, axis=1)
+            assert cosines.min() > lowest and cosines.mean() > (lowest + 1) / 2, (precision, cosines.min())
+
+
+def test_an_unknown_precision_is_a_clear_error():
+    import pytest
+
+    from indexer.embedding import ModelError
+
+    with pytest.raises(ModelError, match="use one of fp32, bf16, int8"):
+        light_model_for(precision="fp16")
