@@ -248,7 +248,8 @@ def run_eval(args: argparse.Namespace) -> int:
 def format_hit(hit, color: bool) -> str:
     """One result as terminal text: a header line, then the passage with its answer marked."""
     p = hit.passage
-    where = " · ".join(part for part in (p.title, p.section, f"¶{p.paragraph}") if part)
+    published = (hit.metadata.published_at or "")[:10]  # the date is enough in a terminal
+    where = " · ".join(part for part in (p.title, p.section, f"¶{p.paragraph}", hit.metadata.outlet, published) if part)
     before = p.text[:hit.highlight.start - p.start]
     after = p.text[hit.highlight.end - p.start:]
     marked = f"\033[1;33m{hit.highlight.text}\033[0m" if color else f"»{hit.highlight.text}«"

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from indexer.metadata import Metadata, front_matter, from_fields, header_lines, json_ld, merged
+
 log = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".jsonl"}
@@ -24,6 +26,7 @@ class Document:
     title: str
     source: str
     text: str
+    metadata: Metadata = Metadata()
 
 
 class DocumentError(ValueError):
@@ -56,7 +59,7 @@ def read_folder(folder: Path) -> Iterator[Document]:
         elif suffix in {".html", ".htm"}:
             yield parse_html(raw, doc_id, source)
         else:
-            yield parse_text(raw, doc_id, source)
+            yield parse_text(raw, doc_id, source, markdown=suffix in {".md", ".markdown"})
 
 
 def read_text(path: Path) -> str:
@@ -75,12 +78,17 @@ def normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def parse_text(raw: str, doc_id: str, source: str) -> Document:
-    """Plain text or Markdown: the first non-empty line is the title."""
+def parse_text(raw: str, doc_id: str, source: str, markdown: bool = False) -> Document:
+    """Plain text or Markdown: the first non-empty line is the title. Markdown may open with front
+    matter, plain text with `Key: value` metadata lines; either is blanked out of the text (so
+    offsets still count from the file's start) and read as the article's metadata."""
     text = normalize_newlines(raw)
+    found, end = front_matter(text, source) if markdown else header_lines(text)
+    text = re.sub(r"[^\n]", " ", text[:end]) + text[end:]
     first = next((line.strip() for line in text.split("\n") if line.strip()), "")
-    title = first.lstrip("#").strip() or doc_id
-    return Document(doc_id=doc_id, title=title, source=source, text=text)
+    title = found.get("title") if isinstance(found.get("title"), str) and found.get("title") else None
+    title = title or first.lstrip("#").strip() or doc_id
+    return Document(doc_id=doc_id, title=title, source=source, text=text, metadata=from_fields(found, source))
 
 
 def parse_jsonl(raw: str, source: str) -> Iterator[Document]:
@@ -109,7 +117,8 @@ def document_from_record(record: object, default_source: str) -> Document:
     url = record.get("url") or default_source
     if not isinstance(title, str) or not isinstance(url, str):
         raise DocumentError("'title' and 'url' must be strings")
-    return Document(doc_id=str(doc_id), title=title.strip(), source=url, text=normalize_newlines(text))
+    return Document(doc_id=str(doc_id), title=title.strip(), source=url, text=normalize_newlines(text),
+                    metadata=from_fields(record, f"{default_source} ({doc_id})"))
 
 
 BLOCK_TAGS = {"p", "div", "br", "li", "section", "article", "header", "footer", "tr", "blockquote",
@@ -129,6 +138,9 @@ class _TextExtractor(html.parser.HTMLParser):
         self.title = ""
         self.in_title = False
         self.heading = False
+        self.meta: dict[str, list[str]] = {}  # <meta property|name=... content=...>, <html lang>
+        self.json_ld: list[str] = []  # <script type="application/ld+json"> blocks
+        self.in_json_ld = False
 
     def flush(self) -> None:
         line = re.sub(r"\s+", " ", "".join(self.current)).strip()
@@ -137,6 +149,16 @@ class _TextExtractor(html.parser.HTMLParser):
         self.current = []
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
+        named = {key: value for key, value in attrs if value is not None}
+        if tag == "meta" and named.get("content"):
+            key = named.get("property") or named.get("name") or named.get("itemprop")
+            if key:
+                self.meta.setdefault(key.lower(), []).append(named["content"])
+        elif tag == "html" and named.get("lang"):
+            self.meta.setdefault("lang", []).append(named["lang"])
+        if tag == "script" and named.get("type", "").lower() == "application/ld+json":
+            self.in_json_ld = True
+            self.json_ld.append("")
         if tag in SKIPPED_TAGS:
             self.skip_depth += 1
         elif tag == "title":
@@ -146,6 +168,8 @@ class _TextExtractor(html.parser.HTMLParser):
             self.heading = tag in HEADING_TAGS
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self.in_json_ld = False
         if tag in SKIPPED_TAGS:
             self.skip_depth = max(0, self.skip_depth - 1)
         elif tag == "title":
@@ -155,7 +179,9 @@ class _TextExtractor(html.parser.HTMLParser):
             self.heading = False
 
     def handle_data(self, data: str) -> None:
-        if self.in_title:
+        if self.in_json_ld:
+            self.json_ld[-1] += data
+        elif self.in_title:
             self.title += data
         elif not self.skip_depth:
             self.current.append(data)
@@ -171,7 +197,8 @@ def parse_html(raw: str, doc_id: str, source: str) -> Document:
     title = re.sub(r"\s+", " ", parser.title).strip()
     if not title:
         title = next((line.lstrip("# ") for line in parser.lines if line.startswith("# ")), doc_id)
-    return Document(doc_id=doc_id, title=title, source=source, text=text)
+    metadata = merged(from_fields(parser.meta, source), json_ld(parser.json_ld, source))
+    return Document(doc_id=doc_id, title=title, source=source, text=text, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -184,4 +211,7 @@ class StoredDocument:
 
 
 def content_hash(document: Document) -> str:
-    return hashlib.sha256("\x00".join((document.title, document.source, document.text)).encode()).hexdigest()
+    """Changes when anything stored of the document does (metadata only when it has any, so
+    documents without it keep the hashes earlier versions gave them)."""
+    parts = (document.title, document.source, document.text) + ((document.metadata.to_json(),) if document.metadata else ())
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()

@@ -21,6 +21,7 @@ import numpy as np
 
 from indexer.chunking import Passage
 from indexer.documents import Document, StoredDocument
+from indexer.metadata import Metadata
 
 # Engines by name: "module:class", imported only when chosen (SEMSEARCH_ENGINE).
 ENGINES = {"faiss": "indexer.faiss_engine:FaissEngine"}
@@ -43,6 +44,7 @@ class StoredPassage:
     passage: Passage
     sentence_spans: np.ndarray     # (k, 2) document offsets
     sentence_vectors: np.ndarray   # (k, dim) float32, unit length
+    metadata: Metadata = Metadata()  # its article's
 
 
 @dataclass(frozen=True)

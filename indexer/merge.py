@@ -23,7 +23,7 @@ import numpy as np
 from indexer import postings, rowfile, store
 from indexer.dense import DenseParams
 from indexer.integrity import fsync_tree
-from indexer.segment import TABLES, Segment, create_tables, finish, index_tables, save_postings
+from indexer.segment import TABLES, Segment, create_tables, finish, has_metadata, index_tables, save_postings
 from indexer.writer import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,9 @@ def copy_tables(db: sqlite3.Connection, sources: list[tuple[Segment, np.ndarray]
         db.execute("CREATE TEMP TABLE IF NOT EXISTS dead (id INTEGER PRIMARY KEY)")
         db.execute("DELETE FROM dead")
         db.executemany("INSERT OR IGNORE INTO dead VALUES (?)", ((int(i),) for i in dead))
-        db.execute(f"INSERT INTO documents SELECT * FROM source{n}.documents "
-                   "WHERE doc_number NOT IN (SELECT id FROM dead)")
+        # Named columns: a segment written before documents had metadata gives NULL for it.
+        metadata = "metadata" if has_metadata(db, f"source{n}") else "NULL"
+        db.execute(f"INSERT INTO documents SELECT doc_number, doc_id, title, source, text, origin, content_hash, "
+                   f"{metadata} FROM source{n}.documents WHERE doc_number NOT IN (SELECT id FROM dead)")
         db.commit()
         db.execute(f"DETACH DATABASE source{n}")

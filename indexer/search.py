@@ -13,6 +13,7 @@ from indexer import keyword
 from indexer.chunking import Passage
 from indexer.embedding import TextModel
 from indexer.engine import IndexReader, StoredPassage
+from indexer.metadata import Metadata
 
 MODES = ("hybrid", "dense", "keyword")
 # From this many passages, hybrid mode computes its two lists at once (on a small index the
@@ -79,6 +80,7 @@ class Hit:
     highlight: Highlight
     dense: ListRank | None
     keyword: ListRank | None
+    metadata: Metadata = Metadata()
 
 
 def contributions(ranked: list[tuple[int, float]], params: FusionParams, weight: float) -> list[float]:
@@ -199,7 +201,8 @@ class Searcher:
         stored = self.index.fetch([i for i, _ in page])  # texts and sentences: only for the page
         return [Hit(rank=query.offset + n, score=score, passage=stored[i].passage,
                     highlight=self.highlight(stored[i], vector, weights),
-                    dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))))
+                    dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))),
+                    metadata=stored[i].metadata)
                 for n, (i, score) in enumerate(page, start=1)]
 
     def highlight(self, stored: StoredPassage, vector: np.ndarray, weights: dict[str, float]) -> Highlight:
@@ -232,7 +235,7 @@ def hit_record(hit: Hit, explain: bool = False) -> dict:
               "highlight": hit.highlight.text, "highlight_start": hit.highlight.start,
               "highlight_end": hit.highlight.end, "doc_id": p.doc_id, "title": p.title,
               "source": p.source, "section": p.section, "paragraph": p.paragraph,
-              "start": p.start, "end": p.end, "passage_id": p.passage_id}
+              "start": p.start, "end": p.end, "passage_id": p.passage_id, **hit.metadata.record()}
     if explain:
         record["explain"] = {name: None if at is None else {"rank": at.rank, "score": round(at.score, 6)}
                              for name, at in (("dense", hit.dense), ("keyword", hit.keyword))}

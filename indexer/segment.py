@@ -19,6 +19,7 @@ from indexer.chunking import Passage
 from indexer.dense import ANN_FILE, DenseParams, DenseSegment, build_ann
 from indexer.documents import StoredDocument
 from indexer.integrity import checksums
+from indexer.metadata import Metadata
 from indexer.postings import Postings
 from indexer.rowfile import RowFile
 
@@ -44,10 +45,19 @@ class SegmentRows:
     documents: Sequence[tuple[int, StoredDocument]]  # (doc number, document)
 
 
+# metadata: the article's Metadata as JSON, or NULL (segments written before it have no such column).
+DOCUMENT_COLUMNS = ("doc_number INTEGER PRIMARY KEY, doc_id TEXT, title TEXT, source TEXT, text TEXT, origin TEXT, "
+                    "content_hash TEXT, metadata TEXT")
+
+
+def has_metadata(db: sqlite3.Connection, schema: str = "main") -> bool:
+    """Whether a segment's documents table has the metadata column."""
+    return any(row[1] == "metadata" for row in db.execute(f"PRAGMA {schema}.table_info(documents)"))
+
+
 def create_tables(db: sqlite3.Connection) -> None:
     db.execute(f"CREATE TABLE passages (id INTEGER PRIMARY KEY, {COLUMNS}, key TEXT)")
-    db.execute("CREATE TABLE documents (doc_number INTEGER PRIMARY KEY, doc_id TEXT, title TEXT, source TEXT, "
-               "text TEXT, origin TEXT, content_hash TEXT)")
+    db.execute(f"CREATE TABLE documents ({DOCUMENT_COLUMNS})")
     db.execute("CREATE TABLE terms (term TEXT PRIMARY KEY, start INTEGER, count INTEGER) WITHOUT ROWID")
 
 
@@ -82,9 +92,9 @@ def write(folder: Path, rows: SegmentRows, model: str, params: DenseParams) -> d
         db.executemany(f"INSERT INTO passages VALUES (?, {', '.join('?' * len(PASSAGE_FIELDS))}, ?)",
                        ((int(i), *(getattr(p, f) for f in PASSAGE_FIELDS), key)
                         for i, p, key in zip(rows.ids, rows.passages, rows.keys)))
-        db.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+        db.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        ((number, d.document.doc_id, d.document.title, d.document.source, d.document.text,
-                         d.origin, d.content_hash) for number, d in rows.documents))
+                         d.origin, d.content_hash, d.document.metadata.to_json()) for number, d in rows.documents))
         save_postings(folder, db, rows.postings)
         index_tables(db)
     db.close()
@@ -121,6 +131,7 @@ class Segment:
         self.dense = DenseSegment(folder, info.get("ann"), params)
         # Read-only, shared by the threads of one process (SQLite serializes access itself).
         self.db = sqlite3.connect(f"file:{folder / TABLES}?mode=ro", uri=True, check_same_thread=False)
+        self.has_metadata = has_metadata(self.db)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -165,6 +176,20 @@ class Segment:
         """Document offsets (k, 2) and float32 vectors (k, dim) of one row's sentences."""
         first, last = (int(x) for x in self.sentence_bounds[row:row + 2])
         return self.sentence_spans[first:last], self.sentence_vectors[first:last].astype(np.float32)
+
+    def metadata(self, doc_numbers: Sequence[int]) -> dict[int, Metadata]:
+        """The metadata of these documents (those with any)."""
+        found: dict[int, Metadata] = {}
+        if not self.has_metadata:
+            return found
+        numbers = sorted({int(n) for n in doc_numbers})
+        for first in range(0, len(numbers), 500):
+            part = numbers[first:first + 500]
+            for number, text in self.db.execute(
+                    f"SELECT doc_number, metadata FROM documents WHERE metadata IS NOT NULL AND doc_number IN "
+                    f"({','.join('?' * len(part))})", part):
+                found[number] = Metadata.from_json(text)
+        return found
 
     def documents(self, doc_ids: Sequence[str] | None = None) -> Iterator[tuple[int, str, str, str]]:
         """(doc number, doc_id, origin, content hash) of every document here, or of those with the given ids."""

@@ -16,6 +16,7 @@ from indexer import postings
 from indexer.dense import DenseParams, rescored, top
 from indexer.engine import Selection, StoredPassage
 from indexer.keyword import KeywordParams
+from indexer.metadata import Metadata
 from indexer.segment import Segment
 
 
@@ -168,9 +169,12 @@ class SegmentIndex:
             here = segment.ids[segment.rows_of(wanted)]
             if not len(here):
                 continue
+            numbers = dict(zip(here.tolist(), segment.doc_numbers[segment.rows_of(here)].tolist()))
+            metadata = segment.metadata(list(numbers.values()))
             for passage_id, passage in segment.passages(here.tolist()).items():
                 spans, vectors = segment.sentences(int(segment.rows_of(np.array([passage_id]))[0]))
-                found[passage_id] = StoredPassage(passage_id, passage, spans, vectors)
+                found[passage_id] = StoredPassage(passage_id, passage, spans, vectors,
+                                                  metadata.get(numbers[passage_id], Metadata()))
         return found
 
     def all_ids(self) -> np.ndarray:

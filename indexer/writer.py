@@ -22,7 +22,8 @@ from indexer.dense import DenseParams
 from indexer.documents import Document
 from indexer.engine import ChangeSet, LiveDocument, PreparedDocument
 from indexer.keyword import Analyzer
-from indexer.segment import TABLES, Segment, SegmentRows
+from indexer.metadata import Metadata
+from indexer.segment import TABLES, Segment, SegmentRows, has_metadata
 from indexer.segment import write as write_segment
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,11 @@ class SegmentStore:
         for entry in manifest["segments"]:
             path = self.root / store.SEGMENTS / entry["name"] / TABLES
             with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-                rows = db.execute("SELECT doc_number, doc_id, title, source, text FROM documents WHERE origin = 'api'")
-                found += [Document(*row[1:]) for row in rows if not np.isin(row[0], tombstones[entry["name"]])]
+                metadata = "metadata" if has_metadata(db) else "NULL"
+                rows = db.execute(f"SELECT doc_number, doc_id, title, source, text, {metadata} FROM documents "
+                                  "WHERE origin = 'api'")
+                found += [Document(*row[1:5], metadata=Metadata.from_json(row[5])) for row in rows
+                          if not np.isin(row[0], tombstones[entry["name"]])]
         return found
 
     def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from indexer.build import UnknownDocument, update_documents
 from indexer.documents import Document
+from indexer.metadata import ALIASES, MAX_ITEMS, TIMES, Metadata, from_fields
 from service.errors import ApiError
 from service.guard import key_problem
 from service.runtime import Runtime
@@ -38,6 +39,20 @@ class DocumentIn(BaseModel):
     title: str = Field("", max_length=1000)
     url: str | None = Field(None, max_length=2000, description="where the article lives; shown as its source")
     text: str = Field(..., min_length=1, json_schema_extra={"pattern": TEXT_PATTERN})
+    published_at: str | None = Field(None, max_length=100, description="ISO 8601 date or date-time (a time without "
+                                     "a zone is UTC); one that cannot be read is left out with a warning")
+    updated_at: str | None = Field(None, max_length=100, description="as published_at")
+    authors: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=MAX_ITEMS)
+    outlet: str | None = Field(None, max_length=200, description="the site or publication")
+    language: str | None = Field(None, max_length=35, description="e.g. en, en-GB")
+    tags: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+    def metadata(self) -> tuple[Metadata, list[str]]:
+        """The article's metadata, and a warning for each time that cannot be read."""
+        found = from_fields({name: getattr(self, name) for name in ALIASES}, f"POST /documents {self.id}")
+        warnings = [f"document {self.id}: {name} {getattr(self, name)!r} is not an ISO 8601 date or date-time; "
+                    "stored without it" for name in TIMES if getattr(self, name) and getattr(found, name) is None]
+        return found, warnings
 
     @field_validator("text")
     @classmethod
@@ -63,6 +78,7 @@ class IngestResponse(BaseModel):
     generation: str | None = Field(description="index generation that serves them")
     searchable: bool = Field(description="true: the change is searchable now that the call has returned")
     embedded: int = Field(description="passages that had to be embedded")
+    warnings: list[str] = Field(default_factory=list, description="metadata left out (a date that cannot be read)")
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -116,12 +132,16 @@ def documents_router(settings: Settings) -> APIRouter:
     @adding.post("/documents", response_model=IngestResponse, responses={**WRITE_ERRORS, **TOO_LARGE},
                   summary="Add or replace documents")
     def add_documents(body: IngestRequest, runtime: AuthorizedRuntime) -> IngestResponse:
-        documents = [Document(doc_id=d.id, title=d.title.strip(), source=d.url or f"api:{d.id}",
-                              text=d.text.replace("\r\n", "\n")) for d in body.documents]
+        documents, warnings = [], []
+        for d in body.documents:
+            metadata, problems = d.metadata()
+            warnings += problems
+            documents.append(Document(doc_id=d.id, title=d.title.strip(), source=d.url or f"api:{d.id}",
+                                      text=d.text.replace("\r\n", "\n"), metadata=metadata))
         embedded, searchable = publish(runtime, documents, [])
         log.info("ingested %d documents into %s", len(documents), runtime.generation)
         return IngestResponse(accepted=[d.doc_id for d in documents], generation=runtime.generation,
-                              searchable=searchable, embedded=embedded)
+                              searchable=searchable, embedded=embedded, warnings=warnings)
 
     return adding
 

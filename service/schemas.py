@@ -88,6 +88,12 @@ class ResultOut(BaseModel):
     start: int = Field(description="offset of the passage in the document text")
     end: int
     passage_id: str
+    published_at: str | None = Field(None, description="when the article was published (ISO 8601, UTC)")
+    updated_at: str | None = Field(None, description="when it was last updated (ISO 8601, UTC)")
+    authors: list[str] = Field(default_factory=list)
+    outlet: str | None = Field(None, description="the site or publication")
+    language: str | None = None
+    tags: list[str] = Field(default_factory=list, description="tags, keywords and the outlet's section")
     explain: dict[str, ListRankOut | None] | None = None
 
 

@@ -1,0 +1,195 @@
+"""News metadata (dates, authors, outlet, language, tags): read from every format, kept with the
+article, returned with every result, over the command line and the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from indexer import store
+
+from tests.conftest import STAND_IN, served
+from tests.test_cli import semsearch
+
+HTML = """<!doctype html><html lang="en-GB"><head><title>Drone output doubles | Harbour Times</title>
+<meta property="og:site_name" content="Harbour Times">
+<meta property="article:published_time" content="2026-03-05T14:30:00+02:00">
+<meta property="article:modified_time" content="2026-03-06T08:00:00Z">
+<meta property="article:author" content="Jane Roe"><meta property="article:author" content="John Doe">
+<meta property="article:section" content="World">
+<meta property="article:tag" content="drones"><meta property="article:tag" content="industry">
+</head><body><h1>Drone output doubles</h1>
+<p>Factories in the region now assemble twice as many drones as last spring, officials said.</p>
+</body></html>"""
+
+JSON_LD = """<html><head><title>Grain deal extended</title>
+<script type="application/ld+json">{"@context": "https://schema.org", "@graph": [{"@type": "WebSite"},
+ {"@type": "NewsArticle", "datePublished": "2026-02-01T09:00:00-05:00", "inLanguage": "en",
+  "author": [{"@type": "Person", "name": "Ana Lima"}], "publisher": {"@type": "Organization", "name": "Wire Daily"},
+  "keywords": "grain, shipping", "articleSection": "Economy"}]}</script></head>
+<body><h1>Grain deal extended</h1><p>The grain corridor deal was extended by four months on Sunday.</p></body></html>"""
+
+MARKDOWN = """---
+title: Ferry strike ends
+date: 2026-01-20
+authors:
+  - Sam Park
+outlet: "Coast Gazette"
+tags: [transport, labour]
+language: en
+---
+# Ferry strike ends
+
+Ferry crews returned to work after a two-week strike over pay.
+"""
+
+TEXT = """Published: 2026-01-15 18:45
+Outlet: Valley Post
+Author: Lee Chan
+Dam opens to the public
+The new dam opened to visitors on Thursday and will power the valley.
+"""
+
+JSONL = (json.dumps({"id": "quake", "title": "Quake shakes coast", "text": "A strong quake shook the coast at dawn.",
+                     "published_at": "2026-04-02T03:10:00Z", "authors": ["Roe, Jane"], "outlet": "Wire Daily",
+                     "language": "en", "tags": ["science"]}) + "\n"
+         + json.dumps({"id": "fair", "title": "Book fair opens", "text": "The book fair opened with record crowds.",
+                       "published_at": "the day before yesterday"}) + "\n")
+
+
+def news_folder(tmp_path):
+    seeds = tmp_path / "news"
+    seeds.mkdir()
+    for name, content in (("drones.html", HTML), ("grain.html", JSON_LD), ("ferry.md", MARKDOWN), ("dam.txt", TEXT),
+                          ("wire.jsonl", JSONL)):
+        (seeds / name).write_text(content, encoding="utf-8")
+    return seeds
+
+
+def results(query: str, index, k: int = 10) -> dict:
+    printed = semsearch("search", query, "--index", str(index), "--json", "-k", str(k), env=STAND_IN)
+    assert printed.returncode == 0, printed.stderr
+    return {r["doc_id"]: r for r in json.loads(printed.stdout)["results"]}
+
+
+def test_metadata_from_every_format_comes_back_with_every_result(tmp_path):
+    seeds, index = news_folder(tmp_path), tmp_path / "index"
+    built = semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)
+    assert built.returncode == 0, built.stderr
+    # A date that cannot be read is a warning naming the file and the value; the article is kept.
+    assert "wire.jsonl" in built.stderr and "'the day before yesterday'" in built.stderr
+    assert "indexed 6 documents" in built.stdout
+
+    found = results("drones grain ferry dam quake fair", index)
+    assert set(found) == {"drones", "grain", "ferry", "dam", "quake", "fair"}
+    assert {k: found["drones"][k] for k in ("published_at", "updated_at", "authors", "outlet", "language", "tags")} == {
+        "published_at": "2026-03-05T12:30:00Z", "updated_at": "2026-03-06T08:00:00Z",
+        "authors": ["Jane Roe", "John Doe"], "outlet": "Harbour Times", "language": "en-GB",
+        "tags": ["World", "drones", "industry"]}
+    assert (found["grain"]["published_at"], found["grain"]["outlet"], found["grain"]["authors"], found["grain"]["tags"]) \
+        == ("2026-02-01T14:00:00Z", "Wire Daily", ["Ana Lima"], ["grain", "shipping", "Economy"])
+    assert (found["ferry"]["title"], found["ferry"]["published_at"], found["ferry"]["authors"], found["ferry"]["tags"]) \
+        == ("Ferry strike ends", "2026-01-20T00:00:00Z", ["Sam Park"], ["transport", "labour"])
+    # Plain text: the header lines are metadata, not the title or a passage; offsets still count
+    # from the file's start.
+    dam = found["dam"]
+    assert (dam["title"], dam["outlet"], dam["published_at"]) == ("Dam opens to the public", "Valley Post",
+                                                                 "2026-01-15T18:45:00Z")
+    assert "Outlet" not in dam["text"] and TEXT[dam["start"]:dam["end"]] == dam["text"]
+    assert found["quake"]["authors"] == ["Roe, Jane"]  # a JSON list's items are names as given
+    assert found["fair"]["published_at"] is None and found["fair"]["title"] == "Book fair opens"
+
+
+def test_a_metadata_change_alone_updates_the_article(tmp_path):
+    seeds, index = news_folder(tmp_path), tmp_path / "index"
+    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
+    (seeds / "dam.txt").write_text(TEXT.replace("Valley Post", "Valley Herald"), encoding="utf-8")
+    rebuilt = semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)
+    assert "changed 1" in rebuilt.stdout
+    assert results("dam visitors valley", index)["dam"]["outlet"] == "Valley Herald"
+
+
+def test_the_seed_article_without_metadata_gives_empty_fields(tmp_path):
+    from tests.conftest import SEED_FILE
+
+    seeds, index = tmp_path / "seeds", tmp_path / "index"
+    seeds.mkdir()
+    (seeds / SEED_FILE.name).write_text(SEED_FILE.read_text(encoding="utf-8"), encoding="utf-8")
+    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
+    first = next(iter(results("Russia war", index).values()))
+    assert first["title"].startswith("Despite U.S. pressure")
+    assert (first["published_at"], first["authors"], first["outlet"], first["tags"]) == (None, [], None, [])
+
+
+def test_documents_posted_with_metadata_return_it_and_a_bad_date_is_a_warning(folder_index):
+    _, index = folder_index
+    headers = {"Authorization": "Bearer k"}
+    with served(index, {**STAND_IN, "SEMSEARCH_API_KEY": "k"}) as (_, url):
+        answer = httpx.post(f"{url}/documents", headers=headers, json={"documents": [
+            {"id": "bridge", "title": "Bridge reopens", "text": "The old bridge reopened to traffic after repairs.",
+             "published_at": "2026-05-01T10:00:00+01:00", "authors": ["Kim Lee"], "outlet": "City News",
+             "language": "en", "tags": ["transport"]},
+            {"id": "market", "title": "Market moves", "text": "The night market moved to the harbour square.",
+             "updated_at": "31/02/2026"}]}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["accepted"] == ["bridge", "market"]
+        assert answer.json()["warnings"] == ["document market: updated_at '31/02/2026' is not an ISO 8601 date or "
+                                             "date-time; stored without it"]
+        hits = {r["doc_id"]: r for r in httpx.get(f"{url}/search", params={"q": "bridge market harbour traffic"},
+                                                  timeout=30).json()["results"]}
+        assert (hits["bridge"]["published_at"], hits["bridge"]["authors"], hits["bridge"]["outlet"],
+                hits["bridge"]["tags"]) == ("2026-05-01T09:00:00Z", ["Kim Lee"], "City News", ["transport"])
+        assert hits["market"]["updated_at"] is None
+        wrong = httpx.post(f"{url}/documents", headers=headers, timeout=30, json={"documents": [
+            {"id": "x", "text": "Some text.", "authors": "Kim Lee"}]})
+        assert wrong.status_code == 422  # a list, as the spec says
+
+
+def without_metadata_column(index) -> None:
+    """Make the index's segments look as written before metadata existed (no such column),
+    checksums and manifest updated to match, as an older version would have left them."""
+    import sqlite3
+
+    from indexer import store
+    from indexer.integrity import checksums, sha256_of
+
+    name = store.current_generation(index)
+    manifest_path = index / name / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for entry in manifest["segments"]:
+        folder = index / store.SEGMENTS / entry["name"]
+        with sqlite3.connect(folder / "segment.sqlite") as db:
+            db.execute("ALTER TABLE documents DROP COLUMN metadata")
+        db.close()
+        info = json.loads((folder / "segment.json").read_text())
+        info["files"] = {k: v for k, v in checksums(folder).items() if k != "segment.json"}
+        (folder / "segment.json").write_text(json.dumps(info, indent=1))
+        entry["info_sha256"] = sha256_of(folder / "segment.json")
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_an_index_from_before_metadata_still_searches_ingests_and_merges(folder_index):
+    seeds, index = folder_index
+    without_metadata_column(index)
+    assert semsearch("index", str(seeds), "--check", "--out", str(index), env=STAND_IN).returncode == 0
+    assert results("harbour", index)["harbour"]["published_at"] is None
+    headers = {"Authorization": "Bearer k"}
+    with served(index, {**STAND_IN, "SEMSEARCH_API_KEY": "k"}) as (_, url):
+        for n in range(6):  # enough small segments for the merger to fold old and new together
+            answer = httpx.post(f"{url}/documents", headers=headers, timeout=60, json={"documents": [
+                {"id": f"note-{n}", "text": f"Note {n} about the harbour crane.", "outlet": "Port Log"}]})
+            assert answer.status_code == 200, answer.text
+        hits = httpx.get(f"{url}/search", params={"q": "harbour crane note", "k": 20}, timeout=30).json()["results"]
+        outlets = {r["doc_id"]: r["outlet"] for r in hits}
+        assert outlets["harbour"] is None and all(outlets[f"note-{n}"] == "Port Log" for n in range(6))
+        deadline = time.monotonic() + 60
+        while len(store.read_manifest(index)["segments"]) > 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(store.read_manifest(index)["segments"]) == 1  # the old segment merged with the new ones
+        hits = httpx.get(f"{url}/search", params={"q": "harbour crane note", "k": 20}, timeout=30).json()["results"]
+        assert {r["doc_id"]: r["outlet"] for r in hits} == outlets
+    rebuilt = semsearch("index", str(seeds), "--out", str(index), "--force", env=STAND_IN)
+    assert rebuilt.returncode == 0, rebuilt.stderr  # ingested documents come back with their metadata
+    assert results("harbour crane note", index, k=20)["note-3"]["outlet"] == "Port Log"
