@@ -11,7 +11,7 @@ from pathlib import Path
 
 from indexer.documents import DocumentError
 from indexer.embedding import ModelError
-from indexer.search import MODES, FusionParams, Query, QueryError, hit_record
+from indexer.search import MODES, SORTS, FusionParams, Query, QueryError, hit_record
 from indexer.engine import IndexUnavailable
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
@@ -50,6 +50,13 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--mode", choices=MODES, default="hybrid")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     search.add_argument("--exact", action="store_true", help="exact dense search, never the approximate index")
+    search.add_argument("--after", help="only articles published at or after this ISO date or date-time")
+    search.add_argument("--before", help="only articles published before this (a date alone: up to its end)")
+    for flag, what in (("outlet", "outlet"), ("author", "author"), ("language", "language"), ("tag", "tag")):
+        search.add_argument(f"--{flag}", action="append", default=[], help=f"only this {what} (repeatable)")
+    search.add_argument("--sort", choices=SORTS, default="relevance", help="newest: the matches, newest first")
+    search.add_argument("--recency-half-life", type=float, metavar="DAYS",
+                        help="boost recent articles: scores halve every DAYS days of age")
     search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
 
     evaluate = commands.add_parser("eval", help="score every retrieval mode on a BEIR-format dataset")
@@ -170,7 +177,10 @@ def run_search(args: argparse.Namespace) -> int:
         raise QueryError("-k must be between 1 and 50")
     model = model_for_index(args.model, DEFAULT_PRECISION, Path(args.index))
     searcher = Searcher(engine_from_environment(Path(args.index), model).reader(), model, fusion_from_environment())
-    hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact))
+    hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact,
+                                 published_after=args.after, published_before=args.before, outlets=tuple(args.outlet),
+                                 authors=tuple(args.author), languages=tuple(args.language), tags=tuple(args.tag),
+                                 sort=args.sort, recency_half_life_days=args.recency_half_life))
     if args.json:
         print(json.dumps({"query": args.query, "results": [hit_record(h) for h in hits]}, indent=2,
                          ensure_ascii=False))

@@ -21,7 +21,7 @@ import numpy as np
 
 from indexer.chunking import Passage
 from indexer.documents import Document, StoredDocument
-from indexer.metadata import Metadata
+from indexer.metadata import Filters, Metadata
 
 # Engines by name: "module:class", imported only when chosen (SEMSEARCH_ENGINE).
 ENGINES = {"faiss": "indexer.faiss_engine:FaissEngine"}
@@ -101,7 +101,10 @@ class IndexReader(Protocol):
 
     def counts(self) -> dict[str, int]: ...
 
-    def select(self, doc_ids: Sequence[str], sources: Sequence[str]) -> Selection: ...
+    def select(self, filters: Filters) -> Selection: ...
+
+    def published(self, ids: Sequence[int]) -> np.ndarray:
+        """Publication time (epoch seconds; metadata.NO_DATE: none) of each passage id's article."""
 
     def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
               exact: bool = False) -> list[tuple[int, float]]: ...

@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, timezone
 from typing import Iterable, Mapping
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 # Every name a source may use for a field (lowercase), by the field it fills.
@@ -218,3 +220,77 @@ def header_lines(text: str) -> tuple[dict[str, object], int]:
             [values[key], value] if key in values else value  # one line: split at commas, like meta tags
         position += len(line) + 1
     return values, min(position, len(text))
+
+
+NO_DATE = np.iinfo(np.int64).min  # an article without a publication time, in epoch-second arrays
+
+
+def epoch(value: str) -> int:
+    """Epoch seconds of a stored ISO 8601 UTC time."""
+    return int(datetime.fromisoformat(value).timestamp())
+
+
+def time_bound(value: str, upper: bool) -> int:
+    """Epoch seconds of a filter bound: an ISO date-time (a time without a zone is UTC), or a date
+    alone, which as an upper bound takes in that whole day. Raises ValueError."""
+    text = value.strip()
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        moment = datetime.fromisoformat(text)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return int(moment.timestamp())
+    start = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc).timestamp()
+    return int(start) + (86_400 if upper else 0)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a search may return: each given field narrows (values of one field are alternatives).
+
+    published_after is inclusive, published_before exclusive (epoch seconds, see time_bound);
+    with either, articles without a publication time are left out. Outlets, authors, languages and
+    tags match without regard to case; a language also matches its regional variants (en: en-GB).
+    """
+
+    doc_ids: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    published_after: int | None = None
+    published_before: int | None = None
+    outlets: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) not in (None, ()) for f in fields(self))
+
+    @property
+    def dated(self) -> bool:
+        return self.published_after is not None or self.published_before is not None
+
+    @property
+    def by_metadata(self) -> bool:
+        return bool(self.outlets or self.authors or self.languages or self.tags)
+
+
+def metadata_condition(filters: Filters) -> tuple[str, list[str]]:
+    """SQL over a segment's documents table (its metadata JSON) for filters' outlets, authors,
+    languages and tags, and its parameters."""
+    clauses, params = ["metadata IS NOT NULL"], []
+
+    def marks(values: tuple[str, ...]) -> str:
+        params.extend(v.strip().lower() for v in values)
+        return ",".join("?" * len(values))
+
+    if filters.outlets:
+        clauses.append(f"lower(json_extract(metadata, '$.outlet')) IN ({marks(filters.outlets)})")
+    if filters.languages:
+        clauses.append(f"(lower(json_extract(metadata, '$.language')) IN ({marks(filters.languages)}) OR "
+                       f"substr(lower(json_extract(metadata, '$.language')), 1, instr(json_extract(metadata, "
+                       f"'$.language') || '-', '-') - 1) IN ({marks(filters.languages)}))")
+    for name, values in (("authors", filters.authors), ("tags", filters.tags)):
+        if values:
+            clauses.append(f"EXISTS (SELECT 1 FROM json_each(metadata, '$.{name}') WHERE lower(value) IN "
+                           f"({marks(values)}))")
+    return " AND ".join(clauses), params

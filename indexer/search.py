@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,9 +14,13 @@ from indexer import keyword
 from indexer.chunking import Passage
 from indexer.embedding import TextModel
 from indexer.engine import IndexReader, StoredPassage
-from indexer.metadata import Metadata
+from indexer.metadata import NO_DATE, Filters, Metadata, time_bound
 
 MODES = ("hybrid", "dense", "keyword")
+SORTS = ("relevance", "newest")
+# sort=newest (and facets) count as matches the hits scoring at least this share of the best
+# hit's score: the fused list runs 200 deep and its tail is only loosely related to the query.
+RELEVANCE_FLOOR = 0.5
 # From this many passages, hybrid mode computes its two lists at once (on a small index the
 # thread hand-off costs more than the overlap saves).
 PARALLEL_LISTS_FROM = 200_000
@@ -40,6 +45,27 @@ class Query:
     doc_ids: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     exact: bool = False  # dense list by exact search even where segments have an approximate index
+    published_after: str | None = None  # ISO date or date-time, inclusive
+    published_before: str | None = None  # exclusive; a date alone takes in that whole day
+    outlets: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    sort: str = "relevance"  # or "newest": the matches (RELEVANCE_FLOOR) newest first
+    recency_half_life_days: float | None = None  # scores times 0.5 ** (age in days / this)
+
+    def filters(self) -> Filters:
+        """What the query lets through; raises QueryError for a date bound that cannot be read."""
+        bounds = {}
+        for name, upper in (("published_after", False), ("published_before", True)):
+            value = getattr(self, name)
+            try:
+                bounds[name] = None if value is None else time_bound(value, upper)
+            except ValueError:
+                raise QueryError(f"{name} must be an ISO 8601 date or date-time (2026-03-05 or "
+                                 f"2026-03-05T14:00:00Z), not {value!r}") from None
+        return Filters(doc_ids=self.doc_ids, sources=self.sources, outlets=self.outlets, authors=self.authors,
+                       languages=self.languages, tags=self.tags, **bounds)
 
 
 @dataclass(frozen=True)
@@ -163,9 +189,13 @@ class Searcher:
             raise QueryError(f"unknown mode {query.mode!r}; use one of {', '.join(MODES)}")
         wanted = query.offset + query.k
         depth = max(self.fusion.depth, wanted * (4 if query.group_by_doc else 1))
-        selection = None
-        if query.doc_ids or query.sources:
-            selection = self.index.select(query.doc_ids, query.sources)
+        if query.sort not in SORTS:
+            raise QueryError(f"unknown sort {query.sort!r}; use one of {', '.join(SORTS)}")
+        if query.recency_half_life_days is not None and not query.recency_half_life_days > 0:
+            raise QueryError("recency_half_life_days must be more than 0")
+        filters, selection = query.filters(), None
+        if filters:
+            selection = self.index.select(filters)
             if not selection.size:
                 return []
         vector = self.embed_query(query.text)
@@ -192,6 +222,8 @@ class Searcher:
         else:
             ranked = fuse([(dense, self.fusion.dense_weight), (sparse, self.fusion.keyword_weight)],
                           self.fusion, key)
+        if query.recency_half_life_days is not None or query.sort == "newest":
+            ranked = self.by_time(ranked, query)
         page = ranked[query.offset:wanted]
         if not page:
             return []
@@ -204,6 +236,23 @@ class Searcher:
                     dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))),
                     metadata=stored[i].metadata)
                 for n, (i, score) in enumerate(page, start=1)]
+
+    def by_time(self, ranked: list[tuple[int, float]], query: Query) -> list[tuple[int, float]]:
+        """The recency boost (scores decay with the article's age; undated articles keep theirs),
+        then for sort=newest the matches, newest first (undated last, ties by score)."""
+        if not ranked:
+            return ranked
+        times = self.index.published([i for i, _ in ranked])
+        scored = [(i, s, int(t)) for (i, s), t in zip(ranked, times)]
+        if query.recency_half_life_days is not None:
+            now = time.time()
+            scored = sorted(((i, s * 0.5 ** (max(now - t, 0) / 86_400 / query.recency_half_life_days)
+                              if t != NO_DATE else s, t) for i, s, t in scored), key=lambda h: (-h[1], h[0]))
+        if query.sort == "newest":
+            best = scored[0][1]
+            matches = [h for h in scored if h[1] >= RELEVANCE_FLOOR * best] if best > 0 else scored
+            scored = sorted(matches, key=lambda h: (h[2] == NO_DATE, -h[2], -h[1], h[0]))
+        return [(i, s) for i, s, _ in scored]
 
     def highlight(self, stored: StoredPassage, vector: np.ndarray, weights: dict[str, float]) -> Highlight:
         """The passage's sentence that best answers: closest in meaning, helped by shared rare keywords.

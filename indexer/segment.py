@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -19,7 +20,7 @@ from indexer.chunking import Passage
 from indexer.dense import ANN_FILE, DenseParams, DenseSegment, build_ann
 from indexer.documents import StoredDocument
 from indexer.integrity import checksums
-from indexer.metadata import Metadata
+from indexer.metadata import NO_DATE, Filters, Metadata, epoch, metadata_condition
 from indexer.postings import Postings
 from indexer.rowfile import RowFile
 
@@ -176,6 +177,42 @@ class Segment:
         """Document offsets (k, 2) and float32 vectors (k, dim) of one row's sentences."""
         first, last = (int(x) for x in self.sentence_bounds[row:row + 2])
         return self.sentence_spans[first:last], self.sentence_vectors[first:last].astype(np.float32)
+
+    @cached_property
+    def published(self) -> np.ndarray:
+        """Each row's article publication time in epoch seconds (NO_DATE: none), read once from the
+        documents table (a loop over documents, never over passages) when a query first needs it."""
+        times = np.full(len(self.ids), NO_DATE, dtype=np.int64)
+        if not self.has_metadata:
+            return times
+        dated = [(number, epoch(at)) for number, at in self.db.execute(
+            "SELECT doc_number, json_extract(metadata, '$.published_at') FROM documents "
+            "WHERE metadata IS NOT NULL AND json_extract(metadata, '$.published_at') IS NOT NULL")]
+        if dated:
+            numbers, stamps = (np.array(column, dtype=np.int64) for column in zip(*sorted(dated)))
+            at = np.minimum(np.searchsorted(numbers, self.doc_numbers), len(numbers) - 1)
+            found = numbers[at] == self.doc_numbers
+            times[found] = stamps[at[found]]
+        return times
+
+    def rows_matching(self, filters: Filters) -> np.ndarray | None:
+        """Rows whose article passes filters' time and metadata fields (None: they set none)."""
+        rows = None
+        if filters.dated:
+            keep = self.published != NO_DATE
+            if filters.published_after is not None:
+                keep &= self.published >= filters.published_after
+            if filters.published_before is not None:
+                keep &= self.published < filters.published_before
+            rows = np.flatnonzero(keep)
+        if filters.by_metadata:
+            numbers: list[int] = []
+            if self.has_metadata:
+                condition, params = metadata_condition(filters)
+                numbers = [n for (n,) in self.db.execute(f"SELECT doc_number FROM documents WHERE {condition}", params)]
+            found = np.flatnonzero(np.isin(self.doc_numbers, np.array(numbers, dtype=np.int64)))
+            rows = found if rows is None else np.intersect1d(rows, found)
+        return rows
 
     def metadata(self, doc_numbers: Sequence[int]) -> dict[int, Metadata]:
         """The metadata of these documents (those with any)."""

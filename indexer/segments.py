@@ -16,7 +16,7 @@ from indexer import postings
 from indexer.dense import DenseParams, rescored, top
 from indexer.engine import Selection, StoredPassage
 from indexer.keyword import KeywordParams
-from indexer.metadata import Metadata
+from indexer.metadata import NO_DATE, Filters, Metadata
 from indexer.segment import Segment
 
 
@@ -57,15 +57,19 @@ class SegmentIndex:
     def counts(self) -> dict[str, int]:
         return {"passages": self.total, "documents": self.manifest["documents"], "segments": len(self.views)}
 
-    def select(self, doc_ids: Sequence[str], sources: Sequence[str]) -> Selection:
-        """Live rows of each segment whose passages match every given filter (via the id index)."""
+    def select(self, filters: Filters) -> Selection:
+        """Live rows of each segment whose passages match every given filter (via the id index,
+        the documents' metadata in SQL and each row's publication time)."""
         parts, size = {}, 0
         for view in self.views:
             rows = None
-            for column, values in (("doc_id", doc_ids), ("source", sources)):
+            for column, values in (("doc_id", filters.doc_ids), ("source", filters.sources)):
                 if values:
                     found = view.segment.rows_of(view.segment.select_ids(column, list(values)))
                     rows = found if rows is None else np.intersect1d(rows, found)
+            found = view.segment.rows_matching(filters)
+            if found is not None:
+                rows = found if rows is None else np.intersect1d(rows, found)
             rows = np.arange(len(view.segment)) if rows is None else rows
             if view.live is not None:
                 rows = rows[view.live[rows]]
@@ -148,6 +152,18 @@ class SegmentIndex:
         if view.norms is None:
             view.norms = postings.length_norms(view.segment.lengths, self.average_length, self.keyword_params)
         return view.norms
+
+    def published(self, ids: Sequence[int]) -> np.ndarray:
+        """The publication time (epoch seconds, NO_DATE: none) of each passage id's article."""
+        ids = np.asarray(ids, dtype=np.int64)
+        times = np.full(len(ids), NO_DATE, dtype=np.int64)
+        for view in self.views:
+            rows = np.searchsorted(view.segment.ids, ids)
+            inside = rows < len(view.segment.ids)
+            inside[inside] = view.segment.ids[rows[inside]] == ids[inside]
+            if inside.any():
+                times[inside] = view.segment.published[rows[inside]]
+        return times
 
     def documents_of(self, ids: Sequence[int]) -> dict[int, int]:
         """The document number of each passage id."""

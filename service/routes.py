@@ -43,7 +43,9 @@ def run_search(searcher: search.Searcher, params: SearchParams) -> JSONResponse:
     hits = searcher.search(search.Query(
         text=params.q, k=params.k, offset=params.offset, mode=params.mode,
         group_by_doc=params.group_by_doc, doc_ids=tuple(params.doc_id), sources=tuple(params.source),
-        exact=params.exact))
+        exact=params.exact, published_after=params.published_after, published_before=params.published_before,
+        outlets=tuple(params.outlet), authors=tuple(params.author), languages=tuple(params.language),
+        tags=tuple(params.tag), sort=params.sort, recency_half_life_days=params.recency_half_life_days))
     results = [search.hit_record(hit, explain=params.explain) for hit in hits]
     took = round((time.perf_counter() - started) * 1000, 2)
     return JSONResponse({"query": params.q, "took_ms": took, "results": results})
@@ -57,7 +59,8 @@ async def answer(request: Request, searcher: search.Searcher, params: SearchPara
     of a search is FAISS and numpy, which release the GIL, so two searches can share the cores.
     """
     settings = request.app.state.runtime.settings
-    for name, values in (("doc_id", params.doc_id), ("source", params.source)):
+    for name in ("doc_id", "source", "outlet", "author", "language", "tag"):
+        values = getattr(params, name)
         if len(values) > settings.max_filter_values:
             return error_response(422, "invalid_request", f"{name}: at most {settings.max_filter_values} values "
                                   "(SEMSEARCH_MAX_FILTER_VALUES)", field=name)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+from indexer.metadata import time_bound
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 50
@@ -26,6 +28,12 @@ NOT_WORD = (r"\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\xbf\xd7\xf7\u02b0-\u036f\u2000-\u
 QUERY_PATTERN = f"^[^{CONTROL}]*[^{NOT_WORD}][^{CONTROL}]*$"
 
 
+# An ISO 8601 date or date-time, as the spec states it (so clients and fuzzers know what passes).
+TimeBound = Annotated[str, WithJsonSchema({"type": "string", "maxLength": 40,
+                                           "anyOf": [{"format": "date"}, {"format": "date-time"}]})]
+Names = list[Annotated[str, Field(min_length=1, max_length=200)]]
+
+
 class SearchParams(BaseModel):
     """A search: the same fields as GET query parameters or a POST JSON body."""
 
@@ -43,6 +51,29 @@ class SearchParams(BaseModel):
                                            "(slower on large indexes; for measuring its recall)")
     doc_id: list[str] = Field(default_factory=list, description="only these articles")
     source: list[str] = Field(default_factory=list, description="only these sources")
+    published_after: TimeBound | None = Field(None, max_length=40, description="only articles published at or "
+                                              "after this (ISO date or date-time; no zone: UTC)", strict=False)
+    published_before: TimeBound | None = Field(None, max_length=40, description="only articles published before "
+                                               "this; a date alone takes in that whole day", strict=False)
+    outlet: Names = Field(default_factory=list, description="only these outlets (any case)")
+    author: Names = Field(default_factory=list, description="only articles by one of these authors (any case)")
+    language: Names = Field(default_factory=list, description="only these languages (en also matches en-GB)")
+    tag: Names = Field(default_factory=list, description="only articles with one of these tags (any case)")
+    sort: Literal["relevance", "newest"] = Field("relevance", description="newest: the matches (hits scoring at "
+                                                 "least half the best one's score) newest first, undated last")
+    recency_half_life_days: float | None = Field(None, gt=0, le=36_500, allow_inf_nan=False, strict=False,
+                                                 description="boost recent articles: scores times 0.5 ** (age "
+                                                 "in days / this); off when absent")
+
+    @field_validator("published_after", "published_before")
+    @classmethod
+    def valid_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                time_bound(value, upper=False)
+            except ValueError:
+                raise ValueError("must be an ISO 8601 date or date-time, e.g. 2026-03-05 or 2026-03-05T14:00:00Z") from None
+        return value
 
     @field_validator("q")
     @classmethod

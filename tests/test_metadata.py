@@ -193,3 +193,101 @@ def test_an_index_from_before_metadata_still_searches_ingests_and_merges(folder_
     rebuilt = semsearch("index", str(seeds), "--out", str(index), "--force", env=STAND_IN)
     assert rebuilt.returncode == 0, rebuilt.stderr  # ingested documents come back with their metadata
     assert results("harbour crane note", index, k=20)["note-3"]["outlet"] == "Port Log"
+
+
+ARCHIVE = [  # (id, published_at as written, outlet, authors, language, tags)
+    ("a1", "2026-03-05T23:30:00-05:00", "Harbour Times", ["Jane Roe"], "en-GB", ["port"]),  # 2026-03-06T04:30Z
+    ("a2", "2026-03-05T10:00:00Z", "Wire Daily", ["John Doe", "Jane Roe"], "en", ["port", "labour"]),
+    ("a3", "2026-03-04", "Wire Daily", ["Ana Lima"], "pt", ["labour"]),
+    ("a4", "2026-02-28T12:00:00+09:00", "Coast Gazette", [], "en", []),  # 2026-02-28T03:00Z
+    ("a5", None, "Harbour Times", ["Jane Roe"], "en", ["port"]),
+    ("a6", "2026-03-06T00:00:00Z", "coast gazette", ["Sam Park"], "EN-us", ["Port"]),
+]
+
+
+def archive_index(tmp_path):
+    seeds = tmp_path / "archive"
+    seeds.mkdir()
+    lines = [json.dumps({"id": i, "title": f"Harbour report {i}", "text": f"Harbour workers and port news, item {i}.",
+                         **({"published_at": at} if at else {}), "outlet": outlet, "authors": authors,
+                         "language": language, "tags": tags}) for i, at, outlet, authors, language, tags in ARCHIVE]
+    (seeds / "archive.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    index = tmp_path / "index"
+    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
+    return index
+
+
+def matching(index, *flags: str) -> list[str]:
+    printed = semsearch("search", "harbour port workers", "--index", str(index), "--json", "-k", "50",
+                        "--mode", "dense", *flags, env=STAND_IN)
+    assert printed.returncode == 0, printed.stderr
+    return [r["doc_id"] for r in json.loads(printed.stdout)["results"]]
+
+
+def test_filters_match_a_brute_force_count_across_time_zones_and_date_only_bounds(tmp_path):
+    from datetime import datetime, timezone
+
+    index = archive_index(tmp_path)
+    utc = {i: datetime.fromisoformat(at if "T" in at else at + "T00:00:00+00:00").astimezone(timezone.utc)
+           for i, at, *_ in ARCHIVE if at}
+
+    def expected(after=None, before=None, outlet=None, author=None, language=None, tag=None) -> set[str]:
+        keep = set()
+        for i, _, o, authors, lang, tags in ARCHIVE:
+            if (after or before) and i not in utc:
+                continue
+            if after and utc[i] < after or before and utc[i] >= before:
+                continue
+            if outlet and o.lower() != outlet.lower() or author and author.lower() not in [a.lower() for a in authors]:
+                continue
+            if language and lang.lower().split("-")[0] != language and lang.lower() != language:
+                continue
+            if tag and tag.lower() not in [t.lower() for t in tags]:
+                continue
+            keep.add(i)
+        return keep
+
+    day = lambda d, h=0: datetime(2026, 3, d, h, tzinfo=timezone.utc)  # noqa: E731
+    cases = [
+        (("--after", "2026-03-06"), expected(after=day(6))),  # a1 is the 6th in UTC, the 5th where written
+        (("--before", "2026-03-05"), expected(before=day(6))),  # a date alone takes in the whole 5th
+        (("--before", "2026-03-05T10:00:00Z"), expected(before=day(5, 10))),  # a date-time is exclusive
+        (("--after", "2026-03-04", "--before", "2026-03-04"), expected(after=day(4), before=day(5))),
+        (("--outlet", "COAST GAZETTE"), expected(outlet="coast gazette")),
+        (("--author", "jane roe"), expected(author="jane roe")),
+        (("--language", "en"), expected(language="en")),
+        (("--tag", "port", "--outlet", "Harbour Times"), expected(tag="port", outlet="harbour times")),
+        (("--tag", "port", "--tag", "labour"), expected(tag="port") | expected(tag="labour")),  # alternatives
+        (("--after", "2026-03-01", "--author", "Jane Roe"), expected(after=day(1), author="jane roe")),
+    ]
+    for flags, wanted in cases:
+        assert set(matching(index, *flags)) == wanted, flags
+    assert "a5" in matching(index) and "a5" not in matching(index, "--after", "2000-01-01")  # undated
+
+    wrong = semsearch("search", "harbour", "--index", str(index), "--after", "last week", env=STAND_IN)
+    assert wrong.returncode == 2 and "published_after must be an ISO 8601 date or date-time" in wrong.stderr
+
+
+def test_newest_first_and_the_recency_boost(tmp_path):
+    index = archive_index(tmp_path)
+    newest = matching(index, "--sort", "newest")
+    assert newest == ["a1", "a6", "a2", "a3", "a4", "a5"]  # a1 is 04:30 on the 6th in UTC; undated last
+    # Same text, so the same relevance: the boost alone orders them, newest first.
+    boosted = matching(index, "--recency-half-life", "1")
+    assert boosted.index("a1") < boosted.index("a6") < boosted.index("a2") < boosted.index("a3") < boosted.index("a4")
+
+
+def test_filters_sort_and_boost_over_http(tmp_path):
+    index = archive_index(tmp_path)
+    with served(index, STAND_IN) as (_, url):
+        get = lambda **params: httpx.get(f"{url}/search", params={"q": "harbour port", "k": 50, **params},  # noqa: E731
+                                         timeout=30)
+        found = get(published_after="2026-03-05", outlet=["wire daily", "Harbour Times"])
+        assert found.status_code == 200 and {r["doc_id"] for r in found.json()["results"]} == {"a1", "a2"}
+        posted = httpx.post(f"{url}/search", timeout=30, json={"q": "harbour port", "k": 50, "tag": ["labour"],
+                                                              "sort": "newest", "recency_half_life_days": 30})
+        assert [r["doc_id"] for r in posted.json()["results"]] == ["a2", "a3"]
+        bad = get(published_before="5 March")
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "published_before"
+        assert get(recency_half_life_days=0).status_code == 422
+        assert get(sort="oldest").status_code == 422
