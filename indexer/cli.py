@@ -11,7 +11,7 @@ from pathlib import Path
 
 from indexer.documents import DocumentError
 from indexer.embedding import ModelError
-from indexer.search import MODES, SORTS, FusionParams, Query, QueryError, hit_record
+from indexer.search import FACETS, MODES, SORTS, FusionParams, Query, QueryError, hit_record
 from indexer.engine import IndexUnavailable
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
@@ -57,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--sort", choices=SORTS, default="relevance", help="newest: the matches, newest first")
     search.add_argument("--recency-half-life", type=float, metavar="DAYS",
                         help="boost recent articles: scores halve every DAYS days of age")
+    search.add_argument("--facets", help=f"comma-separated, any of {','.join(FACETS)}: document counts per value")
     search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
 
     evaluate = commands.add_parser("eval", help="score every retrieval mode on a BEIR-format dataset")
@@ -177,14 +178,20 @@ def run_search(args: argparse.Namespace) -> int:
         raise QueryError("-k must be between 1 and 50")
     model = model_for_index(args.model, DEFAULT_PRECISION, Path(args.index))
     searcher = Searcher(engine_from_environment(Path(args.index), model).reader(), model, fusion_from_environment())
-    hits = searcher.search(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact,
+    answer = searcher.answer(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact,
                                  published_after=args.after, published_before=args.before, outlets=tuple(args.outlet),
                                  authors=tuple(args.author), languages=tuple(args.language), tags=tuple(args.tag),
-                                 sort=args.sort, recency_half_life_days=args.recency_half_life))
+                                 sort=args.sort, recency_half_life_days=args.recency_half_life,
+                                 facets=tuple(f.strip() for f in args.facets.split(",") if f.strip()) if args.facets else ()))
+    hits = answer.hits
     if args.json:
-        print(json.dumps({"query": args.query, "results": [hit_record(h) for h in hits]}, indent=2,
-                         ensure_ascii=False))
+        printed = {"query": args.query, "results": [hit_record(h) for h in hits]}
+        if answer.facets is not None:
+            printed["facets"] = answer.facets
+        print(json.dumps(printed, indent=2, ensure_ascii=False))
         return 0
+    for name, counts in (answer.facets or {}).items():
+        print(f"{name}: " + (", ".join(f"{c['value']} ({c['count']})" for c in counts) or "-"))
     if not hits:
         print("no results")
     for hit in hits:

@@ -106,6 +106,9 @@ class IndexReader(Protocol):
     def published(self, ids: Sequence[int]) -> np.ndarray:
         """Publication time (epoch seconds; metadata.NO_DATE: none) of each passage id's article."""
 
+    def describe(self, ids: Sequence[int]) -> dict[int, tuple[int, Metadata, str]]:
+        """Document number, article metadata and section heading of each passage id (for facets)."""
+
     def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
               exact: bool = False) -> list[tuple[int, float]]: ...
 

@@ -18,6 +18,8 @@ from indexer.metadata import NO_DATE, Filters, Metadata, time_bound
 
 MODES = ("hybrid", "dense", "keyword")
 SORTS = ("relevance", "newest")
+FACETS = ("outlet", "month", "section", "author", "tag", "language")
+FACET_VALUES = 20  # the most frequent values each facet lists
 # sort=newest (and facets) count as matches the hits scoring at least this share of the best
 # hit's score: the fused list runs 200 deep and its tail is only loosely related to the query.
 RELEVANCE_FLOOR = 0.5
@@ -53,6 +55,7 @@ class Query:
     tags: tuple[str, ...] = ()
     sort: str = "relevance"  # or "newest": the matches (RELEVANCE_FLOOR) newest first
     recency_half_life_days: float | None = None  # scores times 0.5 ** (age in days / this)
+    facets: tuple[str, ...] = ()  # of FACETS: document counts over the matches (RELEVANCE_FLOOR)
 
     def filters(self) -> Filters:
         """What the query lets through; raises QueryError for a date bound that cannot be read."""
@@ -89,6 +92,12 @@ class ListRank:
 
     rank: int
     score: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    hits: list
+    facets: dict[str, list[dict]] | None  # None: none asked for
 
 
 @dataclass(frozen=True)
@@ -183,6 +192,13 @@ class Searcher:
 
     def search(self, query: Query) -> list[Hit]:
         """Ranked hits for one query, page [offset, offset + k)."""
+        return self.answer(query).hits
+
+    def answer(self, query: Query) -> Answer:
+        """The page of hits and, when the query asks, facet counts over all its matches."""
+        unknown = [name for name in query.facets if name not in FACETS]
+        if unknown:
+            raise QueryError(f"unknown facet {unknown[0]!r}; use any of {', '.join(FACETS)}")
         if not query.text.strip():
             raise QueryError("query is empty")
         if query.mode not in MODES:
@@ -194,10 +210,11 @@ class Searcher:
         if query.recency_half_life_days is not None and not query.recency_half_life_days > 0:
             raise QueryError("recency_half_life_days must be more than 0")
         filters, selection = query.filters(), None
+        nothing = Answer([], {name: [] for name in query.facets} if query.facets else None)
         if filters:
             selection = self.index.select(filters)
             if not selection.size:
-                return []
+                return nothing
         vector = self.embed_query(query.text)
         terms = self.analyzer.terms(query.text)
         both = query.mode == "hybrid"
@@ -224,18 +241,38 @@ class Searcher:
                           self.fusion, key)
         if query.recency_half_life_days is not None or query.sort == "newest":
             ranked = self.by_time(ranked, query)
+        facets = self.facet_counts(ranked, query.facets) if query.facets else None
         page = ranked[query.offset:wanted]
         if not page:
-            return []
+            return Answer([], facets or nothing.facets)
         dense_at = {key(i): (r, s) for r, (i, s) in enumerate(dense, start=1)}
         sparse_at = {key(i): (r, s) for r, (i, s) in enumerate(sparse, start=1)}
         weights = self.index.term_weights(terms) if terms else {}
         stored = self.index.fetch([i for i, _ in page])  # texts and sentences: only for the page
-        return [Hit(rank=query.offset + n, score=score, passage=stored[i].passage,
-                    highlight=self.highlight(stored[i], vector, weights),
-                    dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))),
-                    metadata=stored[i].metadata)
-                for n, (i, score) in enumerate(page, start=1)]
+        return Answer([Hit(rank=query.offset + n, score=score, passage=stored[i].passage,
+                           highlight=self.highlight(stored[i], vector, weights),
+                           dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))),
+                           metadata=stored[i].metadata)
+                       for n, (i, score) in enumerate(page, start=1)], facets)
+
+    def facet_counts(self, ranked: list[tuple[int, float]], names: tuple[str, ...]) -> dict[str, list[dict]]:
+        """For each facet, its FACET_VALUES most frequent values with the number of matching
+        documents that have each (a document counts once per value). The matches are the fused
+        list's hits scoring at least RELEVANCE_FLOOR of the best one's score."""
+        best = ranked[0][1] if ranked else 0.0
+        matches = [i for i, score in ranked if best <= 0 or score >= RELEVANCE_FLOOR * best]
+        values: dict[str, dict[str, set[int]]] = {name: {} for name in names}
+        for number, metadata, section in self.index.describe(matches).values():
+            found = {"outlet": [metadata.outlet], "month": [(metadata.published_at or "")[:7]],
+                     "section": [section], "author": metadata.authors, "tag": metadata.tags,
+                     "language": [metadata.language]}
+            for name in names:
+                for value in found[name]:
+                    if value:
+                        values[name].setdefault(value, set()).add(number)
+        return {name: [{"value": value, "count": len(documents)} for value, documents in
+                       sorted(values[name].items(), key=lambda item: (-len(item[1]), item[0]))[:FACET_VALUES]]
+                for name in names}
 
     def by_time(self, ranked: list[tuple[int, float]], query: Query) -> list[tuple[int, float]]:
         """The recency boost (scores decay with the article's age; undated articles keep theirs),

@@ -163,6 +163,15 @@ class Segment:
                 f"SELECT id FROM passages WHERE [{column}] IN ({','.join('?' * len(part))})", part)]
         return np.array(sorted(found), dtype=np.int64)
 
+    def sections(self, ids: Sequence[int]) -> dict[int, str]:
+        """The section heading of each of these passages (those this segment holds)."""
+        found = {}
+        for first in range(0, len(ids), 500):
+            part = [int(i) for i in ids[first:first + 500]]
+            found.update(self.db.execute(f"SELECT id, section FROM passages WHERE id IN ({','.join('?' * len(part))})",
+                                         part))
+        return found
+
     def passages(self, ids: Sequence[int]) -> dict[int, Passage]:
         """The passages with these ids (those this segment holds)."""
         found = {}

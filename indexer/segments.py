@@ -165,6 +165,21 @@ class SegmentIndex:
                 times[inside] = view.segment.published[rows[inside]]
         return times
 
+    def describe(self, ids: Sequence[int]) -> dict[int, tuple[int, Metadata, str]]:
+        """Document number, article metadata and section heading of each passage id (for facets)."""
+        found: dict[int, tuple[int, Metadata, str]] = {}
+        wanted = np.asarray(ids, dtype=np.int64)
+        for view in self.views:
+            segment = view.segment
+            rows = segment.rows_of(wanted)
+            if not len(rows):
+                continue
+            numbers = dict(zip(segment.ids[rows].tolist(), segment.doc_numbers[rows].tolist()))
+            metadata = segment.metadata(list(numbers.values()))
+            for passage_id, section in segment.sections(list(numbers)).items():
+                found[passage_id] = (numbers[passage_id], metadata.get(numbers[passage_id], Metadata()), section)
+        return found
+
     def documents_of(self, ids: Sequence[int]) -> dict[int, int]:
         """The document number of each passage id."""
         ids = np.asarray(ids, dtype=np.int64)

@@ -40,15 +40,19 @@ def run_search(searcher: search.Searcher, params: SearchParams) -> JSONResponse:
     """Search and answer; the records already have SearchResponse's shape (pinned by the API
     tests), so they are sent as they are instead of being validated a second time."""
     started = time.perf_counter()
-    hits = searcher.search(search.Query(
+    answer = searcher.answer(search.Query(
         text=params.q, k=params.k, offset=params.offset, mode=params.mode,
         group_by_doc=params.group_by_doc, doc_ids=tuple(params.doc_id), sources=tuple(params.source),
         exact=params.exact, published_after=params.published_after, published_before=params.published_before,
         outlets=tuple(params.outlet), authors=tuple(params.author), languages=tuple(params.language),
-        tags=tuple(params.tag), sort=params.sort, recency_half_life_days=params.recency_half_life_days))
-    results = [search.hit_record(hit, explain=params.explain) for hit in hits]
+        tags=tuple(params.tag), sort=params.sort, recency_half_life_days=params.recency_half_life_days,
+        facets=tuple(dict.fromkeys(params.facets.split(","))) if params.facets else ()))
+    results = [search.hit_record(hit, explain=params.explain) for hit in answer.hits]
     took = round((time.perf_counter() - started) * 1000, 2)
-    return JSONResponse({"query": params.q, "took_ms": took, "results": results})
+    body = {"query": params.q, "took_ms": took, "results": results}
+    if answer.facets is not None:
+        body["facets"] = answer.facets
+    return JSONResponse(body)
 
 
 async def answer(request: Request, searcher: search.Searcher, params: SearchParams) -> JSONResponse:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from indexer.metadata import time_bound
+from indexer.search import FACETS
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 50
@@ -32,6 +33,7 @@ QUERY_PATTERN = f"^[^{CONTROL}]*[^{NOT_WORD}][^{CONTROL}]*$"
 TimeBound = Annotated[str, WithJsonSchema({"type": "string", "maxLength": 40,
                                            "anyOf": [{"format": "date"}, {"format": "date-time"}]})]
 Names = list[Annotated[str, Field(min_length=1, max_length=200)]]
+FACETS_PATTERN = f"^({'|'.join(FACETS)})(,({'|'.join(FACETS)}))*$"
 
 
 class SearchParams(BaseModel):
@@ -64,6 +66,11 @@ class SearchParams(BaseModel):
     recency_half_life_days: float | None = Field(None, gt=0, le=36_500, allow_inf_nan=False, strict=False,
                                                  description="boost recent articles: scores times 0.5 ** (age "
                                                  "in days / this); off when absent")
+
+    facets: str | None = Field(None, max_length=200, pattern=FACETS_PATTERN,
+                               description="comma-separated, any of outlet, month, section, author, tag, language: "
+                               "document counts per value over all matches (hits scoring at least half the best "
+                               "one's), not only the page")
 
     @field_validator("published_after", "published_before")
     @classmethod
@@ -128,10 +135,16 @@ class ResultOut(BaseModel):
     explain: dict[str, ListRankOut | None] | None = None
 
 
+class FacetValue(BaseModel):
+    value: str
+    count: int = Field(description="matching documents with this value")
+
+
 class SearchResponse(BaseModel):
     query: str
     took_ms: float
     results: list[ResultOut]
+    facets: dict[str, list[FacetValue]] | None = Field(None, description="only when facets were asked for")
 
 
 class ErrorBody(BaseModel):

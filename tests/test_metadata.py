@@ -291,3 +291,42 @@ def test_filters_sort_and_boost_over_http(tmp_path):
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "published_before"
         assert get(recency_half_life_days=0).status_code == 422
         assert get(sort="oldest").status_code == 422
+
+
+def brute_force_facets(hits: list[dict]) -> dict[str, dict[str, int]]:
+    """Documents per value over the hits scoring at least half the best one's, counted by hand."""
+    best = max(h["score"] for h in hits)
+    seen: dict[str, dict[str, set]] = {name: {} for name in ("outlet", "month", "section", "author", "tag", "language")}
+    for h in hits:
+        if h["score"] < 0.5 * best:
+            continue
+        for name, values in (("outlet", [h["outlet"]]), ("month", [(h["published_at"] or "")[:7]]),
+                             ("section", [h["section"]]), ("author", h["authors"]), ("tag", h["tags"]),
+                             ("language", [h["language"]])):
+            for value in values:
+                if value:
+                    seen[name].setdefault(value, set()).add(h["doc_id"])
+    return {name: {value: len(docs) for value, docs in values.items()} for name, values in seen.items()}
+
+
+def test_facet_counts_match_a_brute_force_count_over_all_matches(tmp_path):
+    index = archive_index(tmp_path)
+    everything = "outlet,month,section,author,tag,language"
+    for mode, flags in (("dense", ()), ("hybrid", ()), ("keyword", ()), ("dense", ("--outlet", "wire daily"))):
+        printed = semsearch("search", "harbour port workers item", "--index", str(index), "--json", "-k", "50",
+                            "--mode", mode, "--facets", everything, *flags, env=STAND_IN)
+        assert printed.returncode == 0, printed.stderr
+        answer = json.loads(printed.stdout)
+        facets = {name: {c["value"]: c["count"] for c in counts} for name, counts in answer["facets"].items()}
+        assert facets == brute_force_facets(answer["results"]), (mode, flags)
+        for counts in answer["facets"].values():  # most frequent first
+            assert [c["count"] for c in counts] == sorted((c["count"] for c in counts), reverse=True)
+    # Over every match, not only the page: one result shown, the counts still cover the rest.
+    one = json.loads(semsearch("search", "harbour port workers item", "--index", str(index), "--json", "-k", "1",
+                               "--mode", "dense", "--facets", "outlet", env=STAND_IN).stdout)
+    assert len(one["results"]) == 1 and sum(c["count"] for c in one["facets"]["outlet"]) > 1
+    with served(index, STAND_IN) as (_, url):
+        answer = httpx.get(f"{url}/search", params={"q": "harbour port", "facets": "month,outlet", "k": 2}, timeout=30)
+        assert answer.status_code == 200 and set(answer.json()["facets"]) == {"month", "outlet"}
+        assert "facets" not in httpx.get(f"{url}/search", params={"q": "harbour port"}, timeout=30).json()
+        assert httpx.get(f"{url}/search", params={"q": "harbour", "facets": "colour"}, timeout=30).status_code == 422
