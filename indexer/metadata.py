@@ -90,7 +90,11 @@ def utc_time(value: object, where: str, name: str) -> str | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return parsed.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    except OverflowError:  # 0001-01-01T00:00+05:00 is in year 0 in UTC
+        log.warning("%s: %s %r is out of range; the article is kept without it", where, name, value)
+        return None
 
 
 def names(value: object) -> tuple[str, ...]:

@@ -330,3 +330,16 @@ def test_facet_counts_match_a_brute_force_count_over_all_matches(tmp_path):
         assert answer.status_code == 200 and set(answer.json()["facets"]) == {"month", "outlet"}
         assert "facets" not in httpx.get(f"{url}/search", params={"q": "harbour port"}, timeout=30).json()
         assert httpx.get(f"{url}/search", params={"q": "harbour", "facets": "colour"}, timeout=30).status_code == 422
+
+
+def test_publication_times_in_every_common_form_are_kept_in_utc():
+    from indexer.documents import document_from_record
+
+    forms = {"2026-03-05T23:30:00-05:00": "2026-03-06T04:30:00Z", "2026-03-05T10:00:00.250Z": "2026-03-05T10:00:00Z",
+             "2026-03-05 10:00": "2026-03-05T10:00:00Z", "2026-03-05": "2026-03-05T00:00:00Z",
+             "Thu, 05 Mar 2026 10:00:00 +0100": "2026-03-05T09:00:00Z",  # RFC 2822, as feeds write it
+             "0001-01-01T00:00:00+05:00": None,  # before year 1 in UTC: left out, never a crash
+             "March the fifth": None, "": None}
+    for written, kept in forms.items():
+        document = document_from_record({"id": "a", "text": "Text.", "published_at": written}, "feed.jsonl:1")
+        assert document.metadata.published_at == kept, written

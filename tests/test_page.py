@@ -114,3 +114,45 @@ def test_passage_text_is_inserted_as_text_never_as_html(browser, tmp_path, embed
         page.close()
     finally:
         stop_server(process)
+
+
+def test_dates_outlets_and_facet_links_narrow_the_search_and_stay_in_the_address(browser, tmp_path):
+    from tests.conftest import STAND_IN
+    from tests.test_metadata import archive_index
+
+    index = archive_index(tmp_path)
+    process, url = start_server(index, STAND_IN)
+    try:
+        page = browser.new_page()
+        console_errors = []
+        page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+        page.goto(url + "/?q=harbour+port+workers")
+        page.locator("li.result").nth(5).wait_for()
+        assert "Wire Daily · 2026-03-05" in page.inner_text("#results")  # outlet and date on each result
+        page.locator("#facets a", has_text="Wire Daily (2)").click()  # an outlet facet link
+        page.wait_for_url("**outlet=Wire+Daily**")
+        page.locator("#filters", has_text="outlet: Wire Daily").wait_for()
+        page.locator("li.result").nth(1).wait_for()
+        assert page.locator("li.result").count() == 2
+        assert all("Wire Daily" in page.locator("li.result .meta").nth(i).inner_text() for i in range(2))
+        page.fill("#after", "2026-03-05")  # the date range control (inclusive days)
+        page.locator("#after").dispatch_event("change")
+        page.wait_for_url("**published_after=2026-03-05**")
+        page.locator("#status", has_text="1 results").wait_for()
+        shared = page.url
+        page.close()
+
+        again = browser.new_page()  # the address is the whole search: opened anew, the same answer
+        again.goto(shared)
+        again.locator("#status", has_text="1 results").wait_for()
+        assert again.input_value("#after") == "2026-03-05" and "item a3" not in again.inner_text("#results")
+        assert "Harbour report a2" in again.inner_text("#results")
+        again.locator("#filters a").click()  # drop the outlet filter
+        again.wait_for_url(lambda address: "outlet=" not in address)
+        again.locator("#facets a", has_text="2026-03").click()  # a month facet link sets the date range
+        again.wait_for_url("**published_before=2026-03-31**")
+        assert again.input_value("#after") == "2026-03-01"
+        again.close()
+        assert console_errors == []
+    finally:
+        stop_server(process)

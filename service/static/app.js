@@ -7,6 +7,11 @@ const input = document.getElementById("q");
 const mode = document.getElementById("mode");
 const statusLine = document.getElementById("status");
 const list = document.getElementById("results");
+const after = document.getElementById("after");
+const before = document.getElementById("before");
+const filtersLine = document.getElementById("filters");
+const facetsPanel = document.getElementById("facets");
+let outlets = []; // outlets chosen from the facet links (or a shared link)
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -30,7 +35,8 @@ function renderResult(result) {
   const item = element("li", "result");
   item.append(element("h2", "title", result.title || result.doc_id));
   const meta = element("p", "meta");
-  const parts = [result.section, "paragraph " + result.paragraph].filter(Boolean);
+  const published = result.published_at ? result.published_at.slice(0, 10) : "";
+  const parts = [result.outlet, published, result.section, "paragraph " + result.paragraph].filter(Boolean);
   meta.append(parts.join(" · ") + " · ", renderSource(result.source), " · score " + result.score.toFixed(4));
   item.append(meta, renderPassage(result));
   return item;
@@ -45,13 +51,86 @@ function renderSource(source) {
   return link;
 }
 
+function state() {
+  // Everything a search depends on, as the page's address keeps it: a search is a link to share.
+  const params = new URLSearchParams({ q: input.value.trim(), mode: mode.value });
+  if (after.value) params.set("published_after", after.value);
+  if (before.value) params.set("published_before", before.value); // a date: up to its end
+  for (const outlet of outlets) params.append("outlet", outlet);
+  return params;
+}
+
+function go() {
+  const params = state();
+  if (!params.get("q")) return;
+  history.replaceState(null, "", "?" + params.toString());
+  runSearch(params);
+}
+
+function facetLink(text, title, onClick) {
+  const link = element("a", "facet", text);
+  link.href = "#";
+  link.title = title;
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    onClick();
+    go();
+  });
+  return link;
+}
+
+function renderFacets(facets) {
+  const blocks = [];
+  const outletValues = (facets.outlet || []).filter((f) => !outlets.includes(f.value));
+  if (outletValues.length) {
+    blocks.push(element("h3", "", "Outlet"));
+    const items = element("ul");
+    for (const f of outletValues) {
+      const item = element("li");
+      item.append(facetLink(`${f.value} (${f.count})`, "only " + f.value, () => outlets.push(f.value)));
+      items.append(item);
+    }
+    blocks.push(items);
+  }
+  if ((facets.month || []).length) {
+    blocks.push(element("h3", "", "Month"));
+    const items = element("ul");
+    for (const f of facets.month) {
+      const [year, month] = f.value.split("-").map(Number);
+      const last = new Date(Date.UTC(year, month, 0)).toISOString().slice(0, 10);
+      const item = element("li");
+      item.append(facetLink(`${f.value} (${f.count})`, "only " + f.value, () => {
+        after.value = f.value + "-01";
+        before.value = last;
+      }));
+      items.append(item);
+    }
+    blocks.push(items);
+  }
+  facetsPanel.replaceChildren(...blocks);
+}
+
+function renderFilters() {
+  // The outlets chosen so far, each with a link that drops it.
+  const parts = [];
+  for (const outlet of outlets) {
+    if (parts.length) parts.push(document.createTextNode(" "));
+    parts.push(document.createTextNode("outlet: " + outlet + " "),
+               facetLink("×", "drop this outlet", () => { outlets = outlets.filter((o) => o !== outlet); }));
+  }
+  filtersLine.replaceChildren(...parts);
+}
+
 let latest = 0; // only the newest search may render: answers can arrive out of order
 
-async function runSearch(query) {
+async function runSearch(state) {
   const ticket = ++latest;
   list.replaceChildren();
+  renderFilters();
   statusLine.textContent = "Searching…";
-  const params = new URLSearchParams({ q: query, k: "10", mode: mode.value });
+  const params = new URLSearchParams(state);
+  params.set("k", "10");
+  params.set("facets", "outlet,month");
   try {
     const response = await fetch("/search?" + params.toString());
     const body = await response.json();
@@ -60,6 +139,7 @@ async function runSearch(query) {
       const error = body.error || {};
       statusLine.textContent = (error.message || "Search failed") + (error.fix ? " — fix: " + error.fix : "");
       statusLine.className = "error";
+      facetsPanel.replaceChildren();
       return;
     }
     statusLine.className = "";
@@ -67,6 +147,7 @@ async function runSearch(query) {
       ? `${body.results.length} results in ${body.took_ms} ms`
       : "No passage matches that question.";
     list.replaceChildren(...body.results.map(renderResult));
+    renderFacets(body.facets || {});
   } catch (err) {
     if (ticket !== latest) return;
     statusLine.className = "error";
@@ -76,15 +157,16 @@ async function runSearch(query) {
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
-  const query = input.value.trim();
-  if (!query) return;
-  history.replaceState(null, "", "?" + new URLSearchParams({ q: query, mode: mode.value }));
-  runSearch(query);
+  go();
 });
+for (const control of [after, before]) control.addEventListener("change", go);
 
 const initial = new URLSearchParams(location.search);
 if (initial.get("mode")) mode.value = initial.get("mode");
+after.value = initial.get("published_after") || "";
+before.value = initial.get("published_before") || "";
+outlets = initial.getAll("outlet");
 if (initial.get("q")) {
   input.value = initial.get("q");
-  runSearch(input.value);
+  go();
 }
