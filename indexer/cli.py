@@ -11,7 +11,7 @@ from pathlib import Path
 
 from indexer.documents import DocumentError
 from indexer.embedding import ModelError
-from indexer.search import FACETS, MODES, SORTS, FusionParams, Query, QueryError, hit_record
+from indexer.search import COLLAPSE, FACETS, MODES, SORTS, FusionParams, Query, QueryError, hit_record
 from indexer.engine import IndexUnavailable
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--recency-half-life", type=float, metavar="DAYS",
                         help="boost recent articles: scores halve every DAYS days of age")
     search.add_argument("--facets", help=f"comma-separated, any of {','.join(FACETS)}: document counts per value")
+    search.add_argument("--collapse", choices=COLLAPSE, help="story: near-identical passages of other articles once")
     search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
 
     evaluate = commands.add_parser("eval", help="score every retrieval mode on a BEIR-format dataset")
@@ -182,7 +183,8 @@ def run_search(args: argparse.Namespace) -> int:
                                  published_after=args.after, published_before=args.before, outlets=tuple(args.outlet),
                                  authors=tuple(args.author), languages=tuple(args.language), tags=tuple(args.tag),
                                  sort=args.sort, recency_half_life_days=args.recency_half_life,
-                                 facets=tuple(f.strip() for f in args.facets.split(",") if f.strip()) if args.facets else ()))
+                                 facets=tuple(f.strip() for f in args.facets.split(",") if f.strip()) if args.facets else (),
+                                 collapse=args.collapse))
     hits = answer.hits
     if args.json:
         printed = {"query": args.query, "results": [hit_record(h) for h in hits]}

@@ -109,6 +109,9 @@ class IndexReader(Protocol):
     def describe(self, ids: Sequence[int]) -> dict[int, tuple[int, Metadata, str]]:
         """Document number, article metadata and section heading of each passage id (for facets)."""
 
+    def signatures(self, ids: Sequence[int]) -> np.ndarray:
+        """Near-duplicate signature (indexer/neardup.py) of each passage id, (len(ids), PERMUTATIONS)."""
+
     def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
               exact: bool = False) -> list[tuple[int, float]]: ...
 

@@ -23,7 +23,7 @@ import numpy as np
 from indexer import postings, rowfile, store
 from indexer.dense import DenseParams
 from indexer.integrity import fsync_tree
-from indexer.segment import TABLES, Segment, create_tables, finish, has_metadata, index_tables, save_postings
+from indexer.segment import MINHASHES, TABLES, Segment, create_tables, finish, has_metadata, index_tables, save_postings
 from indexer.writer import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,8 @@ def write_merged(folder: Path, sources: list[tuple[Segment, np.ndarray]], model:
         np.arange(int(counts.sum()))
     copy_rows(folder / "sentence_spans.npy", [s.sentence_spans for s, _ in sources], sentence_source, sentence_row)
     copy_rows(folder / "sentence_vectors.npy", [s.sentence_vectors for s, _ in sources], sentence_source, sentence_row)
+    copy_rows(folder / MINHASHES, [s.minhashes if s.minhashes is not None else s.signatures(np.arange(len(s)))
+                                   for s, _ in sources], source_of, row_of)
     with sqlite3.connect(folder / TABLES) as db:
         create_tables(db)
         save_postings(folder, db, merged_postings(sources, source_of, row_of))

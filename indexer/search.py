@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from indexer import keyword
+from indexer import keyword, neardup
 from indexer.chunking import Passage
 from indexer.embedding import TextModel
 from indexer.engine import IndexReader, StoredPassage
@@ -20,6 +20,7 @@ MODES = ("hybrid", "dense", "keyword")
 SORTS = ("relevance", "newest")
 FACETS = ("outlet", "month", "section", "author", "tag", "language")
 FACET_VALUES = 20  # the most frequent values each facet lists
+COLLAPSE = ("story",)
 # sort=newest (and facets) count as matches the hits scoring at least this share of the best
 # hit's score: the fused list runs 200 deep and its tail is only loosely related to the query.
 RELEVANCE_FLOOR = 0.5
@@ -56,6 +57,7 @@ class Query:
     sort: str = "relevance"  # or "newest": the matches (RELEVANCE_FLOOR) newest first
     recency_half_life_days: float | None = None  # scores times 0.5 ** (age in days / this)
     facets: tuple[str, ...] = ()  # of FACETS: document counts over the matches (RELEVANCE_FLOOR)
+    collapse: str | None = None  # "story": near-duplicates of other articles under the best one
 
     def filters(self) -> Filters:
         """What the query lets through; raises QueryError for a date bound that cannot be read."""
@@ -116,6 +118,7 @@ class Hit:
     dense: ListRank | None
     keyword: ListRank | None
     metadata: Metadata = Metadata()
+    also_in: tuple[dict, ...] | None = None  # with collapse=story: the story's other articles
 
 
 def contributions(ranked: list[tuple[int, float]], params: FusionParams, weight: float) -> list[float]:
@@ -242,6 +245,13 @@ class Searcher:
         if query.recency_half_life_days is not None or query.sort == "newest":
             ranked = self.by_time(ranked, query)
         facets = self.facet_counts(ranked, query.facets) if query.facets else None
+        copies: dict[int, list[int]] | None = None
+        if query.collapse is not None:
+            if query.collapse not in COLLAPSE:
+                raise QueryError(f"unknown collapse {query.collapse!r}; use {', '.join(COLLAPSE)}")
+            ids = [i for i, _ in ranked]
+            copies = neardup.stories(ids, self.index.signatures(ids), self.index.documents_of(ids))
+            ranked = [(i, s) for i, s in ranked if i in copies]
         page = ranked[query.offset:wanted]
         if not page:
             return Answer([], facets or nothing.facets)
@@ -249,10 +259,13 @@ class Searcher:
         sparse_at = {key(i): (r, s) for r, (i, s) in enumerate(sparse, start=1)}
         weights = self.index.term_weights(terms) if terms else {}
         stored = self.index.fetch([i for i, _ in page])  # texts and sentences: only for the page
+        others = self.index.fetch([c for i, _ in page for c in copies[i]]) if copies else {}
+        also_in = {i: tuple({"doc_id": others[c].passage.doc_id, "outlet": others[c].metadata.outlet,
+                             "source": others[c].passage.source} for c in copies[i]) for i, _ in page} if copies else {}
         return Answer([Hit(rank=query.offset + n, score=score, passage=stored[i].passage,
                            highlight=self.highlight(stored[i], vector, weights),
                            dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))),
-                           metadata=stored[i].metadata)
+                           metadata=stored[i].metadata, also_in=also_in.get(i, () if copies is not None else None))
                        for n, (i, score) in enumerate(page, start=1)], facets)
 
     def facet_counts(self, ranked: list[tuple[int, float]], names: tuple[str, ...]) -> dict[str, list[dict]]:
@@ -322,6 +335,8 @@ def hit_record(hit: Hit, explain: bool = False) -> dict:
               "highlight_end": hit.highlight.end, "doc_id": p.doc_id, "title": p.title,
               "source": p.source, "section": p.section, "paragraph": p.paragraph,
               "start": p.start, "end": p.end, "passage_id": p.passage_id, **hit.metadata.record()}
+    if hit.also_in is not None:
+        record["also_in"] = list(hit.also_in)
     if explain:
         record["explain"] = {name: None if at is None else {"rank": at.rank, "score": round(at.score, 6)}
                              for name, at in (("dense", hit.dense), ("keyword", hit.keyword))}

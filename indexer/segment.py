@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer import rowfile
+from indexer import neardup, rowfile
 from indexer.chunking import Passage
 from indexer.dense import ANN_FILE, DenseParams, DenseSegment, build_ann
 from indexer.documents import StoredDocument
@@ -44,8 +44,10 @@ class SegmentRows:
     sentence_bounds: np.ndarray     # (n + 1,): row r owns sentences bounds[r]:bounds[r + 1]
     postings: Postings
     documents: Sequence[tuple[int, StoredDocument]]  # (doc number, document)
+    minhashes: np.ndarray           # (n, neardup.PERMUTATIONS) uint32: each passage's MinHash signature
 
 
+MINHASHES = "minhashes.npy"
 # metadata: the article's Metadata as JSON, or NULL (segments written before it have no such column).
 DOCUMENT_COLUMNS = ("doc_number INTEGER PRIMARY KEY, doc_id TEXT, title TEXT, source TEXT, text TEXT, origin TEXT, "
                     "content_hash TEXT, metadata TEXT")
@@ -88,6 +90,7 @@ def write(folder: Path, rows: SegmentRows, model: str, params: DenseParams) -> d
     # Half precision: sentence vectors only pick the answering sentence, and they are ~5 per passage.
     np.save(folder / "sentence_vectors.npy", np.asarray(rows.sentence_vectors, dtype=np.float16))
     np.save(folder / "sentence_bounds.npy", np.asarray(rows.sentence_bounds, dtype=np.int64))
+    np.save(folder / MINHASHES, np.asarray(rows.minhashes, dtype=np.uint32))
     with sqlite3.connect(folder / TABLES) as db:
         create_tables(db)
         db.executemany(f"INSERT INTO passages VALUES (?, {', '.join('?' * len(PASSAGE_FIELDS))}, ?)",
@@ -130,6 +133,9 @@ class Segment:
         self.sentence_vectors = RowFile(folder / "sentence_vectors.npy")
         self.sentence_bounds = RowFile(folder / "sentence_bounds.npy")
         self.dense = DenseSegment(folder, info.get("ann"), params)
+        # Near-duplicate signatures, read by row for the hits of a collapse=story query (segments
+        # written before them have none: see signatures()).
+        self.minhashes = RowFile(folder / MINHASHES) if (folder / MINHASHES).is_file() else None
         # Read-only, shared by the threads of one process (SQLite serializes access itself).
         self.db = sqlite3.connect(f"file:{folder / TABLES}?mode=ro", uri=True, check_same_thread=False)
         self.has_metadata = has_metadata(self.db)
@@ -162,6 +168,14 @@ class Segment:
             found += [i for (i,) in self.db.execute(
                 f"SELECT id FROM passages WHERE [{column}] IN ({','.join('?' * len(part))})", part)]
         return np.array(sorted(found), dtype=np.int64)
+
+    def signatures(self, rows: np.ndarray) -> np.ndarray:
+        """The MinHash signatures of these rows (computed from their text in a segment written
+        before signatures were kept)."""
+        if self.minhashes is not None:
+            return self.minhashes.take(np.asarray(rows, dtype=np.int64))
+        texts = self.passages(self.ids[rows].tolist())
+        return neardup.signatures([texts[int(i)].text for i in self.ids[rows]])
 
     def sections(self, ids: Sequence[int]) -> dict[int, str]:
         """The section heading of each of these passages (those this segment holds)."""
@@ -259,6 +273,6 @@ class Segment:
     def close(self) -> None:
         self.db.close()
         for rows in (self.postings_rows, self.postings_tfs, self.sentence_spans, self.sentence_vectors,
-                     self.sentence_bounds, self.dense.vectors):
+                     self.sentence_bounds, self.dense.vectors, self.minhashes):
             if isinstance(rows, RowFile):
                 rows.close()

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer import postings
+from indexer import neardup, postings
 from indexer.dense import DenseParams, rescored, top
 from indexer.engine import Selection, StoredPassage
 from indexer.keyword import KeywordParams
@@ -164,6 +164,18 @@ class SegmentIndex:
             if inside.any():
                 times[inside] = view.segment.published[rows[inside]]
         return times
+
+    def signatures(self, ids: Sequence[int]) -> np.ndarray:
+        """The MinHash signature (neardup) of each passage id, read by row; EMPTY for unknown ids."""
+        ids = np.asarray(ids, dtype=np.int64)
+        marks = np.full((len(ids), neardup.PERMUTATIONS), neardup.EMPTY, dtype=np.uint32)
+        for view in self.views:
+            rows = np.searchsorted(view.segment.ids, ids)
+            inside = rows < len(view.segment.ids)
+            inside[inside] = view.segment.ids[rows[inside]] == ids[inside]
+            if inside.any():
+                marks[inside] = view.segment.signatures(rows[inside])
+        return marks
 
     def describe(self, ids: Sequence[int]) -> dict[int, tuple[int, Metadata, str]]:
         """Document number, article metadata and section heading of each passage id (for facets)."""

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer import postings, store
+from indexer import neardup, postings, store
 from indexer.chunking import Passage, context_of
 from indexer.dense import DenseParams
 from indexer.documents import Document
@@ -186,7 +186,7 @@ class SegmentStore:
             sentence_spans=np.vstack([p.sentence_spans.reshape(-1, 2) for p in documents] or [np.zeros((0, 2))]),
             sentence_vectors=np.vstack([p.sentence_vectors.reshape(-1, dimension) for p in documents]
                                        or [np.zeros((0, dimension))]),
-            sentence_bounds=np.array(bounds, dtype=np.int64),
+            sentence_bounds=np.array(bounds, dtype=np.int64), minhashes=neardup.signatures([p.text for p in passages]),
             postings=postings.build(keyword_terms(passages)), documents=documents_rows), next_id
 
 

@@ -67,6 +67,9 @@ class SearchParams(BaseModel):
                                                  description="boost recent articles: scores times 0.5 ** (age "
                                                  "in days / this); off when absent")
 
+    collapse: Literal["story"] | None = Field(None, description="story: near-identical passages of other articles "
+                                              "(syndicated copies) shown once, under the best, with the others in "
+                                              "also_in")
     facets: str | None = Field(None, max_length=200, pattern=FACETS_PATTERN,
                                description="comma-separated, any of outlet, month, section, author, tag, language: "
                                "document counts per value over all matches (hits scoring at least half the best "
@@ -111,6 +114,12 @@ class ListRankOut(BaseModel):
     score: float
 
 
+class AlsoIn(BaseModel):
+    doc_id: str
+    outlet: str | None
+    source: str
+
+
 class ResultOut(BaseModel):
     rank: int
     score: float
@@ -132,6 +141,7 @@ class ResultOut(BaseModel):
     outlet: str | None = Field(None, description="the site or publication")
     language: str | None = None
     tags: list[str] = Field(default_factory=list, description="tags, keywords and the outlet's section")
+    also_in: list[AlsoIn] | None = Field(None, description="with collapse=story: the story's other articles")
     explain: dict[str, ListRankOut | None] | None = None
 
 

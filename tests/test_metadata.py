@@ -148,7 +148,8 @@ def test_documents_posted_with_metadata_return_it_and_a_bad_date_is_a_warning(fo
 
 
 def without_metadata_column(index) -> None:
-    """Make the index's segments look as written before metadata existed (no such column),
+    """Make the index's segments look as written before metadata existed (no such column, no
+    near-duplicate signatures),
     checksums and manifest updated to match, as an older version would have left them."""
     import sqlite3
 
@@ -163,6 +164,7 @@ def without_metadata_column(index) -> None:
         with sqlite3.connect(folder / "segment.sqlite") as db:
             db.execute("ALTER TABLE documents DROP COLUMN metadata")
         db.close()
+        (folder / "minhashes.npy").unlink()  # near-duplicate signatures came later still
         info = json.loads((folder / "segment.json").read_text())
         info["files"] = {k: v for k, v in checksums(folder).items() if k != "segment.json"}
         (folder / "segment.json").write_text(json.dumps(info, indent=1))
@@ -190,6 +192,9 @@ def test_an_index_from_before_metadata_still_searches_ingests_and_merges(folder_
         assert len(store.read_manifest(index)["segments"]) == 1  # the old segment merged with the new ones
         hits = httpx.get(f"{url}/search", params={"q": "harbour crane note", "k": 20}, timeout=30).json()["results"]
         assert {r["doc_id"]: r["outlet"] for r in hits} == outlets
+        collapsed = httpx.get(f"{url}/search", params={"q": "harbour crane note", "k": 20, "collapse": "story"},
+                              timeout=30).json()["results"]  # signatures of the old rows made by the merge
+        assert {r["doc_id"] for r in collapsed} == set(outlets) and all(r["also_in"] == [] for r in collapsed)
     rebuilt = semsearch("index", str(seeds), "--out", str(index), "--force", env=STAND_IN)
     assert rebuilt.returncode == 0, rebuilt.stderr  # ingested documents come back with their metadata
     assert results("harbour crane note", index, k=20)["note-3"]["outlet"] == "Port Log"
@@ -205,12 +210,19 @@ ARCHIVE = [  # (id, published_at as written, outlet, authors, language, tags)
 ]
 
 
+DETAILS = ["Cranes stood idle through the night shift.", "Dockers voted to accept the new pay offer.",
+           "A container ship ran aground near the breakwater.", "Fishing boats were told to stay in harbour.",
+           "The ferry timetable changes from next week.", "Tugboat crews trained for winter storms."]
+
+
 def archive_index(tmp_path):
     seeds = tmp_path / "archive"
     seeds.mkdir()
-    lines = [json.dumps({"id": i, "title": f"Harbour report {i}", "text": f"Harbour workers and port news, item {i}.",
+    lines = [json.dumps({"id": i, "title": f"Harbour report {i}", "text": f"Harbour workers and port news, item {i}. "
+                         f"{DETAILS[n]}",
                          **({"published_at": at} if at else {}), "outlet": outlet, "authors": authors,
-                         "language": language, "tags": tags}) for i, at, outlet, authors, language, tags in ARCHIVE]
+                         "language": language, "tags": tags}) for n, (i, at, outlet, authors, language, tags)
+             in enumerate(ARCHIVE)]
     (seeds / "archive.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     index = tmp_path / "index"
     assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
@@ -343,3 +355,38 @@ def test_publication_times_in_every_common_form_are_kept_in_utc():
     for written, kept in forms.items():
         document = document_from_record({"id": "a", "text": "Text.", "published_at": written}, "feed.jsonl:1")
         assert document.metadata.published_at == kept, written
+
+
+WIRE = ("Ukraine and Russia agreed on Sunday to extend the Black Sea grain corridor deal by four months, officials "
+        "in Kyiv said, easing fears of a new spike in world food prices.")
+STORIES = [  # (id, outlet, text): one wire story run by three outlets, another story on the subject, another
+    ("wire-grain", "Wire Daily", WIRE),
+    ("harbour-grain", "Harbour Times", "KYIV (Wire Daily) - " + WIRE),
+    ("coast-grain", "Coast Gazette", WIRE.replace("officials in Kyiv said", "officials in Kyiv told reporters")),
+    ("valley-grain", "Valley Post", "Talks on the grain corridor failed on Monday, Russian officials said, and ships "
+                                    "waited at anchor off Odesa as insurers raised their prices."),
+    ("dam", "Valley Post", "The new dam opened to visitors on Thursday and will power the valley for decades."),
+]
+
+
+def test_syndicated_copies_collapse_into_one_story_that_names_the_others(tmp_path):
+    seeds = tmp_path / "syndicated"
+    seeds.mkdir()
+    (seeds / "feed.jsonl").write_text("".join(json.dumps({"id": i, "title": "Grain deal", "text": text, "outlet": o})
+                                              + "\n" for i, o, text in STORIES), encoding="utf-8")
+    index = tmp_path / "index"
+    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
+    plain = results("grain corridor deal extended", index)
+    assert {"wire-grain", "harbour-grain", "coast-grain", "valley-grain"} <= set(plain)
+    assert all("also_in" not in r for r in plain.values())  # only asked for with collapse
+
+    printed = semsearch("search", "grain corridor deal extended", "--index", str(index), "--json", "-k", "10",
+                        "--collapse", "story", env=STAND_IN)
+    assert printed.returncode == 0, printed.stderr
+    shown = json.loads(printed.stdout)["results"]
+    copies = {"wire-grain", "harbour-grain", "coast-grain"}
+    leaders = [r for r in shown if r["doc_id"] in copies]
+    assert len(leaders) == 1  # the three copies: one result
+    others = {(c["doc_id"], c["outlet"]) for c in leaders[0]["also_in"]}
+    assert others == {(i, o) for i, o, _ in STORIES if i in copies - {leaders[0]["doc_id"]}}
+    assert any(r["doc_id"] == "valley-grain" and r["also_in"] == [] for r in shown)  # same subject, other story

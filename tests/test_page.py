@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -126,10 +127,10 @@ def test_dates_outlets_and_facet_links_narrow_the_search_and_stay_in_the_address
         page = browser.new_page()
         console_errors = []
         page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
-        page.goto(url + "/?q=harbour+port+workers")
+        page.goto(url + "/?q=harbour+port+workers&mode=dense")  # dense: every article above the facet floor
         page.locator("li.result").nth(5).wait_for()
         assert "Wire Daily · 2026-03-05" in page.inner_text("#results")  # outlet and date on each result
-        page.locator("#facets a", has_text="Wire Daily (2)").click()  # an outlet facet link
+        page.locator("#facets a", has_text=re.compile(r"^Wire Daily \(\d+\)$")).click()  # an outlet facet link
         page.wait_for_url("**outlet=Wire+Daily**")
         page.locator("#filters", has_text="outlet: Wire Daily").wait_for()
         page.locator("li.result").nth(1).wait_for()
@@ -143,7 +144,8 @@ def test_dates_outlets_and_facet_links_narrow_the_search_and_stay_in_the_address
         page.close()
 
         again = browser.new_page()  # the address is the whole search: opened anew, the same answer
-        again.goto(shared)
+        again.goto(shared + "&language=en")  # filters the page has no control for still apply
+        again.wait_for_url("**language=en**")
         again.locator("#status", has_text="1 results").wait_for()
         assert again.input_value("#after") == "2026-03-05" and "item a3" not in again.inner_text("#results")
         assert "Harbour report a2" in again.inner_text("#results")
@@ -154,5 +156,29 @@ def test_dates_outlets_and_facet_links_narrow_the_search_and_stay_in_the_address
         assert again.input_value("#after") == "2026-03-01"
         again.close()
         assert console_errors == []
+    finally:
+        stop_server(process)
+
+
+def test_a_syndicated_story_shows_once_and_says_where_else_it_ran(browser, tmp_path):
+    from tests.conftest import STAND_IN
+    from tests.test_cli import semsearch
+    from tests.test_metadata import STORIES
+
+    seeds = tmp_path / "feed"
+    seeds.mkdir()
+    (seeds / "feed.jsonl").write_text("".join(json.dumps({"id": i, "title": "Grain deal", "text": text, "outlet": o})
+                                              + "\n" for i, o, text in STORIES), encoding="utf-8")
+    assert semsearch("index", str(seeds), "--out", str(tmp_path / "index"), env=STAND_IN).returncode == 0
+    process, url = start_server(tmp_path / "index", STAND_IN)
+    try:
+        page = browser.new_page()
+        page.goto(url + "/?q=grain+corridor+deal+extended")
+        page.locator("li.result .also").first.wait_for()
+        also = page.locator("li.result .also")
+        assert also.count() == 1 and also.first.inner_text().startswith("also in 2 outlets: ")
+        shown = page.inner_text("#results")
+        assert sum(shown.count(o) for o in ("Wire Daily ·", "Harbour Times ·", "Coast Gazette ·")) == 1
+        page.close()
     finally:
         stop_server(process)

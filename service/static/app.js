@@ -12,6 +12,9 @@ const before = document.getElementById("before");
 const filtersLine = document.getElementById("filters");
 const facetsPanel = document.getElementById("facets");
 let outlets = []; // outlets chosen from the facet links (or a shared link)
+// Other filters and orders a shared link may carry (the API's names), kept as they came.
+const PASSED_ON = ["author", "language", "tag", "sort", "recency_half_life_days"];
+let passedOn = [];
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -39,6 +42,14 @@ function renderResult(result) {
   const parts = [result.outlet, published, result.section, "paragraph " + result.paragraph].filter(Boolean);
   meta.append(parts.join(" · ") + " · ", renderSource(result.source), " · score " + result.score.toFixed(4));
   item.append(meta, renderPassage(result));
+  const copies = result.also_in || [];
+  if (copies.length) {
+    // Syndicated copies of the same story, shown once: name where else it ran.
+    const names = copies.map((c) => c.outlet || c.source);
+    const outlets = new Set(names);
+    item.append(element("p", "also", `also in ${outlets.size} ${outlets.size === 1 ? "outlet" : "outlets"}: ` +
+                        [...outlets].join(", ")));
+  }
   return item;
 }
 
@@ -57,6 +68,7 @@ function state() {
   if (after.value) params.set("published_after", after.value);
   if (before.value) params.set("published_before", before.value); // a date: up to its end
   for (const outlet of outlets) params.append("outlet", outlet);
+  for (const [name, value] of passedOn) params.append(name, value);
   return params;
 }
 
@@ -131,6 +143,7 @@ async function runSearch(state) {
   const params = new URLSearchParams(state);
   params.set("k", "10");
   params.set("facets", "outlet,month");
+  params.set("collapse", "story");
   try {
     const response = await fetch("/search?" + params.toString());
     const body = await response.json();
@@ -166,6 +179,7 @@ if (initial.get("mode")) mode.value = initial.get("mode");
 after.value = initial.get("published_after") || "";
 before.value = initial.get("published_before") || "";
 outlets = initial.getAll("outlet");
+passedOn = [...initial.entries()].filter(([name]) => PASSED_ON.includes(name));
 if (initial.get("q")) {
   input.value = initial.get("q");
   go();
