@@ -16,6 +16,15 @@ SMALL_WORDS = {"a", "an", "the", "and", "or", "but", "nor", "for", "of", "in", "
 ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "inc", "ltd",
                  "co", "corp", "gen", "gov", "sen", "rep", "no", "fig", "al", "approx", "dept"}
 CLOSERS = "\"'”’)]»"
+# Page furniture a scraped article carries between its paragraphs: links to other articles, ads,
+# sharing and sign-up prompts, copyright, bylines and datelines. A short line with one of these is
+# never a heading (sentence-case headings are told from furniture by this, not by their case).
+FURNITURE = re.compile(
+    r"(?i)\b(?:read|reading|advertisement|advert|sponsored|subscribe|subscribers?|newsletters?|sign up|"
+    r"log in|share|shares|follow us|related|recommended|trending|most popular|comments?|listen|watch|"
+    r"click|cookies?|copyright|all rights reserved)\b|©|"
+    r"^(?:(?:published|updated|posted)\b|(?:by|photo|image|credit|source)\b\s*:?\s*[A-Z])")
+COPYRIGHT = re.compile(r"(?i)©|\bcopyright\b|\ball rights reserved\b")  # furniture even as a sentence
 SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]»]*(?=\s|$)")
 WORD = re.compile(r"\S+")
 # text -> (start, end) char offsets of the word pieces the model sees (the model's tokenizer).
@@ -78,11 +87,22 @@ def is_title_case(text: str) -> bool:
     return bool(significant) and all(w[0].isupper() or w[0].isdigit() for w in significant)
 
 
-def is_heading(line: Line) -> bool:
-    """Markdown headings, or short Title Case lines that are not sentences."""
+def is_furniture(text: str) -> bool:
+    """A short line of page furniture ("Also read", "Advertisement", "Published 3 May 2026",
+    "© Example News. All rights reserved.")."""
+    if len(text.split()) > SHORT_LINE_WORDS:
+        return False
+    return (COPYRIGHT.search(text) is not None or not ends_sentence(text)) and FURNITURE.search(text) is not None
+
+
+def is_heading(line: Line, following: Line | None) -> bool:
+    """Markdown headings, or short lines that are not sentences nor page furniture, in Title Case
+    or followed by a paragraph (following: the next line that is not furniture)."""
     if line.text.startswith("#"):
         return True
-    return is_short_fragment(line.text) and is_title_case(line.text)
+    if not is_short_fragment(line.text) or is_furniture(line.text):
+        return False
+    return is_title_case(line.text) or (following is not None and not is_short_fragment(following.text))
 
 
 def continues(previous: Line, line: Line, block_mode: bool) -> bool:
@@ -148,6 +168,10 @@ def paragraphs(document: Document) -> list[tuple[str, int, int]]:
     lines = split_lines(document.text)
     block_mode = "\n\n" in document.text.strip() and any(
         not line.after_blank for line in lines[1:])
+    following: list[Line | None] = [None] * len(lines)  # the next line that is not page furniture
+    for index in range(len(lines) - 2, -1, -1):
+        after = lines[index + 1]
+        following[index] = following[index + 1] if is_furniture(after.text) else after
     found: list[tuple[str, int, int]] = []
     section = ""
     previous_body: Line | None = None
@@ -160,9 +184,9 @@ def paragraphs(document: Document) -> list[tuple[str, int, int]]:
         elif broken_before(lines, index):
             found.append((section, line.start, line.end))  # a sentence that goes on below
             previous_body = line
-        elif is_heading(line):
+        elif is_heading(line, following[index]):
             section, previous_body = line.text.lstrip("#").strip(), None
-        elif is_short_fragment(line.text) and not line.text[0].islower():
+        elif (is_short_fragment(line.text) and not line.text[0].islower()) or is_furniture(line.text):
             previous_body = None  # page boilerplate such as "Also read"
         else:
             found.append((section, line.start, line.end))

@@ -61,11 +61,20 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--collapse", choices=COLLAPSE, help="story: near-identical passages of other articles once")
     search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
 
-    evaluate = commands.add_parser("eval", help="score every retrieval mode on a BEIR-format dataset")
-    evaluate.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    evaluate = commands.add_parser(
+        "eval", help="score every retrieval mode on a BEIR-format dataset, or an index on your own questions",
+        description="A BEIR folder: nDCG@10, Recall@100 and MRR@10 per mode. A question file (JSON Lines of "
+                    "question, doc_id and answers, see indexer/questions.py): hit@1, hit@3 and MRR@10 per mode "
+                    "on --index, or on an index built from --documents.")
+    evaluate.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv; "
+                                          "or a question file (.jsonl)")
     evaluate.add_argument("--split", default="test", help="qrels split to score (default: test)")
     evaluate.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
-    evaluate.add_argument("--index", help="keep the dataset's index in this folder (reused when already built there)")
+    evaluate.add_argument("--index", help="keep the dataset's index in this folder (reused when already built "
+                                          "there); with a question file, the index to check (default: index)")
+    evaluate.add_argument("--documents", action="append", metavar="FOLDER",
+                          help="with a question file: index these folders first (repeatable), into --index "
+                               "or a temporary folder")
     evaluate.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     evaluate.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
     return top
@@ -254,14 +263,43 @@ def fusion_from_environment() -> FusionParams:
 def run_eval(args: argparse.Namespace) -> int:
     from indexer.evaluation import evaluate_dataset, format_table
 
-    index = Path(args.index) if args.index else None
-    model = model_for_index(args.model, args.precision, index)
-    report = evaluate_dataset(Path(args.dataset), args.split, model, index=index, fusion=fusion_from_environment())
-    print(format_table(report))
+    if Path(args.dataset).is_file():
+        report = eval_questions(args)
+    else:
+        if args.documents:
+            raise QueryError("--documents goes with a question file; a BEIR dataset brings its own corpus")
+        index = Path(args.index) if args.index else None
+        model = model_for_index(args.model, args.precision, index)
+        report = evaluate_dataset(Path(args.dataset), args.split, model, index=index,
+                                  fusion=fusion_from_environment())
+        print(format_table(report))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def eval_questions(args: argparse.Namespace) -> dict:
+    """hit@1, hit@3 and MRR@10 of a question file on an index (built first from --documents)."""
+    import tempfile
+
+    from indexer.build import build_from_documents
+    from indexer.documents import read_folder
+    from indexer.questions import evaluate_questions, format_report, read_questions
+    from indexer.search import Searcher
+
+    questions = read_questions(Path(args.dataset))
+    with tempfile.TemporaryDirectory(prefix="semsearch-questions-") as scratch:
+        index = Path(args.index or (scratch if args.documents else DEFAULT_INDEX))
+        model = model_for_index(args.model, args.precision, index)
+        if args.documents:
+            documents = [d for folder in args.documents for d in read_folder(Path(folder))]
+            build_from_documents(documents, index, model, origin=", ".join(args.documents))
+        engine = engine_from_environment(index, model)
+        searcher = Searcher(engine.reader(), model, fusion_from_environment())
+        report = evaluate_questions(searcher, questions, Path(args.dataset))
+    print(format_report(report))
+    return report
 
 
 def format_hit(hit, color: bool) -> str:

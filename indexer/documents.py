@@ -124,7 +124,9 @@ def document_from_record(record: object, default_source: str) -> Document:
 BLOCK_TAGS = {"p", "div", "br", "li", "section", "article", "header", "footer", "tr", "blockquote",
               "h1", "h2", "h3", "h4", "h5", "h6", "title", "pre", "figcaption"}
 HEADING_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
-SKIPPED_TAGS = {"script", "style", "noscript", "nav", "template", "svg"}
+# Never article text: code, navigation, the page footer, sidebars and buttons (not <form>: some
+# sites wrap the whole page in one).
+SKIPPED_TAGS = {"script", "style", "noscript", "nav", "template", "svg", "footer", "aside", "button"}
 
 
 class _TextExtractor(html.parser.HTMLParser):

@@ -23,6 +23,15 @@ class KeywordParams:
 
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default token pattern
+# Words that make a question a question, not what it is about: left out of a query's terms (the
+# index keeps them), so "how many casualties" is not matched on "many". Only when the query has
+# other terms: "what is it" still searches for something. "why" stays a term: news headings ask
+# it ("Why the bridge has to close") and matching them helped on tests/questions.
+QUESTION_WORDS = frozenset(
+    "how what which who whom whose when where whether do does did done doing can could would should "
+    "shall may might must has have had having am were been being i me my mine we us our you your he him "
+    "his she her its them there here about much many any some get gets got tell told know "
+    "doesn don didn isn aren wasn weren wouldn couldn shouldn hasn haven hadn".split())  # doesn't -> doesn
 
 
 class Analyzer:
@@ -41,6 +50,12 @@ class Analyzer:
         """Lower-cased, stopword-free, stemmed terms of text."""
         words = [w for w in TOKEN.findall(text.lower()) if w not in self.stopwords]
         return self.stemmer.stemWords(words)
+
+    def query_terms(self, text: str) -> list[str]:
+        """A query's terms: terms() without QUESTION_WORDS, unless nothing else is left."""
+        words = [w for w in TOKEN.findall(text.lower()) if w not in self.stopwords]
+        kept = [w for w in words if w not in QUESTION_WORDS]
+        return self.stemmer.stemWords(kept or words)
 
     def matches(self, text: str, wanted: set[str]) -> list[tuple[int, str]]:
         """(offset, term) of each word in text whose stem is a wanted term.

@@ -219,7 +219,7 @@ class Searcher:
             if not selection.size:
                 return nothing
         vector = self.embed_query(query.text)
-        terms = self.analyzer.terms(query.text)
+        terms = self.analyzer.query_terms(query.text)
         both = query.mode == "hybrid"
         if both and self.index.counts()["passages"] >= PARALLEL_LISTS_FROM:
             # A large index: the dense list (FAISS, which releases the GIL) on the other core

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,31 @@ def test_boilerplate_lines_are_dropped(seed_passages):
     for passage in seed_passages:
         assert "Others are reading now" not in passage.text
         assert "Also read" not in passage.text
+
+
+QUESTION_ARTICLES = Path(__file__).parent / "questions" / "articles"
+
+
+@pytest.fixture(scope="module")
+def article_passages(embedder):
+    """The question set's articles (tests/questions/articles): text, Markdown and HTML pages."""
+    return {d.doc_id: chunk_document(d, embedder.token_spans, embedder.max_tokens)
+            for d in read_folder(QUESTION_ARTICLES)}
+
+
+def test_sentence_case_headings_become_sections_and_page_furniture_does_not(article_passages):
+    bridge = article_passages["old-quay-bridge-closure"]
+    assert [p.section for p in bridge if "voted 19 to 6" in p.text] == [""]  # not the dateline above it
+    assert {p.section for p in bridge} == {"", "Why the bridge has to close", "What changes for commuters",
+                                           "Traders fear empty streets"}  # not "Advertisement"
+    battery = article_passages["battery-recycling-breakthrough"]
+    assert {p.section for p in battery} == {"", "How the process works", "From the lab to a factory",
+                                            "Hurdles remain"}
+    furniture = ("Advertisement", "Read more", "Published 14 October", "Others are reading", "Also read",
+                 "Sign up for our", "All rights reserved", "Home Farming")
+    for passages in article_passages.values():
+        for passage in passages:
+            assert not any(line in passage.text for line in furniture), passage.text
 
 
 def test_paragraph_broken_across_lines_is_joined(seed_passages):

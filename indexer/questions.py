@@ -1,0 +1,130 @@
+"""Check an index against your own questions: hit@1, hit@3 and MRR@10 per retrieval mode.
+
+A question file is JSON Lines, one question a line:
+
+    {"question": "how is Ukraine holding up", "doc_id": "putin-committed-to-war-in-ukraine",
+     "answers": ["Ukraine’s resilience has surprised many", "Kyiv remains defiant"]}
+
+A result answers the question when it is a passage of that document containing one of the
+answers (exact text, as the article has it). Before scoring, every answer is looked up in its
+document, so a question that no passage could ever answer is an error, not a silent miss.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.documents import DocumentError
+from indexer.search import MODES, Hit, Query, Searcher
+
+DEPTH = 10  # MRR@10: a question answered below rank 10 counts as unanswered
+
+
+@dataclass(frozen=True)
+class Question:
+    line: int
+    text: str
+    doc_id: str
+    answers: tuple[str, ...]
+
+    def answered_by(self, hit: Hit) -> bool:
+        return hit.passage.doc_id == self.doc_id and any(a in hit.passage.text for a in self.answers)
+
+
+def read_questions(path: Path) -> list[Question]:
+    """The questions of a file, or a DocumentError naming the line that is wrong and why."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DocumentError(f"cannot read the question file {path}: {exc}") from exc
+    questions = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DocumentError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise DocumentError(f"{path}:{number}: expected an object with question, doc_id and answers")
+        answers = record.get("answers", record.get("answer"))
+        answers = [answers] if isinstance(answers, str) else answers
+        text, doc_id = record.get("question"), record.get("doc_id")
+        if not (isinstance(text, str) and text.strip()):
+            raise DocumentError(f"{path}:{number}: \"question\" must be a non-empty string")
+        if not (isinstance(doc_id, str) and doc_id):
+            raise DocumentError(f"{path}:{number}: \"doc_id\" must name the document that answers it")
+        if not (isinstance(answers, list) and answers and all(isinstance(a, str) and a.strip() for a in answers)):
+            raise DocumentError(f"{path}:{number}: \"answers\" must be a list of texts found in the answering "
+                                "passage (or \"answer\": one text)")
+        questions.append(Question(number, text, doc_id, tuple(answers)))
+    if not questions:
+        raise DocumentError(f"{path} holds no questions")
+    return questions
+
+
+def check_answerable(searcher: Searcher, questions: list[Question], path: Path) -> None:
+    """Every answer must be in some passage of its document in this index."""
+    for q in questions:
+        for answer in q.answers:
+            hits = searcher.search(Query(answer, k=100, mode="dense", doc_ids=(q.doc_id,)))
+            if not hits:
+                raise DocumentError(f"{path}:{q.line}: document {q.doc_id!r} is not in the index")
+            if not any(answer in h.passage.text for h in hits):
+                raise DocumentError(f"{path}:{q.line}: no passage of {q.doc_id!r} contains {answer!r} "
+                                    "(answers must be the article's exact words, within one paragraph)")
+
+
+def first_answer(searcher: Searcher, q: Question, mode: str) -> tuple[int | None, Hit | None]:
+    """The rank of the first result that answers q (None: not in the top DEPTH), and the top hit."""
+    hits = searcher.search(Query(q.text, k=DEPTH, mode=mode))
+    rank = next((h.rank for h in hits if q.answered_by(h)), None)
+    return rank, (hits[0] if hits else None)
+
+
+def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path,
+                       modes: tuple[str, ...] = MODES) -> dict:
+    """hit@1, hit@3 and MRR@10 for each mode, and each question's rank."""
+    check_answerable(searcher, questions, path)
+    report: dict = {"questions": len(questions), "file": str(path), "results": {}}
+    for mode in modes:
+        started = time.perf_counter()
+        ranks, misses = [], []
+        for q in questions:
+            rank, top = first_answer(searcher, q, mode)
+            ranks.append(rank)
+            if rank != 1:
+                misses.append({"line": q.line, "question": q.text, "doc_id": q.doc_id, "rank": rank,
+                               "top": None if top is None else {"doc_id": top.passage.doc_id,
+                                                                "text": top.passage.text[:160]}})
+        n = len(questions)
+        report["results"][mode] = {
+            "hit@1": round(sum(r == 1 for r in ranks) / n, 4),
+            "hit@3": round(sum(r is not None and r <= 3 for r in ranks) / n, 4),
+            "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4),
+            "seconds": round(time.perf_counter() - started, 2),
+            "misses": misses,
+        }
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A Markdown table of the figures, then the questions the first mode did not answer at rank 1."""
+    lines = [f"{report['file']} ({report['questions']} questions)", "",
+             "| mode | hit@1 | hit@3 | MRR@10 | seconds |", "|---|---|---|---|---|"]
+    for mode, values in report["results"].items():
+        lines.append(f"| {mode} | {values['hit@1']:.4f} | {values['hit@3']:.4f} | {values['mrr@10']:.4f} | "
+                     f"{values['seconds']} |")
+    mode, values = next(iter(report["results"].items()))
+    if values["misses"]:
+        lines += ["", f"not answered first ({mode}):"]
+        for miss in values["misses"]:
+            where = f"rank {miss['rank']}" if miss["rank"] else f"not in the top {DEPTH}"
+            top = miss["top"]
+            shown = f"{top['doc_id']}: {' '.join(top['text'].split())[:100]}" if top else "no results"
+            lines.append(f"  line {miss['line']}: {miss['question']!r} ({where}); first: {shown}")
+    return "\n".join(lines)

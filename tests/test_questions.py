@@ -1,0 +1,91 @@
+"""`semsearch eval` on a question file: hit@1, hit@3 and MRR@10 of the project's own question set
+(tests/questions: the seed article and four short news articles), checked against the ranks the
+search itself returns, and clear errors for question files that cannot be scored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from indexer.questions import DEPTH, read_questions
+from indexer.search import Query
+from tests.conftest import SEEDS
+from tests.test_cli import semsearch
+
+QUESTIONS = Path(__file__).parent / "questions"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("questions") / "report.json"
+    result = semsearch("eval", str(QUESTIONS / "questions.jsonl"), "--documents", str(SEEDS),
+                       "--documents", str(QUESTIONS / "articles"), "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    return result.stdout, json.loads(out.read_text())
+
+
+def test_the_question_set_is_large_and_varied_enough():
+    questions = read_questions(QUESTIONS / "questions.jsonl")
+    assert len(questions) >= 40
+    per_article = {}
+    for q in questions:
+        per_article[q.doc_id] = per_article.get(q.doc_id, 0) + 1
+    assert len(per_article) >= 4 and min(per_article.values()) >= 8
+    assert sum(len(q.text.split()) <= 3 for q in questions) >= 4  # short keyword queries
+
+
+def test_eval_reports_hit_rates_for_every_mode_and_names_the_misses(report):
+    printed, values = report
+    assert values["questions"] == len(read_questions(QUESTIONS / "questions.jsonl"))
+    assert set(values["results"]) == {"hybrid", "dense", "keyword"}
+    for mode, figures in values["results"].items():
+        assert f"| {mode} |" in printed
+        assert 0 <= figures["hit@1"] <= figures["hit@3"] <= 1
+        assert figures["hit@1"] <= figures["mrr@10"] <= figures["hit@3"] + (1 - figures["hit@3"]) / 4
+        assert len(figures["misses"]) == round((1 - figures["hit@1"]) * values["questions"])
+    for miss in values["results"]["hybrid"]["misses"]:
+        assert f"line {miss['line']}: {miss['question']!r}" in printed
+
+
+def test_eval_figures_match_the_ranks_search_returns(report, tmp_path):
+    """The report's hybrid figures recomputed from plain searches of an index of the same articles."""
+    from indexer import store
+    from indexer.build import build_from_documents
+    from indexer.documents import read_folder
+    from indexer.embedding import DEFAULT_PRECISION, light_model_for
+    from indexer.search import Searcher
+
+    model = light_model_for(precision=DEFAULT_PRECISION)  # what `semsearch eval` builds a new index with
+    documents = list(read_folder(SEEDS)) + list(read_folder(QUESTIONS / "articles"))
+    build_from_documents(documents, tmp_path / "index", model, progress=False)
+    searcher = Searcher(store.load(tmp_path / "index", model.name, model.dimension), model)
+    ranks = []
+    for q in read_questions(QUESTIONS / "questions.jsonl"):
+        hits = searcher.search(Query(q.text, k=DEPTH))
+        ranks.append(next((n for n, h in enumerate(hits, 1) if h.passage.doc_id == q.doc_id
+                           and any(a in h.passage.text for a in q.answers)), None))
+    hybrid = report[1]["results"]["hybrid"]
+    assert hybrid["hit@1"] == round(sum(r == 1 for r in ranks) / len(ranks), 4)
+    assert hybrid["hit@3"] == round(sum(r is not None and r <= 3 for r in ranks) / len(ranks), 4)
+    assert hybrid["mrr@10"] == round(sum(1 / r for r in ranks if r) / len(ranks), 4)
+
+
+@pytest.mark.parametrize("line, error", [
+    ('{"question": "how many casualties", "doc_id": "putin-committed-to-war-in-ukraine", '
+     '"answers": ["two million casualties"]}', "no passage of 'putin-committed-to-war-in-ukraine' contains"),
+    ('{"question": "how many casualties", "doc_id": "no-such-article", "answers": ["casualties"]}',
+     "document 'no-such-article' is not in the index"),
+    ('{"question": "how many casualties", "doc_id": "putin-committed-to-war-in-ukraine"}', '"answers" must be'),
+    ('{"question": "", "doc_id": "x", "answers": ["y"]}', '"question" must be'),
+    ("how many casualties", "not JSON"),
+])
+def test_a_question_that_cannot_be_scored_is_named_by_its_line(tmp_path, line, error):
+    good = '{"question": "drones", "doc_id": "putin-committed-to-war-in-ukraine", "answer": "drone production"}'
+    questions = tmp_path / "mine.jsonl"
+    questions.write_text(f"{good}\n\n{line}\n")
+    result = semsearch("eval", str(questions), "--documents", str(SEEDS))
+    assert result.returncode == 2
+    assert "mine.jsonl:3: " in result.stderr and error in result.stderr
+    assert "Traceback" not in result.stderr
