@@ -4,12 +4,17 @@
         --json bench-results/scale.json
 
 Articles are real SciFact sentences recombined (3-4 per paragraph, 10 paragraphs per article:
-one passage per paragraph; each article keeps to one of 200 topics, --topics), embedded by the
-stand-in encoder (SEMSEARCH_MODEL_PATH=hashing), so a million passages build in minutes; the real model's speed is measured by bench/serving.py.
+one passage per paragraph; each article keeps to one of 200 topics, --topics), built at the
+stand-in encoder's speed, so a million passages build in minutes. Their vectors (--vectors):
+"model" (default), the real model's vector of the SciFact document a passage's first sentence
+comes from plus small noise, with the index recording the real model, so the server embeds the
+questions and ingested articles with it (ModelDistributionEncoder); "hashing", the stand-in's
+feature-hashing vectors for everything (SEMSEARCH_MODEL_PATH=hashing).
 For each size: build seconds (and the embedding share), segments, size on disk, serving RSS,
 hybrid HTTP p50/p99 with 1 client and req/s with 4, dense recall@10 against exact=true, one
-POST /documents of a 1,000-word article and one delete, and merge times. The approximate
-index's recall on vectors of the real model's distribution is bench/ann.py.
+POST /documents of a 1,000-word article and one delete, and merge times. The real model's
+embedding speed is bench/index_speed.py; the approximate index alone on SciFact's own vectors
+is bench/ann.py.
 """
 
 from __future__ import annotations
