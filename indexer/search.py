@@ -133,12 +133,23 @@ def contributions(ranked: list[tuple[int, float]], params: FusionParams, weight:
 
 
 def fuse(lists: list[tuple[list[tuple[int, float]], float]], params: FusionParams,
-         key: Callable[[int], object] = lambda row: row) -> list[tuple[int, float]]:
+         key: Callable[[int], object] | None = None) -> list[tuple[int, float]]:
     """Fuse (ranked list, weight) pairs of passage ids into one list, best first, ties broken by id.
 
     Ids with the same key are one item (key = document when grouping); each item is shown by
-    its best-ranked passage.
+    its best-ranked passage. Without a key, each id is an item, summed by numpy (the same
+    additions in the same order, so the same scores; a third of a millisecond less per search).
     """
+    if key is None:
+        parts = [(ranked, weight) for ranked, weight in lists if ranked]
+        if not parts:
+            return []
+        ids = np.concatenate([np.fromiter((row for row, _ in ranked), np.int64, len(ranked)) for ranked, _ in parts])
+        gains = np.concatenate([np.asarray(contributions(ranked, params, weight)) for ranked, weight in parts])
+        items, at = np.unique(ids, return_inverse=True)
+        totals = np.bincount(at, weights=gains)
+        order = np.lexsort((items, -totals))
+        return list(zip(items[order].tolist(), totals[order].tolist()))
     fused: dict[object, float] = {}
     best: dict[object, tuple[int, int]] = {}
     for ranked, weight in lists:
@@ -241,7 +252,7 @@ class Searcher:
             ranked = sparse
         else:
             ranked = fuse([(dense, self.fusion.dense_weight), (sparse, self.fusion.keyword_weight)],
-                          self.fusion, key)
+                          self.fusion, key if query.group_by_doc else None)
         if query.recency_half_life_days is not None or query.sort == "newest":
             ranked = self.by_time(ranked, query)
         facets = self.facet_counts(ranked, query.facets) if query.facets else None

@@ -49,6 +49,23 @@ def test_fusion_prefers_rows_that_both_lists_agree_on():
     assert [row for row, _ in fuse([(dense, 0.1), (sparse, 1.0)], rrf)][:2] == [3, 1]
 
 
+@pytest.mark.parametrize("method", ["convex", "rrf"])
+def test_fusion_by_passage_ranks_as_fusion_by_any_key_does(method):
+    """The default path (numpy, one item per passage) and the keyed one (documents when grouping)
+    give the same scores and order, ties included, for any lists."""
+    import random
+
+    params = FusionParams(method=method)
+    for trial in range(300):
+        pick = random.Random(trial)
+        lists = []
+        for weight in (pick.choice([0.3, 0.5, 1.0]), 0.5):
+            ids = pick.sample(range(300), pick.randint(0, 200))
+            scores = sorted((pick.choice([pick.random(), 0.5, 0.25]) * 10 for _ in ids), reverse=True)
+            lists.append((list(zip(ids, scores)), weight))
+        assert fuse(lists, params) == fuse(lists, params, key=lambda row: row)
+
+
 def test_convex_fusion_scales_each_list_to_0_1():
     dense = [(1, 0.9), (2, 0.5)]
     sparse = [(2, 20.0), (3, 10.0)]

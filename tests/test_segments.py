@@ -295,7 +295,7 @@ def test_bm25_top_rows_equal_brute_force_scoring_with_ties_and_filters(compiled,
         rows = np.sort(rng.choice(rows_count, size, replace=False)).astype(np.int32)
         lists.append((rows, rng.integers(1, 3, size).astype(np.uint16)))
     weights = [2.5, 0.7, 0.2]
-    brute = np.zeros(rows_count)
+    brute = np.zeros(rows_count, np.float32)  # float32 sums, term after term, as the index adds them
     for (rows, tfs), weight in zip(lists, weights):
         np.add.at(brute, rows, postings.term_scores(tfs, norms[rows], weight))
     for allowed in (None, rng.random(rows_count) < 0.3):
