@@ -71,12 +71,15 @@ def check_answerable(searcher: Searcher, questions: list[Question], path: Path) 
     """Every answer must be in some passage of its document in this index."""
     for q in questions:
         for answer in q.answers:
-            hits = searcher.search(Query(answer, k=100, mode="dense", doc_ids=(q.doc_id,)))
-            if not hits:
-                raise DocumentError(f"{path}:{q.line}: document {q.doc_id!r} is not in the index")
-            if not any(answer in h.passage.text for h in hits):
-                raise DocumentError(f"{path}:{q.line}: no passage of {q.doc_id!r} contains {answer!r} "
-                                    "(answers must be the article's exact words, within one paragraph)")
+            offset, found = 0, False
+            while not found:  # the document's passages, most like the answer first, a page at a time
+                hits = searcher.search(Query(answer, k=100, offset=offset, mode="dense", doc_ids=(q.doc_id,)))
+                if not hits and not offset:
+                    raise DocumentError(f"{path}:{q.line}: document {q.doc_id!r} is not in the index")
+                if not hits:
+                    raise DocumentError(f"{path}:{q.line}: no passage of {q.doc_id!r} contains {answer!r} "
+                                        "(answers must be the article's exact words, within one paragraph)")
+                found, offset = any(answer in h.passage.text for h in hits), offset + len(hits)
 
 
 def first_answer(searcher: Searcher, q: Question, mode: str) -> tuple[int | None, Hit | None]:
