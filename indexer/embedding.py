@@ -110,11 +110,12 @@ def onnx_copy(path: str) -> str:
 
 
 def light_model_for(model_path: str | None = None, threads: int = 0, spin: bool = True,
-                    precision: str = "fp32") -> TextModel:
+                    precision: str = "fp32", shared: bool = False) -> TextModel:
     """The model without torch (OnnxEncoder) when it has a recipe, written by any earlier
     Embedder; else, at fp32, the Embedder. Both search, embed passages and cut text the same way.
     bf16 and int8 always run from the recipe (an Embedder is loaded once to write it).
-    model_path "hashing" is the stand-in encoder (indexer/hashing_encoder.py)."""
+    model_path "hashing" is the stand-in encoder (indexer/hashing_encoder.py). shared: the model
+    shares the cores with other work (a server's queries; see onnx_encoder.openvino_runner)."""
     if model_path == HashingEncoder.name:
         return HashingEncoder()
     if precision not in PRECISIONS:
@@ -122,13 +123,13 @@ def light_model_for(model_path: str | None = None, threads: int = 0, spin: bool 
     path = model_path or packaged_model_path()
     name = model_name_for(model_path, precision)
     try:
-        encoder = load_recipe(recipe_dir(path), name, threads, spin, precision) if Path(path).is_dir() else None
+        encoder = load_recipe(recipe_dir(path), name, threads, spin, precision, shared) if Path(path).is_dir() else None
         if encoder is not None:
             return encoder
         embedder = Embedder(model_path, threads=threads, spin=spin)
         if precision == "fp32":
             return embedder
-        encoder = load_recipe(recipe_dir(path), name, threads, spin, precision) if embedder.onnx else None
+        encoder = load_recipe(recipe_dir(path), name, threads, spin, precision, shared) if embedder.onnx else None
     except PrecisionUnavailable as exc:
         raise ModelError(str(exc), PRECISION_FIX) from exc
     if encoder is None:

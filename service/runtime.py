@@ -41,7 +41,7 @@ class Runtime:
             precision = choose_precision(settings.precision, built_with(settings.index_dir, settings.engine))
             if settings.backend == "onnx" or settings.model_path == "hashing":
                 runtime.encoder = light_model_for(settings.model_path, settings.model_threads, settings.model_spin,
-                                                  precision)
+                                                  precision, shared=True)
             elif precision != "fp32":
                 raise ModelError(f"the torch backend runs fp32 only, and the index (or SEMSEARCH_PRECISION) asks for "
                                  f"{precision}", "set SEMSEARCH_BACKEND=onnx")
