@@ -66,11 +66,18 @@ def evaluate_dataset(dataset: Path, split: str, embedder: TextModel, index: Path
     return report
 
 
+def mode_table(heading: str, results: dict[str, dict], metrics: dict[str, str]) -> list[str]:
+    """Lines of a Markdown table under a heading: a row per mode, a column per metric (key: label)
+    to four places, then the seconds the mode took. Shared by both kinds of `semsearch eval`."""
+    lines = [heading, "", "| mode | " + " | ".join(metrics.values()) + " | seconds |",
+             "|---|" + "---|" * (len(metrics) + 1)]
+    for mode, values in results.items():
+        lines.append(f"| {mode} | " + " | ".join(f"{values[key]:.4f}" for key in metrics) + f" | {values['seconds']} |")
+    return lines
+
+
 def format_table(report: dict) -> str:
     """The report as a Markdown table."""
-    lines = [f"{report['dataset']} ({report['split']}, {report['queries']} queries)", "",
-             "| mode | nDCG@10 | Recall@100 | MRR@10 | seconds |", "|---|---|---|---|---|"]
-    for mode, values in report["results"].items():
-        lines.append(f"| {mode} | {values['ndcg@10']:.4f} | {values['recall@100']:.4f} | "
-                     f"{values['mrr@10']:.4f} | {values['seconds']} |")
-    return "\n".join(lines)
+    return "\n".join(mode_table(f"{report['dataset']} ({report['split']}, {report['queries']} queries)",
+                                report["results"], {"ndcg@10": "nDCG@10", "recall@100": "Recall@100",
+                                                    "mrr@10": "MRR@10"}))

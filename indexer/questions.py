@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.documents import DocumentError
+from indexer.evaluation import mode_table
 from indexer.search import MODES, Hit, Query, Searcher
 
 DEPTH = 10  # MRR@10: a question answered below rank 10 counts as unanswered
@@ -117,11 +118,8 @@ def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path
 
 def format_report(report: dict) -> str:
     """A Markdown table of the figures, then the questions the first mode did not answer at rank 1."""
-    lines = [f"{report['file']} ({report['questions']} questions)", "",
-             "| mode | hit@1 | hit@3 | MRR@10 | seconds |", "|---|---|---|---|---|"]
-    for mode, values in report["results"].items():
-        lines.append(f"| {mode} | {values['hit@1']:.4f} | {values['hit@3']:.4f} | {values['mrr@10']:.4f} | "
-                     f"{values['seconds']} |")
+    lines = mode_table(f"{report['file']} ({report['questions']} questions)", report["results"],
+                       {"hit@1": "hit@1", "hit@3": "hit@3", "mrr@10": "MRR@10"})
     mode, values = next(iter(report["results"].items()))
     if values["misses"]:
         lines += ["", f"not answered first ({mode}):"]
