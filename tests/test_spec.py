@@ -21,6 +21,10 @@ from tests.conftest import STAND_IN, served
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SECONDS = int(os.environ.get("SEMSEARCH_FUZZ_SECONDS", "40"))
+# A fixed seed, so a CI failure can be replayed (`random` explores new cases). Two random-seed CI
+# runs of 4.32.5 reported a valid request as schema-violating; the one whose details were kept is
+# the serialization case tests/schemathesis_hooks.py now leaves out.
+SEED = os.environ.get("SEMSEARCH_FUZZ_SEED", "20261127")
 KEY = "fuzzing-key"
 
 
@@ -30,13 +34,16 @@ def test_fuzzing_the_spec_finds_no_failure(folder_index, tmp_path, with_key):
     with served(index, {**STAND_IN, "SEMSEARCH_API_KEY": KEY}) as (process, url):
         command = [str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{url}/openapi.json",
                    "--max-time", str(SECONDS), "--workers", "2", "--request-timeout", "30", "--no-color"]
+        if SEED != "random":
+            command += ["--seed", SEED]
         if with_key:
             command += ["--header", f"Authorization: Bearer {KEY}"]
         hooks = {"SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(CONFIG.parent.parent)}
         run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=SECONDS + 300,
                              env={**os.environ, **hooks})
         server_log = Path(process.log_path).read_text()
-        assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+        failures = run.stdout.find("FAILURES")  # the failures themselves, not only the summary after them
+        assert run.returncode == 0, run.stdout[max(failures, 0):][:8000] + run.stderr[-2000:]
         generated = re.search(r"(\d+) generated", run.stdout)
         assert generated and int(generated.group(1)) >= 100, run.stdout[-2000:]  # it did fuzz
         assert process.poll() is None  # still serving
