@@ -324,7 +324,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--workdir", type=Path, help="where the indexes go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the indexes")
-    parser.add_argument("--reuse", action="store_true", help="serve indexes an earlier --keep run left in --workdir")
+    parser.add_argument("--reuse", action="store_true", help="serve indexes an earlier --keep run left in --workdir (and keep them)")
     parser.add_argument("--build-only", action="store_true", help="build (and keep) the indexes, serve nothing")
     parser.add_argument("--topics", type=int, default=TOPICS,
                         help=f"topics the articles keep to (default {TOPICS}; 1: sentences from anywhere)")
@@ -349,7 +349,7 @@ def main() -> None:
                 ensure_built(size, workdir, sentences, False, encoder)
                 continue
             results["sizes"][size] = measure(size, workdir, sentences, queries, encoder, args.reuse)
-            if not args.keep:
+            if not (args.keep or args.reuse):  # an index kept for reuse stays for the next run too
                 shutil.rmtree(workdir / f"index-{size}", ignore_errors=True)
     finally:
         write_report(results, args.json)  # what was measured, even when a later size failed
