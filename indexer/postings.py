@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from indexer import rowfile
 from indexer.keyword import KeywordParams
 
 MAX_TF = np.iinfo(np.uint16).max
@@ -149,9 +150,11 @@ def kernel():
 
 
 def warm_up(rows: int) -> None:
-    """Compile (or load the compiled) keyword kernel now when a segment of `rows` will use it,
-    not in the first query (0.4-0.9 s)."""
+    """Compile (or load the compiled) keyword kernel, and the kernel that reads many rows at once
+    (rowfile.read_kernel), now when a segment of `rows` will use them, not in the first query
+    (0.4-0.9 s)."""
     if rows >= COMPILED_FROM:
+        rowfile.read_kernel()
         kernel()(np.zeros(1, np.int32), np.ones(1, np.uint16), np.array([0, 1]), np.ones(1, np.float32),
                  np.ones(1, np.float32), np.zeros(0, np.bool_), np.zeros(1, np.float32), 1)
 
@@ -187,23 +190,23 @@ class Scratch:
 SCRATCH = Scratch()
 
 
-def best_rows(lists: Sequence[tuple[np.ndarray, np.ndarray]], weights: Sequence[float], norms: np.ndarray,
+def best_rows(rows: np.ndarray, tfs: np.ndarray, bounds: np.ndarray, weights: Sequence[float], norms: np.ndarray,
               allowed: np.ndarray | None, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """The depth best rows by BM25 (sum over terms of weight * tf / (tf + norm)), best first, ties
     broken by row; rows the allowed mask drops are skipped, rows without a positive score left out.
 
-    lists: (rows, tfs) of each term; norms: length_norms of every row. A segment of COMPILED_FROM
-    rows or more takes one compiled pass over the postings into a reused buffer, then a heap of
-    the depth best (see _best_rows); a smaller one is scored by numpy, which sums in the same
-    order (so both give the same scores) and spares a one-off search loading numba (0.4-0.6 s).
+    Term i occurs in rows[bounds[i]:bounds[i + 1]] with frequencies tfs[...] (Segment.postings);
+    norms: length_norms of every row. A segment of COMPILED_FROM rows or more takes one compiled
+    pass over the postings into a reused buffer, then a heap of the depth best (see _best_rows); a
+    smaller one is scored by numpy, which sums in the same order (so both give the same scores)
+    and spares a one-off search loading numba (0.4-0.6 s).
     """
     from indexer.dense import top
 
-    if not lists or depth <= 0:
+    if not len(rows) or depth <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    bounds = np.concatenate([[0], np.cumsum([len(r) for r, _ in lists])]).astype(np.int64)
-    rows = np.concatenate([r for r, _ in lists]).astype(np.int32, copy=False)
-    tfs = np.concatenate([t for _, t in lists]).astype(np.uint16, copy=False)
+    rows, tfs = rows.astype(np.int32, copy=False), tfs.astype(np.uint16, copy=False)
+    bounds = np.asarray(bounds, dtype=np.int64)
     if len(norms) >= COMPILED_FROM:
         with SCRATCH.buffer(len(norms)) as buffer:
             found, scores = kernel()(rows, tfs, bounds, np.asarray(weights, np.float32), norms,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -203,6 +205,20 @@ class Searcher:
         self.analyzer = keyword.Analyzer()
         self.embed_query = lru_cache(maxsize=1024)(embedder.embed_query)
         self.lists = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dense-list")
+        self.searching = 0  # searches computing their lists now, in any thread
+        self.searching_lock = threading.Lock()
+
+    @contextmanager
+    def running(self) -> Iterator[int]:
+        """Count this search as running while inside; gives how many others are running."""
+        with self.searching_lock:
+            others = self.searching
+            self.searching += 1
+        try:
+            yield others
+        finally:
+            with self.searching_lock:
+                self.searching -= 1
 
     def search(self, query: Query) -> list[Hit]:
         """Ranked hits for one query, page [offset, offset + k)."""
@@ -231,16 +247,17 @@ class Searcher:
                 return nothing
         vector = self.embed_query(query.text)
         terms = self.analyzer.query_terms(query.text)
-        both = query.mode == "hybrid"
-        if both and self.index.counts()["passages"] >= PARALLEL_LISTS_FROM:
-            # A large index: the dense list (FAISS, which releases the GIL) on the other core
-            # while this thread scores keywords.
-            pending = self.lists.submit(self.index.dense, vector, depth, selection, query.exact)
-            sparse = self.index.keyword(terms, depth, selection)
-            dense = pending.result()
-        else:
-            dense = self.index.dense(vector, depth, selection, query.exact) if query.mode != "keyword" else []
-            sparse = self.index.keyword(terms, depth, selection) if query.mode != "dense" else []
+        with self.running() as others:
+            if query.mode == "hybrid" and not others and self.index.counts()["passages"] >= PARALLEL_LISTS_FROM:
+                # A large index and no other search running: the dense list (FAISS, which releases
+                # the GIL) on the other core while this thread scores keywords. With other searches
+                # running the cores are busy anyway, and the hand-off only adds thread switches.
+                pending = self.lists.submit(self.index.dense, vector, depth, selection, query.exact)
+                sparse = self.index.keyword(terms, depth, selection)
+                dense = pending.result()
+            else:
+                dense = self.index.dense(vector, depth, selection, query.exact) if query.mode != "keyword" else []
+                sparse = self.index.keyword(terms, depth, selection) if query.mode != "dense" else []
         key: Callable[[int], object] = lambda passage_id: passage_id
         if query.group_by_doc:
             documents = self.index.documents_of([i for i, _ in dense] + [i for i, _ in sparse])

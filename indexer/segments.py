@@ -111,17 +111,20 @@ class SegmentIndex:
             self.frequencies[terms] = self.matches(list(terms))[1]
         return self.frequencies[terms]
 
-    def matches(self, terms: list[str]) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], dict[str, int]]:
-        """(rows, tfs) of each distinct term in each segment, deleted rows included, and each
-        term's live document frequency."""
+    def matches(self, terms: list[str]) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], dict[str, int]]:
+        """Each segment's postings of the distinct terms (Segment.postings: rows, tfs, bounds),
+        deleted rows included, and each term's live document frequency."""
         distinct = list(dict.fromkeys(terms))
-        per_view, df = [], dict.fromkeys(distinct, 0)
+        per_view, df = [], np.zeros(len(distinct), dtype=np.int64)
         for view in self.views:
-            lists = [view.segment.postings(term) for term in distinct]
-            for term, (rows, _) in zip(distinct, lists):
-                df[term] += len(rows) if view.live is None else int(np.count_nonzero(view.live[rows]))
-            per_view.append(lists)
-        return per_view, df
+            rows, tfs, bounds = view.segment.postings(distinct)
+            if view.live is None:
+                df += np.diff(bounds)
+            else:
+                live = np.concatenate([[0], np.cumsum(view.live[rows], dtype=np.int64)])
+                df += live[bounds[1:]] - live[bounds[:-1]]
+            per_view.append((rows, tfs, bounds))
+        return per_view, dict(zip(distinct, df.tolist()))
 
     def term_weights(self, terms: list[str]) -> dict[str, float]:
         """BM25 idf of each query term over the live passages (0 for terms found nowhere)."""
@@ -137,12 +140,13 @@ class SegmentIndex:
         repeats = {t: terms.count(t) for t in df}  # a repeated query word counts again, as in bm25s
         weights = {t: repeats[t] * postings.idf(df[t], self.total) for t in df}
         found = []
-        for view, lists in zip(self.views, per_view):
+        for view, (rows, tfs, bounds) in zip(self.views, per_view):
             allowed = view.live
             if selection is not None:
                 allowed = np.zeros(len(view.segment), dtype=bool)
                 allowed[selection.parts[view.segment.name]] = True  # selections hold live rows only
-            rows, scores = postings.best_rows(lists, [weights[t] for t in df], self.norms(view), allowed, depth)
+            rows, scores = postings.best_rows(rows, tfs, bounds, [weights[t] for t in df], self.norms(view),
+                                              allowed, depth)
             found.append((view.segment.ids[rows], scores))
         return merged(found, depth)
 

@@ -281,6 +281,12 @@ def test_a_large_build_writes_several_segments_but_publishes_once(tmp_path, mode
     assert rankings(batched, model) == rankings(whole, model)
 
 
+def concatenated(lists):
+    """Each term's (rows, tfs) as Segment.postings gives them: (rows, tfs, bounds)."""
+    return (np.concatenate([rows for rows, _ in lists]), np.concatenate([tfs for _, tfs in lists]),
+            np.cumsum([0] + [len(rows) for rows, _ in lists]))
+
+
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
 def test_bm25_top_rows_equal_brute_force_scoring_with_ties_and_filters(compiled, monkeypatch):
     from indexer import postings
@@ -300,14 +306,14 @@ def test_bm25_top_rows_equal_brute_force_scoring_with_ties_and_filters(compiled,
         np.add.at(brute, rows, postings.term_scores(tfs, norms[rows], weight))
     for allowed in (None, rng.random(rows_count) < 0.3):
         for depth in (1, 10, 200, 10_000):
-            found, scores = postings.best_rows(lists, weights, norms, allowed, depth)
+            found, scores = postings.best_rows(*concatenated(lists), weights, norms, allowed, depth)
             kept = np.flatnonzero((brute > 0) & (True if allowed is None else allowed))
             order = kept[np.lexsort((kept, -brute[kept]))][:depth]  # best first, lower row wins a tie
             assert found.tolist() == order.tolist()
             assert scores.tolist() == pytest.approx(brute[order].tolist(), rel=1e-12)
     # The reused buffer is clean: the same call again gives the same answer.
-    assert postings.best_rows(lists, weights, norms, None, 50)[0].tolist() == \
-        postings.best_rows(lists, weights, norms, None, 50)[0].tolist()
+    assert postings.best_rows(*concatenated(lists), weights, norms, None, 50)[0].tolist() == \
+        postings.best_rows(*concatenated(lists), weights, norms, None, 50)[0].tolist()
 
 
 def test_keyword_lists_at_any_depth_are_the_head_of_the_full_list(tmp_path, model):
@@ -332,3 +338,21 @@ def test_hybrid_lists_computed_at_once_on_a_large_index_rank_the_same(grown, mod
     serial = rankings(index_dir, model)
     monkeypatch.setattr(search, "PARALLEL_LISTS_FROM", 0)  # as on an index of 200,000 passages or more
     assert rankings(index_dir, model) == serial
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pread"])
+def test_rows_read_from_disk_are_the_rows_written_and_a_truncated_file_is_named(compiled, tmp_path, monkeypatch):
+    from indexer import rowfile
+
+    monkeypatch.setattr(rowfile, "COMPILED_READS_FROM", 0 if compiled else 10**9)
+    vectors = np.random.default_rng(3).random((5_000, 24), dtype=np.float32)
+    np.save(tmp_path / "vectors.npy", vectors)
+    file = rowfile.RowFile(tmp_path / "vectors.npy")
+    rows = np.random.default_rng(4).integers(0, len(vectors), 700)  # repeats, runs and gaps, unsorted
+    assert np.array_equal(file.take(rows), vectors[rows])
+    starts, counts = np.array([4_990, 0, 17]), np.array([10, 3, 0])
+    assert np.array_equal(file.runs(starts, counts), np.concatenate([vectors[4_990:], vectors[:3]]))
+    with open(tmp_path / "vectors.npy", "r+b") as handle:  # the disk lost the file's tail
+        handle.truncate(file.offset + 4_000 * file.row_bytes)
+    with pytest.raises(OSError, match="vectors.npy"):
+        file.take(rows)
