@@ -165,8 +165,8 @@ class Segment:
         starts = np.array([where.get(term, (0, 0))[0] for term in terms], dtype=np.int64)
         counts = np.array([where.get(term, (0, 0))[1] for term in terms], dtype=np.int64)
         bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        held = counts > 0
-        return self.postings_rows.runs(starts[held], counts[held]), self.postings_tfs.runs(starts[held], counts[held]), bounds
+        starts, counts = starts[counts > 0], counts[counts > 0]
+        return self.postings_rows.runs(starts, counts), self.postings_tfs.runs(starts, counts), bounds
 
     def select_ids(self, column: str, values: Sequence[str]) -> np.ndarray:
         """Ids of the passages whose doc_id or source is one of values (through the SQLite index)."""

@@ -140,12 +140,12 @@ class SegmentIndex:
         repeats = {t: terms.count(t) for t in df}  # a repeated query word counts again, as in bm25s
         weights = {t: repeats[t] * postings.idf(df[t], self.total) for t in df}
         found = []
-        for view, (rows, tfs, bounds) in zip(self.views, per_view):
+        for view, (term_rows, tfs, bounds) in zip(self.views, per_view):
             allowed = view.live
             if selection is not None:
                 allowed = np.zeros(len(view.segment), dtype=bool)
                 allowed[selection.parts[view.segment.name]] = True  # selections hold live rows only
-            rows, scores = postings.best_rows(rows, tfs, bounds, [weights[t] for t in df], self.norms(view),
+            rows, scores = postings.best_rows(term_rows, tfs, bounds, [weights[t] for t in df], self.norms(view),
                                               allowed, depth)
             found.append((view.segment.ids[rows], scores))
         return merged(found, depth)
