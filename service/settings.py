@@ -29,8 +29,8 @@ class Settings(BaseSettings):
     model_threads: int = Field(0, ge=0, description="CPU threads per embedding call; 0: the runtime's default")
     model_spin: bool = Field(True, description="let idle ONNX threads busy-wait (faster alone, slower under load)")
     backend: Literal["onnx", "torch"] = Field("onnx", description="model runtime; onnx gives the same vectors, faster")
-    precision: Literal["fp32", "bf16", "int8"] | None = Field(
-        None, description="model arithmetic; unset: the index's own (int8 for a new index); see the README")
+    precision: Literal["fp32", "bf16", "int8", "int8-static"] | None = Field(
+        None, description="model arithmetic; unset: the index's own (int8-static for a new index); see the README")
     ann_min_rows: int = Field(50_000, ge=1, description="segments with at least this many passages get an "
                                                         "approximate index when ingest or a merge writes them")
     merge: bool = Field(True, description="merge small segments in the background after ingests")

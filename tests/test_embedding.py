@@ -11,7 +11,7 @@ import numpy as np
 
 from indexer.chunking import sentence_spans
 from indexer.embedding import Embedder, light_model_for
-from indexer.onnx_encoder import OnnxEncoder
+from indexer.onnx_encoder import OnnxEncoder, variant
 from tests.conftest import ROOT, SEED_FILE
 
 QUERIES = ["why won't Russia stop", "how many casualties", "0-dimensional biomaterials lack inductive properties",
@@ -104,15 +104,36 @@ def test_bf16_and_int8_vectors_stay_close_to_the_reference_pipeline(embedder):
     reference_passages = embedder.model.encode(paragraphs, normalize_embeddings=True)
     spans = [sentence_spans(p) for p in paragraphs]
     _, fp32_sentences = light_model_for(precision="fp32").embed_passages(paragraphs, spans, False)
-    for precision, lowest in (("bf16", 0.999), ("int8", 0.99)):
+    for precision, lowest in (("bf16", 0.999), ("int8", 0.99), ("int8-static", 0.99)):
         model = light_model_for(precision=precision)
-        assert isinstance(model, OnnxEncoder) and model.name == f"{embedder.name}@{precision}"
+        assert isinstance(model, OnnxEncoder) and model.name == f"{embedder.name}@{variant(precision)}"
         queries = np.array([model.embed_query(q) for q in QUERIES])
         passages, sentences = model.embed_passages(paragraphs, spans, False)
         for ours, theirs in ((queries, reference_queries), (passages, reference_passages), (sentences, fp32_sentences)):
             assert np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-4)
             cosines = np.sum(ours * theirs, axis=1)
             assert cosines.min() > lowest and cosines.mean() > (lowest + 1) / 2, (precision, cosines.min())
+
+
+def test_int8_static_is_named_by_its_calibration_so_an_index_never_mixes_two(tmp_path, monkeypatch):
+    """The calibration text decides int8-static's vectors: other text is another model identity
+    (manifest and embedding cache), and an index built with either still asks for int8-static."""
+    from indexer import onnx_encoder
+    from indexer.embedding import choose_precision
+
+    shipped = light_model_for(precision="int8-static").name
+    assert shipped.startswith("sentence-transformers/all-MiniLM-L6-v2@int8-static-")
+    assert choose_precision(None, shipped) == "int8-static"
+    assert choose_precision(None, "sentence-transformers/all-MiniLM-L6-v2@int8") == "int8"
+    other_text = tmp_path / "calibration.txt"
+    other_text.write_text(onnx_encoder.CALIBRATION.read_text(encoding="utf-8") + "\n\nOne more paragraph.\n")
+    monkeypatch.setattr(onnx_encoder, "CALIBRATION", other_text)
+    onnx_encoder.static_digest.cache_clear()
+    try:
+        assert variant("int8-static") != shipped.rpartition("@")[2]
+        assert choose_precision(None, f"sentence-transformers/all-MiniLM-L6-v2@{variant('int8-static')}") == "int8-static"
+    finally:
+        onnx_encoder.static_digest.cache_clear()
 
 
 def test_an_unknown_precision_is_a_clear_error():

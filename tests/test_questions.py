@@ -101,5 +101,5 @@ def test_the_fixed_questions_are_answered_first_and_the_set_does_not_slip_back(r
     hybrid = report[1]["results"]["hybrid"]
     missed = {m["question"]: m["rank"] for m in hybrid["misses"]}
     assert {q: missed[q] for q in FIXED if q in missed} == {}
-    # Today's figures with the default int8 model: 0.574 / 0.820 (0.508 / 0.836 before).
+    # Today's figures with the default int8-static model (and int8's): 0.574 / 0.820 (0.508 / 0.836 before).
     assert hybrid["hit@1"] >= 0.55 and hybrid["hit@3"] >= 0.8
