@@ -99,9 +99,10 @@ class OpenVinoRunner:
     only once it embeds passages."""
 
     def __init__(self, compile, input_names: list[str], lazy: bool = False) -> None:
-        self.compile, self.input_names = compile, input_names
+        self.input_names = input_names
         self.lock = threading.Lock()
-        self.compiled = None if lazy else compile()
+        # Once compiled, compile (and the uncompiled model it holds) is let go.
+        self.compile, self.compiled = (compile, None) if lazy else (None, compile())
         self.local = threading.local()
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -109,7 +110,7 @@ class OpenVinoRunner:
         if request is None:
             with self.lock:
                 if self.compiled is None:
-                    self.compiled = self.compile()
+                    self.compiled, self.compile = self.compile(), None
             request = self.local.request = self.compiled.create_infer_request()
         request.infer(feeds)
         return request.get_output_tensor(0).data.copy()  # the request reuses its output buffer
@@ -333,6 +334,7 @@ def kept_model(core, target: Path, make):
                                    "run: pip install nncf, or choose precision fp32 or bf16") from exc
     import openvino
 
+    log.info("making %s once (NNCF, seconds); later runs read it", target)
     set_log_level(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
         model = make(nncf)
