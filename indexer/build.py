@@ -11,6 +11,7 @@ import hashlib
 import logging
 import sqlite3
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -180,6 +181,9 @@ def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document
     writing anything, when a delete names a document the index does not serve (or, with
     deletable, one of another origin: the API deletes only what it ingested).
     Returns the generation and the number of passages embedded."""
+    repeated = sorted(doc_id for doc_id, n in Counter(d.doc_id for d in upserts).items() if n > 1)
+    if repeated:
+        raise DocumentError(f"one document per id: {', '.join(repeated)} given more than once")
     with store.build_lock(root):
         writer = engine_of(root, embedder, DenseParams(), engine).writer()
         live = writer.live_documents(list(deletes)) if deletes else {}

@@ -69,9 +69,17 @@ class Metadata:
 
 
 def utc_time(value: object, where: str, name: str) -> str | None:
-    """value as ISO 8601 UTC, or None with a warning naming where and the value."""
+    """value as ISO 8601 UTC, or None with a warning naming where, the value and why."""
+    found, problem = parse_utc(value)
+    if problem is not None:
+        log.warning("%s: %s %r %s; the article is kept without it", where, name, value, problem)
+    return found
+
+
+def parse_utc(value: object) -> tuple[str | None, str | None]:
+    """(value as ISO 8601 UTC, None), or (None, why it cannot be read); (None, None) when empty."""
     if value is None or value == "":
-        return None
+        return None, None
     text = str(value).strip()
     parsed: datetime | None = None
     try:
@@ -85,16 +93,13 @@ def utc_time(value: object, where: str, name: str) -> str | None:
             except (TypeError, ValueError, IndexError):
                 parsed = None
     if parsed is None or not isinstance(value, (str, int, float)):
-        log.warning("%s: cannot read %s %r as a date or date-time; the article is kept without it",
-                    where, name, value)
-        return None
+        return None, "is not an ISO 8601 (or RFC 2822) date or date-time"
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     try:
-        return parsed.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+        return parsed.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds") + "Z", None
     except OverflowError:  # 0001-01-01T00:00+05:00 is in year 0 in UTC
-        log.warning("%s: %s %r is out of range; the article is kept without it", where, name, value)
-        return None
+        return None, "is a valid date-time, but out of range: in UTC it falls before the year 1 or after 9999"
 
 
 def names(value: object) -> tuple[str, ...]:

@@ -10,12 +10,13 @@ import sqlite3
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from indexer.build import UnknownDocument, update_documents
 from indexer.documents import Document
-from indexer.metadata import ALIASES, MAX_ITEMS, TIMES, Metadata, from_fields
+from indexer.metadata import ALIASES, MAX_ITEMS, TIMES, Metadata, from_fields, parse_utc
 from service.errors import ApiError
 from service.guard import key_problem
 from service.runtime import Runtime
@@ -50,7 +51,7 @@ class DocumentIn(BaseModel):
     def metadata(self) -> tuple[Metadata, list[str]]:
         """The article's metadata, and a warning for each time that cannot be read."""
         found = from_fields({name: getattr(self, name) for name in ALIASES}, f"POST /documents {self.id}")
-        warnings = [f"document {self.id}: {name} {getattr(self, name)!r} is not an ISO 8601 date or date-time; "
+        warnings = [f"document {self.id}: {name} {getattr(self, name)!r} {parse_utc(getattr(self, name))[1]}; "
                     "stored without it" for name in TIMES if getattr(self, name) and getattr(found, name) is None]
         return found, warnings
 
@@ -124,6 +125,17 @@ def publish(runtime: Runtime, upserts: list[Document], deletes: list[str]) -> tu
     return embedded, runtime.generation == name
 
 
+def refuse_repeated_ids(ids: list[str]) -> None:
+    """One live document per id: a request naming an id twice is a 422 naming the second, never two copies."""
+    first: dict[str, int] = {}
+    for position, doc_id in enumerate(ids):
+        if doc_id in first:
+            raise RequestValidationError([{
+                "type": "value_error", "loc": ("body", "documents", position, "id"), "input": doc_id,
+                "msg": f"id {doc_id!r} is already given by documents.{first[doc_id]}; one document per id"}])
+        first[doc_id] = position
+
+
 def documents_router(settings: Settings) -> APIRouter:
     """POST /documents, its body limited by the settings."""
     adding = APIRouter()
@@ -132,6 +144,7 @@ def documents_router(settings: Settings) -> APIRouter:
     @adding.post("/documents", response_model=IngestResponse, responses={**WRITE_ERRORS, **TOO_LARGE},
                   summary="Add or replace documents")
     def add_documents(body: IngestRequest, runtime: AuthorizedRuntime) -> IngestResponse:
+        refuse_repeated_ids([d.id for d in body.documents])
         documents, warnings = [], []
         for d in body.documents:
             metadata, problems = d.metadata()

@@ -132,11 +132,14 @@ def test_documents_posted_with_metadata_return_it_and_a_bad_date_is_a_warning(fo
              "published_at": "2026-05-01T10:00:00+01:00", "authors": ["Kim Lee"], "outlet": "City News",
              "language": "en", "tags": ["transport"]},
             {"id": "market", "title": "Market moves", "text": "The night market moved to the harbour square.",
-             "updated_at": "31/02/2026"}]}, timeout=60)
+             "updated_at": "31/02/2026", "published_at": "0001-01-01T00:00:00+14:00"}]}, timeout=60)
         assert answer.status_code == 200, answer.text
         assert answer.json()["accepted"] == ["bridge", "market"]
-        assert answer.json()["warnings"] == ["document market: updated_at '31/02/2026' is not an ISO 8601 date or "
-                                             "date-time; stored without it"]
+        assert answer.json()["warnings"] == [  # each says why: a valid date can still fall outside UTC's years
+            "document market: published_at '0001-01-01T00:00:00+14:00' is a valid date-time, but out of range: in "
+            "UTC it falls before the year 1 or after 9999; stored without it",
+            "document market: updated_at '31/02/2026' is not an ISO 8601 (or RFC 2822) date or date-time; "
+            "stored without it"]
         hits = {r["doc_id"]: r for r in httpx.get(f"{url}/search", params={"q": "bridge market harbour traffic"},
                                                   timeout=30).json()["results"]}
         assert (hits["bridge"]["published_at"], hits["bridge"]["authors"], hits["bridge"]["outlet"],
