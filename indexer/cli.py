@@ -6,18 +6,20 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
 from indexer.documents import DocumentError
 from indexer.embedding import ModelError
 from indexer.search import COLLAPSE, FACETS, MODES, SORTS, FusionParams, Query, QueryError, hit_record
-from indexer.engine import IndexUnavailable
+from indexer.engine import IndexDamaged, IndexUnavailable
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
 DEFAULT_INDEX = os.environ.get("SEMSEARCH_INDEX_DIR", "index")
 DEFAULT_MODEL = os.environ.get("SEMSEARCH_MODEL_PATH") or None
 DEFAULT_PRECISION = os.environ.get("SEMSEARCH_PRECISION") or None
+ACCEPT_LOSS_HELP = "repair even if documents ingested over HTTP cannot be read back (they are named first)"
 PRECISION_HELP = ("model arithmetic: int8-static, int8, bf16 or fp32 (default: the index's own; int8-static for a "
                   "new index; see the README)")
 
@@ -36,6 +38,17 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("--force", action="store_true", help="write a new generation even if nothing changed")
     index.add_argument("--prune", action="store_true",
                        help="allow removing more than half of the index's folder documents (files gone from the folder)")
+    index.add_argument("--accept-loss", action="store_true", help=ACCEPT_LOSS_HELP)
+
+    repair = commands.add_parser(
+        "repair", help="mend a damaged index, keeping every document that can be read back whole",
+        description="Finds the newest whole generation when the index pointer is damaged, drops damaged segments "
+                    "and indexes their documents again from what is intact (re-embedding only passages whose "
+                    "vectors cannot be read back). Documents ingested over HTTP that nothing holds whole stop it, "
+                    "named, unless --accept-loss is given.")
+    repair.add_argument("index", nargs="?", default=DEFAULT_INDEX, help="index folder (default: index)")
+    repair.add_argument("--accept-loss", action="store_true", help=ACCEPT_LOSS_HELP)
+    repair.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
 
     serve = commands.add_parser("serve", help="run the HTTP API and search page")
     serve.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
@@ -87,14 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("sentence_transformers", "transformers", "faiss", "bm25s", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return {"index": run_index, "serve": run_serve, "search": run_search,
-                "eval": run_eval}[args.command](args)
+        return {"index": run_index, "serve": run_serve, "search": run_search, "eval": run_eval,
+                "repair": run_repair}[args.command](args)
     except IndexUnavailable as exc:
         print(f"semsearch: error: {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
     except ModelError as exc:
         print(f"semsearch: error: {exc}\n  fix: {exc.fix}", file=sys.stderr)
     except (DocumentError, QueryError, OSError) as exc:
         print(f"semsearch: error: {exc}", file=sys.stderr)
+    except sqlite3.Error as exc:  # an index file that cannot be read is damage, never a bug
+        index = getattr(args, "out", None) or getattr(args, "index", None) or DEFAULT_INDEX
+        print(f"semsearch: error: an index file in {index} cannot be read ({exc})\n  fix: semsearch repair {index}",
+              file=sys.stderr)
     except KeyboardInterrupt:
         print("semsearch: interrupted", file=sys.stderr)
         return 130
@@ -115,6 +132,11 @@ def run_index(args: argparse.Namespace) -> int:
     model = model_for_index(args.model, args.precision, out)
     folder = list(read_folder(seeds))
     engine = engine_from_environment(out, model)
+    damage = engine.inspect()
+    if args.check and not damage.intact:
+        raise IndexDamaged("; ".join(damage.problems), f"semsearch repair {out}")
+    if not damage.intact:  # mend first: the reindex below then restores folder documents lost with it
+        print_repair(out, model, engine, args.accept_loss)
     changes = check(out, model.name, model.dimension, folder, engine)
     if args.check:
         if not changes.stale:
@@ -142,6 +164,20 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"indexed {summary.documents} documents, {summary.passages} passages, "
               f"{summary.sentences} sentences -> {summary.generation}")
     return 0
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    index = Path(args.index)
+    model = model_for_index(args.model, None, index)
+    print_repair(index, model, engine_from_environment(index, model), args.accept_loss)
+    return 0
+
+
+def print_repair(index: Path, model, engine, accept_loss: bool) -> None:
+    from indexer.repair import repair_index, report
+
+    for line in report(repair_index(index, model, engine, accept_loss), index):
+        print(line)
 
 
 def ensure_port_free(host: str, port: int) -> None:

@@ -36,6 +36,27 @@ class IndexUnavailable(RuntimeError):
         self.fix = fix
 
 
+class IndexDamaged(IndexUnavailable):
+    """Files of a published index are missing, unreadable or fail their checksums: only a repair
+    (never a fresh build, which would drop the documents ingested over HTTP) mends it."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What an engine found wrong with an index, and what of the damaged parts can be read back."""
+
+    problems: tuple[str, ...] = ()               # each names the damaged file or part; () = intact
+    recoverable: tuple[StoredDocument, ...] = ()  # live documents of damaged parts, read back whole
+    lost: tuple[str, ...] = ()                   # documents ingested over HTTP that nothing holds whole
+    lost_from_folders: tuple[str, ...] = ()      # folder documents that only a reindex of their folder restores
+    model: str | None = None                     # the model the surviving index records
+    plan: object = None                          # the engine's own plan of the repair (opaque to callers)
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+
 @dataclass(frozen=True)
 class StoredPassage:
     """What a page of results needs of one passage: its text and source, and its sentences."""
@@ -167,6 +188,15 @@ class Engine(Protocol):
 
     def release(self, serving: IndexReader) -> None:
         """Forget whatever only snapshots older than `serving` used."""
+
+    def inspect(self) -> Damage:
+        """Check everything loading checks, and look past the first problem: which parts are
+        damaged and which of their documents and vectors can still be read back whole."""
+
+    def repairer(self, damage: Damage) -> IndexWriter:
+        """A writer whose next apply publishes the index without its damaged parts (plus whatever
+        that change set upserts: the recovered documents), in one commit; its embedded() also
+        gives the vectors of the damaged parts that were read back from intact files."""
 
 
 def engine_class(kind: str):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from indexer import store
+from indexer import damage, store
 from indexer.dense import DenseParams
-from indexer.engine import IndexReader
+from indexer.engine import Damage, IndexReader
 from indexer.merge import MergePolicy, merge_all
 from indexer.segment import Segment
 from indexer.segments import SegmentIndex, open_index
@@ -33,7 +33,7 @@ class FaissEngine:
 
     @staticmethod
     def built_with(root: Path) -> str | None:
-        return ((store.read_manifest(root) or {}).get("model") or {}).get("name")
+        return ((store.recorded_manifest(root) or {}).get("model") or {}).get("name")
 
     def reader(self) -> SegmentIndex:
         return open_index(self.root, self.model, self.dimension, self.opened, self.params)
@@ -49,7 +49,7 @@ class FaissEngine:
         for entry in (manifest or {}).get("segments", ()):
             if entry.get("name") and entry["name"] not in self.opened:
                 try:
-                    segment = store.open_segment(self.root, entry, store.rebuild_hint(self.root), self.params)
+                    segment = store.open_segment(self.root, entry, self.params)
                 except (store.IndexUnavailable, KeyError):
                     return
                 self.opened.setdefault(entry["name"], segment)
@@ -64,3 +64,9 @@ class FaissEngine:
         snapshot hold their own references."""
         for name in set(self.opened) - {entry["name"] for entry in serving.manifest["segments"]}:
             del self.opened[name]
+
+    def inspect(self) -> Damage:
+        return damage.inspect(self.root, self.params, self.opened)
+
+    def repairer(self, found: Damage) -> SegmentStore:
+        return damage.RepairingStore(self.root, self.model, self.dimension, self.params, self.opened, found.plan)

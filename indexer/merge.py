@@ -23,7 +23,8 @@ import numpy as np
 from indexer import postings, rowfile, store
 from indexer.dense import DenseParams
 from indexer.integrity import fsync_tree
-from indexer.segment import MINHASHES, TABLES, Segment, create_tables, finish, has_metadata, index_tables, save_postings
+from indexer.segment import (MINHASHES, TABLES, Segment, create_tables, finish, has_metadata, index_tables,
+                             save_document_list, save_postings)
 from indexer.writer import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -74,25 +75,45 @@ def merge_once(writer: SegmentStore, policy: MergePolicy = MergePolicy()) -> Mer
     sources = [views[name] for name in names]
     staging = store.new_staging(writer.root, store.new_name("seg"))
     folder = staging / staging.name.removeprefix(".building-").rsplit("-", 1)[0]
+    rows = 0
     try:
         info = write_merged(folder, sources, writer.model, writer.params)
+        rows = info["passages"]
         fsync_tree(folder)  # the slow flush before the lock: installing it later is a rename
         with store.build_lock(writer.root):
             generation = publish_merge(writer, names, folder, info)
+    except (OSError, sqlite3.Error) as exc:
+        # Another writer (a `semsearch index` in another process) may have replaced a source and
+        # its files since: then the merge is moot, not a failure; merge_all plans again.
+        if still_current(writer, names):
+            raise
+        log.info("merge of %d segments abandoned: a source was replaced meanwhile (%s)", len(names), exc)
+        generation = None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    result = MergeResult(generation, tuple(names), info["passages"], time.perf_counter() - started)
+    result = MergeResult(generation, tuple(names), rows, time.perf_counter() - started)
     log.info("merged %d segments (%d live passages) in %.1fs -> %s", len(names), result.rows, result.seconds,
              generation or "abandoned")
     return result
 
 
-def merge_all(writer: SegmentStore, policy: MergePolicy = MergePolicy()) -> list[MergeResult]:
-    """Merge until the policy is satisfied (a cascade: merged segments may form a full tier)."""
+def merge_all(writer: SegmentStore, policy: MergePolicy = MergePolicy(), retries: int = 3) -> list[MergeResult]:
+    """Merge until the policy is satisfied (a cascade: merged segments may form a full tier). A
+    merge abandoned because another writer changed its sources is planned again on the new
+    generation, up to retries times."""
     results = []
-    while (result := merge_once(writer, policy)) is not None and result.generation is not None:
-        results.append(result)
+    while (result := merge_once(writer, policy)) is not None:
+        if result.generation is not None:
+            results.append(result)
+        elif (retries := retries - 1) < 0:
+            break
     return results
+
+
+def still_current(writer: SegmentStore, names: list[str]) -> bool:
+    """Whether every one of these segments is still in the current generation."""
+    state = writer.state()
+    return state is not None and set(names) <= {entry["name"] for entry in state[1]["segments"]}
 
 
 def publish_merge(writer: SegmentStore, names: list[str], folder: Path, info: dict) -> str | None:
@@ -159,6 +180,7 @@ def write_merged(folder: Path, sources: list[tuple[Segment, np.ndarray]], model:
         save_postings(folder, db, merged_postings(sources, source_of, row_of))
         copy_tables(db, sources, ids)
         index_tables(db)
+        save_document_list(folder, db)
         documents = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
     db.close()
     return finish(folder, model, len(ids), documents, params)

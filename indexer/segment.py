@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import weakref
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -48,6 +49,10 @@ class SegmentRows:
 
 
 MINHASHES = "minhashes.npy"
+# A second record of which documents a segment holds, beside segment.sqlite: a repair names them
+# (and finds their versions in other segments) even when that file is lost. Segments written
+# before it have none.
+DOCUMENT_LIST = "documents.jsonl"
 # metadata: the article's Metadata as JSON, or NULL (segments written before it have no such column).
 DOCUMENT_COLUMNS = ("doc_number INTEGER PRIMARY KEY, doc_id TEXT, title TEXT, source TEXT, text TEXT, origin TEXT, "
                     "content_hash TEXT, metadata TEXT")
@@ -70,6 +75,32 @@ def index_tables(db: sqlite3.Connection) -> None:
         db.execute(f"CREATE INDEX passages_{column} ON passages ([{column}])")
     db.execute("CREATE INDEX documents_doc_id ON documents (doc_id)")
     db.execute("CREATE INDEX documents_origin ON documents (origin)")  # the ingested ones, for rebuilds
+
+
+def save_document_list(folder: Path, db: sqlite3.Connection) -> None:
+    """DOCUMENT_LIST from the segment's documents table: number, id, origin, content hash, source."""
+    with open(folder / DOCUMENT_LIST, "w", encoding="utf-8") as out:
+        for number, doc_id, origin, digest, source in db.execute(
+                "SELECT doc_number, doc_id, origin, content_hash, source FROM documents ORDER BY doc_number"):
+            out.write(json.dumps({"number": number, "id": doc_id, "origin": origin, "content_hash": digest,
+                                  "source": source}, ensure_ascii=False) + "\n")
+
+
+def read_document_list(folder: Path) -> list[dict]:
+    """The entries of a segment's DOCUMENT_LIST that still parse (a damaged line is skipped)."""
+    found = []
+    try:
+        lines = (folder / DOCUMENT_LIST).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("number"), int) and isinstance(entry.get("id"), str):
+            found.append(entry)
+    return found
 
 
 def save_postings(folder: Path, db: sqlite3.Connection, found: Postings) -> None:
@@ -101,6 +132,7 @@ def write(folder: Path, rows: SegmentRows, model: str, params: DenseParams) -> d
                          d.origin, d.content_hash, d.document.metadata.to_json()) for number, d in rows.documents))
         save_postings(folder, db, rows.postings)
         index_tables(db)
+        save_document_list(folder, db)
     db.close()
     return finish(folder, model, len(rows.ids), len(rows.documents), params)
 
@@ -140,6 +172,10 @@ class Segment:
         # never changes once the segment is published, so SQLite is told so (immutable): it then
         # takes no file locks and checks for no journal on each read, a dozen system calls a query.
         self.db = sqlite3.connect(f"file:{folder / TABLES}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        # A connection sits in a reference cycle with its statement cache, so only the cyclic
+        # collector would free it, long after the segment: a server held dozens of removed
+        # segments' files open. Closed as soon as no snapshot holds the segment instead.
+        weakref.finalize(self, self.db.close)
         self.has_metadata = has_metadata(self.db)
 
     def __len__(self) -> int:

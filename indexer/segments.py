@@ -247,18 +247,17 @@ def open_index(root, model: str, dimension: int, opened: dict[str, Segment] | No
     """
     from indexer import store
 
-    fix = store.rebuild_hint(root)
     name, manifest = store.verify(root, model, dimension)
     opened = {} if opened is None else opened
     tombstones = store.tombstones_of(root, name, manifest)
     views = []
     for entry in manifest["segments"]:
         if entry["name"] not in opened:
-            opened[entry["name"]] = store.open_segment(root, entry, fix, params)
+            opened[entry["name"]] = store.open_segment(root, entry, params)
         views.append(SegmentView.of(opened[entry["name"]], tombstones[entry["name"]]))
     index = SegmentIndex(name, manifest, views)
     postings.warm_up(max((len(v.segment) for v in views), default=0))
     if index.total != manifest["passages"]:
-        raise store.IndexUnavailable(f"index generation {name} is inconsistent: manifest says "
-                                     f"{manifest['passages']} passages, segments hold {index.total}", fix)
+        raise store.IndexDamaged(f"index generation {name} is inconsistent: manifest says "
+                                 f"{manifest['passages']} passages, segments hold {index.total}", store.repair_hint(root))
     return index

@@ -26,7 +26,7 @@ import numpy as np
 
 from indexer import rowfile
 from indexer.dense import DenseParams
-from indexer.engine import IndexUnavailable  # noqa: F401 (raised here; importers name it store.IndexUnavailable)
+from indexer.engine import IndexDamaged, IndexUnavailable  # noqa: F401 (importers name them store.*)
 from indexer.integrity import checksums, first_mismatch, fsync_tree, sha256_of
 from indexer.segment import INFO, Segment
 
@@ -83,7 +83,13 @@ def new_staging(root: Path, name: str) -> Path:
 
 
 def rebuild_hint(root: Path) -> str:
+    """The fix for an index that was never built (or was built for another model or format)."""
     return f"semsearch index seeds --out {root}"
+
+
+def repair_hint(root: Path) -> str:
+    """The fix for a damaged index: a repair keeps every document it can read back."""
+    return f"semsearch repair {root}"
 
 
 def install_segment(root: Path, staging: Path) -> Path:
@@ -134,8 +140,19 @@ def switch_pointer(root: Path, name: str) -> None:
 
 
 def current_generation(root: Path) -> str | None:
+    """What the pointer names (checked by verify), or None when there is no pointer."""
     pointer = Path(root) / POINTER
-    return pointer.read_text().strip() if pointer.is_file() else None
+    try:
+        return pointer.read_bytes().decode("utf-8", "replace").strip() if pointer.is_file() else None
+    except OSError:
+        return ""
+
+
+def generations(root: Path) -> list[str]:
+    """Names of the finished generation folders, newest first (names sort by creation time)."""
+    root = Path(root)
+    return sorted((p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("gen-")),
+                  reverse=True) if root.is_dir() else []
 
 
 def remove_unused(root: Path) -> None:
@@ -157,9 +174,16 @@ def remove_unused(root: Path) -> None:
 def read_manifest(root: Path, name: str | None = None) -> dict | None:
     name = name or current_generation(root)
     try:
-        return json.loads((Path(root) / name / "manifest.json").read_text()) if name else None
+        manifest = json.loads((Path(root) / name / "manifest.json").read_text()) if name else None
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def recorded_manifest(root: Path) -> dict | None:
+    """The current generation's manifest, else (the pointer being damaged) the newest readable one:
+    what an index records of its model even before a repair."""
+    return read_manifest(root) or next(filter(None, (read_manifest(root, g) for g in generations(root))), None)
 
 
 current_manifest = read_manifest
@@ -170,11 +194,14 @@ def verify(root: Path, model: str, dimension: int) -> tuple[str, dict]:
     root = Path(root)
     fix = rebuild_hint(root)
     name = current_generation(root)
-    if name is None:
+    if name is None and not generations(root):
         raise IndexUnavailable(f"no index found in {root}/", fix)
-    manifest = read_manifest(root, name)
+    if name is None:
+        raise IndexDamaged(f"the index pointer {root / POINTER} is missing", repair_hint(root))
+    manifest = read_manifest(root, name) if name.startswith("gen-") and "/" not in name else None
     if manifest is None:
-        raise IndexUnavailable(f"index generation {name} has no readable manifest", fix)
+        raise IndexDamaged(f"the index pointer {root / POINTER} names {name[:80]!r}, which is not a generation "
+                           "with a readable manifest", repair_hint(root))
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexUnavailable(f"index format {manifest.get('format_version')} is not the supported "
                                f"format {FORMAT_VERSION}", fix)
@@ -183,10 +210,18 @@ def verify(root: Path, model: str, dimension: int) -> tuple[str, dict]:
         raise IndexUnavailable(f"index was built with model {built_with.get('name')} "
                                f"({built_with.get('dimension')} dimensions) but the service uses "
                                f"{model} ({dimension} dimensions)", fix)
-    broken = first_mismatch(root / name, manifest.get("files", {}))
+    broken = generation_damage(root, name, manifest)
     if broken is not None:
-        raise IndexUnavailable(f"index file {broken} in {name} is missing or corrupt (checksum mismatch)", fix)
+        raise IndexDamaged(f"index file {broken} in {name} is missing or corrupt (checksum mismatch)",
+                           repair_hint(root))
     return name, manifest
+
+
+def generation_damage(root: Path, name: str, manifest: dict) -> str | None:
+    """The first file of generation name (its tombstones) that is missing or corrupt, else None."""
+    files = manifest.get("files")
+    return "manifest.json" if not isinstance(files, dict) or not isinstance(manifest.get("segments"), list) \
+        else first_mismatch(Path(root) / name, files)
 
 
 def tombstones_of(root: Path, name: str, manifest: dict) -> dict[str, np.ndarray]:
@@ -196,24 +231,42 @@ def tombstones_of(root: Path, name: str, manifest: dict) -> dict[str, np.ndarray
             else np.zeros(0, np.int64) for s in manifest.get("segments", ())}
 
 
-def open_segment(root: Path, entry: dict, fix: str, params: DenseParams = DenseParams()) -> Segment:
-    """Open one segment after checking its files against its segment.json and the generation."""
-    folder = Path(root) / SEGMENTS / entry["name"]
-    info_path = folder / INFO
-    if not info_path.is_file() or sha256_of(info_path) != entry["info_sha256"]:
-        raise IndexUnavailable(f"index segment {entry['name']} is missing or its {INFO} is corrupt", fix)
-    info = json.loads(info_path.read_text())
-    broken = first_mismatch(folder, info["files"])
+def segment_info(root: Path, entry: dict) -> dict:
+    """A segment's segment.json, checked against the generation's record of it; raises IndexDamaged."""
+    info_path = Path(root) / SEGMENTS / entry["name"] / INFO
+    try:
+        if sha256_of(info_path) == entry["info_sha256"]:
+            return json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        pass
+    raise IndexDamaged(f"index segment {entry['name']} is missing or its {INFO} is corrupt", repair_hint(root))
+
+
+def check_segment(root: Path, entry: dict) -> dict:
+    """A segment's info once every file it lists matches its checksum; raises IndexDamaged naming
+    the first that does not."""
+    info = segment_info(root, entry)
+    broken = first_mismatch(Path(root) / SEGMENTS / entry["name"], info["files"])
     if broken is not None:
-        raise IndexUnavailable(f"index file {broken} in segment {entry['name']} is missing or corrupt "
-                               "(checksum mismatch)", fix)
+        raise IndexDamaged(f"index file {broken} in segment {entry['name']} is missing or corrupt "
+                           "(checksum mismatch)", repair_hint(root))
+    return info
+
+
+def open_segment(root: Path, entry: dict, params: DenseParams = DenseParams()) -> Segment:
+    """Open one segment after checking its files against its segment.json and the generation;
+    raises IndexDamaged naming the first file that is missing, corrupt or unreadable."""
+    fix = repair_hint(root)
+    folder = Path(root) / SEGMENTS / entry["name"]
+    info = check_segment(root, entry)
     try:
         segment = Segment(folder, info, params)
     except Exception as exc:  # a checksum-valid file that still fails to parse is also corruption
-        raise IndexUnavailable(f"index segment {entry['name']} cannot be read ({exc})", fix) from exc
+        raise IndexDamaged(f"index segment {entry['name']} cannot be read ({exc})", fix) from exc
     if len(segment) != info["passages"]:
-        raise IndexUnavailable(f"index segment {entry['name']} is inconsistent: {INFO} says "
-                               f"{info['passages']} passages, files hold {len(segment)}", fix)
+        segment.close()
+        raise IndexDamaged(f"index segment {entry['name']} is inconsistent: {INFO} says "
+                           f"{info['passages']} passages, files hold {len(segment)}", fix)
     return segment
 
 

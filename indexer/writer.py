@@ -6,7 +6,6 @@ the passages it replaces or deletes, published as a new generation. Nothing it k
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sqlite3
@@ -38,21 +37,22 @@ class SegmentStore:
         self.opened = {} if opened is None else opened  # shared with a reader in the same process
 
     def state(self) -> tuple[str, dict] | None:
-        """The current generation when it is readable and for this model (else a build starts afresh)."""
+        """The current generation when there is one for this model and format (None: a build starts
+        afresh). Raises IndexDamaged when it is damaged: writing on would drop what it holds."""
         try:
             return store.verify(self.root, self.model, self.dimension)
+        except store.IndexDamaged:
+            raise
         except store.IndexUnavailable:
             return None
 
     def segments(self, name: str, manifest: dict) -> list[tuple[Segment, np.ndarray]]:
-        """Each segment of a generation with its tombstones (opened once per process)."""
+        """Each segment of a generation with its tombstones (opened and checked once per process)."""
         tombstones = store.tombstones_of(self.root, name, manifest)
         found = []
         for entry in manifest["segments"]:
             if entry["name"] not in self.opened:
-                folder = self.root / store.SEGMENTS / entry["name"]
-                self.opened[entry["name"]] = Segment(folder, json.loads((folder / "segment.json").read_text()),
-                                                     self.params)
+                self.opened[entry["name"]] = store.open_segment(self.root, entry, self.params)
             found.append((self.opened[entry["name"]], tombstones[entry["name"]]))
         return found
 
@@ -79,12 +79,16 @@ class SegmentStore:
         found = []
         for entry in manifest["segments"]:
             path = self.root / store.SEGMENTS / entry["name"] / TABLES
-            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-                metadata = "metadata" if has_metadata(db) else "NULL"
-                rows = db.execute(f"SELECT doc_number, doc_id, title, source, text, {metadata} FROM documents "
-                                  "WHERE origin = 'api'")
-                found += [Document(*row[1:5], metadata=Metadata.from_json(row[5])) for row in rows
-                          if not np.isin(row[0], tombstones[entry["name"]])]
+            try:
+                with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                    metadata = "metadata" if has_metadata(db) else "NULL"
+                    rows = db.execute(f"SELECT doc_number, doc_id, title, source, text, {metadata} FROM documents "
+                                      "WHERE origin = 'api'").fetchall()
+            except sqlite3.Error as exc:
+                raise store.IndexDamaged(f"index file {TABLES} in segment {entry['name']} cannot be read ({exc})",
+                                         store.repair_hint(self.root)) from exc
+            found += [Document(*row[1:5], metadata=Metadata.from_json(row[5])) for row in rows
+                      if not np.isin(row[0], tombstones[entry["name"]])]
         return found
 
     def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
