@@ -59,11 +59,12 @@ def run(*args):
     return semsearch(*args, env=STAND_IN)
 
 
-def results(index: Path) -> list[tuple[str, str]]:
-    """(doc_id, passage text) of every hit for QUERY: what a user sees."""
+def results(index: Path) -> tuple[int, list[tuple[str, str]]]:
+    """The documents the index counts, and (doc_id, passage text) of every hit for QUERY: what a user sees."""
     found = run("search", QUERY, "--index", str(index), "-k", "20", "--json")
     assert found.returncode == 0, found.stderr
-    return sorted((r["doc_id"], r["text"]) for r in json.loads(found.stdout)["results"])
+    return (store.read_manifest(index)["documents"],
+            sorted((r["doc_id"], r["text"]) for r in json.loads(found.stdout)["results"]))
 
 
 def segment_of(index: Path, doc_id: str) -> Path:
@@ -159,7 +160,7 @@ def test_a_lost_segment_database_leaves_folder_documents_to_the_next_reindex(dam
     repaired = run("repair", str(index))
     assert repaired.returncode == 0, repaired.stderr
     assert "harbour-0, harbour-1, harbour-2" in repaired.stdout  # named: their folder must be indexed again
-    assert {d for d, _ in results(index)} == {"ferry", "dam"}
+    assert results(index)[0] == 2 and {d for d, _ in results(index)[1]} == {"ferry", "dam"}
     stale = run("index", str(seeds), "--out", str(index), "--check")
     assert stale.returncode == 1 and "added: harbour-0" in stale.stdout
     assert run("index", str(seeds), "--out", str(index)).returncode == 0
@@ -176,7 +177,7 @@ def test_an_ingested_document_nothing_holds_is_named_and_dropped_only_when_accep
     assert fix == ["repair", str(index), "--accept-loss"]
     accepted = run(*fix)
     assert accepted.returncode == 0 and "lost (accepted): dam" in accepted.stdout, accepted.stderr
-    assert results(index) == [hit for hit in before if hit[0] != "dam"]
+    assert results(index) == (before[0] - 1, [hit for hit in before[1] if hit[0] != "dam"])
 
 
 def test_a_merged_segment_is_rebuilt_from_the_segments_an_older_generation_still_holds(damaged):
