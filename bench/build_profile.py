@@ -32,7 +32,7 @@ from bench.report import emit  # noqa: E402
 from indexer.beir import read_corpus  # noqa: E402
 from indexer.build import build_from_documents, chunk  # noqa: E402
 from indexer.documents import StoredDocument  # noqa: E402
-from indexer.embedding import DEFAULT_PRECISION, light_model_for  # noqa: E402
+from indexer.embedding import default_precision, light_model_for  # noqa: E402
 from indexer.onnx_encoder import PAD_MULTIPLE, PRECISIONS, OnnxEncoder  # noqa: E402
 from indexer.pooling import BATCH_SIZE  # noqa: E402
 
@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--docs", type=int, default=500)
-    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)
+    parser.add_argument("--precision", choices=PRECISIONS, default=default_precision())
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     documents = list(read_corpus(args.dataset))[:args.docs]

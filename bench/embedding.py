@@ -15,7 +15,9 @@ and query p50 over 200 SciFact queries. Variants:
   (calibrated on the paragraphs of seeds/, never on the benchmark's texts), bf16 where not int8.
 - `ov-int8-corpus`: the same, calibrated on 128 abstracts from the end of the corpus (not among
   the texts embedded): calibration on the kind of text being indexed.
-- `bf16`, `int8`: the project's own precisions, exactly as `semsearch index` runs them
+- `ort-int8-7bit`: the same with 7-bit weights (reduce_range), which AVX2 without VNNI cannot saturate.
+- `ov-fp32`: OpenVINO on the fp32 export, f32 inference.
+- `bf16`, `int8`, `int8-static`: the project's own precisions, exactly as `semsearch index` runs them
   (indexer/onnx_encoder.py; `int8`: int8 weights, activations quantized per token at run time).
 """
 
@@ -78,7 +80,7 @@ def ort_runner(path: Path):
     return lambda feed: session.run(None, {n: feed[n] for n in names})[0]
 
 
-def ov_runner(path: Path, calibration: list[dict] | None):
+def ov_runner(path: Path, calibration: list[dict] | None, hint: str = "bf16"):
     import openvino
 
     core = openvino.Core()
@@ -88,7 +90,7 @@ def ov_runner(path: Path, calibration: list[dict] | None):
 
         model = nncf.quantize(model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(calibration))
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY",
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
                                                  "INFERENCE_NUM_THREADS": str(THREADS)})
     request = compiled.create_infer_request()
 
@@ -98,12 +100,15 @@ def ov_runner(path: Path, calibration: list[dict] | None):
     return run
 
 
-def int8_copy(source: Path, scratch: Path) -> Path:
+def int8_copy(source: Path, scratch: Path, reduce_range: bool = False) -> Path:
+    """reduce_range: 7-bit weights, so AVX2's VPMADDUBSW (u8 x s8 pairs summed into 16 bits) cannot
+    saturate (ONNX Runtime's advice for CPUs without VNNI)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    target = scratch / "model-int8.onnx"
+    target = scratch / f"model-int8{'-7bit' if reduce_range else ''}.onnx"
     if not target.is_file():
-        quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source), str(target), per_channel=True, reduce_range=reduce_range,
+                         weight_type=QuantType.QInt8)
     return target
 
 
@@ -173,6 +178,9 @@ def main() -> None:
     batches = feeds(tokenizer(model), texts)
     query_feeds = [feeds(tokenizer(model, padding=False), [q])[0] for q in queries]
     runners = {"ort-fp32": lambda: ort_runner(fp32), "ort-int8": lambda: ort_runner(int8_copy(fp32, args.scratch)),
+               "ort-int8-7bit": lambda: ort_runner(int8_copy(fp32, args.scratch, reduce_range=True)),
+               "ov-fp32": lambda: ov_runner(fp32, None, "f32"),
+               "int8-static": lambda: light_model_for(None, precision="int8-static").runner,
                "ov-bf16": lambda: ov_runner(fp32, None), "ov-int8": lambda: ov_runner(fp32, seed_calibration(model)),
                "ov-int8-corpus": lambda: ov_runner(fp32, corpus_calibration(model, args.dataset)),
                "bf16": lambda: light_model_for(None, precision="bf16").runner,

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
 from indexer.beir import read_queries  # noqa: E402
-from indexer.embedding import DEFAULT_PRECISION, light_model_for  # noqa: E402
+from indexer.embedding import default_precision, light_model_for  # noqa: E402
 from indexer.onnx_encoder import PRECISIONS  # noqa: E402
 
 SEMSEARCH = Path(sys.executable).with_name("semsearch")
@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=[DEFAULT_PRECISION])
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=[default_precision()])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -108,10 +108,10 @@ class ModelDistributionEncoder(TimedEncoder):
 def model_document_vectors(dataset: Path, workdir: Path) -> tuple[str, np.ndarray, dict[str, int]]:
     """The real model's name, its vector of each dataset document (title and text, embedded once and
     kept in workdir) and each sentence's document."""
-    from indexer.embedding import DEFAULT_PRECISION, light_model_for
+    from indexer.embedding import default_precision, light_model_for
 
     documents = list(read_corpus(dataset))
-    model = light_model_for(precision=DEFAULT_PRECISION)
+    model = light_model_for(precision=default_precision())
     saved = workdir / f"document-vectors-{zlib.crc32(model.name.encode()):08x}.npy"
     if saved.is_file():
         vectors = np.load(saved)

@@ -10,10 +10,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from indexer.documents import DocumentError
-from indexer.embedding import ModelError
-from indexer.search import COLLAPSE, FACETS, MODES, SORTS, FusionParams, Query, QueryError, hit_record
-from indexer.engine import IndexDamaged, IndexUnavailable
+from indexer.errors import COLLAPSE, FACETS, MODES, SORTS, DocumentError, IndexDamaged, IndexUnavailable, ModelError, \
+    QueryError
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
 DEFAULT_INDEX = os.environ.get("SEMSEARCH_INDEX_DIR", "index")
@@ -73,6 +71,14 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--facets", help=f"comma-separated, any of {','.join(FACETS)}: document counts per value")
     search.add_argument("--collapse", choices=COLLAPSE, help="story: near-identical passages of other articles once")
     search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    search.add_argument("--url", default=os.environ.get("SEMSEARCH_URL") or None,
+                        help="ask the semsearch server at this address (e.g. http://127.0.0.1:8000) instead of "
+                             "loading the index here: much faster (default: SEMSEARCH_URL)")
+
+    doctor = commands.add_parser(
+        "doctor", help="this CPU's class, the precision a new index gets and why, and how the index's runs here")
+    doctor.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
+    doctor.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
 
     evaluate = commands.add_parser(
         "eval", help="score every retrieval mode on a BEIR-format dataset, or an index on your own questions",
@@ -101,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return {"index": run_index, "serve": run_serve, "search": run_search, "eval": run_eval,
-                "repair": run_repair}[args.command](args)
+                "repair": run_repair, "doctor": run_doctor}[args.command](args)
+    except BrokenPipeError:  # `semsearch search ... | head` stopped reading: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except IndexUnavailable as exc:
         print(f"semsearch: error: {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
     except ModelError as exc:
@@ -173,6 +182,37 @@ def run_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_doctor(args: argparse.Namespace) -> int:
+    """Print the CPU class, the precision table's choice for it and why, and, for an existing index,
+    whether its precision runs natively here, with query embedding measured for both."""
+    from indexer.cpu import TABLE, UnknownClass, native, query_p50_ms, read_cpu
+    from indexer.embedding import choose_precision, light_model_for
+    from indexer.engine import built_with
+
+    try:
+        cpu = read_cpu()
+    except UnknownClass as exc:
+        raise QueryError(str(exc)) from exc
+    choice = TABLE[cpu.cpu_class]
+    print(f"CPU: {cpu.describe()}")
+    fresh = light_model_for(args.model, precision=choice.precision)
+    print(f"a new index is built at precision {choice.precision} (query embedding p50 "
+          f"{query_p50_ms(fresh.embed_query):.1f} ms here): {choice.why}")
+    recorded = built_with(Path(args.index), os.environ.get("SEMSEARCH_ENGINE", "faiss"))
+    if recorded is None:
+        print(f"index {args.index}: none yet")
+        return 0
+    precision = choose_precision(None, recorded)
+    how = "runs natively here" if native(precision, cpu) else "is emulated here (correct, slower)"
+    model = fresh if precision == choice.precision else light_model_for(args.model, precision=precision)
+    print(f"index {args.index}: built with {recorded}; its precision {precision} {how}, query embedding p50 "
+          f"{query_p50_ms(model.embed_query):.1f} ms")
+    if precision != choice.precision:
+        print(f"  to move it to {choice.precision}: semsearch index FOLDER --out {args.index} --precision "
+              f"{choice.precision} (re-embeds every passage)")
+    return 0
+
+
 def print_repair(index: Path, model, engine, accept_loss: bool) -> None:
     from indexer.repair import repair_index, report
 
@@ -218,32 +258,39 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from indexer.search import Searcher
+    from indexer.client import print_answer
 
     if not 1 <= args.k <= 50:
         raise QueryError("-k must be between 1 and 50")
+    facets = tuple(f.strip() for f in args.facets.split(",") if f.strip()) if args.facets else ()
+    if args.url:  # a running server holds the model and the index already: no numpy, no loading here
+        from indexer.client import search
+
+        answer = search(args.url, {
+            "q": args.query, "k": args.k, "mode": args.mode, "exact": "true" if args.exact else None,
+            "published_after": args.after, "published_before": args.before, "outlet": args.outlet,
+            "author": args.author, "language": args.language, "tag": args.tag, "sort": args.sort,
+            "recency_half_life_days": args.recency_half_life, "facets": ",".join(facets) or None,
+            "collapse": args.collapse})
+    else:
+        answer = search_here(args, facets)
+    print_answer(answer, args.json, color=sys.stdout.isatty() and not args.json)
+    return 0
+
+
+def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:
+    """The answer from the index folder itself, in the API's JSON form."""
+    from indexer.search import Query, Searcher, hit_record
+
     model = model_for_index(args.model, DEFAULT_PRECISION, Path(args.index))
     searcher = Searcher(engine_from_environment(Path(args.index), model).reader(), model, fusion_from_environment())
     answer = searcher.answer(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact,
-                                 published_after=args.after, published_before=args.before, outlets=tuple(args.outlet),
-                                 authors=tuple(args.author), languages=tuple(args.language), tags=tuple(args.tag),
-                                 sort=args.sort, recency_half_life_days=args.recency_half_life,
-                                 facets=tuple(f.strip() for f in args.facets.split(",") if f.strip()) if args.facets else (),
-                                 collapse=args.collapse))
-    hits = answer.hits
-    if args.json:
-        printed = {"query": args.query, "results": [hit_record(h) for h in hits]}
-        if answer.facets is not None:
-            printed["facets"] = answer.facets
-        print(json.dumps(printed, indent=2, ensure_ascii=False))
-        return 0
-    for name, counts in (answer.facets or {}).items():
-        print(f"{name}: " + (", ".join(f"{c['value']} ({c['count']})" for c in counts) or "-"))
-    if not hits:
-        print("no results")
-    for hit in hits:
-        print(format_hit(hit, color=sys.stdout.isatty()))
-    return 0
+                                   published_after=args.after, published_before=args.before,
+                                   outlets=tuple(args.outlet), authors=tuple(args.author),
+                                   languages=tuple(args.language), tags=tuple(args.tag), sort=args.sort,
+                                   recency_half_life_days=args.recency_half_life, facets=facets,
+                                   collapse=args.collapse))
+    return {"query": args.query, "results": [hit_record(h) for h in answer.hits], "facets": answer.facets}
 
 
 def model_for_index(model_path: str | None, precision: str | None, root: Path | None):
@@ -277,8 +324,10 @@ def engine_from_environment(root: Path, model):
         raise QueryError(f"SEMSEARCH_ENGINE: {exc}") from exc
 
 
-def fusion_from_environment() -> FusionParams:
+def fusion_from_environment():
     """The service's fusion variables (service/settings.py), so `search` ranks as the API does."""
+    from indexer.search import FusionParams
+
     default, env = FusionParams(), os.environ
     try:
         params = FusionParams(
@@ -336,18 +385,6 @@ def eval_questions(args: argparse.Namespace) -> dict:
         report = evaluate_questions(searcher, questions, Path(args.dataset))
     print(format_report(report))
     return report
-
-
-def format_hit(hit, color: bool) -> str:
-    """One result as terminal text: a header line, then the passage with its answer marked."""
-    p = hit.passage
-    published = (hit.metadata.published_at or "")[:10]  # the date is enough in a terminal
-    where = " · ".join(part for part in (p.title, p.section, f"¶{p.paragraph}", hit.metadata.outlet, published) if part)
-    before = p.text[:hit.highlight.start - p.start]
-    after = p.text[hit.highlight.end - p.start:]
-    marked = f"\033[1;33m{hit.highlight.text}\033[0m" if color else f"»{hit.highlight.text}«"
-    body = " ".join((before + marked + after).split())
-    return f"{hit.rank}. [{hit.score:.4f}] {where}\n   {p.source} [{p.start}:{p.end}]\n   {body}\n"
 
 
 if __name__ == "__main__":

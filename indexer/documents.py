@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from indexer.errors import DocumentError  # noqa: F401 (raised here; importers name it here)
 from indexer.metadata import Metadata, front_matter, from_fields, header_lines, json_ld, merged
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,6 @@ class Document:
     source: str
     text: str
     metadata: Metadata = Metadata()
-
-
-class DocumentError(ValueError):
-    """A document that cannot be read or is malformed."""
 
 
 def read_folder(folder: Path) -> Iterator[Document]:

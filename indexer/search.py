@@ -16,13 +16,10 @@ from indexer import keyword, neardup
 from indexer.chunking import Passage
 from indexer.embedding import TextModel
 from indexer.engine import IndexReader, StoredPassage
+from indexer.errors import COLLAPSE, FACETS, MODES, SORTS, QueryError  # noqa: F401 (importers name them here)
 from indexer.metadata import NO_DATE, Filters, Metadata, time_bound
 
-MODES = ("hybrid", "dense", "keyword")
-SORTS = ("relevance", "newest")
-FACETS = ("outlet", "month", "section", "author", "tag", "language")
 FACET_VALUES = 20  # the most frequent values each facet lists
-COLLAPSE = ("story",)
 # sort=newest (and facets) count as matches the hits scoring at least this share of the best
 # hit's score: the fused list runs 200 deep and its tail is only loosely related to the query.
 RELEVANCE_FLOOR = 0.5
@@ -32,10 +29,6 @@ PARALLEL_LISTS_FROM = 200_000
 # How much a sentence's (idf-weighted) share of the query's keywords adds to its cosine when
 # marking the answer: sentence vectors alone can miss exact facts such as "casualties".
 HIGHLIGHT_KEYWORD_WEIGHT = 0.5
-
-
-class QueryError(ValueError):
-    """A query the user has to change: empty, too long, unknown mode, bad paging."""
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "generation": index.generation,
                          "model": index.manifest["model"]["name"], "passages": index.manifest["passages"],
                          "documents": index.manifest["documents"], "segments": len(index.manifest["segments"]),
-                         "built_at": index.manifest["built_at"]})
+                         "built_at": index.manifest["built_at"], "arithmetic": runtime.arithmetic})
 
 
 @router.get("/metrics", include_in_schema=False)

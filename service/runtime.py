@@ -6,6 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from indexer.cpu import TABLE, UnknownClass, native, query_p50_ms, read_cpu
 from indexer.embedding import Embedder, ModelError, TextModel, choose_precision, light_model_for
 from indexer.engine import Engine, IndexUnavailable, built_with, open_engine
 from indexer.search import Searcher
@@ -28,6 +29,7 @@ class Runtime:
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
     engine: Engine | None = None  # the index; shared by searches, ingests and merges (set with the model)
     merge_wanted: threading.Event = field(default_factory=threading.Event)
+    arithmetic: dict | None = None  # the precision on this CPU: native or emulated, measured (for /readyz)
 
     @classmethod
     def start(cls, settings: Settings) -> "Runtime":
@@ -49,10 +51,11 @@ class Runtime:
                 runtime.encoder = Embedder(settings.model_path, backend=settings.backend,
                                            threads=settings.model_threads, spin=settings.model_spin)
             runtime.embedder = runtime.encoder if settings.ingest_enabled else None
+            runtime.arithmetic = arithmetic(precision, runtime.encoder)
             runtime.engine = open_engine(settings.index_dir, runtime.encoder.name, runtime.encoder.dimension,
                                          settings.engine, params=settings.dense())
-        except ModelError as exc:
-            runtime.problem = ServiceUnavailable(str(exc), exc.fix)
+        except (ModelError, UnknownClass) as exc:
+            runtime.problem = ServiceUnavailable(str(exc), getattr(exc, "fix", "unset SEMSEARCH_CPU_CLASS"))
             log.error("not ready: %s", exc)
             return runtime
         runtime.reload()
@@ -90,6 +93,24 @@ class Runtime:
             log.info("serving index generation %s (%d passages in %d segments)", index.generation,
                      counts["passages"], counts.get("segments", 1))
             return index.generation
+
+
+def arithmetic(precision: str, encoder: TextModel) -> dict:
+    """The model's precision on this CPU, logged at start and shown in /readyz: whether it runs on
+    the CPU's own instructions or is emulated (an index keeps its precision wherever it is served),
+    and the query embedding time measured here."""
+    cpu = read_cpu()
+    found = {"precision": precision, "cpu": cpu.name, "cpu_class": cpu.cpu_class, "native": native(precision, cpu),
+             "query_embedding_ms": query_p50_ms(encoder.embed_query),
+             "new_index_precision": TABLE[cpu.cpu_class].precision}
+    log.info("CPU %s; model precision %s runs %s here, query embedding p50 %.1f ms", cpu.describe(), precision,
+             "natively" if found["native"] else "emulated", found["query_embedding_ms"])
+    if not found["native"]:
+        log.warning("precision %s is emulated on this CPU (the index keeps the precision it was built with): "
+                    "correct, but slower; an index built here would use %s (`semsearch doctor` says why; "
+                    "`semsearch index FOLDER --precision %s` re-embeds it)", precision,
+                    found["new_index_precision"], found["new_index_precision"])
+    return found
 
 
 def watch(runtime: Runtime, stop: threading.Event) -> threading.Thread:

