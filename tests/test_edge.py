@@ -137,7 +137,10 @@ def test_every_request_is_one_json_log_line_with_its_request_id_and_never_the_ke
         fresh = httpx.post(url + "/documents", headers={"Authorization": "Bearer t0ps3cret-key", "X-Request-ID": "<bad id>"},
                            json={"documents": [{"id": "n1", "text": "A note on the harbour."}]})
         assert fresh.status_code == 200 and len(fresh.headers["x-request-id"]) == 32
-        log = Path(server.log_path).read_text()
+        deadline = time.monotonic() + 10  # the access line is written once the response has gone out
+        while fresh.headers["x-request-id"] not in (log := Path(server.log_path).read_text()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     access = {line["request_id"]: line for line in lines if line["logger"] == "semsearch.access"}
     assert access["abc-123"]["route"] == "/search" and access["abc-123"]["status"] == 200
