@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from indexer import chunking, pooling, store
+from indexer import chunking, keyword, pooling, store
 from indexer.cache import EmbeddingCache, cache_key
 from indexer.chunking import chunk_document, embedding_input, sentence_spans
 from indexer.dense import DenseParams
@@ -216,8 +216,9 @@ def after_publish(root: Path, embedder: TextModel, took_legacy: bool = False) ->
 
 def chunker_fingerprint(embedder: TextModel) -> str:
     """Changes whenever the passages of a document could: the chunking code, the token-span code
-    it is given, the model (its tokenizer) or its window."""
-    code = b"".join(Path(module.__file__).read_bytes() for module in (chunking, pooling))
+    it is given, the keyword terms of a passage (indexer/keyword.py), the model (its tokenizer) or
+    its window. A change rebuilds every segment (reusing every vector whose input is unchanged)."""
+    code = b"".join(Path(module.__file__).read_bytes() for module in (chunking, pooling, keyword))
     return hashlib.sha256(code + f"\x00{embedder.name}\x00{embedder.max_tokens}".encode()).hexdigest()[:16]
 
 

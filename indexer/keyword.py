@@ -108,3 +108,22 @@ def scores(retriever, terms: list[str]) -> np.ndarray:
     if not known:
         return np.zeros(retriever.scores["num_docs"], dtype=np.float32)
     return retriever.get_scores(known)
+
+
+def passage_terms(passages) -> list[list[str]]:
+    """What BM25 scores for each passage: its own text counted twice, its title and section (the
+    context the model sees too), and, once, the pieces just before and after it when its
+    paragraph was cut for the model's window (a query whose words straddle the cut still finds
+    it). Never the whole paragraph: its pieces then all tied for a word only one of them holds,
+    and the paragraph's length pushed every piece down (a 1,000-word one-paragraph article was
+    not found by its own first words)."""
+    from indexer.chunking import context_of
+
+    analyzer = Analyzer()
+    texts = []
+    for i, p in enumerate(passages):
+        same = [q.text for q in (passages[i - 1] if i else None, passages[i + 1] if i + 1 < len(passages) else None)
+                if q is not None and (q.doc_id, q.paragraph) == (p.doc_id, p.paragraph)]
+        texts.append("\n".join([context_of(p.title, p.section), p.text, p.text, *same]))
+    known: dict[str, list[str]] = {}  # passages with the same text (a repeated line) analyzed once
+    return [known[t] if t in known else known.setdefault(t, analyzer.terms(t)) for t in texts]

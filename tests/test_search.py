@@ -151,3 +151,67 @@ def test_an_index_whose_passages_have_no_keywords_still_builds_and_answers(tmp_p
     found = Searcher(store.load(tmp_path, embedder.name, embedder.dimension), embedder)
     assert {hit.passage.doc_id for hit in found.search(Query("x"))} == {"a", "b"}
     assert found.search(Query("x", mode="keyword")) == []
+
+
+# A long report posted as one paragraph (written for this test): far past the model's window, so
+# the chunker cuts it into many pieces, and only some pieces hold a given word.
+SURVEY_SITES = ("the mill weir", "the lock keeper's cottage", "the brewery wharf", "the gasworks bridge",
+                "the tannery steps", "the rope walk", "the old ferry slip", "the timber yard")
+LONG_REPORT = ("The river authority began a survey of every culvert beneath the northern canal towpath "
+               "this spring. " + " ".join(
+                   f"In week {week}, inspectors walked the stretch past {SURVEY_SITES[week % 8]} and logged "
+                   f"{week + 3} cracked headwalls, {week % 5 + 1} collapsed outfalls and silt up to "
+                   f"{20 + week} centimetres deep, which they measured with rods and photographed for the "
+                   f"council's engineers." for week in range(1, 29))
+               + " Near the end of the survey an unexploded zeppelin-era shell was found in the silt and "
+                 "removed by army specialists without injury.")
+# Short notes that share a common word, or two of the report's opening words, as a news archive's
+# do: enough of them that an average passage is short, as in a real archive (BM25 weighs a
+# passage's length against the average).
+OPENING_WORDS = ("river", "authority", "survey", "culvert", "northern", "canal", "towpath", "spring")
+PLACES = ("parish meeting", "council session", "school assembly", "market square", "harbour office",
+          "library talk", "rotary dinner", "village fete", "chamber of trade", "rowing club",
+          "bus depot", "fire station", "cricket pavilion", "museum board", "allotment society")
+SHORT_NOTES = [(f"note-{i}", f"Notice {i}", text) for i, text in enumerate([
+    "The harbour wall needs repair after the storm.", "Repair work closes the high street on Sunday.",
+    "The church roof repair appeal reached its target.", "Volunteers repair bicycles at the library.",
+    "A repair cafe opens in the market hall.", "Road repair crews start at dawn."] + [
+    f"Residents raised the {a} and the {b} at the {place}."
+    for n, a in enumerate(OPENING_WORDS) for b in OPENING_WORDS[n + 1:] for place in PLACES])]
+
+
+def long_report_index(tmp_path, embedder):
+    """The short notes, then the long report ingested over the API (a new segment)."""
+    from indexer import store
+    from indexer.build import build_from_documents, update_documents
+    from indexer.documents import Document
+    from indexer.search import Searcher
+
+    build_from_documents([Document(i, t, f"{i}.txt", x) for i, t, x in SHORT_NOTES], tmp_path, embedder)
+    update_documents(tmp_path, embedder, [Document("culverts", "Culvert Survey", "api:culverts", LONG_REPORT)], [])
+    return Searcher(store.load(tmp_path, embedder.name, embedder.dimension), embedder)
+
+
+def test_the_piece_holding_a_querys_words_ranks_above_its_siblings(tmp_path):
+    from indexer.hashing_encoder import HashingEncoder
+
+    searcher = long_report_index(tmp_path, HashingEncoder())  # keyword lists only
+    hits = searcher.search(Query("zeppelin shell", k=10, mode="keyword"))
+    pieces = [h for h in hits if h.passage.doc_id == "culverts"]
+    assert len({h.passage.passage_id for h in searcher.search(Query("survey inspectors", k=50, mode="keyword"))
+                if h.passage.doc_id == "culverts"}) > 3  # the report was cut into many pieces
+    assert hits[0].passage.doc_id == "culverts" and "zeppelin" in hits[0].passage.text
+    assert "zeppelin" in hits[0].highlight.text
+    # A sibling scores for the word only as the holder's neighbour, below it; the others not at all.
+    lacking = [h for h in pieces if "zeppelin" not in h.passage.text]
+    assert len(lacking) <= 2 and all(h.score < hits[0].score for h in lacking)
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_a_long_one_paragraph_article_is_found_first_by_its_own_words_right_after_ingest(tmp_path, embedder, mode):
+    from indexer.hashing_encoder import HashingEncoder
+
+    searcher = long_report_index(tmp_path, embedder if mode == "hybrid" else HashingEncoder())  # keywords only
+    first_words = " ".join(LONG_REPORT.split()[:12])
+    top = searcher.search(Query(first_words, k=3, mode=mode))[0]
+    assert top.passage.doc_id == "culverts" and top.passage.start == 0, (top.passage.doc_id, top.passage.text[:80])

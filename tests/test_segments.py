@@ -16,9 +16,10 @@ from indexer.chunking import sentence_spans
 from indexer.dense import DenseParams
 from indexer.documents import Document, read_folder
 from indexer.hashing_encoder import HashingEncoder
+from indexer.keyword import passage_terms
 from indexer.merge import MergePolicy, merge_all
 from indexer.search import Query, Searcher
-from indexer.writer import SegmentStore, keyword_terms
+from indexer.writer import SegmentStore
 from tests.conftest import ROOT, SEEDS
 
 QUERIES = ["casualties of the war", "drone production in Ukraine", "Putin and the Kremlin", "peace talks"]
@@ -114,7 +115,7 @@ def test_bm25_over_segments_equals_a_from_scratch_build_and_bm25s(grown, model, 
     passages = loaded.fetch(loaded.all_ids().tolist())
     ordered = [passages[i].passage for i in sorted(passages)]
     retriever = keyword.bm25s_module().BM25(method="lucene", k1=1.5, b=0.75)
-    retriever.index(keyword_terms(ordered), show_progress=False)
+    retriever.index(passage_terms(ordered), show_progress=False)
     for query in QUERIES:
         terms = keyword.Analyzer().terms(query)
         oracle = keyword.scores(retriever, terms)
