@@ -12,7 +12,7 @@ from indexer.errors import IndexDamaged, QueryError
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from indexer.build import build_index, check
+    from indexer.build import build_index, check, chunker_fingerprint
     from indexer.documents import read_folder
 
     seeds, out = Path(args.seeds), Path(args.out)
@@ -34,8 +34,9 @@ def run_index(args: argparse.Namespace) -> int:
                 print(f"stale: {len(ids)} {label}: {', '.join(ids[:20])}{' …' if len(ids) > 20 else ''}")
         print(f"  fix: semsearch index {args.seeds} --out {args.out}", file=sys.stderr)
         return 1
-    if not changes.stale and changes.unchanged and not args.force:
-        passages = engine.writer().health()["passages"]
+    health = engine.writer().health()
+    if not changes.stale and changes.unchanged and not args.force and health["chunker"] == chunker_fingerprint(model):
+        passages = health["passages"]
         print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {passages} passages")
         print(f"index {args.out} is already up to date: nothing written")
         return 0

@@ -18,7 +18,8 @@ Precisions (each its own model identity, so an index and its embedding cache nev
   without VNNI (AVX2, AVX-512 without VNNI), whose int8 products sum pairs into 16 bits
   (VPMADDUBSW), cannot saturate; each layer's feed-forward output projection stays fp32 (its
   inputs, after GELU, have the widest range: quantizing it too cost cosine 0.9935 against 0.9968).
-  Made once from the export, no calibration text. The AVX2 choice (indexer/cpu.py).
+  Made once from the export, no calibration text. Opt-in: 1.35x fp32 on AVX2, but SciFact dense
+  nDCG@10 0.6514 against 0.6627, so no CPU class chooses it (indexer/cpu.py).
 - `int8-static` (the VNNI machines' choice for a new index): passages with int8 weights and activations at
   scales fixed once on the news text in calibration.txt (NNCF), so no per-batch quantizing, about
   15 % faster than `int8`; queries as `int8`. Its model identity carries a digest of that text.
@@ -312,7 +313,7 @@ def int8_7bit(onnx_file: Path, folder: Path) -> Path:
 
 def openvino_runner(onnx_file: Path, folder: Path, precision: str, threads: int,
                     shared: bool = False, lazy: bool = False) -> OpenVinoRunner:
-    """The ONNX graph compiled by OpenVINO for precision bf16, int8 or int8-static (see the module's
+    """The ONNX graph compiled by OpenVINO for precision fp32, bf16, int8 or int8-static (see the module's
     docstring); lazy: compiled on first use (the model itself is made, or read, now).
 
     shared: the model shares the cores with other work, as a server's queries do, so its threads
