@@ -69,6 +69,8 @@ def parser() -> argparse.ArgumentParser:
                         help="boost recent articles: scores halve every DAYS days of age")
     search.add_argument("--facets", help=f"comma-separated, any of {','.join(FACETS)}: document counts per value")
     search.add_argument("--collapse", choices=COLLAPSE, help="story: near-identical passages of other articles once")
+    search.add_argument("--min-relevance", type=float, metavar="R",
+                        help="leave out results below this relevance, 0..1 (default: the weak grade's floor; 0 keeps all)")
     search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     search.add_argument("--url", default=os.environ.get("SEMSEARCH_URL") or None,
                         help="ask the semsearch server at this address (e.g. http://127.0.0.1:8000) instead of "

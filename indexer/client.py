@@ -17,6 +17,10 @@ from indexer.errors import IndexUnavailable, QueryError
 TIMEOUT = 30  # seconds: a search answers in milliseconds; this only bounds a stuck server
 
 
+NO_GOOD_MATCH = ("no good match: nothing in the index answers this well. Try fewer or other words, or drop a "
+                 "filter (--min-relevance 0 shows the closest passages anyway)")
+
+
 class ServerUnreachable(OSError):
     """No server answers at the URL given."""
 
@@ -56,19 +60,23 @@ def format_record(record: dict, color: bool) -> str:
     after = text[record["highlight_end"] - start:]
     marked = f"\033[1;33m{record['highlight']}\033[0m" if color else f"»{record['highlight']}«"
     body = " ".join((before + marked + after).split())
-    return (f"{record['rank']}. [{record['score']:.4f}] {where}\n   {record['source']} [{start}:{record['end']}]\n"
+    grade = {"strong": "", "weak": " weak match"}.get(record.get("match"), " no match")
+    return (f"{record['rank']}. [{record['relevance']:.2f}{grade}] {where}\n   {record['source']} [{start}:{record['end']}]\n"
             f"   {body}\n")
 
 
 def print_answer(answer: dict, as_json: bool, color: bool) -> None:
-    """Print a search answer ({"query", "results", "facets"?}) as JSON or as terminal text."""
+    """Print a search answer ({"query", "results", "no_good_match", "facets"?}) as JSON or as
+    terminal text."""
     if as_json:
-        print(json.dumps({key: answer[key] for key in ("query", "results", "facets") if answer.get(key) is not None},
-                         indent=2, ensure_ascii=False))
+        print(json.dumps({key: answer[key] for key in ("query", "results", "no_good_match", "facets")
+                          if answer.get(key) is not None}, indent=2, ensure_ascii=False))
         return
     for name, counts in (answer.get("facets") or {}).items():
         print(f"{name}: " + (", ".join(f"{c['value']} ({c['count']})" for c in counts) or "-"))
     if not answer["results"]:
-        print("no results")
+        print(NO_GOOD_MATCH if answer.get("no_good_match") else "no results on this page")
+    elif all(r.get("match") == "weak" for r in answer["results"]):
+        print("no strong match: these results are only loosely related\n")
     for record in answer["results"]:
         print(format_record(record, color))

@@ -141,6 +141,8 @@ def run_search(args: argparse.Namespace) -> int:
 
     if not 1 <= args.k <= 50:
         raise QueryError("-k must be between 1 and 50")
+    if args.min_relevance is not None and not 0 <= args.min_relevance <= 1:
+        raise QueryError("--min-relevance must be between 0 and 1")
     facets = tuple(f.strip() for f in args.facets.split(",") if f.strip()) if args.facets else ()
     if args.url:  # a running server holds the model and the index already: no numpy, no loading here
         from indexer.client import search
@@ -150,7 +152,7 @@ def run_search(args: argparse.Namespace) -> int:
             "published_after": args.after, "published_before": args.before, "outlet": args.outlet,
             "author": args.author, "language": args.language, "tag": args.tag, "sort": args.sort,
             "recency_half_life_days": args.recency_half_life, "facets": ",".join(facets) or None,
-            "collapse": args.collapse})
+            "collapse": args.collapse, "min_relevance": args.min_relevance})
     else:
         answer = search_here(args, facets)
     print_answer(answer, args.json, color=sys.stdout.isatty() and not args.json)
@@ -168,8 +170,9 @@ def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:
                                    outlets=tuple(args.outlet), authors=tuple(args.author),
                                    languages=tuple(args.language), tags=tuple(args.tag), sort=args.sort,
                                    recency_half_life_days=args.recency_half_life, facets=facets,
-                                   collapse=args.collapse))
-    return {"query": args.query, "results": [hit_record(h) for h in answer.hits], "facets": answer.facets}
+                                   collapse=args.collapse, min_relevance=args.min_relevance))
+    return {"query": args.query, "results": [hit_record(h) for h in answer.hits], "facets": answer.facets,
+            "no_good_match": answer.no_good_match}
 
 
 def model_for_index(model_path: str | None, precision: str | None, root: Path | None):

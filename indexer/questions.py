@@ -68,13 +68,21 @@ def read_questions(path: Path) -> list[Question]:
     return questions
 
 
+def read_off_topic(path: Path) -> list[str]:
+    """Queries nothing indexed should answer (tests/questions/off_topic.txt): one per line, '#'
+    starts a comment."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
 def check_answerable(searcher: Searcher, questions: list[Question], path: Path) -> None:
     """Every answer must be in some passage of its document in this index."""
     for q in questions:
         for answer in q.answers:
             offset, found = 0, False
             while not found:  # the document's passages, most like the answer first, a page at a time
-                hits = searcher.search(Query(answer, k=100, offset=offset, mode="dense", doc_ids=(q.doc_id,)))
+                hits = searcher.search(Query(answer, k=100, offset=offset, mode="dense", doc_ids=(q.doc_id,),
+                                                  min_relevance=0))
                 if not hits and not offset:
                     raise DocumentError(f"{path}:{q.line}: document {q.doc_id!r} is not in the index")
                 if not hits:
@@ -83,11 +91,11 @@ def check_answerable(searcher: Searcher, questions: list[Question], path: Path) 
                 found, offset = any(answer in h.passage.text for h in hits), offset + len(hits)
 
 
-def first_answer(searcher: Searcher, q: Question, mode: str) -> tuple[int | None, Hit | None]:
-    """The rank of the first result that answers q (None: not in the top DEPTH), and the top hit."""
-    hits = searcher.search(Query(q.text, k=DEPTH, mode=mode))
-    rank = next((h.rank for h in hits if q.answered_by(h)), None)
-    return rank, (hits[0] if hits else None)
+def first_answer(searcher: Searcher, q: Question, mode: str) -> tuple[Hit | None, Hit | None]:
+    """The first result that answers q (None: not in the top DEPTH), and the top hit; the whole
+    ranking, nothing left out by relevance."""
+    hits = searcher.search(Query(q.text, k=DEPTH, mode=mode, min_relevance=0))
+    return next((h for h in hits if q.answered_by(h)), None), (hits[0] if hits else None)
 
 
 def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path,
@@ -97,10 +105,13 @@ def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path
     report: dict = {"questions": len(questions), "file": str(path), "results": {}}
     for mode in modes:
         started = time.perf_counter()
-        ranks, misses = [], []
+        ranks, misses, kept = [], [], []
         for q in questions:
-            rank, top = first_answer(searcher, q, mode)
+            answer, top = first_answer(searcher, q, mode)
+            rank = answer and answer.rank
             ranks.append(rank)
+            if rank is not None and rank <= 10:
+                kept.append(answer.relevance >= searcher.floor)
             if rank != 1:
                 misses.append({"line": q.line, "question": q.text, "doc_id": q.doc_id, "rank": rank,
                                "top": None if top is None else {"doc_id": top.passage.doc_id,
@@ -110,6 +121,9 @@ def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path
             "hit@1": round(sum(r == 1 for r in ranks) / n, 4),
             "hit@3": round(sum(r is not None and r <= 3 for r in ranks) / n, 4),
             "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4),
+            # Of the questions answered in the first 10, the share whose answer reaches the default
+            # min_relevance (so a search with the default floor still shows it).
+            "kept": round(sum(kept) / len(kept), 4) if kept else 0.0,
             "seconds": round(time.perf_counter() - started, 2),
             "misses": misses,
         }
@@ -119,7 +133,7 @@ def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path
 def format_report(report: dict) -> str:
     """A Markdown table of the figures, then the questions the first mode did not answer at rank 1."""
     lines = mode_table(f"{report['file']} ({report['questions']} questions)", report["results"],
-                       {"hit@1": "hit@1", "hit@3": "hit@3", "mrr@10": "MRR@10"})
+                       {"hit@1": "hit@1", "hit@3": "hit@3", "mrr@10": "MRR@10", "kept": "answer kept"})
     mode, values = next(iter(report["results"].items()))
     if values["misses"]:
         lines += ["", f"not answered first ({mode}):"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,6 @@ from indexer.errors import COLLAPSE, FACETS, MODES, SORTS, QueryError  # noqa: F
 from indexer.metadata import NO_DATE, Filters, Metadata, time_bound
 
 FACET_VALUES = 20  # the most frequent values each facet lists
-# sort=newest (and facets) count as matches the hits scoring at least this share of the best
-# hit's score: the fused list runs 200 deep and its tail is only loosely related to the query.
-RELEVANCE_FLOOR = 0.5
 # From this many passages, hybrid mode computes its two lists at once (on a small index the
 # thread hand-off costs more than the overlap saves).
 PARALLEL_LISTS_FROM = 200_000
@@ -49,9 +47,11 @@ class Query:
     authors: tuple[str, ...] = ()
     languages: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
-    sort: str = "relevance"  # or "newest": the matches (RELEVANCE_FLOOR) newest first
+    sort: str = "relevance"  # or "newest": the matches newest first
     recency_half_life_days: float | None = None  # scores times 0.5 ** (age in days / this)
-    facets: tuple[str, ...] = ()  # of FACETS: document counts over the matches (RELEVANCE_FLOOR)
+    facets: tuple[str, ...] = ()  # of FACETS: document counts over the matches
+    # The matches: hits whose relevance is at least this (None: Searcher.floor; 0 keeps all).
+    min_relevance: float | None = None
     collapse: str | None = None  # "story": near-duplicates of other articles under the best one
 
     def filters(self) -> Filters:
@@ -84,6 +84,31 @@ class FusionParams:
 
 
 @dataclass(frozen=True)
+class RelevanceParams:
+    """An absolute relevance in [0, 1] that means the same across queries, from the evidence the
+    ranking already has:
+
+        relevance = sigmoid(bias + cosine_weight * cosine + keyword_weight * keyword)
+
+    cosine: the passage's dense similarity to the query; keyword: the share of the query's keyword
+    weight it holds (its BM25 score over the sum of the query terms' idf, a term found nowhere
+    counting at the highest idf). The weights are a logistic regression of SciFact train's judged
+    answers against the best hits of off-topic queries; a hit's `match` is strong from `strong`,
+    weak from `weak` (the default min_relevance), else none. How they were chosen, and what they
+    keep and leave out: docs/benchmarks.md, "No good match" (bench/relevance.py --fit).
+    Cosines differ from model to model, so the floor applies by default only to the models the
+    weights were fitted for (at every precision); with another model min_relevance defaults to 0.
+    """
+
+    models: tuple[str, ...] = ("sentence-transformers/all-MiniLM-L6-v2",)
+    bias: float = -8.18
+    cosine_weight: float = 17.16
+    keyword_weight: float = 8.62
+    strong: float = 0.5
+    weak: float = 0.1
+
+
+@dataclass(frozen=True)
 class ListRank:
     """Where one retriever placed a passage."""
 
@@ -95,6 +120,7 @@ class ListRank:
 class Answer:
     hits: list
     facets: dict[str, list[dict]] | None  # None: none asked for
+    no_good_match: bool = False  # nothing reached min_relevance (or the filters left nothing)
 
 
 @dataclass(frozen=True)
@@ -114,6 +140,9 @@ class Hit:
     keyword: ListRank | None
     metadata: Metadata = Metadata()
     also_in: tuple[dict, ...] | None = None  # with collapse=story: the story's other articles
+    relevance: float = 0.0  # RelevanceParams: the same scale for every query
+    match: str = "none"  # "strong", "weak" or "none"
+    evidence: tuple[float, float] = (0.0, 0.0)  # (cosine, keyword share) behind the relevance
 
 
 def contributions(ranked: list[tuple[int, float]], params: FusionParams, weight: float) -> list[float]:
@@ -186,8 +215,8 @@ class Searcher:
     The index is any IndexReader (indexer/engine.py): this module names no engine.
     """
 
-    def __init__(self, index: IndexReader, embedder: TextModel,
-                 fusion: FusionParams = FusionParams()) -> None:
+    def __init__(self, index: IndexReader, embedder: TextModel, fusion: FusionParams = FusionParams(),
+                 relevance: RelevanceParams = RelevanceParams()) -> None:
         import faiss
 
         faiss.omp_set_num_threads(1)  # one query is tiny; threads only fight concurrent requests
@@ -195,9 +224,12 @@ class Searcher:
         self.index = index
         self.embedder = embedder
         self.fusion = fusion
+        self.relevance = relevance
+        # The default floor: the weak grade's for a model the relevance was fitted for, else none.
+        self.floor = relevance.weak if embedder.name.split("@")[0] in relevance.models else 0.0
         self.analyzer = keyword.Analyzer()
         self.embed_query = lru_cache(maxsize=1024)(embedder.embed_query)
-        self.lists = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dense-list")
+        self.lists_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dense-list")
         self.searching = 0  # searches computing their lists now, in any thread
         self.searching_lock = threading.Lock()
 
@@ -219,38 +251,20 @@ class Searcher:
 
     def answer(self, query: Query) -> Answer:
         """The page of hits and, when the query asks, facet counts over all its matches."""
-        unknown = [name for name in query.facets if name not in FACETS]
-        if unknown:
-            raise QueryError(f"unknown facet {unknown[0]!r}; use any of {', '.join(FACETS)}")
-        if not query.text.strip():
-            raise QueryError("query is empty")
-        if query.mode not in MODES:
-            raise QueryError(f"unknown mode {query.mode!r}; use one of {', '.join(MODES)}")
+        self.check(query)
         wanted = query.offset + query.k
         depth = max(self.fusion.depth, wanted * (4 if query.group_by_doc else 1))
-        if query.sort not in SORTS:
-            raise QueryError(f"unknown sort {query.sort!r}; use one of {', '.join(SORTS)}")
-        if query.recency_half_life_days is not None and not query.recency_half_life_days > 0:
-            raise QueryError("recency_half_life_days must be more than 0")
+        floor = self.floor if query.min_relevance is None else query.min_relevance
         filters, selection = query.filters(), None
-        nothing = Answer([], {name: [] for name in query.facets} if query.facets else None)
+        nothing = Answer([], {name: [] for name in query.facets} if query.facets else None, no_good_match=True)
         if filters:
             selection = self.index.select(filters)
             if not selection.size:
                 return nothing
         vector = self.embed_query(query.text)
         terms = self.analyzer.query_terms(query.text)
-        with self.running() as others:
-            if query.mode == "hybrid" and not others and self.index.counts()["passages"] >= PARALLEL_LISTS_FROM:
-                # A large index and no other search running: the dense list (FAISS, which releases
-                # the GIL) on the other core while this thread scores keywords. With other searches
-                # running the cores are busy anyway, and the hand-off only adds thread switches.
-                pending = self.lists.submit(self.index.dense, vector, depth, selection, query.exact)
-                sparse = self.index.keyword(terms, depth, selection)
-                dense = pending.result()
-            else:
-                dense = self.index.dense(vector, depth, selection, query.exact) if query.mode != "keyword" else []
-                sparse = self.index.keyword(terms, depth, selection) if query.mode != "dense" else []
+        # Both lists whatever the mode: the mode decides the ranking, both give the relevance.
+        dense, sparse = self.lists(vector, terms, depth, selection, query.exact)
         key: Callable[[int], object] = lambda passage_id: passage_id
         if query.group_by_doc:
             documents = self.index.documents_of([i for i, _ in dense] + [i for i, _ in sparse])
@@ -263,22 +277,25 @@ class Searcher:
         else:
             ranked = fuse([(dense, self.fusion.dense_weight), (sparse, self.fusion.keyword_weight)],
                           self.fusion, key if query.group_by_doc else None)
+        dense_at = {key(i): (r, s) for r, (i, s) in enumerate(dense, start=1)}
+        sparse_at = {key(i): (r, s) for r, (i, s) in enumerate(sparse, start=1)}
+        weights = self.index.term_weights(terms) if terms else {}
+        cosines, shares = self.evidence([key(i) for i, _ in ranked], dense, sparse, dense_at, sparse_at,
+                                        self.keyword_total(terms, weights), depth)
+        graded = {i: (r, c, k) for (i, _), r, c, k in
+                  zip(ranked, self.relevance_of(cosines, shares).tolist(), cosines.tolist(), shares.tolist())}
+        ranked = [(i, s) for i, s in ranked if graded[i][0] >= floor]
         if query.recency_half_life_days is not None or query.sort == "newest":
             ranked = self.by_time(ranked, query)
         facets = self.facet_counts(ranked, query.facets) if query.facets else None
         copies: dict[int, list[int]] | None = None
         if query.collapse is not None:
-            if query.collapse not in COLLAPSE:
-                raise QueryError(f"unknown collapse {query.collapse!r}; use {', '.join(COLLAPSE)}")
             ids = [i for i, _ in ranked]
             copies = neardup.stories(ids, self.index.signatures(ids), self.index.documents_of(ids))
             ranked = [(i, s) for i, s in ranked if i in copies]
         page = ranked[query.offset:wanted]
         if not page:
-            return Answer([], facets or nothing.facets)
-        dense_at = {key(i): (r, s) for r, (i, s) in enumerate(dense, start=1)}
-        sparse_at = {key(i): (r, s) for r, (i, s) in enumerate(sparse, start=1)}
-        weights = self.index.term_weights(terms) if terms else {}
+            return Answer([], facets or nothing.facets, no_good_match=not ranked)
         stored = self.index.fetch([i for i, _ in page])  # texts and sentences: only for the page
         others = self.index.fetch([c for i, _ in page for c in copies[i]]) if copies else {}
         also_in = {i: tuple({"doc_id": others[c].passage.doc_id, "outlet": others[c].metadata.outlet,
@@ -286,15 +303,71 @@ class Searcher:
         return Answer([Hit(rank=query.offset + n, score=score, passage=stored[i].passage,
                            highlight=self.highlight(stored[i], vector, weights),
                            dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))),
-                           metadata=stored[i].metadata, also_in=also_in.get(i, () if copies is not None else None))
+                           metadata=stored[i].metadata, also_in=also_in.get(i, () if copies is not None else None),
+                           relevance=graded[i][0], match=self.grade(graded[i][0]), evidence=graded[i][1:])
                        for n, (i, score) in enumerate(page, start=1)], facets)
+
+    @staticmethod
+    def check(query: Query) -> None:
+        """QueryError for what the query asks that cannot be done."""
+        unknown = [name for name in query.facets if name not in FACETS]
+        if unknown:
+            raise QueryError(f"unknown facet {unknown[0]!r}; use any of {', '.join(FACETS)}")
+        if not query.text.strip():
+            raise QueryError("query is empty")
+        if query.mode not in MODES:
+            raise QueryError(f"unknown mode {query.mode!r}; use one of {', '.join(MODES)}")
+        if query.sort not in SORTS:
+            raise QueryError(f"unknown sort {query.sort!r}; use one of {', '.join(SORTS)}")
+        if query.recency_half_life_days is not None and not query.recency_half_life_days > 0:
+            raise QueryError("recency_half_life_days must be more than 0")
+        if query.collapse is not None and query.collapse not in COLLAPSE:
+            raise QueryError(f"unknown collapse {query.collapse!r}; use {', '.join(COLLAPSE)}")
+        if query.min_relevance is not None and not 0 <= query.min_relevance <= 1:
+            raise QueryError("min_relevance must be between 0 and 1")
+
+    def lists(self, vector: np.ndarray, terms: list[str], depth: int, selection, exact: bool
+              ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """The dense and the keyword list, each `depth` deep."""
+        with self.running() as others:
+            if not others and self.index.counts()["passages"] >= PARALLEL_LISTS_FROM:
+                # A large index and no other search running: the dense list (FAISS, which releases
+                # the GIL) on the other core while this thread scores keywords. With other searches
+                # running the cores are busy anyway, and the hand-off only adds thread switches.
+                pending = self.lists_pool.submit(self.index.dense, vector, depth, selection, exact)
+                sparse = self.index.keyword(terms, depth, selection)
+                return pending.result(), sparse
+            return self.index.dense(vector, depth, selection, exact), self.index.keyword(terms, depth, selection)
+
+    def keyword_total(self, terms: list[str], weights: dict[str, float]) -> float:
+        """The most BM25 score a passage could reach for these terms, as a sum of idf (each
+        repeat again, as BM25 counts it; a term found nowhere at the highest idf there is)."""
+        unseen = math.log1p((self.index.counts()["passages"] + 0.5) / 0.5)  # Lucene's idf at df 0
+        return sum(weights.get(t) or unseen for t in terms)
+
+    @staticmethod
+    def evidence(items: list, dense: list, sparse: list, dense_at: dict, sparse_at: dict, keyword_total: float,
+                 depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's dense cosine and keyword share. An item a list did not reach scores at
+        most that list's last score: the bound stands in (0 for the keyword list when it was not
+        full, since then every passage sharing a term is in it)."""
+        last_cosine = dense[-1][1] if dense else 0.0
+        last_keyword = sparse[-1][1] if len(sparse) >= depth else 0.0
+        cosines = np.fromiter((dense_at[i][1] if i in dense_at else last_cosine for i in items), np.float64, len(items))
+        keyword = np.fromiter((sparse_at[i][1] if i in sparse_at else last_keyword for i in items), np.float64, len(items))
+        return cosines, np.minimum(keyword / keyword_total, 1.0) if keyword_total > 0 else keyword * 0
+
+    def relevance_of(self, cosines: np.ndarray, shares: np.ndarray) -> np.ndarray:
+        p = self.relevance
+        return 1 / (1 + np.exp(-(p.bias + p.cosine_weight * cosines + p.keyword_weight * shares)))
+
+    def grade(self, relevance: float) -> str:
+        return "strong" if relevance >= self.relevance.strong else "weak" if relevance >= self.relevance.weak else "none"
 
     def facet_counts(self, ranked: list[tuple[int, float]], names: tuple[str, ...]) -> dict[str, list[dict]]:
         """For each facet, its FACET_VALUES most frequent values with the number of matching
-        documents that have each (a document counts once per value). The matches are the fused
-        list's hits scoring at least RELEVANCE_FLOOR of the best one's score."""
-        best = ranked[0][1] if ranked else 0.0
-        matches = [i for i, score in ranked if best <= 0 or score >= RELEVANCE_FLOOR * best]
+        documents that have each (a document counts once per value): ranked holds the matches."""
+        matches = [i for i, _ in ranked]
         values: dict[str, dict[str, set[int]]] = {name: {} for name in names}
         for number, metadata, section in self.index.describe(matches).values():
             found = {"outlet": [metadata.outlet], "month": [(metadata.published_at or "")[:7]],
@@ -319,10 +392,8 @@ class Searcher:
             now = time.time()
             scored = sorted(((i, s * 0.5 ** (max(now - t, 0) / 86_400 / query.recency_half_life_days)
                               if t != NO_DATE else s, t) for i, s, t in scored), key=lambda h: (-h[1], h[0]))
-        if query.sort == "newest":
-            best = scored[0][1]
-            matches = [h for h in scored if h[1] >= RELEVANCE_FLOOR * best] if best > 0 else scored
-            scored = sorted(matches, key=lambda h: (h[2] == NO_DATE, -h[2], -h[1], h[0]))
+        if query.sort == "newest":  # ranked holds only the matches
+            scored = sorted(scored, key=lambda h: (h[2] == NO_DATE, -h[2], -h[1], h[0]))
         return [(i, s) for i, s, _ in scored]
 
     def highlight(self, stored: StoredPassage, vector: np.ndarray, weights: dict[str, float]) -> Highlight:
@@ -351,7 +422,8 @@ class Searcher:
 def hit_record(hit: Hit, explain: bool = False) -> dict:
     """The JSON form of a hit, shared by the API and `semsearch search --json`."""
     p = hit.passage
-    record = {"rank": hit.rank, "score": round(hit.score, 6), "text": p.text,
+    record = {"rank": hit.rank, "score": round(hit.score, 6), "relevance": round(hit.relevance, 4),
+              "match": hit.match, "text": p.text,
               "highlight": hit.highlight.text, "highlight_start": hit.highlight.start,
               "highlight_end": hit.highlight.end, "doc_id": p.doc_id, "title": p.title,
               "source": p.source, "section": p.section, "paragraph": p.paragraph,
@@ -359,6 +431,7 @@ def hit_record(hit: Hit, explain: bool = False) -> dict:
     if hit.also_in is not None:
         record["also_in"] = list(hit.also_in)
     if explain:
-        record["explain"] = {name: None if at is None else {"rank": at.rank, "score": round(at.score, 6)}
-                             for name, at in (("dense", hit.dense), ("keyword", hit.keyword))}
+        record["explain"] = {**{name: None if at is None else {"rank": at.rank, "score": round(at.score, 6)}
+                                for name, at in (("dense", hit.dense), ("keyword", hit.keyword))},
+                             "cosine": round(hit.evidence[0], 4), "keyword_share": round(hit.evidence[1], 4)}
     return record

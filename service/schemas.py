@@ -48,7 +48,11 @@ class SearchParams(BaseModel):
     offset: int = Field(0, ge=0, le=1000, description="results to skip, for paging")
     mode: Literal["hybrid", "dense", "keyword"] = Field("hybrid", description="retrieval mode")
     group_by_doc: bool = Field(False, description="at most one passage per article")
-    explain: bool = Field(False, description="add each retriever's rank and score")
+    explain: bool = Field(False, description="add each retriever's rank and score, and the evidence behind "
+                          "the relevance")
+    min_relevance: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                        description="leave out hits below this relevance (default: the weak "
+                                        "grade's floor; 0 keeps every hit)")
     exact: bool = Field(False, description="dense list by exact search, never the approximate index "
                                            "(slower on large indexes; for measuring its recall)")
     doc_id: list[str] = Field(default_factory=list, description="only these articles")
@@ -61,8 +65,8 @@ class SearchParams(BaseModel):
     author: Names = Field(default_factory=list, description="only articles by one of these authors (any case)")
     language: Names = Field(default_factory=list, description="only these languages (en also matches en-GB)")
     tag: Names = Field(default_factory=list, description="only articles with one of these tags (any case)")
-    sort: Literal["relevance", "newest"] = Field("relevance", description="newest: the matches (hits scoring at "
-                                                 "least half the best one's score) newest first, undated last")
+    sort: Literal["relevance", "newest"] = Field("relevance", description="newest: the matches (hits at or "
+                                                 "above min_relevance) newest first, undated last")
     recency_half_life_days: float | None = Field(None, gt=0, le=36_500, allow_inf_nan=False, strict=False,
                                                  description="boost recent articles: scores times 0.5 ** (age "
                                                  "in days / this); off when absent")
@@ -72,8 +76,8 @@ class SearchParams(BaseModel):
                                               "also_in")
     facets: str | None = Field(None, max_length=200, pattern=FACETS_PATTERN,
                                description="comma-separated, any of outlet, month, section, author, tag, language: "
-                               "document counts per value over all matches (hits scoring at least half the best "
-                               "one's), not only the page")
+                               "document counts per value over all matches (hits at or above min_relevance), not only "
+                               "the page")
 
     @field_validator("published_after", "published_before")
     @classmethod
@@ -120,9 +124,18 @@ class AlsoIn(BaseModel):
     source: str
 
 
+class ExplainOut(BaseModel):
+    dense: ListRankOut | None = Field(description="the passage's place in the dense list (None: not reached)")
+    keyword: ListRankOut | None = Field(description="its place in the keyword list (None: not reached)")
+    cosine: float = Field(description="dense similarity to the query (a bound when the dense list did not reach it)")
+    keyword_share: float = Field(description="the share of the query's keyword weight the passage holds")
+
+
 class ResultOut(BaseModel):
     rank: int
-    score: float
+    score: float = Field(description="the ranking score (fused; comparable only within one query)")
+    relevance: float = Field(description="how well the passage answers, the same scale for every query (0 to 1)")
+    match: Literal["strong", "weak", "none"] = Field(description="the relevance's grade")
     text: str
     highlight: str = Field(description="the sentence of the passage that best answers the query")
     highlight_start: int
@@ -142,7 +155,7 @@ class ResultOut(BaseModel):
     language: str | None = None
     tags: list[str] = Field(default_factory=list, description="tags, keywords and the outlet's section")
     also_in: list[AlsoIn] | None = Field(None, description="with collapse=story: the story's other articles")
-    explain: dict[str, ListRankOut | None] | None = None
+    explain: ExplainOut | None = None
 
 
 class FacetValue(BaseModel):
@@ -154,6 +167,7 @@ class SearchResponse(BaseModel):
     query: str
     took_ms: float
     results: list[ResultOut]
+    no_good_match: bool = Field(description="nothing reached min_relevance: the index holds no good answer")
     facets: dict[str, list[FacetValue]] | None = Field(None, description="only when facets were asked for")
 
 

@@ -38,7 +38,8 @@ def test_get_search_returns_ranked_results_with_sources(client):
     assert body["query"] == "why won't Russia stop" and body["took_ms"] >= 0
     assert len(body["results"]) == 3
     first = body["results"][0]
-    for key in ("rank", "score", "text", "highlight", "doc_id", "title", "source", "section",
+    assert body["no_good_match"] is False and first["match"] == "strong" and 0.5 <= first["relevance"] <= 1
+    for key in ("rank", "score", "relevance", "match", "text", "highlight", "doc_id", "title", "source", "section",
                 "paragraph", "start", "end"):
         assert key in first
     assert first["rank"] == 1 and first["section"] == "Why Russia Won’t Stop"
@@ -120,15 +121,17 @@ def test_service_starts_without_a_usable_index_and_says_how_to_fix_it(index_copy
 
 
 def test_explain_paging_and_filters_over_http(client):
-    explained = client.get("/search", params={"q": "drone production", "k": 12, "explain": "true"}).json()
+    every = {"q": "drone production", "min_relevance": 0}
+    explained = client.get("/search", params={**every, "k": 12, "explain": "true"}).json()
     explains = [r["explain"] for r in explained["results"]]
-    assert all(set(e) == {"dense", "keyword"} and e["dense"]["rank"] >= 1 for e in explains)
-    assert any(e["keyword"] is None for e in explains)
-    page = client.get("/search", params={"q": "drone production", "k": 3, "offset": 3}).json()["results"]
+    assert all(set(e) == {"dense", "keyword", "cosine", "keyword_share"} and e["dense"]["rank"] >= 1
+               for e in explains)
+    assert any(e["keyword"] is None and e["keyword_share"] == 0 for e in explains)
+    page = client.get("/search", params={**every, "k": 3, "offset": 3}).json()["results"]
     assert [r["passage_id"] for r in page] == [r["passage_id"] for r in explained["results"][3:6]]
     assert page[0]["rank"] == 4
     none = client.post("/search", json={"q": "war", "doc_id": ["no-such-article"]}).json()
-    assert none["results"] == []
+    assert none["results"] == [] and none["no_good_match"] is True
 
 
 def metric_values(text: str) -> dict:

@@ -309,12 +309,9 @@ def test_filters_sort_and_boost_over_http(tmp_path):
 
 
 def brute_force_facets(hits: list[dict]) -> dict[str, dict[str, int]]:
-    """Documents per value over the hits scoring at least half the best one's, counted by hand."""
-    best = max(h["score"] for h in hits)
+    """Documents per value over the hits (every match, when the page holds them all), counted by hand."""
     seen: dict[str, dict[str, set]] = {name: {} for name in ("outlet", "month", "section", "author", "tag", "language")}
     for h in hits:
-        if h["score"] < 0.5 * best:
-            continue
         for name, values in (("outlet", [h["outlet"]]), ("month", [(h["published_at"] or "")[:7]]),
                              ("section", [h["section"]]), ("author", h["authors"]), ("tag", h["tags"]),
                              ("language", [h["language"]])):
@@ -327,13 +324,22 @@ def brute_force_facets(hits: list[dict]) -> dict[str, dict[str, int]]:
 def test_facet_counts_match_a_brute_force_count_over_all_matches(tmp_path):
     index = archive_index(tmp_path)
     everything = "outlet,month,section,author,tag,language"
-    for mode, flags in (("dense", ()), ("hybrid", ()), ("keyword", ()), ("dense", ("--outlet", "wire daily"))):
+    # The stand-in's relevance is not calibrated, so its floor is 0 unless asked: every hit is a
+    # match, then only those at or above a floor between the hits' relevances (the grade counts).
+    relevances = sorted(r["relevance"] for r in json.loads(semsearch(
+        "search", "harbour port workers item", "--index", str(index), "--json", "-k", "50", env=STAND_IN).stdout)["results"])
+    floor = str(relevances[len(relevances) // 2])
+    for mode, flags in (("dense", ()), ("hybrid", ()), ("keyword", ()), ("dense", ("--outlet", "wire daily")),
+                        ("hybrid", ("--min-relevance", floor))):
         printed = semsearch("search", "harbour port workers item", "--index", str(index), "--json", "-k", "50",
                             "--mode", mode, "--facets", everything, *flags, env=STAND_IN)
         assert printed.returncode == 0, printed.stderr
         answer = json.loads(printed.stdout)
         facets = {name: {c["value"]: c["count"] for c in counts} for name, counts in answer["facets"].items()}
         assert facets == brute_force_facets(answer["results"]), (mode, flags)
+        if "--min-relevance" in flags:
+            assert 0 < len(answer["results"]) < len(relevances)
+            assert all(r["relevance"] >= float(floor) for r in answer["results"])
         for counts in answer["facets"].values():  # most frequent first
             assert [c["count"] for c in counts] == sorted((c["count"] for c in counts), reverse=True)
     # Over every match, not only the page: one result shown, the counts still cover the rest.

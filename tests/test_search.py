@@ -101,22 +101,25 @@ def sections_searcher(tmp_path_factory, embedder):
 
 
 def test_explain_gives_each_lists_rank_and_none_where_a_list_missed(searcher):
-    hits = searcher.search(Query("drone production", k=12))
+    hits = searcher.search(Query("drone production", k=12, min_relevance=0))  # every passage, matching or not
     assert all(h.dense is not None for h in hits)
     assert any(h.keyword is None for h in hits)  # passages without "drone" or "production"
     both = [h for h in hits if h.keyword is not None]
     assert both and all(h.keyword.rank >= 1 and h.keyword.score > 0 for h in both)
     record = hit_record(hits[0], explain=True)
-    assert set(record["explain"]) == {"dense", "keyword"}
+    assert set(record["explain"]) == {"dense", "keyword", "cosine", "keyword_share"}
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
 def test_paging_with_offset_is_stable(searcher, mode):
-    whole = [h.passage.passage_id for h in searcher.search(Query("war and peace talks", k=12, mode=mode))]
-    pages = [h.passage.passage_id for offset in range(0, 12, 3)
-             for h in searcher.search(Query("war and peace talks", k=3, offset=offset, mode=mode))]
-    assert pages == whole
-    assert searcher.search(Query("war and peace talks", k=3, offset=3, mode=mode))[0].rank == 4
+    for floor in (0, None):  # every passage, and the matches only
+        whole = [h.passage.passage_id for h in searcher.search(Query("war and peace talks", k=12, mode=mode,
+                                                                     min_relevance=floor))]
+        pages = [h.passage.passage_id for offset in range(0, 12, 2)
+                 for h in searcher.search(Query("war and peace talks", k=2, offset=offset, mode=mode,
+                                                min_relevance=floor))]
+        assert pages == whole and len(whole) >= (12 if floor == 0 else 1)
+    assert searcher.search(Query("war and peace talks", k=3, offset=3, mode=mode, min_relevance=0))[0].rank == 4
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
@@ -127,7 +130,7 @@ def test_group_by_doc_returns_one_passage_per_article(sections_searcher, mode):
 
 
 def test_filters_by_doc_id_and_source(sections_searcher):
-    only = sections_searcher.search(Query("casualties", k=10, doc_ids=("part2",)))
+    only = sections_searcher.search(Query("casualties", k=10, doc_ids=("part2",), min_relevance=0))
     assert only and {h.passage.doc_id for h in only} == {"part2"}
     by_source = sections_searcher.search(Query("Putin", k=10, sources=("https://example.org/1",)))
     assert by_source and {h.passage.source for h in by_source} == {"https://example.org/1"}
@@ -149,8 +152,8 @@ def test_an_index_whose_passages_have_no_keywords_still_builds_and_answers(tmp_p
 
     build_from_documents([Document("a", "", "a.txt", "x"), Document("b", "", "b.txt", "!!")], tmp_path, embedder)
     found = Searcher(store.load(tmp_path, embedder.name, embedder.dimension), embedder)
-    assert {hit.passage.doc_id for hit in found.search(Query("x"))} == {"a", "b"}
-    assert found.search(Query("x", mode="keyword")) == []
+    assert {hit.passage.doc_id for hit in found.search(Query("x", min_relevance=0))} == {"a", "b"}
+    assert found.search(Query("x", mode="keyword", min_relevance=0)) == []  # keyword mode ranks shared terms only
 
 
 # A long report posted as one paragraph (written for this test): far past the model's window, so

@@ -35,12 +35,14 @@ function renderPassage(result) {
 }
 
 function renderResult(result) {
-  const item = element("li", "result");
+  const item = element("li", result.match === "weak" ? "result weak" : "result");
   item.append(element("h2", "title", result.title || result.doc_id));
   const meta = element("p", "meta");
   const published = result.published_at ? result.published_at.slice(0, 10) : "";
   const parts = [result.outlet, published, result.section, "paragraph " + result.paragraph].filter(Boolean);
-  meta.append(parts.join(" · ") + " · ", renderSource(result.source), " · score " + result.score.toFixed(4));
+  if (result.match === "weak") meta.append(element("span", "grade", "weak match"), " · ");
+  meta.append(parts.join(" · ") + " · ", renderSource(result.source),
+              " · relevance " + result.relevance.toFixed(2));
   item.append(meta, renderPassage(result));
   const copies = result.also_in || [];
   if (copies.length) {
@@ -133,6 +135,19 @@ function renderFilters() {
   filtersLine.replaceChildren(...parts);
 }
 
+function statusText(body, params) {
+  // Say so in words when the index holds no good answer, and what to try instead.
+  const filtered = ["published_after", "published_before", "outlet", ...PASSED_ON].some((name) => params.has(name));
+  if (body.no_good_match) {
+    return "No good match: nothing here answers that well. Try fewer or other words" +
+      (filtered ? ", or drop a filter (dates, outlet)." : ".");
+  }
+  if (!body.results.length) return "No more results.";
+  const weak = body.results.every((r) => r.match === "weak");
+  return `${body.results.length} results in ${body.took_ms} ms` +
+    (weak ? " — no strong match: these passages are only loosely related." : "");
+}
+
 let latest = 0; // only the newest search may render: answers can arrive out of order
 
 async function runSearch(state) {
@@ -156,9 +171,7 @@ async function runSearch(state) {
       return;
     }
     statusLine.className = "";
-    statusLine.textContent = body.results.length
-      ? `${body.results.length} results in ${body.took_ms} ms`
-      : "No passage matches that question.";
+    statusLine.textContent = statusText(body, params);
     list.replaceChildren(...body.results.map(renderResult));
     renderFacets(body.facets || {});
   } catch (err) {
