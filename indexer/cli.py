@@ -9,7 +9,7 @@ import os
 import sqlite3
 import sys
 
-from indexer.errors import COLLAPSE, FACETS, MODES, SORTS, DocumentError, IndexUnavailable, ModelError, \
+from indexer.errors import COLLAPSE, FACETS, GROUPS, MODES, SORTS, DocumentError, IndexUnavailable, ModelError, \
     QueryError
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
@@ -69,6 +69,8 @@ def parser() -> argparse.ArgumentParser:
                         help="boost recent articles: scores halve every DAYS days of age")
     search.add_argument("--facets", help=f"comma-separated, any of {','.join(FACETS)}: document counts per value")
     search.add_argument("--collapse", choices=COLLAPSE, help="story: near-identical passages of other articles once")
+    search.add_argument("--group", choices=GROUPS, help="article: each article once, with up to two more of its "
+                        "matching passages")
     search.add_argument("--min-relevance", type=float, metavar="R",
                         help="leave out results below this relevance, 0..1 (default: the weak grade's floor; 0 keeps all)")
     search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")

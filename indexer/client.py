@@ -49,9 +49,9 @@ def search(url: str, params: dict) -> dict:
                                 "serve`, or search the index folder directly without --url") from None
 
 
-def format_record(record: dict, color: bool) -> str:
+def format_record(record: dict, color: bool, further: bool = False) -> str:
     """One result (the API's JSON record) as terminal text: a header line, then the passage with its
-    answer marked."""
+    answer marked; further: another passage of the article above, indented under it."""
     published = (record.get("published_at") or "")[:10]  # the date is enough in a terminal
     where = " · ".join(str(part) for part in (record["title"], record["section"], f"¶{record['paragraph']}",
                                               record.get("outlet"), published) if part)
@@ -61,6 +61,9 @@ def format_record(record: dict, color: bool) -> str:
     marked = f"\033[1;33m{record['highlight']}\033[0m" if color else f"»{record['highlight']}«"
     body = " ".join((before + marked + after).split())
     grade = {"strong": "", "weak": " weak match"}.get(record.get("match"), " no match")
+    if further:  # the headline and source were given with the article's first passage
+        where = " · ".join(str(part) for part in (record["section"], f"¶{record['paragraph']}") if part)
+        return f"   + [{record['relevance']:.2f}{grade}] {where} [{start}:{record['end']}]\n     {body}\n"
     return (f"{record['rank']}. [{record['relevance']:.2f}{grade}] {where}\n   {record['source']} [{start}:{record['end']}]\n"
             f"   {body}\n")
 
@@ -80,3 +83,5 @@ def print_answer(answer: dict, as_json: bool, color: bool) -> None:
         print("no strong match: these results are only loosely related\n")
     for record in answer["results"]:
         print(format_record(record, color))
+        for other in record.get("more") or ():  # group=article: the article's further passages
+            print(format_record(other, color, further=True))

@@ -152,7 +152,7 @@ def run_search(args: argparse.Namespace) -> int:
             "published_after": args.after, "published_before": args.before, "outlet": args.outlet,
             "author": args.author, "language": args.language, "tag": args.tag, "sort": args.sort,
             "recency_half_life_days": args.recency_half_life, "facets": ",".join(facets) or None,
-            "collapse": args.collapse, "min_relevance": args.min_relevance})
+            "collapse": args.collapse, "min_relevance": args.min_relevance, "group": args.group})
     else:
         answer = search_here(args, facets)
     print_answer(answer, args.json, color=sys.stdout.isatty() and not args.json)
@@ -170,7 +170,8 @@ def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:
                                    outlets=tuple(args.outlet), authors=tuple(args.author),
                                    languages=tuple(args.language), tags=tuple(args.tag), sort=args.sort,
                                    recency_half_life_days=args.recency_half_life, facets=facets,
-                                   collapse=args.collapse, min_relevance=args.min_relevance))
+                                   collapse=args.collapse, min_relevance=args.min_relevance,
+                                   group=args.group))
     return {"query": args.query, "results": [hit_record(h) for h in answer.hits], "facets": answer.facets,
             "no_good_match": answer.no_good_match}
 

@@ -8,6 +8,8 @@ MODES = ("hybrid", "dense", "keyword")
 SORTS = ("relevance", "newest")
 FACETS = ("outlet", "month", "section", "author", "tag", "language")
 COLLAPSE = ("story",)
+GROUPS = ("article",)
+MORE_PER_ARTICLE = 2  # with group=article: passages shown under an article's best one
 
 
 class DocumentError(ValueError):

@@ -105,8 +105,10 @@ def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path
     report: dict = {"questions": len(questions), "file": str(path), "results": {}}
     for mode in modes:
         started = time.perf_counter()
-        ranks, misses, kept = [], [], []
+        ranks, misses, kept, by_article = [], [], [], []
         for q in questions:
+            first_article = searcher.search(Query(q.text, k=1, mode=mode, group="article", min_relevance=0))
+            by_article.append(any(q.answered_by(h) for lead in first_article for h in (lead, *lead.more)))
             answer, top = first_answer(searcher, q, mode)
             rank = answer and answer.rank
             ranks.append(rank)
@@ -121,6 +123,8 @@ def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path
             "hit@1": round(sum(r == 1 for r in ranks) / n, 4),
             "hit@3": round(sum(r is not None and r <= 3 for r in ranks) / n, 4),
             "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4),
+            # group=article: the answer among the passages shown for the first article
+            "article_hit@1": round(sum(by_article) / n, 4),
             # Of the questions answered in the first 10, the share whose answer reaches the default
             # min_relevance (so a search with the default floor still shows it).
             "kept": round(sum(kept) / len(kept), 4) if kept else 0.0,
@@ -133,7 +137,8 @@ def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path
 def format_report(report: dict) -> str:
     """A Markdown table of the figures, then the questions the first mode did not answer at rank 1."""
     lines = mode_table(f"{report['file']} ({report['questions']} questions)", report["results"],
-                       {"hit@1": "hit@1", "hit@3": "hit@3", "mrr@10": "MRR@10", "kept": "answer kept"})
+                       {"hit@1": "hit@1", "hit@3": "hit@3", "mrr@10": "MRR@10",
+                        "article_hit@1": "hit@1 by article", "kept": "answer kept"})
     mode, values = next(iter(report["results"].items()))
     if values["misses"]:
         lines += ["", f"not answered first ({mode}):"]

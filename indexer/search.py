@@ -17,7 +17,15 @@ from indexer import keyword, neardup
 from indexer.chunking import Passage
 from indexer.embedding import TextModel
 from indexer.engine import IndexReader, StoredPassage
-from indexer.errors import COLLAPSE, FACETS, MODES, SORTS, QueryError  # noqa: F401 (importers name them here)
+from indexer.errors import (  # noqa: F401 (importers name them here)
+    COLLAPSE,
+    FACETS,
+    GROUPS,
+    MODES,
+    MORE_PER_ARTICLE,
+    SORTS,
+    QueryError,
+)
 from indexer.metadata import NO_DATE, Filters, Metadata, time_bound
 
 FACET_VALUES = 20  # the most frequent values each facet lists
@@ -53,6 +61,9 @@ class Query:
     # The matches: hits whose relevance is at least this (None: Searcher.floor; 0 keeps all).
     min_relevance: float | None = None
     collapse: str | None = None  # "story": near-duplicates of other articles under the best one
+    # "article": each article once (k counts articles), its best passage with up to
+    # MORE_PER_ARTICLE more of its matching passages in Hit.more
+    group: str | None = None
 
     def filters(self) -> Filters:
         """What the query lets through; raises QueryError for a date bound that cannot be read."""
@@ -140,6 +151,7 @@ class Hit:
     keyword: ListRank | None
     metadata: Metadata = Metadata()
     also_in: tuple[dict, ...] | None = None  # with collapse=story: the story's other articles
+    more: tuple[Hit, ...] | None = None  # with group=article: the article's further matching passages
     relevance: float = 0.0  # RelevanceParams: the same scale for every query
     match: str = "none"  # "strong", "weak" or "none"
     evidence: tuple[float, float] = (0.0, 0.0)  # (cosine, keyword share) behind the relevance
@@ -253,7 +265,7 @@ class Searcher:
         """The page of hits and, when the query asks, facet counts over all its matches."""
         self.check(query)
         wanted = query.offset + query.k
-        depth = max(self.fusion.depth, wanted * (4 if query.group_by_doc else 1))
+        depth = max(self.fusion.depth, wanted * (4 if query.group_by_doc or query.group else 1))
         floor = self.floor if query.min_relevance is None else query.min_relevance
         filters, selection = query.filters(), None
         nothing = Answer([], {name: [] for name in query.facets} if query.facets else None, no_good_match=True)
@@ -293,19 +305,29 @@ class Searcher:
             ids = [i for i, _ in ranked]
             copies = neardup.stories(ids, self.index.signatures(ids), self.index.documents_of(ids))
             ranked = [(i, s) for i, s in ranked if i in copies]
+        more: dict[int, list[int]] = {}
+        if query.group == "article":
+            ranked, more = self.by_article(ranked)
         page = ranked[query.offset:wanted]
         if not page:
             return Answer([], facets or nothing.facets, no_good_match=not ranked)
-        stored = self.index.fetch([i for i, _ in page])  # texts and sentences: only for the page
+        shown = [j for i, _ in page for j in [i, *(m for m, _ in more.get(i, ()))]]
+        stored = self.index.fetch(shown)  # texts and sentences: only for the page
         others = self.index.fetch([c for i, _ in page for c in copies[i]]) if copies else {}
         also_in = {i: tuple({"doc_id": others[c].passage.doc_id, "outlet": others[c].metadata.outlet,
                              "source": others[c].passage.source} for c in copies[i]) for i, _ in page} if copies else {}
-        return Answer([Hit(rank=query.offset + n, score=score, passage=stored[i].passage,
-                           highlight=self.highlight(stored[i], vector, weights),
-                           dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))),
-                           metadata=stored[i].metadata, also_in=also_in.get(i, () if copies is not None else None),
-                           relevance=graded[i][0], match=self.grade(graded[i][0]), evidence=graded[i][1:])
-                       for n, (i, score) in enumerate(page, start=1)], facets)
+        scores = dict(ranked) | {j: s for i, _ in page for j, s in more.get(i, ())}
+
+        def hit(rank: int, i: int, grouped: tuple[Hit, ...] | None = None) -> Hit:
+            return Hit(rank=rank, score=scores[i], passage=stored[i].passage,
+                       highlight=self.highlight(stored[i], vector, weights),
+                       dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))),
+                       metadata=stored[i].metadata, also_in=also_in.get(i, () if copies is not None else None),
+                       more=grouped, relevance=graded[i][0], match=self.grade(graded[i][0]), evidence=graded[i][1:])
+
+        return Answer([hit(query.offset + n, i, tuple(hit(query.offset + n, j) for j, _ in more[i])
+                           if query.group == "article" else None)
+                       for n, (i, _) in enumerate(page, start=1)], facets)
 
     @staticmethod
     def check(query: Query) -> None:
@@ -321,6 +343,8 @@ class Searcher:
             raise QueryError(f"unknown sort {query.sort!r}; use one of {', '.join(SORTS)}")
         if query.recency_half_life_days is not None and not query.recency_half_life_days > 0:
             raise QueryError("recency_half_life_days must be more than 0")
+        if query.group is not None and query.group not in GROUPS:
+            raise QueryError(f"unknown group {query.group!r}; use {', '.join(GROUPS)}")
         if query.collapse is not None and query.collapse not in COLLAPSE:
             raise QueryError(f"unknown collapse {query.collapse!r}; use {', '.join(COLLAPSE)}")
         if query.min_relevance is not None and not 0 <= query.min_relevance <= 1:
@@ -363,6 +387,22 @@ class Searcher:
 
     def grade(self, relevance: float) -> str:
         return "strong" if relevance >= self.relevance.strong else "weak" if relevance >= self.relevance.weak else "none"
+
+    def by_article(self, ranked: list[tuple[int, float]]
+                   ) -> tuple[list[tuple[int, float]], dict[int, list[tuple[int, float]]]]:
+        """Each article once, at its best passage's place, and for each best passage the
+        article's next MORE_PER_ARTICLE matching passages (in ranked order)."""
+        documents = self.index.documents_of([i for i, _ in ranked])
+        lead: dict[int, int] = {}
+        articles, more = [], {}
+        for i, score in ranked:
+            first = lead.setdefault(documents[i], i)
+            if first == i:
+                articles.append((i, score))
+                more[i] = []
+            elif len(more[first]) < MORE_PER_ARTICLE:
+                more[first].append((i, score))
+        return articles, more
 
     def facet_counts(self, ranked: list[tuple[int, float]], names: tuple[str, ...]) -> dict[str, list[dict]]:
         """For each facet, its FACET_VALUES most frequent values with the number of matching
@@ -430,6 +470,8 @@ def hit_record(hit: Hit, explain: bool = False) -> dict:
               "start": p.start, "end": p.end, "passage_id": p.passage_id, **hit.metadata.record()}
     if hit.also_in is not None:
         record["also_in"] = list(hit.also_in)
+    if hit.more is not None:
+        record["more"] = [hit_record(other, explain) for other in hit.more]
     if explain:
         record["explain"] = {**{name: None if at is None else {"rank": at.rank, "score": round(at.score, 6)}
                                 for name, at in (("dense", hit.dense), ("keyword", hit.keyword))},

@@ -15,6 +15,7 @@ from indexer import search
 from service.errors import error_response, not_ready
 from service.schemas import (
     TOO_LARGE,
+    URL_TOO_LONG,
     ErrorResponse,
     SearchBody,
     SearchParams,
@@ -47,7 +48,7 @@ def run_search(searcher: search.Searcher, params: SearchParams) -> JSONResponse:
         outlets=tuple(params.outlet), authors=tuple(params.author), languages=tuple(params.language),
         tags=tuple(params.tag), sort=params.sort, recency_half_life_days=params.recency_half_life_days,
         facets=tuple(dict.fromkeys(params.facets.split(","))) if params.facets else (), collapse=params.collapse,
-        min_relevance=params.min_relevance))
+        min_relevance=params.min_relevance, group=params.group))
     results = [search.hit_record(hit, explain=params.explain) for hit in answer.hits]
     took = round((time.perf_counter() - started) * 1000, 2)
     body = {"query": params.q, "took_ms": took, "results": results, "no_good_match": answer.no_good_match}
@@ -74,7 +75,8 @@ async def answer(request: Request, searcher: search.Searcher, params: SearchPara
     return await run_in_threadpool(run_search, searcher, params)
 
 
-@router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search (query string)")
+@router.get("/search", response_model=SearchResponse, responses={**ERRORS, **URL_TOO_LONG},
+            summary="Search (query string)")
 async def search_get(request: Request, params: Annotated[SearchParams, Query()], searcher: SearcherDep) -> JSONResponse:
     return await answer(request, searcher, params)
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 
 from indexer.metadata import time_bound
 from indexer.search import FACETS
+from service.protocol import MAX_URL_BYTES
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 50
@@ -47,7 +48,11 @@ class SearchParams(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K, description="results per page")
     offset: int = Field(0, ge=0, le=1000, description="results to skip, for paging")
     mode: Literal["hybrid", "dense", "keyword"] = Field("hybrid", description="retrieval mode")
-    group_by_doc: bool = Field(False, description="at most one passage per article")
+    group_by_doc: bool = Field(False, description="at most one passage per article (each article's lists cut to "
+                               "its best passage before fusion, as the evaluation ranks documents)")
+    group: Literal["article"] | None = Field(None, description="article: each article once, ranked by its best "
+                                             "passage, with up to two more of its matching passages in `more` "
+                                             "(none with group_by_doc, which keeps only the best); k counts articles")
     explain: bool = Field(False, description="add each retriever's rank and score, and the evidence behind "
                           "the relevance")
     min_relevance: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
@@ -67,7 +72,7 @@ class SearchParams(BaseModel):
     tag: Names = Field(default_factory=list, description="only articles with one of these tags (any case)")
     sort: Literal["relevance", "newest"] = Field("relevance", description="newest: the matches (hits at or "
                                                  "above min_relevance) newest first, undated last")
-    recency_half_life_days: float | None = Field(None, gt=0, le=36_500, allow_inf_nan=False, strict=False,
+    recency_half_life_days: float | None = Field(None, gt=0, le=36_500, allow_inf_nan=False,
                                                  description="boost recent articles: scores times 0.5 ** (age "
                                                  "in days / this); off when absent")
 
@@ -155,6 +160,8 @@ class ResultOut(BaseModel):
     language: str | None = None
     tags: list[str] = Field(default_factory=list, description="tags, keywords and the outlet's section")
     also_in: list[AlsoIn] | None = Field(None, description="with collapse=story: the story's other articles")
+    more: list[ResultOut] | None = Field(None, description="with group=article: the article's further matching "
+                                         "passages, in the same shape")
     explain: ExplainOut | None = None
 
 
@@ -185,3 +192,6 @@ class ErrorResponse(BaseModel):
 
 # For operations with a body: it is refused before it is parsed when over the limit.
 TOO_LARGE = {413: {"model": ErrorResponse, "description": "the body is over SEMSEARCH_MAX_BODY_BYTES"}}
+# For GET /search: a URL over the server's limit is refused before its parameters are read.
+URL_TOO_LONG = {414: {"model": ErrorResponse, "description": f"the URL is over {MAX_URL_BYTES:,} bytes: send the "
+                      "search as POST /search with a JSON body"}}

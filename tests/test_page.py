@@ -43,7 +43,7 @@ def test_typing_a_query_shows_results_with_the_answer_marked(browser, live_serve
     results = page.locator("li.result")
     assert "over a million casualties" in results.first.inner_text()  # the one passage that answers
     assert "casualties" in page.locator("li.result mark.answer").first.inner_text()
-    assert "The Costs and Risks Ahead" in results.first.locator(".meta").inner_text()
+    assert "The Costs and Risks Ahead" in results.first.locator(".where").first.inner_text()
     assert results.first.locator("a").count() == 0  # a file source is text, not a link
     assert "?q=how+many+casualties" in page.url  # the search can be shared as a link
     assert console_errors == []  # the page satisfies its own Content-Security-Policy
@@ -83,14 +83,42 @@ def test_api_docs_render_with_no_request_leaving_the_server(browser, live_server
     page.close()
 
 
-def test_on_a_phone_sized_screen_every_control_stays_on_screen(browser, live_server):
-    page = browser.new_page(viewport={"width": 360, "height": 740})
+PLACEHOLDER_FITS = """() => {
+  const input = document.getElementById("q");
+  const style = getComputedStyle(input);
+  const context = document.createElement("canvas").getContext("2d");
+  context.font = `${style.fontSize} ${style.fontFamily}`;
+  const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return context.measureText(input.placeholder).width <= room;
+}"""
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_the_layout_uses_the_screen_it_has(browser, live_server, width):
+    page = browser.new_page(viewport={"width": width, "height": 800})
     page.goto(live_server + "/?q=why+won%27t+Russia+stop")
     page.wait_for_selector("li.result mark.answer", timeout=15000)
     for selector in ("#q", "#mode", "button[type=submit]", "li.result"):
         box = page.locator(selector).first.bounding_box()
-        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 360, selector
-    assert page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scrolling
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, selector
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scrolling
+    assert page.evaluate(PLACEHOLDER_FITS)  # the example question is not cut off
+    if width >= 1280:  # a desktop: the results take most of the width, not a narrow column
+        assert page.locator("#results").bounding_box()["width"] >= 700
+    page.close()
+
+
+def test_each_article_once_with_its_matching_passages_and_answers_that_stand_out(browser, live_server):
+    page = browser.new_page()
+    page.goto(live_server + "/?q=why+won%27t+Russia+stop")
+    page.wait_for_selector("li.result mark.answer", timeout=15000)
+    results = page.locator("li.result")
+    assert results.count() == page.locator("li.result h2.title").count()  # the headline once per article
+    assert 1 <= results.first.locator("p.passage").count() <= 3
+    passages = page.locator("p.passage")
+    for i in range(passages.count()):  # an answer that is the whole passage gets the rule as well
+        whole = passages.nth(i).inner_text().strip() == passages.nth(i).locator("mark.answer").inner_text().strip()
+        assert ("whole" in passages.nth(i).get_attribute("class")) == whole
     page.close()
 
 
@@ -150,14 +178,14 @@ def test_dates_outlets_and_facet_links_narrow_the_search_and_stay_in_the_address
         page.fill("#after", "2026-03-05")  # the date range control (inclusive days)
         page.locator("#after").dispatch_event("change")
         page.wait_for_url("**published_after=2026-03-05**")
-        page.locator("#status", has_text="1 results").wait_for()
+        page.locator("#status", has_text="1 article in").wait_for()
         shared = page.url
         page.close()
 
         again = browser.new_page()  # the address is the whole search: opened anew, the same answer
         again.goto(shared + "&language=en")  # filters the page has no control for still apply
         again.wait_for_url("**language=en**")
-        again.locator("#status", has_text="1 results").wait_for()
+        again.locator("#status", has_text="1 article in").wait_for()
         assert again.input_value("#after") == "2026-03-05" and "item a3" not in again.inner_text("#results")
         assert "Harbour report a2" in again.inner_text("#results")
         again.locator("#filters a").click()  # drop the outlet filter

@@ -103,7 +103,9 @@ def test_the_api_and_the_command_line_say_no_good_match(news_index):
         assert all(r["match"] == "none" and r["relevance"] < 0.1 for r in every["results"])
         bad = client.get("/search", params={"q": "bridge", "min_relevance": 1.5})
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "min_relevance"
-        assert client.post("/search", json={"q": "bridge", "min_relevance": False}).status_code == 422  # JSON types
+        for name in ("min_relevance", "recency_half_life_days"):  # JSON types: a boolean is not a number
+            assert client.post("/search", json={"q": "bridge", name: False if name == "min_relevance" else True}
+                               ).status_code == 422
     printed = semsearch("search", NONSENSE, "--index", str(news_index))
     assert printed.returncode == 0 and printed.stdout.startswith("no good match:") and "--min-relevance 0" in printed.stdout
     as_json = json.loads(semsearch("search", NONSENSE, "--index", str(news_index), "--json").stdout)
@@ -118,3 +120,31 @@ def test_a_model_the_relevance_was_not_fitted_for_keeps_every_hit(folder_index):
     printed = semsearch("search", NONSENSE, "--index", str(folder_index[1]), "--json", env=STAND_IN)
     results = json.loads(printed.stdout)["results"]
     assert printed.returncode == 0 and results and all("relevance" in r and r["match"] for r in results)
+
+
+def test_results_by_article_show_each_article_once_with_its_next_best_passages(news):
+    flat = news.search(Query("heatwave power demand and the grid", k=50))
+    grouped = news.search(Query("heatwave power demand and the grid", k=10, group="article"))
+    leads = [h.passage.doc_id for h in grouped]
+    assert len(leads) == len(set(leads)) and [h.rank for h in grouped] == list(range(1, len(grouped) + 1))
+    for lead in grouped:  # the article's best passage, then its next ones in the flat ranking's order
+        same = [h.passage.passage_id for h in flat if h.passage.doc_id == lead.passage.doc_id]
+        assert [lead.passage.passage_id, *(m.passage.passage_id for m in lead.more)] == same[:3]
+        assert all(m.highlight.text and m.relevance >= RelevanceParams().weak for m in lead.more)
+    assert grouped[0].passage.doc_id == "heatwave-power-grid" and len(grouped[0].more) == 2
+    assert len(news.search(Query("heatwave power demand and the grid", k=1, group="article"))) == 1  # k counts articles
+
+
+def test_results_by_article_over_http_and_in_the_terminal(news_index):
+    with TestClient(create_app(Settings(index_dir=news_index, reload_interval=0))) as client:
+        body = client.get("/search", params={"q": "bridge closure detour", "group": "article", "k": 2}).json()
+        first = body["results"][0]
+        assert first["doc_id"] == "old-quay-bridge-closure" and 1 <= len(first["more"]) <= 2
+        assert all(m["doc_id"] == first["doc_id"] and m["highlight"] in m["text"] for m in first["more"])
+        assert "more" not in client.get("/search", params={"q": "bridge closure detour"}).json()["results"][0]
+        assert client.get("/search", params={"q": "bridge", "group": "story"}).status_code == 422
+        # group_by_doc cuts each article to its best passage before fusion: nothing more to show
+        both = client.get("/search", params={"q": "bridge closure detour", "group": "article", "group_by_doc": True})
+        assert both.status_code == 200 and both.json()["results"][0]["more"] == []
+    printed = semsearch("search", "bridge closure detour", "--index", str(news_index), "--group", "article", "-k", "1")
+    assert printed.returncode == 0 and printed.stdout.startswith("1. ") and "\n   + [" in printed.stdout

@@ -25,25 +25,36 @@ function element(tag, className, text) {
 
 function renderPassage(result) {
   // Offsets are into the document; make them relative to the passage to cut out the answer.
-  const p = element("p", "passage");
   const from = result.highlight_start - result.start;
   const to = result.highlight_end - result.start;
+  // An answer that is the whole passage gets a rule beside it too: all yellow would not stand out.
+  const p = element("p", from <= 0 && to >= result.text.length ? "passage whole" : "passage");
   p.append(document.createTextNode(result.text.slice(0, from)));
   p.append(element("mark", "answer", result.text.slice(from, to)));
   p.append(document.createTextNode(result.text.slice(to)));
   return p;
 }
 
+function renderWhere(result) {
+  // Where in the article a passage is, and how well it matches.
+  const where = element("p", "where");
+  if (result.match === "weak") where.append(element("span", "grade", "weak match"), " · ");
+  where.append([result.section, "paragraph " + result.paragraph].filter(Boolean).join(" · ") +
+               " · relevance " + result.relevance.toFixed(2));
+  return where;
+}
+
 function renderResult(result) {
+  // One article: its headline once, outlet, date and source beside it, then its best passage and
+  // the further passages that also match (group=article).
   const item = element("li", result.match === "weak" ? "result weak" : "result");
   item.append(element("h2", "title", result.title || result.doc_id));
   const meta = element("p", "meta");
   const published = result.published_at ? result.published_at.slice(0, 10) : "";
-  const parts = [result.outlet, published, result.section, "paragraph " + result.paragraph].filter(Boolean);
-  if (result.match === "weak") meta.append(element("span", "grade", "weak match"), " · ");
-  meta.append(parts.join(" · ") + " · ", renderSource(result.source),
-              " · relevance " + result.relevance.toFixed(2));
-  item.append(meta, renderPassage(result));
+  const parts = [result.outlet, published].filter(Boolean);
+  meta.append(parts.length ? parts.join(" · ") + " · " : "", renderSource(result.source));
+  item.append(meta, renderWhere(result), renderPassage(result));
+  for (const other of result.more || []) item.append(renderWhere(other), renderPassage(other));
   const copies = result.also_in || [];
   if (copies.length) {
     // Syndicated copies of the same story, shown once: name where else it ran.
@@ -144,8 +155,9 @@ function statusText(body, params) {
   }
   if (!body.results.length) return "No more results.";
   const weak = body.results.every((r) => r.match === "weak");
-  return `${body.results.length} results in ${body.took_ms} ms` +
-    (weak ? " — no strong match: these passages are only loosely related." : "");
+  const articles = body.results.length === 1 ? "1 article" : `${body.results.length} articles`;
+  return `${articles} in ${body.took_ms} ms` +
+    (weak ? " — no strong match: these articles are only loosely related." : "");
 }
 
 let latest = 0; // only the newest search may render: answers can arrive out of order
@@ -159,6 +171,7 @@ async function runSearch(state) {
   params.set("k", "10");
   params.set("facets", "outlet,month");
   params.set("collapse", "story");
+  params.set("group", "article");
   try {
     const response = await fetch("/search?" + params.toString());
     const body = await response.json();
