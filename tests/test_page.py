@@ -221,3 +221,30 @@ def test_a_syndicated_story_shows_once_and_says_where_else_it_ran(browser, tmp_p
         page.close()
     finally:
         stop_server(process)
+
+
+def test_a_timeline_of_matches_per_month_narrows_the_search_to_a_month(browser, tmp_path):
+    from tests.conftest import STAND_IN
+    from tests.test_metadata import archive_index
+
+    index = archive_index(tmp_path)
+    process, url = start_server(index, STAND_IN)
+    try:
+        page = browser.new_page()
+        console_errors = []
+        page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+        page.goto(url + "/?q=harbour+port+workers")
+        page.locator("#timeline svg a").first.wait_for(timeout=15000)
+        bars = page.locator("#timeline svg a")
+        labels = [bars.nth(i).get_attribute("aria-label") for i in range(bars.count())]
+        assert labels[0].startswith("2026-02: 1 article;") and labels[-1].startswith("2026-03: ")  # oldest first
+        assert page.locator("#timeline svg").get_attribute("aria-label") == "Matching articles per month"
+        bars.first.click()  # the February bar
+        page.wait_for_url("**published_before=2026-02-28**")
+        assert "published_after=2026-02-01" in page.url
+        page.locator("#status", has_text="1 article in").wait_for()
+        assert page.locator("#timeline svg a").count() == 1
+        assert console_errors == []  # drawn by the page's own code, within its Content-Security-Policy
+        page.close()
+    finally:
+        stop_server(process)

@@ -11,6 +11,9 @@ const after = document.getElementById("after");
 const before = document.getElementById("before");
 const filtersLine = document.getElementById("filters");
 const facetsPanel = document.getElementById("facets");
+const timeline = document.getElementById("timeline");
+const SVG = "http://www.w3.org/2000/svg";
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 let outlets = []; // outlets chosen from the facet links (or a shared link)
 // Other filters and orders a shared link may carry (the API's names), kept as they came.
 const PASSED_ON = ["author", "language", "tag", "sort", "recency_half_life_days"];
@@ -121,18 +124,84 @@ function renderFacets(facets) {
     blocks.push(element("h3", "", "Month"));
     const items = element("ul");
     for (const f of facets.month) {
-      const [year, month] = f.value.split("-").map(Number);
-      const last = new Date(Date.UTC(year, month, 0)).toISOString().slice(0, 10);
       const item = element("li");
-      item.append(facetLink(`${f.value} (${f.count})`, "only " + f.value, () => {
-        after.value = f.value + "-01";
-        before.value = last;
-      }));
+      item.append(facetLink(`${f.value} (${f.count})`, "only " + f.value, () => onlyMonth(f.value)));
       items.append(item);
     }
     blocks.push(items);
   }
   facetsPanel.replaceChildren(...blocks);
+}
+
+function onlyMonth(value) {
+  // Narrow the date range to one month ("2026-03"), first to last day.
+  const [year, month] = value.split("-").map(Number);
+  after.value = value + "-01";
+  before.value = new Date(Date.UTC(year, month, 0)).toISOString().slice(0, 10);
+}
+
+function svgElement(tag, attributes) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  return node;
+}
+
+function renderTimeline(months) {
+  // Matching articles per month over all matches (the month facet), oldest to newest, months
+  // without a match drawn empty; each bar is a link that narrows the search to its month.
+  const counts = new Map((months || []).filter((f) => /^\d{4}-\d{2}$/.test(f.value)).map((f) => [f.value, f.count]));
+  if (!counts.size) {
+    timeline.replaceChildren();
+    return;
+  }
+  const known = [...counts.keys()].sort();
+  const bars = [];
+  let [year, month] = known[0].split("-").map(Number);
+  while (bars.length < 240) {
+    const value = `${year}-${String(month).padStart(2, "0")}`;
+    bars.push({ value, count: counts.get(value) || 0 });
+    if (value >= known[known.length - 1]) break;
+    [year, month] = month === 12 ? [year + 1, 1] : [year, month + 1];
+  }
+  const width = 34, height = 44, top = Math.max(...bars.map((b) => b.count));
+  const svg = svgElement("svg", { viewBox: `0 0 ${bars.length * width} ${height + 26}`, role: "group",
+                                  "aria-label": "Matching articles per month" });
+  svg.style.width = `${Math.min(bars.length * width, 720)}px`;
+  bars.forEach((bar, i) => {
+    const tall = bar.count ? Math.max(3, Math.round((height * bar.count) / top)) : 1;
+    const rect = svgElement("rect", { x: i * width + 3, y: height - tall, width: width - 6, height: tall });
+    const articles = bar.count === 1 ? "1 article" : `${bar.count} articles`;
+    if (bar.count) {
+      const link = svgElement("a", { href: "#", "aria-label": `${bar.value}: ${articles}; show only this month` });
+      const title = svgElement("title", {});
+      title.textContent = `${bar.value}: ${articles}`;
+      rect.append(title);
+      link.append(rect);
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        onlyMonth(bar.value);
+        go();
+      });
+      svg.append(link);
+    } else {
+      rect.setAttribute("class", "empty");
+      svg.append(rect);
+    }
+    // Under the bars: each month's name (every third when there are many), the year at its first.
+    const [y, m] = bar.value.split("-").map(Number);
+    const center = i * width + width / 2;
+    if (bars.length <= 18 || m % 3 === 1) {
+      const name = svgElement("text", { x: center, y: height + 11, "text-anchor": "middle" });
+      name.textContent = MONTHS[m - 1];
+      svg.append(name);
+    }
+    if (i === 0 || m === 1) {
+      const label = svgElement("text", { x: center, y: height + 23, "text-anchor": "middle" });
+      label.textContent = String(y);
+      svg.append(label);
+    }
+  });
+  timeline.replaceChildren(svg);
 }
 
 function renderFilters() {
@@ -165,6 +234,7 @@ let latest = 0; // only the newest search may render: answers can arrive out of 
 async function runSearch(state) {
   const ticket = ++latest;
   list.replaceChildren();
+  timeline.replaceChildren();
   renderFilters();
   statusLine.textContent = "Searching…";
   const params = new URLSearchParams(state);
@@ -181,12 +251,14 @@ async function runSearch(state) {
       statusLine.textContent = (error.message || "Search failed") + (error.fix ? " — fix: " + error.fix : "");
       statusLine.className = "error";
       facetsPanel.replaceChildren();
+      timeline.replaceChildren();
       return;
     }
     statusLine.className = "";
     statusLine.textContent = statusText(body, params);
     list.replaceChildren(...body.results.map(renderResult));
     renderFacets(body.facets || {});
+    renderTimeline((body.facets || {}).month);
   } catch (err) {
     if (ticket !== latest) return;
     statusLine.className = "error";
