@@ -187,17 +187,105 @@ class _TextExtractor(html.parser.HTMLParser):
 
 
 def parse_html(raw: str, doc_id: str, source: str) -> Document:
-    """HTML page: visible text as lines, <title> or the first heading as the title."""
+    """A web page: the article as a reader sees it, found by trafilatura (headings kept as
+    Markdown headings, so they become sections), without menus, related links, comments, share
+    bars or prompts. Metadata from the page's meta tags and JSON-LD first, then what trafilatura
+    and htmldate find (a date written only in the text, the author, the site name). A page where
+    no article is found keeps all its visible text, with a warning naming it."""
+    parser = read_page(raw)
+    metadata = merged(from_fields(parser.meta, source), json_ld(parser.json_ld, source))
+    found = article(raw, source)
+    if found is None:
+        log.warning("%s: no article text found in the page; keeping all its visible text", source)
+        text, extra = "\n".join(parser.lines), Extracted()
+    else:
+        text, extra = found
+    title = (extra.title or re.sub(r"\s+", " ", parser.title).strip()
+             or next((line.lstrip("# ") for line in parser.lines if line.startswith("# ")), doc_id))
+    return Document(doc_id=doc_id, title=title, source=source, text=text, metadata=merged(metadata, extra.metadata))
+
+
+def read_page(raw: str) -> _TextExtractor:
+    """The page's visible lines (headings as Markdown headings), <title>, meta tags and JSON-LD."""
     parser = _TextExtractor()
     parser.feed(raw)
     parser.close()
     parser.flush()
-    text = "\n".join(parser.lines)
-    title = re.sub(r"\s+", " ", parser.title).strip()
-    if not title:
-        title = next((line.lstrip("# ") for line in parser.lines if line.startswith("# ")), doc_id)
-    metadata = merged(from_fields(parser.meta, source), json_ld(parser.json_ld, source))
-    return Document(doc_id=doc_id, title=title, source=source, text=text, metadata=metadata)
+    return parser
+
+
+def visible_text(raw: str) -> tuple[list[str], str]:
+    """Every visible line of a page and its <title>: the whole page, article or not."""
+    parser = read_page(raw)
+    return parser.lines, re.sub(r"\s+", " ", parser.title).strip()
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """What trafilatura found besides the text: the headline and the article's metadata."""
+
+    title: str = ""
+    metadata: Metadata = Metadata()
+
+
+def article(raw: str, source: str) -> tuple[str, Extracted] | None:
+    """The article's text as Markdown-style lines (None when trafilatura finds none), and its
+    headline and metadata."""
+    import trafilatura
+
+    # Its notes (at every level, up to "not valid HTML") name no page; the warning below names it.
+    logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
+    try:
+        # favor_recall: on short pages the default falls back to one flat paragraph, headings lost.
+        xml = trafilatura.extract(raw, output_format="xml", include_comments=False, include_tables=True,
+                                  favor_recall=True, include_images=False, include_links=False, deduplicate=False)
+        lines = xml_lines(xml) if xml else []
+        found = trafilatura.extract_metadata(raw)
+    except Exception as exc:  # a page trafilatura cannot parse is read the plain way, never lost
+        log.warning("%s: the article extractor failed (%s); keeping all its visible text", source, exc)
+        return None
+    if not lines:
+        return None
+    fields = {} if found is None else {"published_at": found.date, "authors": found.author, "outlet": found.sitename,
+                                        "language": found.language, "tags": found.categories or None}
+    extra = Extracted(title=(found.title or "").strip() if found else "",
+                      metadata=from_fields({k: v for k, v in fields.items() if v}, source))
+    return "\n".join(lines), extra
+
+
+def xml_lines(xml: str) -> list[str]:
+    """trafilatura's XML as this project's lines: a heading as "# heading", each paragraph, list
+    item, quote and table row on a line of its own (its XML, unlike its Markdown, escapes nothing
+    in the text)."""
+    from xml.etree import ElementTree
+
+    def text(node) -> str:
+        parts = [node.text or ""]
+        for child in node:
+            parts += [" " if child.tag == "lb" else text(child), child.tail or ""]
+        return " ".join("".join(parts).split())
+
+    lines: list[str] = []
+
+    def walk(node) -> None:
+        for child in node:
+            if child.tag == "head":
+                line = text(child)
+                lines.append(f"# {line}" if line else "")
+            elif child.tag == "row":
+                lines.append(" · ".join(filter(None, (text(cell) for cell in child))))
+            elif child.tag in ("p", "item", "quote", "code") and not any(c.tag in BLOCKS for c in child):
+                lines.append(text(child))
+            else:
+                walk(child)
+
+    main = ElementTree.fromstring(xml).find("main")
+    if main is not None:
+        walk(main)
+    return [line for line in lines if line]
+
+
+BLOCKS = {"head", "p", "list", "item", "table", "row", "quote", "code"}  # in trafilatura's XML
 
 
 @dataclass(frozen=True)

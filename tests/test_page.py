@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+from contextlib import contextmanager
 
 import pytest
 
@@ -156,16 +157,25 @@ def test_passage_text_is_inserted_as_text_never_as_html(browser, tmp_path, embed
         stop_server(process)
 
 
-def test_dates_outlets_and_facet_links_narrow_the_search_and_stay_in_the_address(browser, tmp_path):
+@contextmanager
+def archive_site(browser, tmp_path):
+    """A server on the dated archive (tests/test_metadata.py, stand-in model), a page on it, and
+    the console errors that page logs."""
     from tests.conftest import STAND_IN
     from tests.test_metadata import archive_index
 
-    index = archive_index(tmp_path)
-    process, url = start_server(index, STAND_IN)
+    process, url = start_server(archive_index(tmp_path), STAND_IN)
     try:
         page = browser.new_page()
-        console_errors = []
+        console_errors: list[str] = []
         page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+        yield page, url, console_errors
+    finally:
+        stop_server(process)
+
+
+def test_dates_outlets_and_facet_links_narrow_the_search_and_stay_in_the_address(browser, tmp_path):
+    with archive_site(browser, tmp_path) as (page, url, console_errors):
         page.goto(url + "/?q=harbour+port+workers&mode=dense")  # dense: every article above the facet floor
         page.locator("li.result").nth(5).wait_for()
         assert "Wire Daily · 2026-03-05" in page.inner_text("#results")  # outlet and date on each result
@@ -195,8 +205,6 @@ def test_dates_outlets_and_facet_links_narrow_the_search_and_stay_in_the_address
         assert again.input_value("#after") == "2026-03-01"
         again.close()
         assert console_errors == []
-    finally:
-        stop_server(process)
 
 
 def test_a_syndicated_story_shows_once_and_says_where_else_it_ran(browser, tmp_path):
@@ -224,15 +232,7 @@ def test_a_syndicated_story_shows_once_and_says_where_else_it_ran(browser, tmp_p
 
 
 def test_a_timeline_of_matches_per_month_narrows_the_search_to_a_month(browser, tmp_path):
-    from tests.conftest import STAND_IN
-    from tests.test_metadata import archive_index
-
-    index = archive_index(tmp_path)
-    process, url = start_server(index, STAND_IN)
-    try:
-        page = browser.new_page()
-        console_errors = []
-        page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+    with archive_site(browser, tmp_path) as (page, url, console_errors):
         page.goto(url + "/?q=harbour+port+workers")
         page.locator("#timeline svg a").first.wait_for(timeout=15000)
         bars = page.locator("#timeline svg a")
@@ -246,5 +246,3 @@ def test_a_timeline_of_matches_per_month_narrows_the_search_to_a_month(browser, 
         assert page.locator("#timeline svg a").count() == 1
         assert console_errors == []  # drawn by the page's own code, within its Content-Security-Policy
         page.close()
-    finally:
-        stop_server(process)
