@@ -83,6 +83,12 @@ def parser() -> argparse.ArgumentParser:
     doctor.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
     doctor.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
 
+    show = commands.add_parser("show", help="a stored document as the index keeps it: its text and its passages")
+    show.add_argument("doc_id", nargs="?", help="the document's id (none: list the documents)")
+    show.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
+    show.add_argument("--json", action="store_true", help="print it as JSON (GET /documents/{doc_id}'s shape)")
+    show.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+
     evaluate = commands.add_parser(
         "eval", help="score every retrieval mode on a BEIR-format dataset, or an index on your own questions",
         description="A BEIR folder: nDCG@10, Recall@100 and MRR@10 per mode. A question file (JSON Lines of "

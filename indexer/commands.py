@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from indexer.errors import IndexDamaged, QueryError
+from indexer.errors import DocumentError, IndexDamaged, QueryError
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -156,6 +156,35 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         answer = search_here(args, facets)
     print_answer(answer, args.json, color=sys.stdout.isatty() and not args.json)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """A stored document (its text as kept and its passages), or with no id the list of them."""
+    model = model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, Path(args.index))
+    reader = engine_from_environment(Path(args.index), model).reader()
+    if args.doc_id is None:
+        total, page = reader.document_ids(0, 1_000_000)
+        if args.json:
+            print(json.dumps({"total": total, "offset": 0, "documents": [
+                {"doc_id": d, "title": t, "source": s, "origin": o} for d, t, s, o in page]}, indent=2, ensure_ascii=False))
+        else:
+            for doc_id, title, source, origin in page:
+                print(f"{doc_id}\t{title}\t{source}\t{origin}")
+        return 0
+    kept = reader.document(args.doc_id)
+    if kept is None:
+        raise DocumentError(f"no document with id {args.doc_id!r} in {args.index} (`semsearch show --index "
+                            f"{args.index}` lists them)")
+    record = kept.record()
+    if args.json:
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+        return 0
+    about = " · ".join(str(v) for v in (record["outlet"], record["published_at"], ", ".join(record["authors"])) if v)
+    print(f"{record['title']}\n{record['source']} ({record['origin']}){' · ' + about if about else ''}\n")
+    for passage in record["passages"]:
+        where = " · ".join(part for part in (passage["section"], f"¶{passage['paragraph']}") if part)
+        print(f"[{passage['start']}:{passage['end']}] {where}\n{passage['text']}\n")
     return 0
 
 

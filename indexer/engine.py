@@ -56,6 +56,23 @@ class StoredPassage:
 
 
 @dataclass(frozen=True)
+class KeptDocument:
+    """A document as the index serves it: the text as kept, where it came from, its passages."""
+
+    document: Document
+    origin: str  # "folder" or "api"
+    passages: tuple[Passage, ...]
+
+    def record(self) -> dict:
+        """The JSON form, shared by GET /documents/{doc_id} and `semsearch show`."""
+        d = self.document
+        return {"doc_id": d.doc_id, "title": d.title, "source": d.source, "origin": self.origin, "text": d.text,
+                **d.metadata.record(), "passages": [{"passage_id": p.passage_id, "text": p.text, "section": p.section,
+                                                      "paragraph": p.paragraph, "start": p.start, "end": p.end}
+                                                     for p in self.passages]}
+
+
+@dataclass(frozen=True)
 class PreparedDocument:
     """A document chunked and embedded, ready for an engine to store."""
 
@@ -131,6 +148,13 @@ class IndexReader(Protocol):
     def documents_of(self, ids: Sequence[int]) -> dict[int, int]: ...
 
     def fetch(self, ids: Sequence[int]) -> dict[int, StoredPassage]: ...
+
+    def document(self, doc_id: str) -> KeptDocument | None:
+        """The live document with this id as kept, or None."""
+
+    def document_ids(self, offset: int, limit: int) -> tuple[int, list[tuple[str, str, str, str]]]:
+        """How many live documents there are, and (doc_id, title, source, origin) of a page of
+        them in doc_id order."""
 
 
 class IndexWriter(Protocol):

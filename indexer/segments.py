@@ -14,7 +14,8 @@ import numpy as np
 
 from indexer import neardup, postings
 from indexer.dense import DenseParams, rescored, top
-from indexer.engine import Selection, StoredPassage
+from indexer.documents import Document
+from indexer.engine import KeptDocument, Selection, StoredPassage
 from indexer.keyword import KeywordParams
 from indexer.metadata import NO_DATE, Filters, Metadata
 from indexer.segment import Segment
@@ -224,10 +225,41 @@ class SegmentIndex:
                                                   metadata.get(numbers[passage_id], Metadata()))
         return found
 
+    def document(self, doc_id: str) -> KeptDocument | None:
+        """The live document with this id, its text as kept and its live passages in order."""
+        for view in self.views:
+            segment = view.segment
+            for number, title, source, text, origin, metadata in segment.db.execute(
+                    "SELECT doc_number, title, source, text, origin, metadata FROM documents WHERE doc_id = ?", (doc_id,)):
+                if is_dead(view, number):
+                    continue
+                rows = np.flatnonzero(np.asarray(segment.doc_numbers) == number)
+                ids = [int(i) for i in segment.ids[rows] if not is_dead(view, int(i))]
+                passages = segment.passages(ids)
+                kept = Document(doc_id=doc_id, title=title, source=source, text=text,
+                                metadata=Metadata.from_json(metadata) if metadata else Metadata())
+                return KeptDocument(kept, origin, tuple(sorted(passages.values(), key=lambda p: p.start)))
+        return None
+
+    def document_ids(self, offset: int, limit: int) -> tuple[int, list[tuple[str, str, str, str]]]:
+        """How many live documents, and a page of (doc_id, title, source, origin) in doc_id order."""
+        live = []
+        for view in self.views:
+            live += [(doc_id, title, source, origin) for number, doc_id, title, source, origin in view.segment.db.execute(
+                "SELECT doc_number, doc_id, title, source, origin FROM documents") if not is_dead(view, number)]
+        live.sort()
+        return len(live), live[offset:offset + limit]
+
     def all_ids(self) -> np.ndarray:
         """Every live passage id (for tests and checks, not for queries)."""
         return np.concatenate([v.segment.ids if v.live is None else v.segment.ids[v.live] for v in self.views]
                               or [np.zeros(0, np.int64)])
+
+
+def is_dead(view: SegmentView, number: int) -> bool:
+    """Whether this generation tombstoned the passage id or document number in the view's segment."""
+    at = int(np.searchsorted(view.dead, number))
+    return at < len(view.dead) and int(view.dead[at]) == number
 
 
 def merged(found: list[tuple[np.ndarray, np.ndarray]], depth: int) -> list[tuple[int, float]]:

@@ -9,7 +9,7 @@ import re
 import sqlite3
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
@@ -20,7 +20,7 @@ from indexer.metadata import ALIASES, MAX_ITEMS, TIMES, Metadata, from_fields, p
 from service.errors import ApiError
 from service.guard import key_problem
 from service.runtime import Runtime
-from service.schemas import TOO_LARGE, WHITESPACE, ErrorResponse
+from service.schemas import TOO_LARGE, WHITESPACE, DocumentList, DocumentOut, ErrorResponse
 from service.settings import Settings
 
 log = logging.getLogger("semsearch.ingest")
@@ -157,6 +157,30 @@ def documents_router(settings: Settings) -> APIRouter:
                               searchable=searchable, embedded=embedded, warnings=warnings)
 
     return adding
+
+
+def serving(runtime: Runtime):
+    """The index snapshot being served (503 with the fix while there is none)."""
+    if runtime.searcher is None:
+        raise runtime.problem
+    return runtime.searcher.index
+
+
+@router.get("/documents/{doc_id}", response_model=DocumentOut, responses={**AUTH_ERRORS, 404: {"model": ErrorResponse}},
+            summary="A stored document: its text as kept and its passages")
+def get_document(doc_id: str, runtime: AuthorizedRuntime) -> dict:
+    kept = serving(runtime).document(doc_id)
+    if kept is None:
+        raise ApiError(404, "not_found", f"no document with id {doc_id!r} in the index")
+    return kept.record()
+
+
+@router.get("/documents", response_model=DocumentList, responses=AUTH_ERRORS, summary="The stored documents, a page at a time")
+def list_documents(runtime: AuthorizedRuntime, offset: Annotated[int, Query(ge=0)] = 0,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    total, page = serving(runtime).document_ids(offset, limit)
+    return {"total": total, "offset": offset, "documents": [
+        {"doc_id": doc_id, "title": title, "source": source, "origin": origin} for doc_id, title, source, origin in page]}
 
 
 @router.delete("/documents/{doc_id}", response_model=IngestResponse,

@@ -178,6 +178,43 @@ class SearchResponse(BaseModel):
     facets: dict[str, list[FacetValue]] | None = Field(None, description="only when facets were asked for")
 
 
+class KeptPassage(BaseModel):
+    passage_id: str
+    text: str
+    section: str
+    paragraph: int
+    start: int = Field(description="offset of the passage in the document's text")
+    end: int
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    title: str
+    source: str
+    origin: Literal["folder", "api"] = Field(description="folder: from `semsearch index FOLDER`; api: POST /documents")
+    text: str = Field(description="the text as kept (for a web page: the article found in it)")
+    published_at: str | None = None
+    updated_at: str | None = None
+    authors: list[str] = Field(default_factory=list)
+    outlet: str | None = None
+    language: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    passages: list[KeptPassage] = Field(description="the passages search can return, in text order")
+
+
+class DocumentSummary(BaseModel):
+    doc_id: str
+    title: str
+    source: str
+    origin: Literal["folder", "api"]
+
+
+class DocumentList(BaseModel):
+    total: int = Field(description="documents in the index")
+    offset: int
+    documents: list[DocumentSummary] = Field(description="a page of them, in doc_id order")
+
+
 class ErrorBody(BaseModel):
     status: int
     code: str
