@@ -83,6 +83,16 @@ def parser() -> argparse.ArgumentParser:
     doctor.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
     doctor.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
 
+    follow = commands.add_parser("follow", help="index the articles of news feeds (RSS, Atom, JSON Feed) and keep "
+                                 "them current")
+    follow.add_argument("feeds", nargs="+", metavar="FEED_URL")
+    follow.add_argument("--index", default=DEFAULT_INDEX, help="index folder, created if there is none (default: index)")
+    follow.add_argument("--once", action="store_true", help="poll each feed once and exit (for cron and CI)")
+    follow.add_argument("--interval", type=float, default=float(os.environ.get("SEMSEARCH_FEED_INTERVAL", 600)),
+                        help="seconds between polls without --once (default: SEMSEARCH_FEED_INTERVAL or 600)")
+    follow.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    follow.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
+
     show = commands.add_parser("show", help="a stored document as the index keeps it: its text and its passages")
     show.add_argument("doc_id", nargs="?", help="the document's id (none: list the documents)")
     show.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")

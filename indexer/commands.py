@@ -159,6 +159,34 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_follow(args: argparse.Namespace) -> int:
+    """Poll the feeds (once, or every --interval seconds until stopped) and index what changed."""
+    import time
+
+    from indexer.build import update_documents
+    from indexer.feeds import FeedLimits, poll
+
+    root = Path(args.index)
+    model = model_for_index(args.model, args.precision, root)
+    limits = FeedLimits.from_environment()
+
+    def live_hashes(doc_ids: list[str]) -> dict[str, str]:
+        engine = engine_from_environment(root, model)
+        if engine.current() is None:  # a new index: everything is new
+            return {}
+        live = engine.writer().live_documents(doc_ids)
+        return {doc_id: d.content_hash for doc_id, d in live.items()}
+
+    while True:
+        report = poll(args.feeds, root, lambda documents: update_documents(root, model, documents, []), limits,
+                      live_hashes)
+        print(f"{report.feeds} feeds, {report.items} items, {report.fetched} pages fetched, "
+              f"{len(report.changed)} added or changed, {len(report.failures)} failed", flush=True)
+        if args.once:
+            return 0 if not report.failures else 1
+        time.sleep(max(args.interval, 1.0))
+
+
 def run_show(args: argparse.Namespace) -> int:
     """A stored document (its text as kept and its passages), or with no id the list of them."""
     model = model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, Path(args.index))

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from service import errors, ingest, routes
 from service.guard import RequestGuard
 from service.metrics import Metrics, RequestMetrics
-from service.runtime import Runtime, merger, watch
+from service.runtime import Runtime, follower, merger, watch
 from service.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -34,10 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = threading.Event()
         watch(app.state.runtime, stop)
         merging = merger(app.state.runtime, stop)
+        following = follower(app.state.runtime, stop)
         yield
         stop.set()
-        if merging.is_alive():
-            merging.join(timeout=60)  # a merge in flight publishes or gives up; never half-done
+        for busy in (merging, following):  # a merge or a feed's change in flight publishes or gives up
+            if busy.is_alive():
+                busy.join(timeout=60)
 
     app = FastAPI(title="semsearch", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Semantic search over news articles: ranked passages with their sources "

@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from service.logs import log_request, request_id
 
@@ -22,6 +22,13 @@ class IndexCollector:
 
     def collect(self):
         runtime = self.runtime()
+        feeds = getattr(runtime, "feeds", None)
+        if feeds is not None:
+            yield GaugeMetricFamily("semsearch_feeds_followed", "feeds in SEMSEARCH_FEEDS", value=feeds["followed"])
+            for name, what in (("polls", "feed polls done"), ("items_fetched", "feed item pages fetched"),
+                               ("documents_changed", "documents added or changed from feeds"),
+                               ("failures", "feeds and item pages that could not be read")):
+                yield CounterMetricFamily(f"semsearch_feed_{name}", what, value=feeds[name])
         searcher = getattr(runtime, "searcher", None)
         yield GaugeMetricFamily("semsearch_ready", "1 when an index is loaded and searches are answered",
                                 value=int(searcher is not None))

@@ -101,7 +101,8 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "generation": index.generation,
                          "model": index.manifest["model"]["name"], "passages": index.manifest["passages"],
                          "documents": index.manifest["documents"], "segments": len(index.manifest["segments"]),
-                         "built_at": index.manifest["built_at"], "arithmetic": runtime.arithmetic})
+                         "built_at": index.manifest["built_at"], "arithmetic": runtime.arithmetic,
+                         **({"feeds": runtime.feeds} if runtime.feeds is not None else {})})
 
 
 @router.get("/metrics", include_in_schema=False)

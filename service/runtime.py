@@ -30,6 +30,7 @@ class Runtime:
     engine: Engine | None = None  # the index; shared by searches, ingests and merges (set with the model)
     merge_wanted: threading.Event = field(default_factory=threading.Event)
     arithmetic: dict | None = None  # the precision on this CPU: native or emulated, measured (for /readyz)
+    feeds: dict | None = None  # with SEMSEARCH_FEEDS: what the follower has done (for /readyz and /metrics)
 
     @classmethod
     def start(cls, settings: Settings) -> "Runtime":
@@ -151,5 +152,49 @@ def merger(runtime: Runtime, stop: threading.Event) -> threading.Thread:
 
     thread = threading.Thread(target=loop, name="segment-merger", daemon=True)
     if runtime.embedder is not None and runtime.settings.merge:
+        thread.start()
+    return thread
+
+
+def follower(runtime: Runtime, stop: threading.Event) -> threading.Thread:
+    """With SEMSEARCH_FEEDS: poll the feeds now and every SEMSEARCH_FEED_INTERVAL seconds, index
+    what changed through the same all-or-nothing path as POST /documents, and keep the figures.
+    The feed list is configuration: no request can make the service fetch an address."""
+    from datetime import datetime, timezone
+
+    from indexer.build import update_documents
+    from indexer.feeds import FeedLimits, poll
+
+    settings = runtime.settings
+    runtime.feeds = {"followed": len(settings.feed_urls), "polls": 0, "last_poll": None, "items_fetched": 0,
+                     "documents_changed": 0, "failures": 0, "last_failures": []}
+
+    def apply(documents) -> None:
+        update_documents(settings.index_dir, runtime.encoder, documents, [], runtime.engine)
+        runtime.reload()
+        runtime.merge_wanted.set()
+
+    def live_hashes(doc_ids):
+        if runtime.engine.current() is None:
+            return {}
+        return {i: d.content_hash for i, d in runtime.engine.writer().live_documents(doc_ids).items()}
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                report = poll(settings.feed_urls, settings.index_dir, apply, FeedLimits.from_environment(), live_hashes)
+                status = runtime.feeds
+                status.update(polls=status["polls"] + 1, items_fetched=status["items_fetched"] + report.fetched,
+                              documents_changed=status["documents_changed"] + len(report.changed),
+                              failures=status["failures"] + len(report.failures), last_failures=report.failures[:10],
+                              last_poll=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                log.info("feeds polled: %d fetched, %d added or changed, %d failed", report.fetched,
+                         len(report.changed), len(report.failures))
+            except Exception:  # the follower must outlive any one bad poll
+                log.exception("feed poll failed; tried again at the next one")
+            stop.wait(settings.feed_interval)
+
+    thread = threading.Thread(target=loop, name="feed-follower", daemon=True)
+    if settings.feed_urls and runtime.encoder is not None:
         thread.start()
     return thread

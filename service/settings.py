@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(64, ge=1, description="requests answered at once; more get 503 with "
                                          "Retry-After (the health probes never do)")
     body_timeout: float = Field(10.0, gt=0, description="seconds a request body may stop arriving before 408")
+    feeds: str = Field("", description="comma-separated feed URLs (RSS, Atom, JSON Feed) the service polls in the "
+                       "background and indexes, as `semsearch follow` does; empty: none")
+    feed_interval: float = Field(600.0, ge=1, description="seconds between two polls of SEMSEARCH_FEEDS")
+
+    @property
+    def feed_urls(self) -> list[str]:
+        return [url.strip() for url in self.feeds.split(",") if url.strip()]
 
     @property
     def ingest_enabled(self) -> bool:

@@ -1,0 +1,186 @@
+"""Following feeds: `semsearch follow FEED_URL --once` against a local HTTP server started by the
+test, serving a feed and its pages (a good page, one without a date, a 404, a slow page, a
+non-HTML item, an oversized page, a page on another host), then an update and a feed that
+disappears. Conditional requests keep a second poll from fetching what has not changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from indexer.feeds import feed_items
+from tests.conftest import STAND_IN
+from tests.test_cli import semsearch
+from tests.test_extraction import PAGES
+
+ROOF = (PAGES / "stadium-roof--with-comments.html").read_text(encoding="utf-8")
+UNDATED = ("<html><head><title>Harbour crane</title></head><body><article><h1>A new crane for the harbour</h1>"
+           "<p>The harbour board bought a second container crane on Friday, the first in twenty years.</p>"
+           "<p>It will arrive by sea from the builder's yard in the spring and be working by the summer.</p>"
+           "</article></body></html>")
+
+
+class Site:
+    """What the test server serves: path -> (status, content type, body), and the requests it saw."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, str, bytes]] = {}
+        self.seen: list[tuple[str, bool]] = []  # (path, whether it was a conditional request)
+
+    def serve(self, path: str, body: str | bytes, kind: str = "text/html; charset=utf-8", status: int = 200) -> None:
+        self.routes[path] = (status, kind, body.encode() if isinstance(body, str) else body)
+
+
+@pytest.fixture()
+def site():
+    served = Site()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the standard library's name)
+            conditional = "If-None-Match" in self.headers
+            served.seen.append((self.path, conditional))
+            if self.path == "/slow":
+                time.sleep(3)
+            status, kind, body = served.routes.get(self.path, (404, "text/plain", b"not found"))
+            if status in (301, 302):  # body: where to
+                self.send_response(status)
+                self.send_header("Location", body.decode())
+                self.end_headers()
+                return
+            etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+            if status == 200 and self.headers.get("If-None-Match") == etag:
+                self.send_response(304)
+                self.end_headers()
+                return
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("ETag", etag)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield served
+    server.shutdown()
+
+
+def rss(base: str, items: list[tuple[str, str, str]]) -> str:
+    entries = "".join(f"<item><title>{title}</title><link>{base}{path}</link><pubDate>{date}</pubDate>"
+                      f"<category>harbour</category><author>desk@example.org (News Desk)</author></item>"
+                      for path, title, date in items)
+    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>Test news</title>{entries}</channel></rss>'
+
+
+FOLLOW_ENV = {**STAND_IN, "SEMSEARCH_FEED_TIMEOUT": "1", "SEMSEARCH_FEED_MAX_BYTES": "200000",
+              "SEMSEARCH_FEED_HOST_DELAY": "0"}
+
+
+def follow(site, index) -> tuple[int, str]:
+    done = semsearch("follow", f"{site.url}/feed.xml", "--index", str(index), "--once", env=FOLLOW_ENV)
+    return done.returncode, done.stdout + done.stderr
+
+
+def shown(index) -> dict[str, dict]:
+    listing = json.loads(semsearch("show", "--index", str(index), "--json", env=STAND_IN).stdout)["documents"]
+    return {d["doc_id"]: json.loads(semsearch("show", d["doc_id"], "--index", str(index), "--json", env=STAND_IN).stdout)
+            for d in listing}
+
+
+def test_following_a_feed_indexes_its_articles_and_keeps_them_current(site, tmp_path):
+    index = tmp_path / "index"
+    site.serve("/roof", ROOF)
+    site.serve("/crane", UNDATED)
+    site.serve("/report.pdf", b"%PDF-1.4 binary", kind="application/pdf")
+    site.serve("/huge", "<html><body>" + "<p>Filler paragraph for size.</p>" * 20_000 + "</body></html>")
+    site.serve("/old-roof-address", "/roof", status=301)  # the same article under an older address
+    site.serve("/broken", "<html><body><div><p>The pier reopened after <b>repairs to its deck and")  # cut off
+    site.serve("/feed.xml", rss(site.url, [("/roof", "Roof", "Mon, 02 Mar 2026 09:00:00 GMT"),
+                                           ("/crane", "Crane", "Fri, 06 Mar 2026 17:30:00 GMT"),
+                                           ("/gone", "Gone", "Fri, 06 Mar 2026 18:00:00 GMT"),
+                                           ("/slow", "Slow", "Fri, 06 Mar 2026 18:00:00 GMT"),
+                                           ("/report.pdf", "Report", "Fri, 06 Mar 2026 18:00:00 GMT"),
+                                           ("/huge", "Huge", "Fri, 06 Mar 2026 18:00:00 GMT"),
+                                           ("/old-roof-address", "Roof again", "Mon, 02 Mar 2026 09:00:00 GMT"),
+                                           ("/broken", "Pier", "Sat, 07 Mar 2026 08:00:00 GMT")])
+              # an item on another host (localhost, not 127.0.0.1): not fetched unless allowed
+              .replace("</channel>", f"<item><title>Away</title><link>{site.url.replace('127.0.0.1', 'localhost')}"
+                                     "/roof</link></item></channel>"))
+    code, printed = follow(site, index)
+    assert code == 1 and "3 added or changed, 5 failed" in printed  # the bad items are named, never a crash
+    for reason in ("/gone: HTTP 404", "/slow: ReadTimeout", "not a web page (application/pdf)", "/huge: larger than",
+                   "is not on the feed's host 127.0.0.1"):
+        assert reason in printed, reason
+    documents = shown(index)  # the redirect is the same document as /roof; the cut-off page is kept as read
+    assert set(documents) == {f"{site.url}/roof", f"{site.url}/crane", f"{site.url}/broken"}
+    assert "repairs to its deck" in documents[f"{site.url}/broken"]["text"]
+    roof, crane = documents[f"{site.url}/roof"], documents[f"{site.url}/crane"]
+    assert roof["source"] == f"{site.url}/roof" and "corrosion in the steel beams" in roof["text"]
+    assert "About time too" not in roof["text"] and roof["published_at"] == "2026-03-02T08:30:00Z"  # the page's own
+    assert crane["published_at"] == "2026-03-06T17:30:00Z" and crane["tags"] == ["harbour"]  # the feed's, lacking them
+
+    site.seen.clear()
+    code, printed = follow(site, index)  # nothing changed: conditional requests, nothing written
+    assert "0 added or changed" in printed
+    assert all(conditional for path, conditional in site.seen if path in ("/roof", "/crane"))
+
+    site.serve("/crane", UNDATED.replace("second container crane", "second and larger container crane"))
+    code, printed = follow(site, index)
+    assert "1 added or changed" in printed
+    assert "second and larger container crane" in shown(index)[f"{site.url}/crane"]["text"]
+
+    del site.routes["/feed.xml"]  # the feed disappears: said, and nothing is deleted
+    code, printed = follow(site, index)
+    assert code == 1 and "feed.xml: HTTP 404" in printed and len(shown(index)) == 3
+
+
+def test_atom_and_json_feeds_give_their_items_with_the_feeds_metadata():
+    atom = ('<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>T</title>'
+            '<entry><title>Ferry</title><link href="https://news.example.org/ferry"/><id>1</id>'
+            '<updated>2026-02-03T10:00:00Z</updated><author><name>Tomas Lindqvist</name></author>'
+            '<category term="transport"/></entry></feed>').encode()
+    [item] = feed_items(atom, "https://news.example.org/atom.xml")
+    assert item.link == "https://news.example.org/ferry" and item.metadata.published_at == "2026-02-03T10:00:00Z"
+    assert item.metadata.authors == ("Tomas Lindqvist",) and item.metadata.tags == ("transport",)
+    jsonfeed = json.dumps({"version": "https://jsonfeed.org/version/1.1", "title": "T", "items": [
+        {"id": "2", "url": "https://news.example.org/dam", "title": "Dam", "date_published": "2026-05-01T08:00:00+02:00",
+         "authors": [{"name": "Helen Okoye"}], "tags": ["energy"]}]}).encode()
+    [item] = feed_items(jsonfeed, "https://news.example.org/feed.json")
+    assert item.link == "https://news.example.org/dam" and item.metadata.published_at == "2026-05-01T06:00:00Z"
+    assert item.metadata.authors == ("Helen Okoye",) and item.metadata.tags == ("energy",)
+
+
+def test_the_service_follows_its_configured_feeds_in_the_background(site, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    monkeypatch.setenv("SEMSEARCH_FEED_HOST_DELAY", "0")
+    site.serve("/roof", ROOF)
+    site.serve("/feed.xml", rss(site.url, [("/roof", "Roof", "Mon, 02 Mar 2026 09:00:00 GMT"),
+                                           ("/gone", "Gone", "Mon, 02 Mar 2026 10:00:00 GMT")]))
+    settings = Settings(index_dir=tmp_path / "index", model_path="hashing", reload_interval=0,
+                        feeds=f"{site.url}/feed.xml", feed_interval=3600)
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 60
+        ready = client.get("/readyz").json()
+        while not ready.get("feeds", {}).get("polls") and time.monotonic() < deadline:  # no index until the first poll
+            time.sleep(0.2)
+            ready = client.get("/readyz").json()
+        assert ready["feeds"]["followed"] == 1 and ready["feeds"]["polls"] == 1 and ready["feeds"]["items_fetched"] == 1
+        assert ready["feeds"]["failures"] == 1 and "/gone: HTTP 404" in ready["feeds"]["last_failures"][0]
+        found = client.get("/search", params={"q": "stadium roof corrosion", "min_relevance": 0}).json()["results"]
+        assert found and found[0]["source"] == f"{site.url}/roof"
+        metrics = client.get("/metrics").text
+        assert "semsearch_feed_items_fetched_total 1.0" in metrics and "semsearch_feeds_followed 1.0" in metrics
