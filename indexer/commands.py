@@ -167,8 +167,11 @@ def run_follow(args: argparse.Namespace) -> int:
     from indexer.feeds import FeedLimits, poll
 
     root = Path(args.index)
+    try:
+        limits = FeedLimits.from_environment()
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
     model = model_for_index(args.model, args.precision, root)
-    limits = FeedLimits.from_environment()
 
     def live_hashes(doc_ids: list[str]) -> dict[str, str]:
         engine = engine_from_environment(root, model)

@@ -1,7 +1,8 @@
 """Follow news feeds: read RSS 2.0, Atom and JSON Feed, fetch each new or changed item's page,
 extract its article (indexer/documents.py) and apply the change through the same all-or-nothing
-path as POST /documents. What was seen (feed and page validators, each item's content hash) is
-kept in the index folder (FEED_STATE), so a poll asks only for what changed.
+path as POST /documents. The feeds' and pages' validators (ETag, Last-Modified) are kept in the
+index folder (FEED_STATE), so a poll downloads only what changed, and a page whose text is what the
+index already holds writes nothing.
 
 Safe by default: http(s) only; item pages only from the feed's own host (or SEMSEARCH_FEED_HOSTS);
 timeouts, a size cap and a redirect limit on every request; a pause between requests to one host.
@@ -41,7 +42,14 @@ class FeedLimits:
         """SEMSEARCH_FEED_HOSTS (comma-separated), SEMSEARCH_FEED_TIMEOUT, SEMSEARCH_FEED_MAX_BYTES and
         SEMSEARCH_FEED_HOST_DELAY, each defaulting to the values above."""
         hosts = tuple(h.strip().lower() for h in os.environ.get("SEMSEARCH_FEED_HOSTS", "").split(",") if h.strip())
-        number = lambda name, default: float(os.environ.get(name, default))  # noqa: E731
+
+        def number(name: str, default: float) -> float:
+            value = os.environ.get(name, default)
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, not {value!r}") from None
+
         return cls(timeout_s=number("SEMSEARCH_FEED_TIMEOUT", cls.timeout_s),
                    max_bytes=int(number("SEMSEARCH_FEED_MAX_BYTES", cls.max_bytes)),
                    host_delay_s=number("SEMSEARCH_FEED_HOST_DELAY", cls.host_delay_s), extra_hosts=hosts)
@@ -88,7 +96,7 @@ class Fetcher:
             headers["If-Modified-Since"] = validators["last_modified"]
         try:
             with self.client.stream("GET", url, headers=headers) as response:
-                body = b""
+                body = bytearray()
                 if response.status_code == 200:
                     for chunk in response.iter_bytes():
                         body += chunk
@@ -97,7 +105,7 @@ class Fetcher:
                 final = str(response.url)
                 if urlsplit(final).scheme not in ("http", "https"):
                     raise FetchError(f"{url}: redirected to {final}, not http(s)")
-                return response.status_code, body, dict(response.headers), final
+                return response.status_code, bytes(body), dict(response.headers), final
         except httpx.TooManyRedirects:
             raise FetchError(f"{url}: more than {self.limits.max_redirects} redirects") from None
         except httpx.HTTPError as exc:

@@ -184,3 +184,9 @@ def test_the_service_follows_its_configured_feeds_in_the_background(site, tmp_pa
         assert found and found[0]["source"] == f"{site.url}/roof"
         metrics = client.get("/metrics").text
         assert "semsearch_feed_items_fetched_total 1.0" in metrics and "semsearch_feeds_followed 1.0" in metrics
+
+
+def test_a_feed_setting_that_is_not_a_number_is_a_clear_error(tmp_path):
+    done = semsearch("follow", "http://127.0.0.1:9/feed.xml", "--index", str(tmp_path / "index"), "--once",
+                     env={**STAND_IN, "SEMSEARCH_FEED_TIMEOUT": "soon"})
+    assert done.returncode == 2 and "SEMSEARCH_FEED_TIMEOUT must be a number, not 'soon'" in done.stderr
