@@ -25,6 +25,9 @@ class IndexCollector:
         feeds = getattr(runtime, "feeds", None)
         if feeds is not None:
             yield GaugeMetricFamily("semsearch_feeds_followed", "feeds in SEMSEARCH_FEEDS", value=feeds["followed"])
+            if feeds["last_poll_unix"] is not None:
+                yield GaugeMetricFamily("semsearch_feed_last_poll_timestamp_seconds", "when the feeds were last polled "
+                                        "(Unix time)", value=feeds["last_poll_unix"])
             for name, what in (("polls", "feed polls done"), ("items_fetched", "feed item pages fetched"),
                                ("documents_changed", "documents added or changed from feeds"),
                                ("failures", "feeds and item pages that could not be read")):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from indexer.cpu import TABLE, UnknownClass, native, query_p50_ms, read_cpu
@@ -166,7 +167,8 @@ def follower(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     from indexer.feeds import FeedLimits, poll
 
     settings = runtime.settings
-    runtime.feeds = {"followed": len(settings.feed_urls), "polls": 0, "last_poll": None, "items_fetched": 0,
+    runtime.feeds = {"followed": len(settings.feed_urls), "polls": 0, "last_poll": None, "last_poll_unix": None,
+                     "items_fetched": 0,
                      "documents_changed": 0, "failures": 0, "last_failures": []}
 
     def apply(documents) -> None:
@@ -187,7 +189,8 @@ def follower(runtime: Runtime, stop: threading.Event) -> threading.Thread:
                 status.update(polls=status["polls"] + 1, items_fetched=status["items_fetched"] + report.fetched,
                               documents_changed=status["documents_changed"] + len(report.changed),
                               failures=status["failures"] + len(report.failures), last_failures=report.failures[:10],
-                              last_poll=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                              last_poll=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                              last_poll_unix=round(time.time(), 3))
                 log.info("feeds polled: %d fetched, %d added or changed, %d failed", report.fetched,
                          len(report.changed), len(report.failures))
             except Exception:  # the follower must outlive any one bad poll

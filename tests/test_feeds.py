@@ -184,6 +184,7 @@ def test_the_service_follows_its_configured_feeds_in_the_background(site, tmp_pa
         assert found and found[0]["source"] == f"{site.url}/roof"
         metrics = client.get("/metrics").text
         assert "semsearch_feed_items_fetched_total 1.0" in metrics and "semsearch_feeds_followed 1.0" in metrics
+        assert "semsearch_feed_failures_total 1.0" in metrics and "semsearch_feed_last_poll_timestamp_seconds 1" in metrics
 
 
 def test_a_feed_setting_that_is_not_a_number_is_a_clear_error(tmp_path):
