@@ -307,7 +307,7 @@ class Searcher:
             ranked = [(i, s) for i, s in ranked if i in copies]
         more: dict[int, list[int]] = {}
         if query.group == "article":
-            ranked, more = self.by_article(ranked)
+            ranked, more = self.by_article(ranked, {i: graded[i][0] for i, _ in ranked})
         page = ranked[query.offset:wanted]
         if not page:
             return Answer([], facets or nothing.facets, no_good_match=not ranked)
@@ -388,20 +388,24 @@ class Searcher:
     def grade(self, relevance: float) -> str:
         return "strong" if relevance >= self.relevance.strong else "weak" if relevance >= self.relevance.weak else "none"
 
-    def by_article(self, ranked: list[tuple[int, float]]
+    def by_article(self, ranked: list[tuple[int, float]], relevance: dict[int, float]
                    ) -> tuple[list[tuple[int, float]], dict[int, list[tuple[int, float]]]]:
         """Each article once, at its best passage's place, and for each best passage the
-        article's next MORE_PER_ARTICLE matching passages (in ranked order)."""
+        article's MORE_PER_ARTICLE other matching passages of highest relevance (the absolute
+        signal finds the answering paragraph more often than the fused order: docs/benchmarks.md,
+        "Results by article")."""
         documents = self.index.documents_of([i for i, _ in ranked])
         lead: dict[int, int] = {}
-        articles, more = [], {}
+        articles, others = [], {}
         for i, score in ranked:
             first = lead.setdefault(documents[i], i)
             if first == i:
                 articles.append((i, score))
-                more[i] = []
-            elif len(more[first]) < MORE_PER_ARTICLE:
-                more[first].append((i, score))
+                others[i] = []
+            else:
+                others[first].append((i, score))
+        more = {i: sorted(rest, key=lambda item: (-relevance[item[0]], item[0]))[:MORE_PER_ARTICLE]
+                for i, rest in others.items()}
         return articles, more
 
     def facet_counts(self, ranked: list[tuple[int, float]], names: tuple[str, ...]) -> dict[str, list[dict]]:
