@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
-from indexer import store  # noqa: E402
+from indexer.engines.faiss import store  # noqa: E402
 from indexer.beir import read_corpus, read_qrels, read_queries  # noqa: E402
 from indexer.build import build_from_documents, build_from_folder  # noqa: E402
 from indexer.embedding import light_model_for  # noqa: E402

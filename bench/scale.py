@@ -39,14 +39,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
 from bench.serving import http_phase, peak_rss_mb  # noqa: E402
-from indexer import store  # noqa: E402
+from indexer.engines.faiss import store  # noqa: E402
 from indexer.beir import read_corpus, read_queries  # noqa: E402
 from indexer.build import build_from_documents  # noqa: E402
 from indexer.chunking import sentence_spans  # noqa: E402
 from indexer.documents import Document  # noqa: E402
 from indexer.hashing_encoder import HashingEncoder  # noqa: E402
-from indexer.merge import merge_all  # noqa: E402
-from indexer.writer import SegmentStore  # noqa: E402
+from indexer.engines.faiss.merge import merge_all  # noqa: E402
+from indexer.engines.faiss.writer import SegmentStore  # noqa: E402
 from tests.conftest import start_server, stop_server  # noqa: E402
 
 PARAGRAPHS = 10

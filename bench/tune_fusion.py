@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer import store  # noqa: E402
+from indexer.engines.faiss import store  # noqa: E402
 from indexer.beir import read_qrels, read_queries  # noqa: E402
 from indexer.embedding import Embedder  # noqa: E402
 from indexer.evaluation import rank_documents, score  # noqa: E402

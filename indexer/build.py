@@ -1,8 +1,8 @@
 """Compose read -> chunk -> embed -> store: a folder reindex, or a change to a few documents.
 
 Only documents that are new or changed are chunked and embedded; they go into a new segment and
-the versions they replace are tombstoned (indexer/writer.py). A full rebuild happens only when
-forced or when the chunking code, model or window changed.
+the engine replaces the versions they change (indexer/engine.py: ChangeSet). A full rebuild happens
+only when forced or when the chunking code, model or window changed.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from indexer import chunking, keyword, pooling, store
+from indexer import chunking, keyword, pooling
 from indexer.cache import EmbeddingCache, cache_key
 from indexer.chunking import chunk_document, embedding_input, sentence_spans
-from indexer.dense import DenseParams
-from indexer.document_store import forget_legacy, legacy_documents
 from indexer.documents import Document, DocumentError, StoredDocument, content_hash, read_folder
 from indexer.embedding import TextModel
-from indexer.engine import ChangeSet, Engine, IndexWriter, LiveDocument, PreparedDocument, open_engine
+from indexer.engine import ChangeSet, Engine, IndexWriter, LiveDocument, PreparedDocument, open_engine, remember
+from indexer.folder import build_lock
 
 log = logging.getLogger(__name__)
 CACHE_FLUSH = 1024  # passages embedded between cache writes: a killed build keeps its progress
@@ -60,16 +59,16 @@ class BuildSummary:
 
 
 def build_from_folder(seeds: Path, out: Path, embedder: TextModel, progress: bool | None = None,
-                      force: bool = False, params: DenseParams = DenseParams()) -> BuildSummary:
+                      force: bool = False, engine: Engine | None = None) -> BuildSummary:
     """Index the documents under seeds (plus those ingested over HTTP) into out."""
-    return build_index(out, embedder, list(read_folder(seeds)), progress, force, str(seeds), params)
+    return build_index(out, embedder, list(read_folder(seeds)), progress, force, str(seeds), engine=engine)
 
 
 def build_from_documents(documents: Iterable[Document], out: Path, embedder: TextModel,
                          progress: bool | None = None, origin: str = "input",
-                         params: DenseParams = DenseParams()) -> BuildSummary:
+                         engine: Engine | None = None) -> BuildSummary:
     """Index the given documents, as a folder reindex would."""
-    return build_index(out, embedder, list(documents), progress, origin=origin, params=params)
+    return build_index(out, embedder, list(documents), progress, origin=origin, engine=engine)
 
 
 class PruneRefused(DocumentError):
@@ -91,12 +90,11 @@ class UnknownDocument(LookupError):
         self.doc_ids = list(doc_ids)
 
 
-def wanted_documents(root: Path, folder: list[Document], writer: IndexWriter) -> dict[str, StoredDocument]:
-    """Folder documents plus ingested ones (an ingested document replaces a folder one with its id):
-    those the index serves, and those an older version kept in documents.sqlite."""
+def wanted_documents(folder: list[Document], writer: IndexWriter) -> dict[str, StoredDocument]:
+    """Folder documents plus the ingested ones the index serves (an ingested document replaces a
+    folder one with its id)."""
     stored = [StoredDocument(d, "folder", content_hash(d)) for d in folder]
-    ingested = {d.doc_id: d for d in legacy_documents(root)} | {d.doc_id: d for d in writer.ingested_documents()}
-    stored += [StoredDocument(d, "api", content_hash(d)) for d in ingested.values()]
+    stored += [StoredDocument(d, "api", content_hash(d)) for d in writer.ingested_documents()]
     wanted: dict[str, StoredDocument] = {}
     for item in stored:
         doc_id = item.document.doc_id
@@ -118,24 +116,24 @@ def compare(previous: dict[str, LiveDocument], wanted: dict[str, StoredDocument]
 def check(root: Path, model: str, dimension: int, folder: list[Document], engine: Engine | None = None) -> Changes:
     """How index/ differs from folder plus the ingested documents."""
     writer = (engine or open_engine(root, model, dimension)).writer()
-    return compare(writer.live_documents(), wanted_documents(root, folder, writer))
+    return compare(writer.live_documents(), wanted_documents(folder, writer))
 
 
-def engine_of(root: Path, embedder: TextModel, params: DenseParams, engine: Engine | None) -> Engine:
-    """The given engine, or the default one for root with these dense params."""
-    return engine or open_engine(root, embedder.name, embedder.dimension, params=params)
+def engine_of(root: Path, embedder: TextModel, engine: Engine | None) -> Engine:
+    """The given engine, or the default one for root."""
+    return engine or open_engine(root, embedder.name, embedder.dimension)
 
 
 def build_index(root: Path, embedder: TextModel, folder: list[Document], progress: bool | None = None,
-                force: bool = False, origin: str = "input", params: DenseParams = DenseParams(),
-                engine: Engine | None = None, prune: bool = True) -> BuildSummary:
+                force: bool = False, origin: str = "input", engine: Engine | None = None, prune: bool = True) -> BuildSummary:
     """Bring index/ up to date with folder (plus ingested documents), touching only what changed.
     prune=False refuses (PruneRefused, before writing) to remove more than half of the index's
     folder documents: pointing a reindex at the wrong folder must not empty a live index."""
     started = time.perf_counter()
-    with store.build_lock(root):
-        writer = engine_of(root, embedder, params, engine).writer()
-        wanted = wanted_documents(root, folder, writer)
+    with build_lock(root):
+        engine = engine_of(root, embedder, engine)
+        writer = engine.writer()
+        wanted = wanted_documents(folder, writer)
         if not wanted:
             raise DocumentError(f"no documents to index: {origin} holds no readable article")
         health = writer.health()
@@ -156,7 +154,8 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
             batches = require_passages(batches, origin)
         name = writer.apply(ChangeSet(upserts=batches, deletes=changes.removed + changes.changed,
                                       replace_all=rebuild, chunker=fingerprint))
-        after_publish(root, embedder, took_legacy=True)
+        remember(root, engine)
+        after_publish(root, embedder)
         health = writer.health()
     return BuildSummary(Path(root) / name, changes, health["documents"], health["passages"],
                         health["sentences"], embedded[0], time.perf_counter() - started)
@@ -184,8 +183,9 @@ def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document
     repeated = sorted(doc_id for doc_id, n in Counter(d.doc_id for d in upserts).items() if n > 1)
     if repeated:
         raise DocumentError(f"one document per id: {', '.join(repeated)} given more than once")
-    with store.build_lock(root):
-        writer = engine_of(root, embedder, DenseParams(), engine).writer()
+    with build_lock(root):
+        engine = engine_of(root, embedder, engine)
+        writer = engine.writer()
         live = writer.live_documents(list(deletes)) if deletes else {}
         unknown = [i for i in deletes if i not in live or deletable not in (None, live[i].origin)]
         if unknown:
@@ -197,19 +197,16 @@ def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document
         embedded = [0]
         batches = prepare(stored, embedder, writer, root, False, embedded)
         name = writer.apply(ChangeSet(upserts=batches, deletes=list(deletes), chunker=chunker))
+        remember(root, engine)
         after_publish(root, embedder)
     return name, embedded[0]
 
 
-def after_publish(root: Path, embedder: TextModel, took_legacy: bool = False) -> None:
-    """Tidy up once a change is published: the progress cache is no longer needed, nor, after a
-    build that took its documents in (took_legacy), an older version's document store. The
-    change is already committed, so a failure here (a full disk) is logged, never reported as a
-    failed write."""
+def after_publish(root: Path, embedder: TextModel) -> None:
+    """Tidy up once a change is published: the progress cache is no longer needed. The change is
+    already committed, so a failure here (a full disk) is logged, never reported as a failed write."""
     try:
-        EmbeddingCache(root, embedder.name, embedder.dimension).clear()  # the segments hold them now
-        if took_legacy:
-            forget_legacy(root)
+        EmbeddingCache(root, embedder.name, embedder.dimension).clear()  # the index holds them now
     except (OSError, sqlite3.Error) as exc:
         log.warning("published, but could not tidy %s: %s", root, exc)
 
@@ -287,3 +284,41 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, roo
                                    or [np.zeros((0, dimension), np.float32)]),
         sentence_counts=tuple(len(s) for s in document_spans))
         for stored, passages, _, _, keys, document_spans in jobs]
+
+
+class VectorsOf:
+    """A writer stand-in for prepare(): the vectors another engine holds, by embedding input."""
+
+    def __init__(self, writer: IndexWriter) -> None:
+        self.writer = writer
+
+    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return self.writer.embedded(keys)
+
+
+def move_index(root: Path, embedder: TextModel, source: Engine, target: Engine,
+               progress: bool | None = None) -> BuildSummary:
+    """Copy every document the source engine serves, with its origin and its vectors, into the
+    target engine in one commit, and record the target as the index's engine. Passages are cut
+    again with the code in use; only those whose input changed since the build are embedded."""
+    started = time.perf_counter()
+    with build_lock(root):
+        reader = source.reader()
+        total, listed = reader.document_ids(0, 0)
+        _, listed = reader.document_ids(0, total)
+        stored = []
+        for doc_id, *_ in listed:
+            kept = reader.document(doc_id)
+            stored.append(StoredDocument(kept.document, kept.origin, content_hash(kept.document)))
+        if not stored:
+            raise DocumentError(f"the index at {root} holds no documents to move")
+        embedded = [0]
+        batches = prepare(stored, embedder, VectorsOf(source.writer()), root, progress, embedded)
+        writer = target.writer()
+        name = writer.apply(ChangeSet(upserts=batches, replace_all=True, chunker=chunker_fingerprint(embedder)))
+        remember(root, target)
+        after_publish(root, embedder)
+        health = writer.health()
+    return BuildSummary(Path(root) / name, Changes(tuple(d.document.doc_id for d in stored), (), (), 0),
+                        health["documents"], health["passages"], health["sentences"], embedded[0],
+                        time.perf_counter() - started)

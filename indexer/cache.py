@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from indexer.store import sqlite_transaction
+from indexer.folder import sqlite_transaction
 
 CACHE_FILE = "embeddings.sqlite"
 

@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("--prune", action="store_true",
                        help="allow removing more than half of the index's folder documents (files gone from the folder)")
     index.add_argument("--accept-loss", action="store_true", help=ACCEPT_LOSS_HELP)
+    where(index)
 
     repair = commands.add_parser(
         "repair", help="mend a damaged index, keeping every document that can be read back whole",
@@ -46,12 +47,25 @@ def parser() -> argparse.ArgumentParser:
     repair.add_argument("index", nargs="?", default=DEFAULT_INDEX, help="index folder (default: index)")
     repair.add_argument("--accept-loss", action="store_true", help=ACCEPT_LOSS_HELP)
     repair.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    where(repair)
+
+    move = commands.add_parser(
+        "move", help="move an index to another engine (FAISS folder <-> Milvus) without embedding again",
+        description="Copies every document the index serves, with its origin and vectors, into the other engine "
+                    "in one commit; the index folder then records the new engine, and later commands use it. "
+                    "The old engine's copy is left as it was.")
+    move.add_argument("index", nargs="?", default=DEFAULT_INDEX, help="index folder (default: index)")
+    move.add_argument("--to", required=True, choices=("faiss", "milvus"), help="the engine to move the index to")
+    move.add_argument("--milvus-uri", help="with --to milvus: Milvus Lite file (.db) or http(s)://host:port "
+                      "(SEMSEARCH_MILVUS_URI; default: milvus.db in the index folder)")
+    move.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
 
     serve = commands.add_parser("serve", help="run the HTTP API and search page")
     serve.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
     serve.add_argument("--host", default=os.environ.get("SEMSEARCH_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("SEMSEARCH_PORT", "8000")))
     serve.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    where(serve)
 
     search = commands.add_parser("search", help="search the index from the terminal")
     search.add_argument("query")
@@ -74,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--min-relevance", type=float, metavar="R",
                         help="leave out results below this relevance, 0..1 (default: the weak grade's floor; 0 keeps all)")
     search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    where(search)
     search.add_argument("--url", default=os.environ.get("SEMSEARCH_URL") or None,
                         help="ask the semsearch server at this address (e.g. http://127.0.0.1:8000) instead of "
                              "loading the index here: much faster (default: SEMSEARCH_URL)")
@@ -82,6 +97,7 @@ def parser() -> argparse.ArgumentParser:
         "doctor", help="this CPU's class, the precision a new index gets and why, and how the index's runs here")
     doctor.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
     doctor.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    where(doctor)
 
     follow = commands.add_parser("follow", help="index the articles of news feeds (RSS, Atom, JSON Feed) and keep "
                                  "them current")
@@ -92,12 +108,14 @@ def parser() -> argparse.ArgumentParser:
                         help="seconds between polls without --once (default: SEMSEARCH_FEED_INTERVAL or 600)")
     follow.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     follow.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
+    where(follow)
 
     show = commands.add_parser("show", help="a stored document as the index keeps it: its text and its passages")
     show.add_argument("doc_id", nargs="?", help="the document's id (none: list the documents)")
     show.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
     show.add_argument("--json", action="store_true", help="print it as JSON (GET /documents/{doc_id}'s shape)")
     show.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    where(show)
 
     evaluate = commands.add_parser(
         "eval", help="score every retrieval mode on a BEIR-format dataset, or an index on your own questions",
@@ -115,12 +133,24 @@ def parser() -> argparse.ArgumentParser:
                                "or a temporary folder")
     evaluate.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     evaluate.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
+    where(evaluate)
     return top
+
+
+def where(command: argparse.ArgumentParser) -> None:
+    """The engine options every command that opens an index takes (the environment's otherwise)."""
+    command.add_argument("--engine", choices=("faiss", "milvus"), help="index engine for a new index "
+                         "(SEMSEARCH_ENGINE; default faiss); an existing index keeps its own")
+    command.add_argument("--milvus-uri", help="Milvus Lite file (.db) or http(s)://host:port "
+                         "(SEMSEARCH_MILVUS_URI; default: milvus.db in the index folder)")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command, turning domain errors into one clear message and exit code."""
     args = parser().parse_args(argv)
+    for flag, variable in (("engine", "SEMSEARCH_ENGINE"), ("milvus_uri", "SEMSEARCH_MILVUS_URI")):
+        if getattr(args, flag, None):  # as the environment would: serve's workers and every engine read it
+            os.environ[variable] = getattr(args, flag)
     from indexer import commands
 
     logging.basicConfig(level=logging.INFO, format="semsearch: %(levelname)s: %(message)s", stream=sys.stderr)

@@ -54,6 +54,26 @@ def run_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_move(args: argparse.Namespace) -> int:
+    """Move the index at args.index to the engine args.to, reusing its vectors."""
+    from indexer.build import move_index
+    from indexer.engine import engine_class, engine_kind
+
+    root = Path(args.index)
+    kind, options = engine_choice()
+    model = model_for_index(args.model, None, root)
+    current = engine_kind(root, None, options.get("uri"))
+    if current == args.to:
+        raise QueryError(f"the index at {root} is already held by the {args.to} engine")
+    source = engine_from_environment(root, model)
+    target = engine_class(args.to)(root, model.name, model.dimension, **{k: v for k, v in options.items() if v})
+    summary = move_index(root, model, source, target)
+    print(f"moved {summary.documents} documents, {summary.passages} passages from {current} to {args.to} "
+          f"(embedded {summary.passages_embedded}) in {summary.seconds:.1f}s -> {summary.generation.name}")
+    print(f"the {current} copy is left as it was; later commands on {root} use {args.to}")
+    return 0
+
+
 def run_repair(args: argparse.Namespace) -> int:
     index = Path(args.index)
     model = model_for_index(args.model, None, index)
@@ -77,7 +97,8 @@ def run_doctor(args: argparse.Namespace) -> int:
     fresh = light_model_for(args.model, precision=choice.precision)
     print(f"a new index is built at precision {choice.precision} (query embedding p50 "
           f"{query_p50_ms(fresh.embed_query):.1f} ms here): {choice.why}")
-    recorded = built_with(Path(args.index), os.environ.get("SEMSEARCH_ENGINE", "faiss"))
+    kind, options = engine_choice()
+    recorded = built_with(Path(args.index), kind, **options)
     if recorded is None:
         print(f"index {args.index}: none yet")
         return 0
@@ -243,28 +264,38 @@ def model_for_index(model_path: str | None, precision: str | None, root: Path | 
     from indexer.embedding import choose_precision, light_model_for
     from indexer.engine import built_with
 
+    kind, options = engine_choice()
     try:
-        recorded = built_with(root, os.environ.get("SEMSEARCH_ENGINE", "faiss")) if root else None
+        recorded = built_with(root, kind, **options) if root else None
     except ValueError as exc:
-        raise QueryError(f"SEMSEARCH_ENGINE: {exc}") from exc
+        raise QueryError(str(exc)) from exc
     return light_model_for(model_path, precision=choose_precision(precision, recorded))
 
 
-def engine_from_environment(root: Path, model):
-    """The index engine the service would use for root: SEMSEARCH_ENGINE (default faiss), with
-    SEMSEARCH_ANN_MIN_ROWS (when a segment gets an approximate index)."""
-    from indexer.dense import DenseParams
-    from indexer.engine import open_engine
-
+def engine_choice() -> tuple[str | None, dict]:
+    """The engine asked for (SEMSEARCH_ENGINE or --engine; None: the index's own, else faiss) and
+    its options: SEMSEARCH_MILVUS_URI (or --milvus-uri), SEMSEARCH_MILVUS_TOKEN, and
+    SEMSEARCH_ANN_MIN_ROWS (when a FAISS segment gets an approximate index)."""
+    env = os.environ
+    rows = env.get("SEMSEARCH_ANN_MIN_ROWS")
     try:
-        rows = int(os.environ.get("SEMSEARCH_ANN_MIN_ROWS", DenseParams().ann_min_rows))
+        ann_min_rows = int(rows) if rows else None
     except ValueError as exc:
         raise QueryError(f"SEMSEARCH_ANN_MIN_ROWS is not a whole number: {exc}") from exc
+    return env.get("SEMSEARCH_ENGINE") or None, {"uri": env.get("SEMSEARCH_MILVUS_URI") or None,
+                                                   "token": env.get("SEMSEARCH_MILVUS_TOKEN") or None,
+                                                   "ann_min_rows": ann_min_rows}
+
+
+def engine_from_environment(root: Path, model):
+    """The index engine the service would use for root (engine_choice)."""
+    from indexer.engine import open_engine
+
+    kind, options = engine_choice()
     try:
-        return open_engine(root, model.name, model.dimension, os.environ.get("SEMSEARCH_ENGINE", "faiss"),
-                           params=DenseParams(ann_min_rows=max(rows, 1)))
+        return open_engine(root, model.name, model.dimension, kind, **options)
     except ValueError as exc:
-        raise QueryError(f"SEMSEARCH_ENGINE: {exc}") from exc
+        raise QueryError(str(exc)) from exc
 
 
 def fusion_from_environment():
@@ -298,8 +329,9 @@ def run_eval(args: argparse.Namespace) -> int:
             raise QueryError("--documents goes with a question file; a BEIR dataset brings its own corpus")
         index = Path(args.index) if args.index else None
         model = model_for_index(args.model, args.precision, index)
+        kind, options = engine_choice()
         report = evaluate_dataset(Path(args.dataset), args.split, model, index=index,
-                                  fusion=fusion_from_environment())
+                                  fusion=fusion_from_environment(), engine={"kind": kind, **options})
         print(format_table(report))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -322,7 +354,8 @@ def eval_questions(args: argparse.Namespace) -> dict:
         model = model_for_index(args.model, args.precision, index)
         if args.documents:
             documents = [d for folder in args.documents for d in read_folder(Path(folder))]
-            build_from_documents(documents, index, model, origin=", ".join(args.documents))
+            engine = engine_from_environment(index, model)
+            build_from_documents(documents, index, model, origin=", ".join(args.documents), engine=engine)
         engine = engine_from_environment(index, model)
         searcher = Searcher(engine.reader(), model, fusion_from_environment())
         report = evaluate_questions(searcher, questions, Path(args.dataset))

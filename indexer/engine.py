@@ -3,11 +3,12 @@
 Callers construct an Engine with open_engine and name nothing inside it. search.py ranks, fuses
 and highlights through the IndexReader it opens; build.py prepares documents (chunked and
 embedded) and hands them to its IndexWriter.apply; the service polls current() and runs
-maintain() in the background. The FAISS segments in index/ (indexer/faiss_engine.py) are one
-implementation; no engine's types cross this line. Passages are named by stable int64 ids that
-the engine hands out and never reuses. Ingested documents are stored by the engine with their
-passages (so a publish is the one commit); the index folder's build lock and embedding cache
-belong to the caller, whatever the engine.
+maintain() in the background. FAISS segments in the index folder (indexer/engines/faiss/) and
+Milvus collections (indexer/engines/milvus.py) are the two implementations; no engine's types
+cross this line. Passages are named by stable int64 ids that the engine hands out and never
+reuses. Ingested documents are stored by the engine with their passages (so a publish is the one
+commit); the index folder's build lock, embedding cache and engine.json (which engine holds the
+index, and where) belong to the caller, whatever the engine.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import numpy as np
 from indexer.chunking import Passage
 from indexer.documents import Document, StoredDocument
 from indexer.errors import IndexDamaged, IndexUnavailable  # noqa: F401 (importers name them here)
+from indexer.folder import read_record, write_record
 from indexer.metadata import Filters, Metadata
 
 # Engines by name: "module:class", imported only when chosen (SEMSEARCH_ENGINE).
-ENGINES = {"faiss": "indexer.faiss_engine:FaissEngine"}
+ENGINES = {"faiss": "indexer.engines.faiss.engine:FaissEngine", "milvus": "indexer.engines.milvus:MilvusEngine"}
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,11 @@ class Engine(Protocol):
         """The name of the newest published snapshot (cheap: polled by the service), or None."""
 
     @staticmethod
-    def built_with(root: Path) -> str | None:
+    def built_with(root: Path, **options) -> str | None:
         """The model name the index at root records (None: no index yet), read without opening it."""
+
+    def describe(self) -> dict:
+        """What the index folder's engine.json records: {"engine": name, ...where it lives}."""
 
     def reader(self) -> IndexReader:
         """The newest snapshot, opened and checked; raises IndexUnavailable."""
@@ -217,12 +222,45 @@ def engine_class(kind: str):
     return getattr(importlib.import_module(module), name)
 
 
-def open_engine(root: Path, model: str, dimension: int, kind: str = "faiss", **options) -> Engine:
-    """The engine called kind for the index at root, for vectors of this model and dimension."""
-    return engine_class(kind)(Path(root), model, dimension, **options)
+class EngineMismatch(ValueError):
+    """The engine (or Milvus URI) asked for is not the one that holds the index."""
 
 
-def built_with(root: Path, kind: str = "faiss") -> str | None:
+def engine_kind(root: Path, kind: str | None = None, uri: str | None = None) -> str:
+    """The engine of the index at root: what its engine.json records (a folder without one but with
+    a FAISS index is FAISS's), else kind, else faiss. Raises EngineMismatch when kind (or the
+    Milvus URI) differs from what the index records, and ValueError for an unknown kind."""
+    if kind is not None:
+        engine_class(kind)
+    record = read_record(root)
+    recorded = (record or {}).get("engine") or ("faiss" if engine_class("faiss").built_with(Path(root)) else None)
+    if kind is not None and recorded is not None and kind != recorded:
+        raise EngineMismatch(f"the index at {root} is held by the {recorded} engine, not {kind}: leave out "
+                             f"--engine (and SEMSEARCH_ENGINE) to use it, or give another index folder for a "
+                             f"{kind} index")
+    if uri and record and record.get("uri") and uri != record["uri"]:
+        raise EngineMismatch(f"the index at {root} is in Milvus at {record['uri']}, not {uri}: leave out "
+                             "--milvus-uri (and SEMSEARCH_MILVUS_URI), or give another index folder")
+    return recorded or kind or "faiss"
+
+
+def open_engine(root: Path, model: str, dimension: int, kind: str | None = None, **options) -> Engine:
+    """The engine of the index at root (see engine_kind), for vectors of this model and dimension.
+    options (None: not given) go to the engine: ann_min_rows (FAISS), uri, token (Milvus)."""
+    options = {k: v for k, v in options.items() if v is not None}
+    chosen = engine_kind(Path(root), kind, options.get("uri"))
+    return engine_class(chosen)(Path(root), model, dimension, **options)
+
+
+def remember(root: Path, engine: Engine) -> None:
+    """Record in the index folder which engine holds the index (on its first write)."""
+    record = engine.describe()
+    if read_record(root) != record:
+        write_record(root, record)
+
+
+def built_with(root: Path, kind: str | None = None, **options) -> str | None:
     """The name of the model (with its precision) the index at root was built with; None when
     there is no index yet. Read before a model is loaded, so an index keeps its precision."""
-    return engine_class(kind).built_with(Path(root))
+    options = {k: v for k, v in options.items() if v is not None}
+    return engine_class(engine_kind(Path(root), kind, options.get("uri"))).built_with(Path(root), **options)

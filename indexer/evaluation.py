@@ -8,10 +8,10 @@ import time
 import warnings
 from pathlib import Path
 
-from indexer import store
 from indexer.beir import read_corpus, read_qrels, read_queries
 from indexer.build import build_from_documents
 from indexer.embedding import TextModel
+from indexer.engine import open_engine
 from indexer.search import MODES, FusionParams, Query, Searcher
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,10 @@ def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) ->
 
 def evaluate_dataset(dataset: Path, split: str, embedder: TextModel, index: Path | None = None,
                      fusion: FusionParams = FusionParams(), modes: tuple[str, ...] = MODES,
-                     progress: bool | None = None) -> dict:
+                     progress: bool | None = None, engine: dict | None = None) -> dict:
     """Index the corpus (into index if given, where an earlier build is brought up to date), rank
-    every judged query in every mode, and score each mode."""
+    every judged query in every mode, and score each mode. engine: open_engine's kind and options
+    (None: the index's own engine, else FAISS)."""
     dataset = Path(dataset)
     qrels = read_qrels(dataset, split)
     all_queries = read_queries(dataset)
@@ -53,10 +54,11 @@ def evaluate_dataset(dataset: Path, split: str, embedder: TextModel, index: Path
     report: dict = {"dataset": dataset.name, "split": split, "queries": len(queries), "results": {}}
     with tempfile.TemporaryDirectory(prefix="semsearch-eval-") as scratch:
         index = Path(index or scratch)
-        summary = build_from_documents(read_corpus(dataset), index, embedder, progress, str(dataset))
+        opened = open_engine(index, embedder.name, embedder.dimension, **(engine or {}))
+        summary = build_from_documents(read_corpus(dataset), index, embedder, progress, str(dataset), engine=opened)
         report["index"] = {"documents": summary.documents, "passages": summary.passages,
                            "passages_embedded": summary.passages_embedded, "seconds": round(summary.seconds, 1)}
-        searcher = Searcher(store.load(index, embedder.name, embedder.dimension), embedder, fusion)
+        searcher = Searcher(opened.reader(), embedder, fusion)
         for mode in modes:
             started = time.perf_counter()
             run = rank_documents(searcher, queries, mode)

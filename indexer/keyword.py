@@ -1,10 +1,11 @@
 """The keyword analyzer (English stemming and stopwords, exactly as bm25s tokenizes) and bm25s
-itself, kept as the oracle the tests compare indexer/postings.py's BM25 with."""
+itself, kept as the oracle the tests compare indexer/engines/faiss/postings.py's BM25 with."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -108,6 +109,11 @@ def scores(retriever, terms: list[str]) -> np.ndarray:
     if not known:
         return np.zeros(retriever.scores["num_docs"], dtype=np.float32)
     return retriever.get_scores(known)
+
+
+def idf(df: int, total: int) -> float:
+    """Lucene's BM25 inverse document frequency; 0 for a term that occurs nowhere."""
+    return math.log1p((total - df + 0.5) / (df + 0.5)) if df > 0 else 0.0
 
 
 def passage_terms(passages) -> list[list[str]]:

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer import store
 from indexer.build import after_publish, chunker_fingerprint, prepare
 from indexer.embedding import TextModel
 from indexer.engine import ChangeSet, Damage, Engine, IndexDamaged
+from indexer.folder import build_lock
 
 SHOWN = 20  # documents named in a message
 
@@ -53,7 +53,7 @@ def repair_index(root: Path, embedder: TextModel, engine: Engine, accept_loss: b
     accept_loss is not set. Folder documents that cannot be read back are left to the next
     reindex of their folder (Damage.lost_from_folders)."""
     started = time.perf_counter()
-    with store.build_lock(root):
+    with build_lock(root):
         damage = engine.inspect()
         if damage.intact:
             return RepairSummary(damage, None, 0, 0, time.perf_counter() - started)

@@ -95,8 +95,8 @@ async def healthz() -> dict:
 @router.get("/readyz", responses={503: {"model": ErrorResponse}}, summary="The index is loaded")
 async def readyz(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
-    if runtime.searcher is None:
-        return not_ready(request, runtime.problem)
+    if runtime.searcher is None or runtime.outage is not None:
+        return not_ready(request, runtime.outage or runtime.problem)
     index = runtime.searcher.index
     return JSONResponse({"status": "ready", "generation": index.generation,
                          "model": index.manifest["model"]["name"], "passages": index.manifest["passages"],

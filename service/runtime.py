@@ -26,6 +26,8 @@ class Runtime:
     embedder: TextModel | None = None  # the same model, set only when ingest is enabled
     searcher: Searcher | None = None
     problem: ServiceUnavailable | None = None
+    outage: ServiceUnavailable | None = None  # the engine stopped answering while an index was served
+    unreached: bool = False  # the engine could not be reached at start: the watcher tries again
     failed_generation: str | None = None
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
     engine: Engine | None = None  # the index; shared by searches, ingests and merges (set with the model)
@@ -41,8 +43,17 @@ class Runtime:
         SciFact index, against 4.4 s and 850 MB with torch loaded), for search and ingest alike.
         """
         runtime = cls(settings=settings)
+        runtime.open()
+        return runtime
+
+    def open(self) -> None:
+        """Load the model for the index's precision and open the engine, then the index. An engine
+        that cannot be reached (Milvus down) is tried again by the watcher (reachable)."""
+        runtime, settings = self, self.settings
         try:
-            precision = choose_precision(settings.precision, built_with(settings.index_dir, settings.engine))
+            options = settings.engine_options()
+            precision = choose_precision(settings.precision, built_with(settings.index_dir, settings.engine,
+                                                                        **options))
             if settings.backend == "onnx" or settings.model_path == "hashing":
                 runtime.encoder = light_model_for(settings.model_path, settings.model_threads, settings.model_spin,
                                                   precision, shared=True)
@@ -55,13 +66,20 @@ class Runtime:
             runtime.embedder = runtime.encoder if settings.ingest_enabled else None
             runtime.arithmetic = arithmetic(precision, runtime.encoder)
             runtime.engine = open_engine(settings.index_dir, runtime.encoder.name, runtime.encoder.dimension,
-                                         settings.engine, params=settings.dense())
-        except (ModelError, UnknownClass) as exc:
-            runtime.problem = ServiceUnavailable(str(exc), getattr(exc, "fix", "unset SEMSEARCH_CPU_CLASS"))
+                                         settings.engine, **options)
+        except IndexUnavailable as exc:
+            runtime.unreached = True
+            if runtime.problem is None or runtime.problem.message != exc.message:
+                log.error("not ready: %s (fix: %s); trying again", exc.message, exc.fix)
+            runtime.problem = ServiceUnavailable(exc.message, exc.fix)
+            return
+        except (ModelError, UnknownClass, ValueError) as exc:
+            runtime.problem = ServiceUnavailable(str(exc), getattr(exc, "fix", "unset SEMSEARCH_CPU_CLASS"
+                                                 if isinstance(exc, UnknownClass) else "see the message"))
             log.error("not ready: %s", exc)
-            return runtime
+            return
+        runtime.unreached = False
         runtime.reload()
-        return runtime
 
     @property
     def generation(self) -> str | None:
@@ -73,7 +91,16 @@ class Runtime:
             return None
         self.engine.prepare()  # the slow opening, before the lock an ingest may be waiting for
         with self.reload_lock:
-            wanted = self.engine.current()
+            try:
+                wanted = self.engine.current()
+            except IndexUnavailable as exc:  # the engine is down (Milvus): say so until it is back
+                if self.outage is None:
+                    log.error("index engine unreachable: %s (fix: %s)", exc.message, exc.fix)
+                self.outage = ServiceUnavailable(exc.message, exc.fix)
+                return self.generation
+            if self.outage is not None:
+                log.info("index engine reachable again")
+                self.outage = None
             if wanted is not None and wanted in (self.generation, self.failed_generation):
                 return self.generation  # generations never change once written: no need to retry
             try:
@@ -122,6 +149,8 @@ def watch(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     def loop() -> None:
         while not stop.wait(interval):
             try:
+                if runtime.engine is None and runtime.unreached:
+                    runtime.open()
                 runtime.reload()
             except Exception:  # the watcher must outlive any one bad generation
                 log.exception("index reload failed")

@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from indexer.dense import DenseParams
 from indexer.search import FusionParams
 
 
@@ -34,7 +33,11 @@ class Settings(BaseSettings):
     ann_min_rows: int = Field(50_000, ge=1, description="segments with at least this many passages get an "
                                                         "approximate index when ingest or a merge writes them")
     merge: bool = Field(True, description="merge small segments in the background after ingests")
-    engine: Literal["faiss"] = Field("faiss", description="index engine (indexer/engine.py: ENGINES)")
+    engine: Literal["faiss", "milvus"] | None = Field(None, description="index engine for a new index; unset: the "
+                                                      "index's own (engine.json), else faiss")
+    milvus_uri: str | None = Field(None, description="Milvus Lite file (.db) or http(s)://host:port; unset: "
+                                   "milvus.db in the index folder")
+    milvus_token: SecretStr | None = Field(None, description="Milvus token (user:password or an API key)")
     threaded_search_passages: int = Field(200_000, ge=0, description="indexes with at least this many passages "
                                           "search in the thread pool (two searches share the cores)")
     max_body_bytes: int = Field(4_000_000, ge=1024, description="largest request body; larger ones get 413 "
@@ -57,8 +60,10 @@ class Settings(BaseSettings):
     def ingest_enabled(self) -> bool:
         return self.api_key is not None and bool(self.api_key.get_secret_value())
 
-    def dense(self) -> DenseParams:
-        return DenseParams(ann_min_rows=self.ann_min_rows)
+    def engine_options(self) -> dict:
+        """What open_engine is given besides the folder and the model."""
+        return {"ann_min_rows": self.ann_min_rows, "uri": self.milvus_uri,
+                "token": self.milvus_token.get_secret_value() if self.milvus_token else None}
 
     def fusion(self) -> FusionParams:
         return FusionParams(method=self.fusion_method, rrf_k=self.rrf_k, depth=self.fusion_depth,

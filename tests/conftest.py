@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer import store
+from indexer.engines.faiss import store
 from indexer.build import build_from_folder
 from indexer.embedding import Embedder
 from indexer.search import Searcher

@@ -7,7 +7,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer import store
+from indexer.engines.faiss import store
 from indexer.onnx_encoder import OnnxEncoder
 from service.app import create_app
 from service.settings import Settings

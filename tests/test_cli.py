@@ -99,7 +99,7 @@ def test_search_ranks_with_the_services_fusion_variables(tmp_path, seed_index):
 
 
 def manifest_model(index) -> str:
-    from indexer import store
+    from indexer.engines.faiss import store
 
     return store.read_manifest(index)["model"]["name"]
 
@@ -155,7 +155,7 @@ def test_search_piped_into_a_reader_that_stops_early_is_not_an_error(seed_index)
 
 
 def test_a_reindex_rebuilds_when_the_way_passages_are_cut_or_scored_changed(tmp_path):
-    from indexer import store
+    from indexer.engines.faiss import store
     from tests.conftest import STAND_IN
 
     seeds = tmp_path / "seeds"

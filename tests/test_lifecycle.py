@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer import store
+from indexer.engines.faiss import store
 from indexer.build import build_from_folder
 from service.app import create_app
 from service.settings import Settings

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from indexer import store
+from indexer.engines.faiss import store
 
 from tests.conftest import STAND_IN, served
 from tests.test_cli import semsearch
@@ -156,8 +156,8 @@ def without_metadata_column(index) -> None:
     checksums and manifest updated to match, as an older version would have left them."""
     import sqlite3
 
-    from indexer import store
-    from indexer.integrity import checksums, sha256_of
+    from indexer.engines.faiss import store
+    from indexer.engines.faiss.integrity import checksums, sha256_of
 
     name = store.current_generation(index)
     manifest_path = index / name / "manifest.json"

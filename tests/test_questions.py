@@ -51,7 +51,7 @@ def test_eval_reports_hit_rates_for_every_mode_and_names_the_misses(report):
 
 def test_eval_figures_match_the_ranks_search_returns(report, tmp_path):
     """The report's hybrid figures recomputed from plain searches of an index of the same articles."""
-    from indexer import store
+    from indexer.engines.faiss import store
     from indexer.build import build_from_documents
     from indexer.documents import read_folder
     from indexer.embedding import default_precision, light_model_for

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer import store
+from indexer.engines.faiss import store
 from indexer.build import build_from_folder
 from indexer.questions import read_off_topic, read_questions
 from indexer.search import Query, RelevanceParams, Searcher

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from indexer import store
+from indexer.engines.faiss import store
 from indexer.build import build_from_folder, update_documents
 from indexer.documents import Document
 from indexer.embedding import light_model_for
-from indexer.merge import MergePolicy, merge_all
-from indexer.writer import SegmentStore
+from indexer.engines.faiss.merge import MergePolicy, merge_all
+from indexer.engines.faiss.writer import SegmentStore
 from tests.conftest import STAND_IN
 from tests.test_cli import semsearch
 
@@ -233,7 +233,7 @@ def test_a_segment_no_snapshot_holds_has_its_files_closed(damaged):
 
 def test_a_merge_whose_source_another_writer_replaced_is_abandoned_quietly_and_planned_again(damaged, caplog,
                                                                                               monkeypatch):
-    from indexer import merge
+    from indexer.engines.faiss import merge
 
     seeds, index, before = damaged
     model = light_model_for("hashing")
@@ -247,7 +247,7 @@ def test_a_merge_whose_source_another_writer_replaced_is_abandoned_quietly_and_p
             shutil.rmtree(segment.folder)
         return real(folder, sources, *args)
     monkeypatch.setattr(merge, "write_merged", raced)
-    with caplog.at_level("INFO", logger="indexer.merge"):
+    with caplog.at_level("INFO", logger="indexer.engines.faiss.merge"):
         done = merge_all(writer, MergePolicy(factor=3))
     assert "abandoned" in caplog.text and not [r for r in caplog.records if r.levelname == "ERROR"]
     assert done == [] and not list(index.glob(".building-*"))

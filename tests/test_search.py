@@ -76,7 +76,7 @@ def test_convex_fusion_scales_each_list_to_0_1():
 def test_top_is_stable_for_ties():
     import numpy as np
 
-    from indexer.dense import top
+    from indexer.engines.faiss.dense import top
 
     rows, scores = top(np.array([7, 3, 5, 4]), np.array([0.5, 0.9, 0.5, 0.5]), 3)
     assert rows.tolist() == [3, 4, 5] and scores.tolist() == [0.9, 0.5, 0.5]
@@ -85,7 +85,7 @@ def test_top_is_stable_for_ties():
 @pytest.fixture(scope="module")
 def sections_searcher(tmp_path_factory, embedder):
     """The seed article cut into one document per section: a small multi-document index."""
-    from indexer import store
+    from indexer.engines.faiss import store
     from indexer.build import build_from_documents
     from indexer.documents import Document
     from indexer.search import Searcher
@@ -145,7 +145,7 @@ def test_highlight_is_the_answering_sentence_in_every_mode(searcher, mode):
 
 
 def test_an_index_whose_passages_have_no_keywords_still_builds_and_answers(tmp_path, embedder):
-    from indexer import store
+    from indexer.engines.faiss import store
     from indexer.build import build_from_documents
     from indexer.documents import Document
     from indexer.search import Searcher
@@ -185,7 +185,7 @@ SHORT_NOTES = [(f"note-{i}", f"Notice {i}", text) for i, text in enumerate([
 
 def long_report_index(tmp_path, embedder):
     """The short notes, then the long report ingested over the API (a new segment)."""
-    from indexer import store
+    from indexer.engines.faiss import store
     from indexer.build import build_from_documents, update_documents
     from indexer.documents import Document
     from indexer.search import Searcher

@@ -10,16 +10,17 @@ import sys
 import numpy as np
 import pytest
 
-from indexer import store
+from indexer.engines.faiss import store
 from indexer.build import build_from_documents, update_documents
 from indexer.chunking import sentence_spans
-from indexer.dense import DenseParams
+from indexer.engines.faiss.dense import DenseParams
+from indexer.engines.faiss.engine import FaissEngine
 from indexer.documents import Document, read_folder
 from indexer.hashing_encoder import HashingEncoder
 from indexer.keyword import passage_terms
-from indexer.merge import MergePolicy, merge_all
+from indexer.engines.faiss.merge import MergePolicy, merge_all
 from indexer.search import Query, Searcher
-from indexer.writer import SegmentStore
+from indexer.engines.faiss.writer import SegmentStore
 from tests.conftest import ROOT, SEEDS
 
 QUERIES = ["casualties of the war", "drone production in Ukraine", "Putin and the Kremlin", "peace talks"]
@@ -138,8 +139,8 @@ def test_a_merge_drops_deleted_rows_and_every_passage_scores_the_same(grown, mod
 
 
 def test_approximate_index_finds_what_exact_search_finds(tmp_path, model):
-    params = DenseParams(ann_min_rows=1_000)
-    build_from_documents(make_corpus(1_500), tmp_path, model, progress=False, params=params)
+    engine = FaissEngine(tmp_path, model.name, model.dimension, ann_min_rows=1_000)
+    build_from_documents(make_corpus(1_500), tmp_path, model, progress=False, engine=engine)
     loaded = store.load(tmp_path, model.name, model.dimension)
     [view] = loaded.views
     assert view.segment.info["ann"]["kind"] == "ivf-sq8" and len(view.segment) >= 1_000
@@ -159,7 +160,8 @@ def test_approximate_index_finds_what_exact_search_finds(tmp_path, model):
 
 def test_filters_on_an_approximate_segment_return_only_matching_passages(tmp_path, model):
     dense = DenseParams(ann_min_rows=1_000, brute_force_rows=10)  # large filters go through FAISS selectors
-    build_from_documents(make_corpus(1_200), tmp_path, model, progress=False, params=dense)
+    build_from_documents(make_corpus(1_200), tmp_path, model, progress=False,
+                         engine=FaissEngine(tmp_path, model.name, model.dimension, dense))
     searcher = Searcher(store.load(tmp_path, model.name, model.dimension, params=dense), model)
     wide = tuple(f"d{n}" for n in range(0, 1_200, 3))
     for mode in MODES:
@@ -228,8 +230,8 @@ def test_sigkill_during_a_merge_loses_nothing(tmp_path, model):
     for first in range(1_000, 4_000, 1_000):
         update_documents(tmp_path, model, corpus[first:first + 1_000], ["d3"] if first == 1_000 else [])
     before, generation = rankings(tmp_path, model), store.current_generation(tmp_path)
-    merge = ("import sys; from indexer.dense import DenseParams; from indexer.merge import MergePolicy, merge_all; "
-             "from indexer.writer import SegmentStore; "
+    merge = ("import sys; from indexer.engines.faiss.dense import DenseParams; from indexer.engines.faiss.merge import MergePolicy, merge_all; "
+             "from indexer.engines.faiss.writer import SegmentStore; "
              "merge_all(SegmentStore(sys.argv[1], 'hashing', 384, DenseParams(ann_min_rows=1000)), "
              "MergePolicy(factor=4, floor=100_000))")
     process = subprocess.Popen([sys.executable, "-c", merge, str(tmp_path)], cwd=ROOT)
@@ -290,7 +292,7 @@ def concatenated(lists):
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
 def test_bm25_top_rows_equal_brute_force_scoring_with_ties_and_filters(compiled, monkeypatch):
-    from indexer import postings
+    from indexer.engines.faiss import postings
 
     monkeypatch.setattr(postings, "COMPILED_FROM", 0 if compiled else 10**9)
 
@@ -343,7 +345,7 @@ def test_hybrid_lists_computed_at_once_on_a_large_index_rank_the_same(grown, mod
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pread"])
 def test_rows_read_from_disk_are_the_rows_written_and_a_truncated_file_is_named(compiled, tmp_path, monkeypatch):
-    from indexer import rowfile
+    from indexer.engines.faiss import rowfile
 
     monkeypatch.setattr(rowfile, "COMPILED_READS_FROM", 0 if compiled else 10**9)
     vectors = np.random.default_rng(3).random((5_000, 24), dtype=np.float32)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from indexer import segment, store
+from indexer.engines.faiss import segment, store
 from indexer.build import build_from_documents
 from indexer.chunking import chunk_document, embedding_input, sentence_spans
 from indexer.documents import Document, read_folder

@@ -17,15 +17,15 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer import store
-from indexer.dense import DenseParams
+from indexer.engines.faiss import store
+from indexer.engines.faiss.dense import DenseParams
 from indexer.documents import Document, StoredDocument, content_hash
 from indexer.engine import Damage
-from indexer.integrity import sha256_of
+from indexer.engines.faiss.integrity import sha256_of
 from indexer.metadata import Metadata
-from indexer.rowfile import RowFile, load
-from indexer.segment import TABLES, Segment, read_document_list
-from indexer.writer import SegmentStore
+from indexer.engines.faiss.rowfile import RowFile, load
+from indexer.engines.faiss.segment import TABLES, Segment, read_document_list
+from indexer.engines.faiss.writer import SegmentStore
 
 BLOCK = 500  # passages whose vectors are read back at a time
 

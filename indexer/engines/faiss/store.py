@@ -1,6 +1,6 @@
 """The one place that reads and writes index/: segments, generations, tombstones and the pointer.
 
-index/segments/<name>/      immutable segments (indexer/segment.py)
+index/segments/<name>/      immutable segments (indexer/engines/faiss/segment.py)
 index/gen-<time>-<id>/      a generation: manifest.json (its live segments, counts, next id) and
                             tombstones/<segment>.npy (ids deleted from that segment)
 index/CURRENT               the generation in use, switched with one atomic rename
@@ -9,59 +9,29 @@ A change writes a new small segment and new tombstone files, never the segments 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import shutil
-import sqlite3
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from indexer import rowfile
-from indexer.dense import DenseParams
+from indexer.engines.faiss import rowfile
+from indexer.engines.faiss.dense import DenseParams
 from indexer.engine import IndexDamaged, IndexUnavailable  # noqa: F401 (importers name them store.*)
-from indexer.integrity import checksums, first_mismatch, fsync_tree, sha256_of
-from indexer.segment import INFO, Segment
+from indexer.engines.faiss.integrity import checksums, first_mismatch, fsync_tree, sha256_of
+from indexer.engines.faiss.segment import INFO, Segment
+from indexer.folder import build_lock, sqlite_transaction  # noqa: F401 (the engine's modules name them store.*)
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 3  # 3: segments with stable ids and tombstones
 POINTER = "CURRENT"
 SEGMENTS = "segments"
 KEEP_GENERATIONS = 3
-
-
-@contextmanager
-def sqlite_transaction(path: Path, durable: bool = False, wal: bool = True) -> Iterator[sqlite3.Connection]:
-    """One committed-or-rolled-back transaction on a SQLite file, closed afterwards."""
-    db = sqlite3.connect(path, timeout=30)
-    try:
-        if wal:  # stores that live across builds: readers never block the writer
-            db.execute("PRAGMA journal_mode=WAL")
-        if durable:
-            db.execute("PRAGMA synchronous=FULL")
-        with db:
-            yield db
-    finally:
-        db.close()
-
-
-@contextmanager
-def build_lock(root: Path) -> Iterator[None]:
-    """One writer at a time per index folder, across processes (CLI, service, merges)."""
-    Path(root).mkdir(parents=True, exist_ok=True)
-    with open(Path(root) / ".build.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def new_name(prefix: str) -> str:
@@ -272,7 +242,7 @@ def open_segment(root: Path, entry: dict, params: DenseParams = DenseParams()) -
 
 def load(root: Path, model: str, dimension: int, opened: dict | None = None,
          params: DenseParams = DenseParams()):
-    """The current generation, ready to search (indexer/segments.py); see open_index."""
-    from indexer.segments import open_index
+    """The current generation, ready to search (indexer/engines/faiss/segments.py); see open_index."""
+    from indexer.engines.faiss.segments import open_index
 
     return open_index(Path(root), model, dimension, opened, params)

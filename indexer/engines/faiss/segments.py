@@ -12,13 +12,14 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer import neardup, postings
-from indexer.dense import DenseParams, rescored, top
+from indexer import neardup
+from indexer.engines.faiss import postings
+from indexer.engines.faiss.dense import DenseParams, rescored, top
 from indexer.documents import Document
 from indexer.engine import KeptDocument, Selection, StoredPassage
 from indexer.keyword import KeywordParams
 from indexer.metadata import NO_DATE, Filters, Metadata
-from indexer.segment import Segment
+from indexer.engines.faiss.segment import Segment
 
 
 @dataclass
@@ -277,7 +278,7 @@ def open_index(root, model: str, dimension: int, opened: dict[str, Segment] | No
     opened: segments this process already opened (and checked), by name; they are reused, so a
     reload after a small change opens only the new segment. New ones are added to it.
     """
-    from indexer import store
+    from indexer.engines.faiss import store
 
     name, manifest = store.verify(root, model, dimension)
     opened = {} if opened is None else opened

@@ -1,6 +1,6 @@
 """The FAISS segments engine: immutable segments in index/segments/, generations listing them.
 
-An Engine (indexer/engine.py) over store.py (generations, the CURRENT pointer, checksums),
+The Engine (indexer/engine.py) over store.py (generations, the CURRENT pointer, checksums),
 segments.py (the reader), writer.py (the writer) and merge.py (upkeep). It keeps the segments
 this process has opened, shared by its readers and writers, so a reload or an ingest opens and
 checks only new segments.
@@ -8,22 +8,28 @@ checks only new segments.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from indexer import damage, store
-from indexer.dense import DenseParams
+from indexer.engines.faiss import damage, store
+from indexer.engines.faiss.dense import DenseParams
 from indexer.engine import Damage, IndexReader
-from indexer.merge import MergePolicy, merge_all
-from indexer.segment import Segment
-from indexer.segments import SegmentIndex, open_index
-from indexer.writer import SegmentStore
+from indexer.engines.faiss.merge import MergePolicy, merge_all
+from indexer.engines.faiss.segment import Segment
+from indexer.engines.faiss.segments import SegmentIndex, open_index
+from indexer.engines.faiss.writer import SegmentStore
 
 
 class FaissEngine:
     """FAISS segments in the folder root, for vectors of one model."""
 
-    def __init__(self, root: Path, model: str, dimension: int, params: DenseParams = DenseParams(),
-                 policy: MergePolicy = MergePolicy()) -> None:
+    def __init__(self, root: Path, model: str, dimension: int, params: DenseParams | None = None,
+                 policy: MergePolicy = MergePolicy(), ann_min_rows: int | None = None, **_other) -> None:
+        """ann_min_rows: segments with at least this many passages get an approximate index (IVF);
+        other engines' options are left aside."""
+        params = params or DenseParams()
+        if ann_min_rows is not None:
+            params = replace(params, ann_min_rows=max(int(ann_min_rows), 1))
         self.root, self.model, self.dimension = Path(root), model, dimension
         self.params, self.policy = params, policy
         self.opened: dict[str, Segment] = {}  # by name; opened (and checked) once per process
@@ -32,8 +38,11 @@ class FaissEngine:
         return store.current_generation(self.root)
 
     @staticmethod
-    def built_with(root: Path) -> str | None:
+    def built_with(root: Path, **_options) -> str | None:
         return ((store.recorded_manifest(root) or {}).get("model") or {}).get("name")
+
+    def describe(self) -> dict:
+        return {"engine": "faiss"}
 
     def reader(self) -> SegmentIndex:
         return open_index(self.root, self.model, self.dimension, self.opened, self.params)

@@ -16,14 +16,15 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer import neardup, rowfile
+from indexer import neardup
+from indexer.engines.faiss import rowfile
 from indexer.chunking import Passage
-from indexer.dense import ANN_FILE, DenseParams, DenseSegment, build_ann
+from indexer.engines.faiss.dense import ANN_FILE, DenseParams, DenseSegment, build_ann
 from indexer.documents import StoredDocument
-from indexer.integrity import checksums
+from indexer.engines.faiss.integrity import checksums
 from indexer.metadata import NO_DATE, Filters, Metadata, epoch, metadata_condition
-from indexer.postings import Postings
-from indexer.rowfile import RowFile
+from indexer.engines.faiss.postings import Postings
+from indexer.engines.faiss.rowfile import RowFile
 
 INFO = "segment.json"
 TABLES = "segment.sqlite"

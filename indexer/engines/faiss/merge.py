@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer import postings, rowfile, store
-from indexer.dense import DenseParams
-from indexer.integrity import fsync_tree
-from indexer.segment import (MINHASHES, TABLES, Segment, create_tables, finish, has_metadata, index_tables,
+from indexer.engines.faiss import postings, rowfile, store
+from indexer.engines.faiss.dense import DenseParams
+from indexer.engines.faiss.integrity import fsync_tree
+from indexer.engines.faiss.segment import (MINHASHES, TABLES, Segment, create_tables, finish, has_metadata, index_tables,
                              save_document_list, save_postings)
-from indexer.writer import SegmentStore
+from indexer.engines.faiss.writer import SegmentStore
 
 log = logging.getLogger(__name__)
 CHUNK = 50_000  # rows copied at a time: a merge's memory stays flat whatever the segment sizes

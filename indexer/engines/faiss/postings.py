@@ -10,7 +10,6 @@ bm25s on the same texts.
 
 from __future__ import annotations
 
-import math
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer import rowfile
-from indexer.keyword import KeywordParams
+from indexer.engines.faiss import rowfile
+from indexer.keyword import KeywordParams, idf  # noqa: F401 (segments.py names it postings.idf)
 
 MAX_TF = np.iinfo(np.uint16).max
 COMPILED_FROM = 50_000  # rows of a segment from which keyword scoring runs compiled (best_rows)
@@ -64,11 +63,6 @@ def from_pairs(vocabulary: list[str], term_ids: np.ndarray, rows: np.ndarray, tf
     return Postings(terms=[vocabulary[i] for i in order], starts=starts, counts=counts,
                     rows=(unique % width).astype(np.int32),
                     tfs=np.minimum(summed, MAX_TF).astype(np.uint16), lengths=lengths.astype(np.int32))
-
-
-def idf(df: int, total: int) -> float:
-    """Lucene's BM25 inverse document frequency; 0 for a term that occurs nowhere."""
-    return math.log1p((total - df + 0.5) / (df + 0.5)) if df > 0 else 0.0
 
 
 def length_norms(lengths: np.ndarray, average_length: float, params: KeywordParams) -> np.ndarray:
@@ -201,7 +195,7 @@ def best_rows(rows: np.ndarray, tfs: np.ndarray, bounds: np.ndarray, weights: Se
     smaller one is scored by numpy, which sums in the same order (so both give the same scores)
     and spares a one-off search loading numba (0.4-0.6 s).
     """
-    from indexer.dense import top
+    from indexer.engines.faiss.dense import top
 
     if not len(rows) or depth <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)

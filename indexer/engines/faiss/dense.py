@@ -131,7 +131,7 @@ class DenseSegment:
     def __init__(self, folder: Path, ann: dict | None, params: DenseParams) -> None:
         import faiss
 
-        from indexer.rowfile import RowFile, load
+        from indexer.engines.faiss.rowfile import RowFile, load
 
         self.params = params
         self.ann = self.flat = None

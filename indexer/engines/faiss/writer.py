@@ -15,25 +15,28 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer import neardup, postings, store
-from indexer.dense import DenseParams
+from indexer import neardup
+from indexer.engines.faiss import postings, store
+from indexer.engines.faiss.dense import DenseParams
+from indexer.engines.faiss.document_store import forget_legacy, legacy_documents
 from indexer.documents import Document
 from indexer.engine import ChangeSet, LiveDocument, PreparedDocument
 from indexer.keyword import passage_terms
 from indexer.metadata import Metadata
-from indexer.segment import TABLES, Segment, SegmentRows, has_metadata
-from indexer.segment import write as write_segment
+from indexer.engines.faiss.segment import TABLES, Segment, SegmentRows, has_metadata
+from indexer.engines.faiss.segment import write as write_segment
 
 log = logging.getLogger(__name__)
 
 
 class SegmentStore:
-    """The writing side of an index folder; call apply with store.build_lock held."""
+    """The writing side of an index folder; call apply with the folder's build lock held (indexer/folder.py)."""
 
     def __init__(self, root: Path, model: str, dimension: int, params: DenseParams = DenseParams(),
                  opened: dict[str, Segment] | None = None) -> None:
         self.root, self.model, self.dimension, self.params = Path(root), model, dimension, params
         self.opened = {} if opened is None else opened  # shared with a reader in the same process
+        self.took_legacy = False  # ingested_documents handed out an older version's documents.sqlite
 
     def state(self) -> tuple[str, dict] | None:
         """The current generation when there is one for this model and format (None: a build starts
@@ -68,8 +71,14 @@ class SegmentStore:
         return live
 
     def ingested_documents(self) -> list[Document]:
-        """Documents added over the API that the current generation serves, with their text. Read
-        whatever model built the generation, so a rebuild for another model keeps them."""
+        """Documents added over the API that the current generation serves, with their text, and
+        those an older version kept in documents.sqlite (the generation's win). Read whatever model
+        built the generation, so a rebuild for another model keeps them."""
+        legacy = {d.doc_id: d for d in legacy_documents(self.root)}
+        self.took_legacy = bool(legacy)
+        return list((legacy | {d.doc_id: d for d in self.served_ingested()}).values())
+
+    def served_ingested(self) -> list[Document]:
         name = store.current_generation(self.root)
         manifest = store.read_manifest(self.root, name) if name else None
         if not manifest or manifest.get("format_version") != store.FORMAT_VERSION:
@@ -126,10 +135,16 @@ class SegmentStore:
         for entry in entries.values():
             opened = self.opened.get(entry["name"])
             entry["deleted"] = len(opened.rows_of(tombstones[entry["name"]])) if opened else 0
-        return store.publish(self.root, {
+        name = store.publish(self.root, {
             "model": {"name": self.model, "dimension": self.dimension}, "chunker": changes.chunker,
             "next_id": next_id, **change["counts"], "segments": list(entries.values()), **changes.meta},
             {name: dead for name, dead in tombstones.items() if name in entries})
+        if self.took_legacy:  # the build that asked for them holds them now
+            try:
+                forget_legacy(self.root)
+            except OSError as exc:
+                log.warning("published, but could not remove the old documents.sqlite in %s: %s", self.root, exc)
+        return name
 
     @staticmethod
     def tombstone(current: list[tuple[Segment, np.ndarray]], doc_ids: list[str], change: dict) -> None:

@@ -1,0 +1,213 @@
+"""The Milvus engine (Milvus Lite, embedded) behind the seam: the same answers as the FAISS engine,
+filters inside the engine, all-or-nothing writes, the commands and the service unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from indexer.build import build_from_documents, update_documents
+from indexer.documents import Document, read_folder
+from indexer.embedding import light_model_for
+from indexer.engine import ChangeSet, open_engine
+from indexer.metadata import Metadata
+from indexer.questions import read_questions
+from indexer.search import MODES, Query, Searcher
+from tests.conftest import ROOT, SEEDS, STAND_IN, free_port
+from tests.test_cli import semsearch
+
+
+ARTICLES = ROOT / "tests" / "questions" / "articles"
+QUESTIONS = ROOT / "tests" / "questions" / "questions.jsonl"
+
+
+def dated(doc_id: str, text: str, published: str, outlet: str, authors=(), tags=(), language="en") -> Document:
+    return Document(doc_id, doc_id.replace("-", " ").title(), f"https://news.example/{doc_id}", text,
+                    Metadata(published_at=published, outlet=outlet, authors=tuple(authors), tags=tuple(tags),
+                             language=language))
+
+
+HARBOUR = [
+    dated("harbour-crane", "The harbour crane failed on Monday and ships waited at the quay for a day.",
+          "2026-03-02T08:00:00Z", "Coast Herald", ["Ana Ruiz"], ["port", "transport"], "en-GB"),
+    dated("harbour-fees", "Harbour fees rise next month, the port authority said, to pay for dredging.",
+          "2026-05-10T12:00:00Z", "Daily Ledger", ["Tom Berg"], ["port", "money"]),
+    dated("harbour-festival", "A festival fills the old harbour with boats, music and food stalls.",
+          "2025-08-20T18:00:00Z", "Coast Herald", ["Ana Ruiz", "Lee Park"], ["culture"], "fr"),
+]
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory, embedder):
+    """The same documents (seeds, the question articles, three dated ones) in a FAISS folder and in
+    Milvus Lite, built with the real model."""
+    documents = list(read_folder(SEEDS)) + list(read_folder(ARTICLES)) + HARBOUR
+    faiss_root, milvus_root = tmp_path_factory.mktemp("faiss"), tmp_path_factory.mktemp("milvus")
+    build_from_documents(documents, faiss_root, embedder, progress=False)
+    milvus = open_engine(milvus_root, embedder.name, embedder.dimension, "milvus")
+    build_from_documents(documents, milvus_root, embedder, progress=False, engine=milvus)
+    faiss = open_engine(faiss_root, embedder.name, embedder.dimension)
+    return Searcher(faiss.reader(), embedder), Searcher(milvus.reader(), embedder), milvus_root
+
+
+def test_milvus_ranks_the_questions_as_faiss_does(both):
+    faiss, milvus, _ = both
+    questions = read_questions(QUESTIONS)
+    same_first = same_article = 0
+    for question in questions:
+        vector = faiss.embedder.embed_query(question.text)
+        assert [i for i, _ in milvus.index.dense(vector, 20)] == [i for i, _ in faiss.index.dense(vector, 20)]
+        want, got = (s.search(Query(question.text, k=5, min_relevance=0)) for s in (faiss, milvus))
+        same_first += want[0].passage.passage_id == got[0].passage.passage_id
+        same_article += want[0].passage.doc_id == got[0].passage.doc_id
+    assert same_article == len(questions)
+    assert same_first >= 0.95 * len(questions)
+
+
+def test_relevance_and_keyword_scores_agree(both):
+    faiss, milvus, _ = both
+    for text in ("harbour fees dredging", "flibbertigibbet zorkmid quux", "over a million casualties"):
+        want, got = (s.search(Query(text, k=5, mode="keyword", min_relevance=0)) for s in (faiss, milvus))
+        assert [h.passage.passage_id for h in got] == [h.passage.passage_id for h in want]
+        for a, b in zip(want, got):
+            assert b.relevance == pytest.approx(a.relevance, abs=0.05)
+    nonsense = milvus.search(Query("flibbertigibbet zorkmid quux"))
+    assert nonsense == []
+
+
+@pytest.mark.parametrize("filters", [
+    {"doc_ids": ("harbour-fees", "harbour-crane")}, {"sources": ("https://news.example/harbour-festival",)},
+    {"published_after": "2026-01-01"}, {"published_before": "2026-03-02"},
+    {"outlets": ("coast herald",)}, {"authors": ("Lee Park",)}, {"languages": ("en",)}, {"tags": ("PORT",)}])
+def test_every_filter_is_applied_inside_milvus(both, filters):
+    faiss, milvus, _ = both
+    for mode in MODES:
+        want, got = ({h.passage.doc_id for h in s.search(Query("harbour", k=50, mode=mode, min_relevance=0,
+                                                               **filters))} for s in (faiss, milvus))
+        assert got == want and got
+
+
+def test_writes_replace_and_delete_and_a_failed_one_changes_nothing(tmp_path, embedder):
+    engine = open_engine(tmp_path, embedder.name, embedder.dimension, "milvus")
+    build_from_documents(HARBOUR, tmp_path, embedder, progress=False, engine=engine)
+    update_documents(tmp_path, embedder, [dated("harbour-fees", "Harbour fees fall after all: the dredging is "
+                                                "paid by the state.", "2026-06-01T09:00:00Z", "Daily Ledger")],
+                     ["harbour-festival"], engine=engine)
+    searcher = Searcher(engine.reader(), embedder)
+    hits = searcher.search(Query("who pays for the dredging", k=10, min_relevance=0))
+    assert {h.passage.doc_id for h in hits} == {"harbour-fees", "harbour-crane"}
+    assert "fall after all" in next(h for h in hits if h.passage.doc_id == "harbour-fees").passage.text
+    assert searcher.index.counts()["documents"] == 2
+    kept = searcher.index.document("harbour-fees")
+    assert kept.document.text.startswith("Harbour fees fall") and len(kept.passages) == 1
+
+    def failing():
+        yield from ()
+        raise OSError("disk full")
+
+    writer, before = engine.writer(), engine.current()
+    with pytest.raises(OSError):
+        writer.apply(ChangeSet(upserts=failing(), deletes=["harbour-crane"]))
+    assert engine.current() == before
+    again = Searcher(engine.reader(), embedder).search(Query("who pays for the dredging", k=10, min_relevance=0))
+    assert [h.passage.passage_id for h in again] == [h.passage.passage_id for h in hits]
+    update_documents(tmp_path, embedder, [], ["harbour-crane"], engine=engine)  # the next writer tidies up
+    assert set(engine.writer().live_documents()) == {"harbour-fees"}
+    assert engine.maintain()  # replaced rows are removed once no search reads them
+
+
+def test_the_commands_use_the_recorded_engine(tmp_path):
+    index = tmp_path / "index"
+    built = semsearch("index", str(SEEDS), "--out", str(index), "--engine", "milvus", env=STAND_IN)
+    assert built.returncode == 0, built.stderr
+    assert json.loads((index / "engine.json").read_text())["engine"] == "milvus"
+    assert "up to date" in semsearch("index", str(SEEDS), "--out", str(index), "--check", env=STAND_IN).stdout
+    found = semsearch("search", "why won't Russia stop", "--index", str(index), "--json", env=STAND_IN)
+    assert found.returncode == 0 and json.loads(found.stdout)["results"]
+    other = semsearch("index", str(SEEDS), "--out", str(index), "--engine", "faiss", env=STAND_IN)
+    assert other.returncode == 2 and "held by the milvus engine" in other.stderr
+    assert not list(index.glob("gen-*"))
+
+
+def test_the_service_ingests_and_recovers_when_milvus_is_back(tmp_path):
+    index = tmp_path / "index"
+    assert semsearch("index", str(SEEDS), "--out", str(index), "--engine", "milvus", env=STAND_IN).returncode == 0
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pymilvus import MilvusClient; "
+                               "MilvusClient(sys.argv[1]); print('open', flush=True); time.sleep(600)",
+                               str(index / "milvus.db")], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "indexer.cli", "serve", "--index", str(index), "--port",
+                                   str(port)], cwd=ROOT, env={**os.environ, **STAND_IN, "SEMSEARCH_API_KEY": "k"},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            down = answer(url + "/readyz")
+            assert down.status_code == 503 and "another process" in down.json()["error"]["message"]
+            holder.kill()
+            holder.wait()
+            deadline = time.monotonic() + 60
+            while httpx.get(url + "/readyz", timeout=10).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            ready = httpx.get(url + "/readyz", timeout=10).json()
+            assert ready["generation"].startswith("milvus-")
+            key = {"Authorization": "Bearer k"}
+            posted = httpx.post(url + "/documents", headers=key, timeout=60, json={"documents": [
+                {"id": "ferry-1", "title": "Ferry", "text": "The island ferry runs twice a day from the quay."}]})
+            assert posted.status_code == 200, posted.text
+            hits = httpx.get(url + "/search", params={"q": "island ferry", "k": 1}, timeout=10).json()["results"]
+            assert hits[0]["doc_id"] == "ferry-1"
+            assert httpx.delete(url + "/documents/ferry-1", headers=key, timeout=60).status_code == 200
+            hits = httpx.get(url + "/search", params={"q": "island ferry", "k": 5}, timeout=10).json()["results"]
+            assert "ferry-1" not in {h["doc_id"] for h in hits}
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    finally:
+        holder.kill()
+
+
+def answer(url: str) -> httpx.Response:
+    """The first answer of a server that is starting."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return httpx.get(url, timeout=10)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_an_index_moves_to_milvus_and_back_without_embedding_again(tmp_path):
+    index = tmp_path / "index"
+    assert semsearch("index", str(SEEDS), "--out", str(index), env=STAND_IN).returncode == 0
+    model = light_model_for("hashing")
+    update_documents(index, model, [HARBOUR[0]], [])  # one ingested over HTTP: it must keep its origin
+
+    def answers() -> list:
+        found = semsearch("search", "harbour crane and the war", "--index", str(index), "--json", "-k", "10",
+                          "--min-relevance", "0", env=STAND_IN)
+        assert found.returncode == 0, found.stderr
+        return [(r["passage_id"], r["doc_id"], round(r["score"], 4)) for r in json.loads(found.stdout)["results"]]
+
+    before = answers()
+    moved = semsearch("move", str(index), "--to", "milvus", env=STAND_IN)
+    assert moved.returncode == 0, moved.stderr
+    assert "embedded 0)" in moved.stdout and json.loads((index / "engine.json").read_text())["engine"] == "milvus"
+    assert answers() == before
+    shown = semsearch("show", "harbour-crane", "--index", str(index), "--json", env=STAND_IN)
+    assert json.loads(shown.stdout)["origin"] == "api"  # (in another process: Milvus Lite serves one)
+    back = semsearch("move", str(index), "--to", "faiss", env=STAND_IN)
+    assert back.returncode == 0 and "embedded 0)" in back.stdout, back.stderr
+    assert answers() == before
+    again = semsearch("move", str(index), "--to", "faiss", env=STAND_IN)
+    assert again.returncode == 2 and "already held by the faiss engine" in again.stderr
