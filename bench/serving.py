@@ -1,6 +1,10 @@
 """Benchmark build throughput, query latency (in-process and HTTP) and server memory on a BEIR corpus.
 
     .venv/bin/python bench/serving.py --dataset ../shared/eval/scifact
+    .venv/bin/python bench/serving.py --dataset ../shared/eval/scifact --engines faiss milvus --queries 60
+
+With several --engines, each builds its own index of the corpus and answers the same queries, one
+after the other in the same run.
 
 Every phase uses queries no earlier phase used, so the query-embedding cache never helps.
 Figures are medians/percentiles of one run; baselines (bare model call, /healthz) are measured
@@ -23,11 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
-from indexer.engines.faiss import store  # noqa: E402
 from indexer.beir import read_corpus, read_queries  # noqa: E402
 from indexer.build import build_from_documents  # noqa: E402
 from indexer.embedding import choose_precision, light_model_for  # noqa: E402
-from indexer.engine import built_with  # noqa: E402
+from indexer.engine import built_with, open_engine  # noqa: E402
 from indexer.onnx_encoder import PRECISIONS  # noqa: E402
 from indexer.search import Query, Searcher  # noqa: E402
 from tests.conftest import start_server, stop_server  # noqa: E402
@@ -98,6 +101,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="model precision (default: the index's own; for a new index the default)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--engines", nargs="+", choices=("faiss", "milvus"), default=None,
+                        help="index engines to measure in turn (default: the --index's own, else faiss)")
     args = parser.parse_args()
 
     queries = list(read_queries(args.dataset).values())
@@ -107,15 +112,23 @@ def main() -> None:
     phases = [queries[i * n:(i + 1) * n] for i in range(5)]
     warmup = queries[5 * n:5 * n + 40]
     precision = choose_precision(args.precision, built_with(args.index) if args.index else None)
-    report: dict = {"dataset": str(args.dataset), "precision": precision}
-
     embedder = light_model_for(None, precision=precision)
+    reports = {}
+    for engine in args.engines or [None]:
+        reports[engine or "index"] = measure(args, engine, embedder, precision, phases, warmup)
+    write_report(reports if args.engines else reports["index"], args.json)
+
+
+def measure(args, engine: str | None, embedder, precision: str, phases: list[list[str]], warmup: list[str]) -> dict:
+    """Build (unless --index) with engine, then time searches in process and over HTTP."""
+    report: dict = {"dataset": str(args.dataset), "precision": precision, "engine": engine}
     workdir = tempfile.TemporaryDirectory()
     index_dir = args.index
     if index_dir is None:
         index_dir = Path(workdir.name) / "index"
         documents = read_corpus(args.dataset)
-        summary = build_from_documents(documents, index_dir, embedder)
+        summary = build_from_documents(documents, index_dir, embedder,
+                                       engine=open_engine(index_dir, embedder.name, embedder.dimension, engine))
         texts = summary.passages + summary.sentences
         report["build"] = {"documents": summary.documents, "passages": summary.passages,
                            "sentences": summary.sentences, "seconds": round(summary.seconds, 1),
@@ -123,7 +136,8 @@ def main() -> None:
                            "texts_embedded_per_s": round(texts / summary.seconds, 1)}
         print("build", report["build"], flush=True)
 
-    searcher = Searcher(store.load(index_dir, embedder.name, embedder.dimension), embedder)
+    opened = open_engine(index_dir, embedder.name, embedder.dimension, engine)
+    searcher = Searcher(opened.reader(), embedder)
     for q in warmup[:20]:
         searcher.search(Query(q))
     report["in_process"] = {
@@ -132,6 +146,7 @@ def main() -> None:
         "dense": percentiles(timed(lambda q: searcher.search(Query(q, k=10, mode="dense")), phases[2])),
     }
     print("in-process", report["in_process"], flush=True)
+    opened.close()  # Milvus Lite: the server process opens the index next
 
     process, url = start_server(index_dir)
     try:
@@ -145,8 +160,8 @@ def main() -> None:
     finally:
         stop_server(process)
     print("http", report["http"], "peak rss MB", report["server_peak_rss_mb"], flush=True)
-    write_report(report, args.json)
     workdir.cleanup()
+    return report
 
 
 if __name__ == "__main__":

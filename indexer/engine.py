@@ -209,6 +209,10 @@ class Engine(Protocol):
         """Check everything loading checks, and look past the first problem: which parts are
         damaged and which of their documents and vectors can still be read back whole."""
 
+    def close(self) -> None:
+        """Let go of connections and files this process holds (Milvus Lite serves one process at
+        a time); the engine opens them again when next used."""
+
     def repairer(self, damage: Damage) -> IndexWriter:
         """A writer whose next apply publishes the index without its damaged parts (plus whatever
         that change set upserts: the recovered documents), in one commit; its embedded() also

@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for busy in (merging, following):  # a merge or a feed's change in flight publishes or gives up
             if busy.is_alive():
                 busy.join(timeout=60)
+        if app.state.runtime.engine is not None:
+            app.state.runtime.engine.close()  # Milvus Lite: another process may open the index now
 
     app = FastAPI(title="semsearch", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Semantic search over news articles: ranked passages with their sources "

@@ -1,4 +1,8 @@
-"""Shared fixtures: the real packaged model, a real index built from seeds/ in a temp folder."""
+"""Shared fixtures: the real packaged model, a real index built from seeds/ in a temp folder.
+
+The index fixtures (seed_index, searcher, folder_index) are built once per engine: every test of
+search and ingest that uses them runs on the FAISS folder and on Milvus Lite. Tests of one
+engine's own files use faiss_seed_index."""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from indexer.engines.faiss import store
 from indexer.build import build_from_folder
 from indexer.embedding import Embedder
+from indexer.engine import open_engine
+from indexer.engines.faiss import store
 from indexer.search import Searcher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,24 +29,57 @@ def embedder() -> Embedder:
     return Embedder()
 
 
-@pytest.fixture(scope="session")
-def seed_index(tmp_path_factory, embedder) -> Path:
-    """An index of seeds/ built with the same code as `semsearch index`."""
-    out = tmp_path_factory.mktemp("seed-index")
-    build_from_folder(SEEDS, out, embedder, progress=False)
+ENGINES = ("faiss", "milvus")
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def engine_kind(request) -> str:
+    """The engine a new index is built with (SEMSEARCH_ENGINE for the command line)."""
+    return request.param
+
+
+def build_seeds(out: Path, embedder, kind: str) -> Path:
+    build_from_folder(SEEDS, out, embedder, progress=False,
+                      engine=open_engine(out, embedder.name, embedder.dimension, kind))
     return out
+
+
+def open_reader(index: Path, model):
+    """The index's current snapshot, through the seam (whichever engine holds it)."""
+    return open_engine(index, model.name, model.dimension).reader()
+
+
+@pytest.fixture(scope="session")
+def seed_index(tmp_path_factory, embedder, engine_kind) -> Path:
+    """An index of seeds/ built with the same code as `semsearch index`, on each engine."""
+    return build_seeds(tmp_path_factory.mktemp(f"seed-index-{engine_kind}"), embedder, engine_kind)
+
+
+@pytest.fixture(scope="session")
+def faiss_seed_index(tmp_path_factory, embedder) -> Path:
+    """The seed index in a FAISS folder, for tests of that engine's files."""
+    return build_seeds(tmp_path_factory.mktemp("seed-index-faiss-files"), embedder, "faiss")
 
 
 @pytest.fixture(scope="session")
 def searcher(seed_index, embedder) -> Searcher:
-    return Searcher(store.load(seed_index, embedder.name, embedder.dimension), embedder)
+    return Searcher(open_reader(seed_index, embedder), embedder)
 
 
 @pytest.fixture()
-def index_copy(seed_index, tmp_path) -> Path:
-    """A private copy of the seed index that a test may damage."""
+def seed_copy(seed_index, tmp_path) -> Path:
+    """A copy of the seed index on each engine, for other processes (Milvus Lite serves one
+    process at a time, and this one holds the original)."""
+    target = tmp_path / "seed-copy"
+    shutil.copytree(seed_index, target, ignore=shutil.ignore_patterns("LOCK"))
+    return target
+
+
+@pytest.fixture()
+def index_copy(faiss_seed_index, tmp_path) -> Path:
+    """A private copy of the FAISS seed index that a test may damage."""
     target = tmp_path / "index"
-    shutil.copytree(seed_index, target)
+    shutil.copytree(faiss_seed_index, target)
     return target
 
 
@@ -134,8 +172,18 @@ STAND_IN = {"SEMSEARCH_MODEL_PATH": "hashing"}
 
 
 @pytest.fixture()
-def folder_index(tmp_path):
-    """A folder of two articles indexed by `semsearch index` with the stand-in encoder."""
+def folder_index(tmp_path, engine_kind):
+    """A folder of two articles indexed by `semsearch index` with the stand-in encoder, on each engine."""
+    return two_articles(tmp_path, engine_kind)
+
+
+@pytest.fixture()
+def faiss_folder_index(tmp_path):
+    """The two articles in a FAISS folder, for tests of that engine's files."""
+    return two_articles(tmp_path, "faiss")
+
+
+def two_articles(tmp_path: Path, engine_kind: str) -> tuple[Path, Path]:
     from tests.test_cli import semsearch
 
     seeds = tmp_path / "seeds"
@@ -143,5 +191,6 @@ def folder_index(tmp_path):
     (seeds / "harbour.txt").write_text("Harbour Reopens\nThe harbour reopened on Monday after a year of repairs.\n")
     (seeds / "dam.txt").write_text("Dam Opens\nThe new dam opened today and will power the valley.\n")
     index = tmp_path / "index"
-    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
+    assert semsearch("index", str(seeds), "--out", str(index), env={**STAND_IN, "SEMSEARCH_ENGINE": engine_kind}
+                     ).returncode == 0
     return seeds, index

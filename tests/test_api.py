@@ -151,8 +151,8 @@ def test_metrics_count_requests_by_route_and_status_and_describe_the_index(seed_
         response = fresh.get("/metrics")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
         values = metric_values(response.text)
-        manifest = store.current_manifest(seed_index)
-        generation = store.current_generation(seed_index)
+        index = fresh.app.state.runtime.searcher.index
+        manifest, generation = index.manifest, index.generation
 
     def requests(route: str, status: str) -> float:
         return values[("semsearch_http_requests_total", (("method", "GET"), ("route", route), ("status", status)))]

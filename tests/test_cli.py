@@ -74,7 +74,8 @@ def test_serve_on_a_port_in_use_says_so_before_loading_anything(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_search_ranks_with_the_services_fusion_variables(tmp_path, seed_index):
+def test_search_ranks_with_the_services_fusion_variables(tmp_path, seed_copy):
+    seed_index = seed_copy
     import os
 
     from fastapi.testclient import TestClient
@@ -148,7 +149,8 @@ def test_search_through_a_running_server_prints_what_a_local_search_prints(folde
     assert gone.returncode == 2 and "no semsearch server answers" in gone.stderr and "Traceback" not in gone.stderr
 
 
-def test_search_piped_into_a_reader_that_stops_early_is_not_an_error(seed_index):
+def test_search_piped_into_a_reader_that_stops_early_is_not_an_error(seed_copy):
+    seed_index = seed_copy
     piped = subprocess.run(f"{sys.executable} -m indexer.cli search war --index {seed_index} -k 20 --json | head -1",
                            shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert piped.stdout.strip() == "{" and "Broken pipe" not in piped.stderr and "error" not in piped.stderr

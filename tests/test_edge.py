@@ -20,8 +20,8 @@ def raw_request(url: str, head: str, body: bytes = b"", timeout: float = 5.0) ->
         return sock.recv(65536).split(b"\r\n", 1)[0].decode()
 
 
-def test_bodies_over_the_limit_and_writes_without_the_key_are_refused_before_the_body_is_read(folder_index):
-    _, index = folder_index
+def test_bodies_over_the_limit_and_writes_without_the_key_are_refused_before_the_body_is_read(faiss_folder_index):
+    _, index = faiss_folder_index
     limits = {"SEMSEARCH_API_KEY": "s3cret", "SEMSEARCH_MAX_BODY_BYTES": str(LIMIT)}
     with served(index, STAND_IN | limits) as (_, url):
         huge = {"q": "harbour", "doc_id": [f"d{n}" for n in range(LIMIT // 4)]}
@@ -71,8 +71,8 @@ def test_document_limits_come_from_the_settings_and_are_in_the_spec(folder_index
         assert spec["DocumentIn"]["properties"]["text"]["maxLength"] == 50
 
 
-def test_a_body_that_stops_arriving_times_out_and_requests_over_the_cap_get_503_with_retry_after(folder_index):
-    _, index = folder_index
+def test_a_body_that_stops_arriving_times_out_and_requests_over_the_cap_get_503_with_retry_after(faiss_folder_index):
+    _, index = faiss_folder_index
     limits = {"SEMSEARCH_API_KEY": "k", "SEMSEARCH_BODY_TIMEOUT": "2", "SEMSEARCH_MAX_CONCURRENT_REQUESTS": "1"}
     with served(index, STAND_IN | limits) as (_, url):
         host, port = url.removeprefix("http://").split(":")
@@ -126,11 +126,11 @@ def test_queries_without_words_are_a_422_and_answers_never_show_server_paths(fol
             assert "no index found in index/" in answer.json()["error"]["message"]
 
 
-def test_every_request_is_one_json_log_line_with_its_request_id_and_never_the_key(folder_index):
+def test_every_request_is_one_json_log_line_with_its_request_id_and_never_the_key(faiss_folder_index):
     import json
     from pathlib import Path
 
-    _, index = folder_index
+    _, index = faiss_folder_index
     with served(index, STAND_IN | {"SEMSEARCH_API_KEY": "t0ps3cret-key"}) as (server, url):
         given = httpx.get(url + "/search", params={"q": "harbour"}, headers={"X-Request-ID": "abc-123"})
         assert given.headers["x-request-id"] == "abc-123"
@@ -150,8 +150,8 @@ def test_every_request_is_one_json_log_line_with_its_request_id_and_never_the_ke
     assert all(line.startswith("{") for line in log.splitlines() if line.strip())  # nothing but JSON lines
 
 
-def test_connections_that_never_finish_their_request_head_are_closed(folder_index):
-    _, index = folder_index
+def test_connections_that_never_finish_their_request_head_are_closed(faiss_folder_index):
+    _, index = faiss_folder_index
     with served(index, STAND_IN | {"SEMSEARCH_HEADER_TIMEOUT": "1"}) as (_, url):
         host, port = url.removeprefix("http://").split(":")
         for sent in (b"", b"GET /search?q=harbour HTTP/1.1\r\nHost: x\r\n"):  # nothing; half a head
@@ -166,8 +166,8 @@ def test_connections_that_never_finish_their_request_head_are_closed(folder_inde
                 time.sleep(0.6)
 
 
-def test_requests_the_app_never_sees_still_get_a_json_error_with_the_security_headers(folder_index):
-    _, index = folder_index
+def test_requests_the_app_never_sees_still_get_a_json_error_with_the_security_headers(faiss_folder_index):
+    _, index = faiss_folder_index
     with served(index, STAND_IN) as (_, url):
         long = httpx.get(url + "/search", params={"q": "harbour " * 5000})  # a 40 KB URL
         assert long.status_code == 414 and long.json()["error"]["code"] == "url_too_long"

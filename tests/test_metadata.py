@@ -175,8 +175,8 @@ def without_metadata_column(index) -> None:
     manifest_path.write_text(json.dumps(manifest))
 
 
-def test_an_index_from_before_metadata_still_searches_ingests_and_merges(folder_index):
-    seeds, index = folder_index
+def test_an_index_from_before_metadata_still_searches_ingests_and_merges(faiss_folder_index):
+    seeds, index = faiss_folder_index
     without_metadata_column(index)
     assert semsearch("index", str(seeds), "--check", "--out", str(index), env=STAND_IN).returncode == 0
     assert results("harbour", index)["harbour"]["published_at"] is None

@@ -40,7 +40,8 @@ def test_round_trip_matches_brute_force_numpy_search(tmp_path, embedder, sentenc
         assert found == brute.tolist()
 
 
-def test_manifest_records_format_model_counts_segments_and_checksums(seed_index):
+def test_manifest_records_format_model_counts_segments_and_checksums(faiss_seed_index):
+    seed_index = faiss_seed_index
     generation = store.current_generation(seed_index)
     manifest = json.loads((seed_index / generation / "manifest.json").read_text())
     assert manifest["format_version"] == store.FORMAT_VERSION

@@ -96,10 +96,10 @@ def test_an_ingest_killed_midway_is_all_or_nothing_after_a_restart(folder_index)
     assert up_to_date(seeds, index)
 
 
-def test_documents_an_older_version_stored_apart_are_taken_into_the_index_by_the_next_build(folder_index):
+def test_documents_an_older_version_stored_apart_are_taken_into_the_index_by_the_next_build(faiss_folder_index):
     import sqlite3
 
-    seeds, index = folder_index
+    seeds, index = faiss_folder_index
     legacy = index / "documents.sqlite"  # what versions before the segment format kept
     with sqlite3.connect(legacy) as db:
         db.execute("CREATE TABLE documents (doc_id TEXT PRIMARY KEY, title TEXT, source TEXT, text TEXT)")

@@ -1,7 +1,7 @@
 """The Milvus engine: an index in Milvus collections, embedded (Milvus Lite: a local path ending in
 .db) or on a Milvus server or cluster (http(s)://host:port).
 
-An index is a state collection and, per build, three more (NAME is the index's collection name):
+An index is a state collection and, per build, four more (NAME is the index's collection name):
 
 - NAME_state: one row, the commit point: the generation searches read, the build they read it in,
   the model, the chunker, the counts and the id counters. Upserting it publishes a change.
@@ -10,7 +10,9 @@ An index is a state collection and, per build, three more (NAME is the index's c
   vector Milvus's BM25 function makes of them, the dense vector, the article metadata the filters
   use, sentence spans, near-duplicate signature, and `born` / `died`: the generation that added it
   and the one that replaced or deleted it. A search at generation G reads born <= G < died.
-- NAME_bN_sentences: each passage's sentence vectors (for marking the answer).
+- NAME_bN_sentences: each passage's sentence vectors (for marking the answer), keyed by passage.
+- NAME_bN_terms: each term's document frequency (for the share of a query's keyword weight that
+  a passage holds), as of the write that last changed it and before it.
 - NAME_bN_documents: the documents as kept (their text in parts), with born / died.
 
 A change adds rows born at the next generation and marks the rows it replaces as dying there, then
@@ -23,10 +25,12 @@ facets and collapse stay in search.py, so a query ranks the same way on every en
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -92,6 +96,17 @@ def connect(uri: str, token: str | None):
     return _clients[key]
 
 
+def disconnect(uri: str, token: str | None) -> None:
+    """Close the process's client for uri (Milvus Lite then releases its file)."""
+    client = _clients.pop((uri, token or ""), None)
+    if client is not None:
+        client.close()
+        if "://" not in uri and not any(u == uri for u, _ in _clients):
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri)  # its server holds the file's lock until stopped
+
+
 def locked(lock: Path) -> bool:
     """Whether another process holds Milvus Lite's lock on its folder."""
     import fcntl
@@ -117,8 +132,12 @@ def clip(text: str, size: int) -> str:
     return text if len(data) <= size else data[:size].decode("utf-8", "ignore")
 
 
+ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
 def quoted(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """A Milvus string literal: backslash, quote, newline, return and tab escaped; the rest as it is."""
+    return '"' + value.translate(ESCAPES) + '"'
 
 
 def among(field: str, values: Iterable) -> str:
@@ -167,13 +186,14 @@ class Names:
     passages: str
     sentences: str
     documents: str
+    terms: str
 
     @classmethod
     def of(cls, collection: str, build: str) -> "Names":
-        return cls(f"{collection}_{build}_passages", f"{collection}_{build}_sentences", f"{collection}_{build}_documents")
+        return cls(*(f"{collection}_{build}_{kind}" for kind in ("passages", "sentences", "documents", "terms")))
 
-    def all(self) -> tuple[str, str, str]:
-        return self.passages, self.sentences, self.documents
+    def all(self) -> tuple[str, str, str, str]:
+        return self.passages, self.sentences, self.documents, self.terms
 
 
 class Milvus:
@@ -190,7 +210,13 @@ class Milvus:
 
     def call(self, method: str, *args, **kwargs):
         try:
-            return getattr(self.client, method)(*args, **kwargs)
+            try:
+                return getattr(self.client, method)(*args, **kwargs)
+            except Exception as exc:
+                if "released" not in reason(exc) or method not in ("query", "search"):
+                    raise
+                self.client.load_collection(args[0])  # another client of this file closed and reopened it
+                return getattr(self.client, method)(*args, **kwargs)
         except IndexUnavailable:
             raise
         except Exception as exc:
@@ -231,6 +257,10 @@ class Milvus:
         for part in chunks(list(ids), INSERT_ROWS * 4):
             self.call("upsert", name, [{"id": int(i), "died": int(died)} for i in part], partial_update=True)
 
+    def upsert(self, name: str, rows: list[dict]) -> None:
+        for part in chunks(rows, INSERT_ROWS * 4):
+            self.call("upsert", name, list(part))
+
     def delete(self, name: str, expression: str) -> None:
         self.call("delete", name, filter=expression)
 
@@ -266,7 +296,7 @@ class Milvus:
             elif kind == "text":
                 schema.add_field(name_, DataType.VARCHAR, max_length=size[0] if size else 65_535)
             elif kind == "terms":
-                schema.add_field(name_, DataType.VARCHAR, max_length=65_535, enable_analyzer=True, enable_match=True,
+                schema.add_field(name_, DataType.VARCHAR, max_length=65_535, enable_analyzer=True,
                                  analyzer_params={"tokenizer": "standard"})
                 schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
                 schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
@@ -300,7 +330,9 @@ PASSAGE_FIELDS = [("born", "int"), ("died", "int"), ("doc_number", "int"), ("doc
                   ("language", "text", FILTER_BYTES), ("language_base", "text", FILTER_BYTES),
                   ("authors", "strings", 256), ("tags", "strings", 256),
                   ("signature", "ints", neardup.PERMUTATIONS), ("spans", "ints", 4096)]
-SENTENCE_FIELDS = [("born", "int"), ("passage", "int"), ("vector", "vector")]
+SENTENCE_FIELDS = [("born", "int"), ("vector", "vector")]  # id: passage id * SENTENCES + position
+TERM_FIELDS = [("term", "text", 8192), ("df", "int"), ("generation", "int"), ("previous", "int")]
+SENTENCES = 4096  # sentence keys per passage (a passage of 256 tokens holds far fewer)
 DOCUMENT_FIELDS = [("born", "int"), ("died", "int"), ("doc_number", "int"), ("part", "int"),
                    ("doc_id", "text", 4096), ("title", "text", 8192), ("source", "text", 8192),
                    ("origin", "text", 16), ("content_hash", "text", 128), ("metadata", "text"), ("text", "text")]
@@ -338,22 +370,20 @@ class MilvusReader:
         return f"{self.live} and ({expression})" if expression else self.live
 
     def select(self, filters: Filters) -> Selection:
-        expression = filter_expression(filters)
-        return Selection({"expression": expression}, self.milvus.count(self.names.passages, self.where(expression)))
+        # size: an upper bound (counting costs Milvus Lite a scan); searches find nothing when none match
+        return Selection({"expression": filter_expression(filters)}, self.state["passages"])
 
     def restricted(self, selection: Selection | None) -> str:
         return self.where(selection.parts["expression"] if selection is not None else "")
 
     def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
               exact: bool = False) -> list[tuple[int, float]]:
-        if selection is not None and not selection.size:
-            return []
         found = self.milvus.search(self.names.passages, [np.asarray(vector, np.float32).tolist()], "vector", "IP",
                                    depth, self.restricted(selection))
         return [(int(hit["id"]), float(hit["distance"])) for hit in found]
 
     def keyword(self, terms: list[str], depth: int, selection: Selection | None = None) -> list[tuple[int, float]]:
-        if not terms or (selection is not None and not selection.size):
+        if not terms:
             return []
         found = self.milvus.search(self.names.passages, [" ".join(terms)], "sparse", "BM25", depth,
                                    self.restricted(selection))
@@ -362,13 +392,13 @@ class MilvusReader:
         return [(int(hit["id"]), abs(float(hit["distance"])) / (KEYWORD.k1 + 1)) for hit in found]
 
     def term_weights(self, terms: list[str]) -> dict[str, float]:
-        """BM25 idf of each query term over the live passages (0 for terms found nowhere)."""
-        for term in dict.fromkeys(terms):
-            if term not in self.frequencies:
-                if len(self.frequencies) > 4096:
-                    self.frequencies.clear()
-                self.frequencies[term] = self.milvus.count(self.names.passages,
-                                                           self.where(f"TEXT_MATCH(terms, {quoted(term)})"))
+        """BM25 idf of each query term over the live passages (0 for terms found nowhere), from the
+        build's document frequencies as of this generation."""
+        wanted = [t for t in dict.fromkeys(terms) if t not in self.frequencies]
+        if wanted:
+            if len(self.frequencies) > 4096:
+                self.frequencies.clear()
+            self.frequencies.update(frequencies(self.milvus, self.names, wanted, self.G))
         return {t: idf(self.frequencies[t], self.state["passages"]) for t in dict.fromkeys(terms)}
 
     def rows(self, ids: Sequence[int], fields: list[str]) -> dict[int, dict]:
@@ -399,7 +429,7 @@ class MilvusReader:
 
     def fetch(self, ids: Sequence[int]) -> dict[int, StoredPassage]:
         rows = self.rows(ids, PASSAGE_OUT[1:])
-        sentences = sentence_vectors(self.milvus, self.names, list(rows), self.state["model"]["dimension"])
+        sentences = sentence_vectors(self.milvus, self.names, rows, self.state["model"]["dimension"])
         return {i: StoredPassage(i, passage_of(row), np.asarray(row["spans"], np.int64).reshape(-1, 2),
                                  sentences.get(i, np.zeros((0, self.state["model"]["dimension"]), np.float32)),
                                  metadata_of(row))
@@ -423,14 +453,36 @@ class MilvusReader:
         return len(live), live[offset:offset + limit]
 
 
-def sentence_vectors(milvus: Milvus, names: Names, ids: list[int], dimension: int) -> dict[int, np.ndarray]:
-    """The sentence vectors of each passage id, in order."""
+def sentence_keys(rows: dict[int, dict]) -> list[int]:
+    """The sentence rows' keys of passages (rows with their spans)."""
+    return [i * SENTENCES + n for i, row in rows.items() for n in range(len(row["spans"]) // 2)]
+
+
+def sentence_vectors(milvus: Milvus, names: Names, rows: dict[int, dict], dimension: int) -> dict[int, np.ndarray]:
+    """The sentence vectors of each passage (rows by id, with their spans), in order."""
     found: dict[int, list] = {}
-    for part in chunks(ids, IN_VALUES):
-        for row in milvus.query(names.sentences, among("passage", part), ["passage", "vector"]):
-            found.setdefault(int(row["passage"]), []).append((int(row["id"]), row["vector"]))
-    return {i: np.array([v for _, v in sorted(rows)], dtype=np.float32).reshape(-1, dimension)
-            for i, rows in found.items()}
+    for part in chunks(sentence_keys(rows), IN_VALUES):
+        for row in milvus.query(names.sentences, among("id", part), ["vector"]):
+            found.setdefault(int(row["id"]) // SENTENCES, []).append((int(row["id"]), row["vector"]))
+    return {i: np.array([v for _, v in sorted(found[i])], dtype=np.float32).reshape(-1, dimension)
+            for i in rows if i in found}
+
+
+def term_key(term: str) -> int:
+    return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest(), "big", signed=True)
+
+
+def frequencies(milvus: Milvus, names: Names, terms: Sequence[str], generation: int) -> dict[str, int]:
+    """Each term's document frequency at generation: a term's row keeps its value as of the write
+    that last changed it (`generation`) and the value before (`previous`), so a search reads the
+    value of its own generation, and a write that never committed leaves the previous in force."""
+    found = dict.fromkeys(terms, 0)
+    for part in chunks(list(terms), IN_VALUES):
+        for row in milvus.query(names.terms, among("id", [term_key(t) for t in part]),
+                                ["term", "df", "generation", "previous"]):
+            if row["term"] in found:
+                found[row["term"]] = int(row["df"] if row["generation"] <= generation else row["previous"])
+    return found
 
 
 def generation_name(state: dict) -> str:
@@ -482,9 +534,9 @@ class MilvusWriter:
             return {}
         names, rows = Names.of(self.milvus.collection, state["build"]), {}
         for part in chunks(list(dict.fromkeys(keys)), IN_VALUES):
-            for row in self.milvus.query(names.passages, among("key", part), ["key", "vector"]):
+            for row in self.milvus.query(names.passages, among("key", part), ["key", "vector", "spans"]):
                 rows.setdefault(row["key"], row)
-        sentences = sentence_vectors(self.milvus, names, [int(r["id"]) for r in rows.values()], self.dimension)
+        sentences = sentence_vectors(self.milvus, names, {int(r["id"]): r for r in rows.values()}, self.dimension)
         return {key: (np.asarray(row["vector"], np.float32),
                       sentences.get(int(row["id"]), np.zeros((0, self.dimension), np.float32)))
                 for key, row in rows.items()}
@@ -497,7 +549,14 @@ class MilvusWriter:
                 **{key: state[key] for key in ("documents", "passages", "sentences")}}
 
     def apply(self, changes: ChangeSet) -> str:
-        """Write the change invisibly, flush, then commit the state: one generation more."""
+        """Write the change invisibly, flush, then commit the state: one generation more. A write
+        Milvus refuses (a full disk, an outage) raises OSError: the committed state is untouched."""
+        try:
+            return self.write(changes)
+        except IndexUnavailable as exc:
+            raise OSError(f"{exc.message} (nothing was published)") from exc
+
+    def write(self, changes: ChangeSet) -> str:
         milvus, committed = self.milvus, self.milvus.state()
         if committed is not None:
             tidy(milvus, committed)
@@ -506,23 +565,25 @@ class MilvusWriter:
         fresh = state is None or changes.replace_all or self.rebuild
         build = f"b{generation}" if fresh else state["build"]
         names = Names.of(milvus.collection, build)
-        base = {"next_id": 0, "next_sentence": 0, "documents": 0, "passages": 0, "sentences": 0} if fresh else state
+        base = {"next_id": 0, "documents": 0, "passages": 0, "sentences": 0} if fresh else state
         record = {**(committed or {}), "pending": build if fresh else None, "next_generation": generation + 1}
         if committed is not None:
             milvus.commit(record)  # a crash from here on leaves rows the next writer removes
         if fresh:
-            for name, fields in zip(names.all(), (PASSAGE_FIELDS, SENTENCE_FIELDS, DOCUMENT_FIELDS)):
+            for name, fields in zip(names.all(), (PASSAGE_FIELDS, SENTENCE_FIELDS, DOCUMENT_FIELDS, TERM_FIELDS)):
                 milvus.drop(name)
-                milvus.create(name, fields, self.dimension, dummy=name != names.passages and name != names.sentences)
-        counts = {key: int(base[key]) for key in ("next_id", "next_sentence", "documents", "passages", "sentences")}
+                milvus.create(name, fields, self.dimension, dummy=name in (names.documents, names.terms))
+        counts = {key: int(base[key]) for key in ("next_id", "documents", "passages", "sentences")}
+        counted: Counter = Counter()  # document frequency changes
         reader = None if fresh else self.reader(state)
         if reader is not None:
-            self.retire(reader, list(changes.deletes), generation, counts)
+            self.retire(reader, list(changes.deletes), generation, counts, counted)
         for batch in changes.upserts:
             if reader is not None:
-                self.retire(reader, [d.stored.document.doc_id for d in batch], generation, counts)
+                self.retire(reader, [d.stored.document.doc_id for d in batch], generation, counts, counted)
             if batch:
-                self.insert(names, batch, generation, counts)
+                self.insert(names, batch, generation, counts, counted)
+        self.count_terms(names, counted, generation, int((committed or {}).get("generation", 0)) if not fresh else 0)
         for name in names.all():
             milvus.call("flush", name)
         new = {**(committed or {}), "generation": generation, "next_generation": generation + 1, "build": build,
@@ -534,7 +595,16 @@ class MilvusWriter:
         milvus.commit(new)
         return generation_name(new)
 
-    def retire(self, reader: MilvusReader, doc_ids: list[str], generation: int, counts: dict) -> None:
+    def count_terms(self, names: Names, counted: Counter, generation: int, committed: int) -> None:
+        """Write the changed document frequencies as of generation (the committed ones stay readable)."""
+        changed = [t for t, n in counted.items() if n]
+        before = frequencies(self.milvus, names, changed, committed) if committed else dict.fromkeys(changed, 0)
+        self.milvus.upsert(names.terms, [{"id": term_key(t), "term": t, "df": max(before[t] + counted[t], 0),
+                                          "generation": generation, "previous": before[t], "v": [0.0, 0.0]}
+                                         for t in changed])
+
+    def retire(self, reader: MilvusReader, doc_ids: list[str], generation: int, counts: dict,
+               counted: Counter) -> None:
         """Mark the live rows of these documents as dying at generation."""
         for part in chunks(doc_ids, IN_VALUES):
             if not part:
@@ -544,14 +614,17 @@ class MilvusWriter:
             numbers = sorted({int(r["doc_number"]) for r in documents})
             if not numbers:
                 continue
-            passages = self.milvus.query(reader.names.passages, reader.where(among("doc_number", numbers)), ["spans"])
+            passages = self.milvus.query(reader.names.passages, reader.where(among("doc_number", numbers)),
+                                         ["spans", "terms"])
+            counted.subtract(t for r in passages for t in set(r["terms"].split()))
             self.milvus.mark(reader.names.documents, [int(r["id"]) for r in documents], generation)
             self.milvus.mark(reader.names.passages, [int(r["id"]) for r in passages], generation)
             counts["documents"] -= len(numbers)
             counts["passages"] -= len(passages)
             counts["sentences"] -= sum(len(r["spans"]) // 2 for r in passages)
 
-    def insert(self, names: Names, batch: Sequence[PreparedDocument], generation: int, counts: dict) -> None:
+    def insert(self, names: Names, batch: Sequence[PreparedDocument], generation: int, counts: dict,
+               counted: Counter) -> None:
         passages, sentences, documents = [], [], []
         for prepared in batch:
             number = counts["next_id"]
@@ -566,11 +639,11 @@ class MilvusWriter:
             for n, (passage, key, count) in enumerate(zip(prepared.passages, prepared.keys, prepared.sentence_counts)):
                 passage_id = number + 1 + n
                 spans = prepared.sentence_spans[first:first + count]
-                for vector in prepared.sentence_vectors[first:first + count]:
-                    sentences.append({"id": counts["next_sentence"], "born": generation, "passage": passage_id,
+                for position, vector in enumerate(prepared.sentence_vectors[first:first + count]):
+                    sentences.append({"id": passage_id * SENTENCES + position, "born": generation,
                                       "vector": np.asarray(vector, np.float32).tolist()})
-                    counts["next_sentence"] += 1
                 first += count
+                counted.update(set(terms[n]))
                 passages.append({
                     "id": passage_id, "born": generation, "died": ALIVE, "doc_number": number,
                     "doc_id": passage.doc_id, "passage_key": clip(passage.passage_id, 8192),
@@ -641,7 +714,7 @@ def tidy(milvus: Milvus, state: dict) -> None:
     names = Names.of(milvus.collection, build)
     for name in (names.passages, names.sentences, names.documents):
         milvus.load(name)
-        milvus.delete(name, f"born > {generation}")
+        milvus.delete(name, f"born > {generation}")  # term rows of that write still read their previous value
     for name in (names.passages, names.documents):
         dying = milvus.query(name, f"died > {generation} and died < {ALIVE}", ["id"])
         milvus.mark(name, [int(r["id"]) for r in dying], ALIVE)
@@ -660,8 +733,10 @@ class MilvusEngine:
         self.milvus = Milvus(self.uri, token, self.collection)
 
     def describe(self) -> dict:
-        """What the folder's engine.json records."""
-        return {"engine": "milvus", "uri": self.uri, "collection": self.collection}
+        """What the folder's engine.json records: the URI unless it is the folder's own Milvus Lite
+        file (so a copy of the folder is a copy of the index), and the collection."""
+        located = {} if self.uri == default_uri(self.root) else {"uri": self.uri}
+        return {"engine": "milvus", **located, "collection": self.collection}
 
     def current(self) -> str | None:
         state = self.milvus.state()
@@ -709,11 +784,12 @@ class MilvusEngine:
             self.milvus.commit({**state, "previous_build": None})
             done.append(f"dropped the collections of build {old}")
         names, before = Names.of(self.collection, state["build"]), int(state["generation"])
-        dead = self.milvus.query(names.passages, f"died < {before}", ["id"])
+        dead = self.milvus.query(names.passages, f"died < {before}", ["id", "spans"])
         if dead:
             ids = [int(r["id"]) for r in dead]
+            for part in chunks(sentence_keys({int(r["id"]): r for r in dead}), IN_VALUES):
+                self.milvus.delete(names.sentences, among("id", part))
             for part in chunks(ids, IN_VALUES):
-                self.milvus.delete(names.sentences, among("passage", part))
                 self.milvus.delete(names.passages, among("id", part))
             self.milvus.delete(names.documents, f"died < {before}")
             done.append(f"removed {len(ids)} replaced passages")
@@ -721,6 +797,10 @@ class MilvusEngine:
 
     def release(self, serving: IndexReader) -> None:
         return None
+
+    def close(self) -> None:
+        disconnect(self.uri, self.milvus.token)
+        self.milvus.loaded.clear()
 
     def inspect(self) -> Damage:
         """The state readable, the build's collections present, and their live rows as counted."""

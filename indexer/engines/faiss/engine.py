@@ -74,6 +74,9 @@ class FaissEngine:
         for name in set(self.opened) - {entry["name"] for entry in serving.manifest["segments"]}:
             del self.opened[name]
 
+    def close(self) -> None:
+        return None  # segments are files: other processes read them whatever this one holds
+
     def inspect(self) -> Damage:
         return damage.inspect(self.root, self.params, self.opened)
 
