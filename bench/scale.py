@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scale.py --dataset ../shared/eval/scifact --sizes 10000 100000 300000 1000000 \
         --json bench-results/scale.json
+    .venv/bin/python bench/scale.py --dataset ../shared/eval/scifact --sizes 100000 --engine milvus --queries 100
 
 Articles are real SciFact sentences recombined (3-4 per paragraph, 10 paragraphs per article:
 one passage per paragraph; each article keeps to one of 200 topics, --topics), built at the
@@ -44,6 +45,7 @@ from indexer.beir import read_corpus, read_queries  # noqa: E402
 from indexer.build import build_from_documents  # noqa: E402
 from indexer.chunking import sentence_spans  # noqa: E402
 from indexer.documents import Document  # noqa: E402
+from indexer.engine import open_engine  # noqa: E402
 from indexer.hashing_encoder import HashingEncoder  # noqa: E402
 from indexer.engines.faiss.merge import merge_all  # noqa: E402
 from indexer.engines.faiss.writer import SegmentStore  # noqa: E402
@@ -179,8 +181,11 @@ def long_article(n: int, rng: np.random.Generator, sentences: list[str], words: 
 
 
 def disk_mb(folder: Path) -> float:
-    """Size of what the current generation uses (older generations' segments are kept a while)."""
+    """Size of what the current generation uses (older generations' segments are kept a while);
+    for another engine, the whole folder (Milvus Lite's file is in it)."""
     manifest = store.read_manifest(folder)
+    if manifest is None:
+        return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20, 1)
     parts = [folder / store.current_generation(folder)] + [folder / store.SEGMENTS / s["name"]
                                                            for s in manifest["segments"]]
     return round(sum(p.stat().st_size for part in parts for p in part.rglob("*") if p.is_file()) / 2**20, 1)
@@ -228,18 +233,22 @@ def background_merges(log_path: str) -> list[float]:
                                           Path(log_path).read_text())]
 
 
-def build(size: int, index: Path, sentences: Sentences, rng: np.random.Generator, encoder: TimedEncoder) -> dict:
+def build(size: int, index: Path, sentences: Sentences, rng: np.random.Generator, encoder: TimedEncoder,
+          kind: str = "faiss") -> dict:
     """Build (and merge, as `semsearch index` does) an index of about size passages."""
     documents = [article(n, rng, sentences) for n in range(max(1, size // PARAGRAPHS))]
     shutil.rmtree(index, ignore_errors=True)
     encoder.seconds = 0.0
     started = time.perf_counter()
-    summary = build_from_documents(documents, index, encoder, progress=False)
+    engine = open_engine(index, encoder.name, encoder.dimension, kind)
+    summary = build_from_documents(documents, index, encoder, progress=False, engine=engine)
     build_seconds = time.perf_counter() - started
     del documents
     merge_started = time.perf_counter()
-    merges = merge_all(SegmentStore(index, encoder.name, encoder.dimension))
-    return {"passages": summary.passages, "documents": summary.documents, "topics": len(sentences.pools),
+    merges = merge_all(SegmentStore(index, encoder.name, encoder.dimension)) if kind == "faiss" else []
+    engine.close()  # Milvus Lite: the server opens it next
+    return {"engine": kind, "passages": summary.passages, "documents": summary.documents,
+            "topics": len(sentences.pools),
             "vectors": encoder.name,
             "build_s": round(build_seconds, 1), "embedding_s": round(encoder.seconds, 1),
             "build_without_embedding_s": round(build_seconds - encoder.seconds, 1),
@@ -250,12 +259,12 @@ def build(size: int, index: Path, sentences: Sentences, rng: np.random.Generator
 
 
 def ensure_built(size: int, workdir: Path, sentences: Sentences, reuse: bool, encoder: TimedEncoder,
-                 seed: int = 0) -> tuple[Path, dict, np.random.Generator]:
+                 seed: int = 0, kind: str = "faiss") -> tuple[Path, dict, np.random.Generator]:
     """The index of this size in workdir (built now, or kept from an earlier run when reuse), its
     build figures (saved beside it) and a generator for the articles measure ingests."""
     rng = np.random.default_rng(seed)
-    index = workdir / f"index-{size}"
-    built = workdir / f"index-{size}.json"
+    index = workdir / f"index-{kind}-{size}"
+    built = workdir / f"index-{kind}-{size}.json"
     if reuse and built.is_file():
         report = json.loads(built.read_text())
         if report.get("topics", 1) != len(sentences.pools):
@@ -266,7 +275,7 @@ def ensure_built(size: int, workdir: Path, sentences: Sentences, reuse: bool, en
                              f"{encoder.name}: pass the same --vectors, or build it again")
         rng = np.random.default_rng(seed + 1)
     else:
-        report = build(size, index, sentences, rng, encoder)
+        report = build(size, index, sentences, rng, encoder, kind)
     report["disk_mb"] = disk_mb(index)
     built.write_text(json.dumps(report))
     print(size, "built", report, flush=True)
@@ -274,8 +283,9 @@ def ensure_built(size: int, workdir: Path, sentences: Sentences, reuse: bool, en
 
 
 def measure(size: int, workdir: Path, sentences: Sentences, queries: list[str], encoder: TimedEncoder,
-            reuse: bool = False) -> dict:
-    index, report, rng = ensure_built(size, workdir, sentences, reuse, encoder)
+            reuse: bool = False, kind: str = "faiss", n: int = 1000) -> dict:
+    """Serve the index and measure it; n: queries with 1 client (twice as many with 4)."""
+    index, report, rng = ensure_built(size, workdir, sentences, reuse, encoder, kind=kind)
     # The server runs the model the index records: the stand-in, or the real model (--vectors model).
     model = {"SEMSEARCH_MODEL_PATH": "hashing"} if encoder.name == HashingEncoder.name else {}
     process, url = start_server(index, {**model, "SEMSEARCH_API_KEY": KEY})
@@ -284,9 +294,9 @@ def measure(size: int, workdir: Path, sentences: Sentences, queries: list[str], 
         report["rss_after_warmup_mb"] = rss_mb(process.pid)
         report["segments"] = httpx.get(url + "/readyz").json()["segments"]
         report["baseline_healthz"] = http_phase(url, ["-"] * 200, clients=1, path="/healthz")
-        report["hybrid_1_client"] = http_phase(url, queries[100:1100], clients=1)
-        report["hybrid_4_clients"] = http_phase(url, queries[1100:3100], clients=4)
-        report["dense_recall_at_10_vs_exact"] = dense_recall(url, queries[3100:3200])
+        report["hybrid_1_client"] = http_phase(url, queries[100:100 + n], clients=1)
+        report["hybrid_4_clients"] = http_phase(url, queries[100 + n:100 + 3 * n], clients=4)
+        report["dense_recall_at_10_vs_exact"] = dense_recall(url, queries[100 + 3 * n:200 + 3 * n])
         bodies = [long_article(n, rng, sentences.all) for n in range(5)]
         report["ingest_1000_words"] = ingest_and_delete(url, bodies)
         time.sleep(3)  # let the background merger settle after the writes
@@ -331,6 +341,8 @@ def main() -> None:
     parser.add_argument("--vectors", choices=["model", "hashing"], default="model",
                         help="model (default): passage vectors of the real model's distribution, queries and "
                              "ingests embedded by the real model; hashing: the stand-in encoder's for everything")
+    parser.add_argument("--engine", choices=("faiss", "milvus"), default="faiss", help="index engine (milvus: Lite)")
+    parser.add_argument("--queries", type=int, default=1000, help="HTTP queries with 1 client (twice as many with 4)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -346,11 +358,12 @@ def main() -> None:
     try:
         for size in args.sizes:
             if args.build_only:
-                ensure_built(size, workdir, sentences, False, encoder)
+                ensure_built(size, workdir, sentences, False, encoder, kind=args.engine)
                 continue
-            results["sizes"][size] = measure(size, workdir, sentences, queries, encoder, args.reuse)
+            results["sizes"][size] = measure(size, workdir, sentences, queries, encoder, args.reuse, args.engine,
+                                             args.queries)
             if not (args.keep or args.reuse):  # an index kept for reuse stays for the next run too
-                shutil.rmtree(workdir / f"index-{size}", ignore_errors=True)
+                shutil.rmtree(workdir / f"index-{args.engine}-{size}", ignore_errors=True)
     finally:
         write_report(results, args.json)  # what was measured, even when a later size failed
         if not (args.keep or args.build_only) and args.workdir is None:

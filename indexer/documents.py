@@ -33,8 +33,12 @@ class Document:
 def read_folder(folder: Path) -> Iterator[Document]:
     """Yield every readable document under folder, warning about files that are skipped."""
     folder = Path(folder)
+    if folder.is_file():
+        raise DocumentError(f"{folder} is a file: give the folder that holds it (every .txt, .md, .html and "
+                            ".jsonl file under a folder is indexed)")
     if not folder.is_dir():
-        raise DocumentError(f"seeds folder not found: {folder}")
+        raise DocumentError(f"folder not found: {folder} (looked for in {Path.cwd()}); give the folder of "
+                            "articles to index, e.g. semsearch index seeds")
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if path.name.startswith(".") or path.name.lower().startswith("readme"):
             continue

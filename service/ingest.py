@@ -189,8 +189,11 @@ def delete_document(doc_id: str, runtime: AuthorizedRuntime) -> IngestResponse:
     try:
         embedded, searchable = publish(runtime, [], [doc_id])
     except UnknownDocument:
-        raise ApiError(404, "not_found", f"no ingested document with id {doc_id!r} "
-                       "(documents from the seeds folder are removed by deleting their file and reindexing)")
+        kept = serving(runtime).document(doc_id)
+        if kept is not None:  # a folder's: only a reindex of that folder removes it
+            raise ApiError(404, "not_found", f"{doc_id!r} was indexed from a folder ({kept.document.source}), not "
+                           "over HTTP: delete that file and run `semsearch index` on its folder again")
+        raise ApiError(404, "not_found", f"no document with id {doc_id!r}")
     return IngestResponse(accepted=[], deleted=[doc_id], generation=runtime.generation, searchable=searchable,
                           embedded=embedded)
 

@@ -49,12 +49,13 @@ def test_bad_arguments_are_clear_errors_not_tracebacks(tmp_path):
     empty = tmp_path / "seeds"
     empty.mkdir()
     for args, words in [(("index", str(empty), "--out", str(tmp_path / "i")), "no documents to index"),
-                        (("index", str(tmp_path / "missing")), "seeds folder not found"),
+                        (("index", str(tmp_path / "missing")), f"folder not found: {tmp_path / 'missing'}"),
+                        (("index", str(SEED_FILE)), f"{SEED_FILE} is a file: give the folder that holds it"),
                         (("search", "war", "-k", "0"), "-k must be between 1 and 50")]:
         result = semsearch(*args)
         assert result.returncode == 2 and words in result.stderr
         assert "Traceback" not in result.stderr
-    for variable, value, words in [("SEMSEARCH_ENGINE", "nosuch", "unknown index engine 'nosuch'; use one of faiss"),
+    for variable, value, words in [("SEMSEARCH_ENGINE", "nosuch", "unknown index engine 'nosuch'; use one of faiss, milvus"),
                                    ("SEMSEARCH_ANN_MIN_ROWS", "many", "SEMSEARCH_ANN_MIN_ROWS is not a whole number")]:
         result = semsearch("search", "war", "--index", str(tmp_path / "i"), env={variable: value})
         assert result.returncode == 2 and words in result.stderr

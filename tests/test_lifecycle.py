@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.engines.faiss import store
+from indexer.engine import open_engine
 from indexer.build import build_from_folder
 from service.app import create_app
 from service.settings import Settings
@@ -169,9 +170,10 @@ def test_killed_build_leaves_the_served_index_intact_and_the_next_build_succeeds
 
 
 @pytest.fixture()
-def ingest_settings(tmp_path, embedder):
+def ingest_settings(tmp_path, embedder, engine_kind):
     seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
-    build_from_folder(seeds, index, embedder, progress=False)
+    build_from_folder(seeds, index, embedder, progress=False,
+                      engine=open_engine(index, embedder.name, embedder.dimension, engine_kind))
     return Settings(index_dir=index, api_key="s3cret", reload_interval=0), seeds
 
 
@@ -214,6 +216,8 @@ def test_ingested_documents_are_searchable_durable_and_survive_a_folder_reindex(
         assert "school-1" not in doc_ids(client.get("/search", params={"q": "school lunch", "k": 10}).json())
         missing = client.delete("/documents/school-1", headers=auth)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        from_folder = client.delete("/documents/harbour", headers=auth).json()["error"]["message"]
+        assert "indexed from a folder (seeds/harbour.txt)" in from_folder and "semsearch index" in from_folder
 
 
 def test_a_truncated_vectors_file_is_reported_by_the_cli_and_the_service_log(index_copy, caplog):
