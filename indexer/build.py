@@ -25,6 +25,7 @@ from indexer.documents import Document, DocumentError, StoredDocument, content_h
 from indexer.embedding import TextModel
 from indexer.engine import ChangeSet, Engine, IndexWriter, LiveDocument, PreparedDocument, open_engine, remember
 from indexer.folder import build_lock
+from indexer.progress import BuildProgress
 
 log = logging.getLogger(__name__)
 CACHE_FLUSH = 1024  # passages embedded between cache writes: a killed build keeps its progress
@@ -223,18 +224,23 @@ def prepare(documents: list[StoredDocument], embedder: TextModel, writer: IndexW
             progress: bool | None, embedded: list[int]) -> Iterator[list[PreparedDocument]]:
     """Chunk and embed documents, yielding batches of about BATCH_PASSAGES passages (so a large
     build holds one batch of vectors at a time); vectors the segments or the cache already hold
-    are reused. embedded[0] counts the passages that had to be embedded."""
+    are reused. embedded[0] counts the passages that had to be embedded. progress: a bar (True),
+    nothing (False), or a bar on a terminal and log lines elsewhere (None)."""
     batch: list[tuple] = []
     size = 0
-    for stored in documents:
-        job = chunk(stored, embedder)
-        batch.append(job)
-        size += len(job[1])
-        if size >= BATCH_PASSAGES:
-            yield embed_batch(batch, embedder, writer, root, progress, embedded)
-            batch, size = [], 0
-    if batch:
-        yield embed_batch(batch, embedder, writer, root, progress, embedded)
+    shown = BuildProgress(len(documents), progress)
+    try:
+        for stored in documents:
+            job = chunk(stored, embedder)
+            batch.append(job)
+            size += len(job[1])
+            if size >= BATCH_PASSAGES:
+                yield embed_batch(batch, embedder, writer, root, shown, embedded)
+                batch, size = [], 0
+        if batch:
+            yield embed_batch(batch, embedder, writer, root, shown, embedded)
+    finally:
+        shown.close()
 
 
 def chunk(stored: StoredDocument, embedder: TextModel) -> tuple:
@@ -257,7 +263,7 @@ def chunk(stored: StoredDocument, embedder: TextModel) -> tuple:
 
 
 def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, root: Path,
-                progress: bool | None, embedded: list[int]) -> list[PreparedDocument]:
+                shown: BuildProgress, embedded: list[int]) -> list[PreparedDocument]:
     all_keys = [k for job in jobs for k in job[4]]
     # The cache carries a killed build's progress; an encoder faster than the cache opts out.
     cache = EmbeddingCache(root, embedder.name, embedder.dimension) if getattr(embedder, "cache_vectors", True) else None
@@ -265,15 +271,20 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, roo
     if cache is not None:
         found.update(cache.get_many([k for k in all_keys if k not in found]))
     missing = [(i, j) for i, job in enumerate(jobs) for j, key in enumerate(job[4]) if key not in found]
+    done = 0  # documents of this batch whose passages all have vectors
     for first in range(0, len(missing), CACHE_FLUSH):
         part = missing[first:first + CACHE_FLUSH]
         vectors, sentences = embedder.embed_passages([jobs[i][2][j] for i, j in part],
-                                                     [jobs[i][3][j] for i, j in part], progress)
+                                                     [jobs[i][3][j] for i, j in part], False)
         splits = np.cumsum([len(jobs[i][3][j]) for i, j in part])[:-1]
         fresh = [(jobs[i][4][j], v, s) for (i, j), v, s in zip(part, vectors, np.split(sentences, splits))]
         if cache is not None:
             cache.put_many(fresh)
         found.update((key, (v, s)) for key, v, s in fresh)
+        following = missing[first + CACHE_FLUSH][0] if first + CACHE_FLUSH < len(missing) else len(jobs)
+        shown.advance(following - done, len(part))  # every document before the next one missing a vector
+        done = following
+    shown.advance(len(jobs) - done)
     embedded[0] += len(missing)
     dimension = embedder.dimension
     return [PreparedDocument(

@@ -55,3 +55,7 @@ class EmbeddingCache:
         only carries a killed build's progress to the next one."""
         with sqlite_transaction(self.path) as db:
             db.execute("DELETE FROM vectors WHERE model = ?", [self.model])
+            left = db.execute("SELECT count(*) FROM vectors").fetchone()[0]
+        if not left:  # SQLite keeps the freed pages: the file would stay as large as the build made it
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)

@@ -52,6 +52,9 @@ def read_folder(folder: Path) -> Iterator[Document]:
         source = (Path(folder.resolve().name) / path.relative_to(folder)).as_posix()
         try:
             raw = read_text(path)
+        except NotText as exc:
+            log.warning("skipping %s: %s", path, exc)
+            continue
         except OSError as exc:
             log.warning("skipping %s: cannot read it (%s)", path, exc)
             continue
@@ -63,10 +66,19 @@ def read_folder(folder: Path) -> Iterator[Document]:
             yield parse_text(raw, doc_id, source, markdown=suffix in {".md", ".markdown"})
 
 
+class NotText(OSError):
+    """A file whose bytes are not text (an image or archive saved with a text name)."""
+
+
 def read_text(path: Path) -> str:
     """UTF-8 (a byte-order mark is dropped), else Windows-1252, the usual encoding of older
-    scraped pages: a file is never skipped for its encoding."""
+    scraped pages: a file is never skipped for its encoding, only for holding no text at all
+    (NotText: NUL bytes, or more than one control character in ten)."""
     data = path.read_bytes()
+    head = data[:8192]
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
+    if b"\x00" in head or controls * 10 > len(head):
+        raise NotText(f"it holds binary data, not text ({controls} control bytes in its first {len(head)})")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

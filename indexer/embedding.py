@@ -4,9 +4,13 @@ and the recipe indexer/onnx_encoder.py runs from, and is the torch fallback."""
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -88,6 +92,23 @@ def recipe_dir(path: str) -> Path:
     return cache.with_name(cache.name + ".query")
 
 
+@contextmanager
+def quiet_export() -> Iterator[None]:
+    """Loading or making the ONNX export without the exporters' advice to their own developers (tracer
+    warnings, deprecated arguments, "saving the export is recommended": it is saved)."""
+    loggers = [logging.getLogger(name) for name in ("sentence_transformers", "transformers", "optimum")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def onnx_copy(path: str) -> str:
     """A cached copy of the model folder with its fp32 ONNX export, made once per model version.
 
@@ -102,7 +123,8 @@ def onnx_copy(path: str) -> str:
     if not (target / "onnx" / "model.onnx").is_file():
         staging = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        SentenceTransformer(path, backend="onnx", device="cpu", local_files_only=True).save_pretrained(str(staging))
+        with quiet_export():
+            SentenceTransformer(path, backend="onnx", device="cpu", local_files_only=True).save_pretrained(str(staging))
         try:
             os.rename(staging, target)  # readers never see a half-written export
         except OSError:  # another process finished its export first: use that one
@@ -157,8 +179,9 @@ class Embedder(PassageEmbedding):
         try:
             if backend == "onnx":
                 source = onnx_copy(path)
-                self.model = SentenceTransformer(source, backend="onnx", device="cpu", local_files_only=True,
-                                                 model_kwargs={"session_options": session_options(threads, spin)})
+                with quiet_export():
+                    self.model = SentenceTransformer(source, backend="onnx", device="cpu", local_files_only=True,
+                                                     model_kwargs={"session_options": session_options(threads, spin)})
             else:
                 self.model = SentenceTransformer(path, device="cpu", local_files_only=True)
                 if threads:

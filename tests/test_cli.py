@@ -23,10 +23,13 @@ def test_index_then_search_from_the_terminal(tmp_path):
     seeds.mkdir()
     shutil.copy(SEED_FILE, seeds / SEED_FILE.name)
     (seeds / "notes.docx").write_bytes(b"PK\x03\x04")
+    (seeds / "photo.txt").write_bytes(bytes(range(256)) * 40)  # an image saved under a text name
     built = semsearch("index", str(seeds), "--out", str(tmp_path / "index"))
     assert built.returncode == 0, built.stderr
     assert "indexed 1 documents, 12 passages" in built.stdout
     assert "notes.docx" in built.stderr and "unsupported" in built.stderr
+    assert "skipping" in built.stderr and "photo.txt: it holds binary data, not text" in built.stderr
+    assert not (tmp_path / "index" / "embeddings.sqlite").exists()  # emptied once published: no file left
 
     printed = semsearch("search", "why won't Russia stop", "--index", str(tmp_path / "index"), "-k", "2")
     assert printed.returncode == 0, printed.stderr
@@ -172,3 +175,19 @@ def test_a_reindex_rebuilds_when_the_way_passages_are_cut_or_scored_changed(tmp_
     again = semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)
     assert again.returncode == 0 and "indexed 1 documents" in again.stdout, again.stdout
     assert store.read_manifest(index)["chunker"] == recorded["chunker"]
+
+
+def test_a_build_that_is_not_on_a_terminal_logs_its_progress(tmp_path, monkeypatch, caplog):
+    from indexer import progress
+    from indexer.build import build_from_documents
+    from indexer.documents import Document
+    from indexer.embedding import light_model_for
+
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # a line at every step instead of every 10 s
+    documents = [Document(f"d{n}", f"Note {n}", f"notes/{n}.txt", f"Note {n}\n" + "The harbour crane moved. " * 300)
+                 for n in range(30)]
+    with caplog.at_level("INFO", logger="semsearch.build"):
+        build_from_documents(documents, tmp_path / "index", light_model_for("hashing"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "semsearch.build"]
+    assert lines and lines[-1].startswith("indexing: 30 of 30 documents")
+    assert all(" passages embedded (" in line and ("left" in line or "not known" in line) for line in lines)

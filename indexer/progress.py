@@ -1,0 +1,48 @@
+"""Progress of a long build: on a terminal a bar (documents done of the total, passages embedded,
+passages/s, time left); otherwise a log line at least every LOG_EVERY seconds, so a build in CI or
+under a supervisor is never silent for minutes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+log = logging.getLogger("semsearch.build")
+LOG_EVERY = 10.0  # seconds between log lines when the output is not a terminal
+
+
+class BuildProgress:
+    """show: True a bar, False nothing, None a bar on a terminal and log lines elsewhere."""
+
+    def __init__(self, documents: int, show: bool | None = None) -> None:
+        from tqdm import tqdm
+
+        self.total, self.done, self.embedded = documents, 0, 0
+        self.started = self.logged = time.monotonic()
+        terminal = sys.stderr.isatty()
+        self.logging = show is None and not terminal and documents > 0
+        self.bar = tqdm(total=documents, unit="doc", desc="indexing", dynamic_ncols=True, leave=False,
+                        disable=not (show if show is not None else terminal))
+
+    def advance(self, documents: int = 0, passages: int = 0) -> None:
+        """documents more are done, passages more were embedded."""
+        self.done += documents
+        self.embedded += passages
+        rate = self.embedded / max(time.monotonic() - self.started, 1e-9)
+        self.bar.set_postfix_str(f"{self.embedded:,} passages embedded, {rate:,.0f}/s", refresh=False)
+        self.bar.update(documents)
+        now = time.monotonic()
+        if self.logging and now - self.logged >= LOG_EVERY:
+            self.logged = now
+            log.info("indexing: %s of %s documents, %s passages embedded (%.0f/s), %s", f"{self.done:,}",
+                     f"{self.total:,}", f"{self.embedded:,}", rate, self.left(now))
+
+    def left(self, now: float) -> str:
+        if not self.done:
+            return "time left not known yet"
+        seconds = (now - self.started) / self.done * (self.total - self.done)
+        return f"about {seconds / 60:.0f} min left" if seconds >= 90 else f"about {seconds:.0f} s left"
+
+    def close(self) -> None:
+        self.bar.close()
