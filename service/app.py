@@ -32,12 +32,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.runtime = Runtime.start(settings)
         stop = threading.Event()
-        watch(app.state.runtime, stop)
+        watching = watch(app.state.runtime, stop)
         merging = merger(app.state.runtime, stop)
         following = follower(app.state.runtime, stop)
         yield
         stop.set()
-        for busy in (merging, following):  # a merge or a feed's change in flight publishes or gives up
+        for busy in (watching, merging, following):  # a merge or a feed's change in flight publishes or gives up
             if busy.is_alive():
                 busy.join(timeout=60)
         if app.state.runtime.engine is not None:

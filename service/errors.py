@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -41,38 +42,50 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-def without_paths(text: str | None, index_dir: Path) -> str | None:
-    """text with the index folder's absolute path shown as its name: HTTP answers never tell
+def without_paths(text: str | None, index_dir: Path, shown: str | None = None) -> str | None:
+    """text with the index folder's path shown as its name (or as shown): HTTP answers never tell
     where the server's disk keeps things (the log does)."""
-    if text is None or not index_dir.is_absolute() and str(index_dir.resolve()) not in text:
+    if text is None:
         return text
-    for path in sorted({str(index_dir), str(index_dir.resolve())}, key=len, reverse=True):
-        text = text.replace(path, index_dir.name)
+    paths = {str(index_dir.resolve()), str(index_dir.absolute())}  # a relative path as given tells nothing
+    for path in sorted(paths | ({str(index_dir)} if index_dir.is_absolute() else set()), key=len, reverse=True):
+        text = text.replace(path, shown or index_dir.name)
     return text
 
 
 def not_ready(request: Request, problem) -> JSONResponse:
     """503 not_ready for a ServiceUnavailable or IndexUnavailable (message and fix)."""
     index_dir = Path(request.app.state.runtime.settings.index_dir)
-    return error_response(503, "not_ready", without_paths(problem.message, index_dir),
-                          fix=without_paths(problem.fix, index_dir))
+    fix = without_paths(problem.fix, index_dir, "INDEX_DIR")
+    if fix and "INDEX_DIR" in fix:
+        fix += " (INDEX_DIR: the index folder this server was started with, its --index)"
+    return error_response(503, "not_ready", without_paths(problem.message, index_dir), fix=fix)
 
 
 def describe_field(error: dict) -> str:
     """'body.k' style path of the offending field, without FastAPI's location noise."""
     if error.get("type") == "json_invalid":
         return "body"  # its location is a character position, not a field
-    return ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query")) or "request"
+    loc = list(error.get("loc", ()))
+    if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+        loc = loc[1:]  # where it came from, not which field (a field may itself be named "query")
+    return ".".join(str(part) for part in loc) or "request"
 
 
 def describe_problem(error: dict) -> str:
     if error.get("type") == "json_invalid":
         position = error.get("loc", ("body", "?"))[-1]
         return f"not valid JSON ({error.get('ctx', {}).get('error', 'decode error')} at character {position})"
+    if error.get("type") == "extra_forbidden":
+        return "not a parameter of this request (see /docs)"
+    choices = LIST_PATTERN.match(str((error.get("ctx") or {}).get("pattern", "")))
+    if error.get("type") == "string_pattern_mismatch" and choices:
+        return f"a comma-separated list of {', '.join(choices.group(1).split('|'))}"
     return error.get("msg", "invalid").removeprefix("Value error, ")
 
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+LIST_PATTERN = re.compile(r"^\^\(([\w|]+)\)\(,\(\1\)\)\*\$$")  # a comma-separated list of choices
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -90,6 +103,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [{"field": describe_field(e), "message": describe_problem(e)} for e in exc.errors()]
+        problems.sort(key=lambda p: p["message"].startswith("not a parameter"), reverse=True)  # a misnamed one first
         first = problems[0] if problems else {"field": "request", "message": "invalid request"}
         return error_response(422, "invalid_request", f"{first['field']}: {first['message']}",
                               field=first["field"], details=problems)

@@ -181,3 +181,11 @@ def test_a_large_index_searches_in_the_thread_pool_with_the_same_answers(seed_in
     with TestClient(create_app(Settings(index_dir=seed_index, threaded_search_passages=0))) as threaded:
         assert threaded.get("/search", params=query).json()["results"] == on_loop
         assert threaded.post("/search", json={**query, "explain": True}).json()["results"] == on_loop
+
+
+def test_a_misnamed_parameter_and_an_unknown_facet_are_named_in_words(client):
+    misnamed = client.get("/search", params={"query": "war"}).json()["error"]
+    assert misnamed["field"] == "query" and "not a parameter" in misnamed["message"]
+    assert {"field": "q", "message": "Field required"} in misnamed["details"]
+    facet = client.get("/search", params={"q": "war", "facets": "colour"}).json()["error"]
+    assert facet["message"] == "facets: a comma-separated list of outlet, month, section, author, tag, language"

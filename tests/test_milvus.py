@@ -253,3 +253,25 @@ def test_ingests_under_concurrent_searches_fail_no_request(tmp_path):
         stop_server(process)
     assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200][:5]}"
     assert ready["documents"] == 49
+
+
+def test_a_damaged_milvus_index_is_found_by_check_and_repaired_from_its_documents(tmp_path):
+    from indexer.engines.milvus import Names
+    from indexer.repair import repair_index
+
+    model = light_model_for("hashing")
+    engine = open_engine(tmp_path, model.name, model.dimension, "milvus")
+    build_from_documents(HARBOUR, tmp_path, model, progress=False, engine=engine)
+    reader = engine.reader()
+    names = Names.of(engine.collection, reader.state["build"])
+    lost = [i for i, _ in reader.dense(model.embed_query("harbour fees"), 2)]
+    engine.milvus.delete(names.passages, f"id in {lost}")  # passages gone behind the index's back
+    damage = engine.inspect()
+    assert not damage.intact and "live passages" in damage.problems[0]
+    assert {d.document.doc_id for d in damage.recoverable} == {d.doc_id for d in HARBOUR}
+    summary = repair_index(tmp_path, model, engine)
+    assert summary.generation and engine.inspect().intact
+    searcher = Searcher(engine.reader(), model)
+    assert searcher.index.counts()["documents"] == 3
+    assert {h.passage.doc_id for h in searcher.search(Query("harbour fees dredging", k=10, min_relevance=0))} == \
+        {d.doc_id for d in HARBOUR}

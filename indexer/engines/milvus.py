@@ -59,6 +59,7 @@ IN_VALUES = 1000          # values per `in [...]` list
 QUERY_LIMIT = 16_384      # rows per query call (Milvus's limit)
 FILTER_BYTES = 512        # longest metadata value kept for filtering
 KEYWORD = KeywordParams()
+LITE_ATTEMPTS = 6  # tries to open a Milvus Lite file, half a second apart
 FIX = "check that Milvus is running and SEMSEARCH_MILVUS_URI / --milvus-uri names it"
 
 
@@ -84,9 +85,16 @@ def connect(uri: str, token: str | None):
 
         if "://" not in uri:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            _clients[key] = MilvusClient(uri=uri, token=token or "", timeout=10)
-        except Exception as exc:  # pymilvus raises its own types
+        attempts = LITE_ATTEMPTS if "://" not in uri else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                _clients[key] = MilvusClient(uri=uri, token=token or "", timeout=10)
+                break
+            except Exception as failure:  # pymilvus raises its own types
+                exc = failure
+                if attempt < attempts:
+                    time.sleep(0.5)  # a Milvus Lite server of this file may be stopping (a process closing it)
+        else:
             if "://" not in uri and locked(Path(uri) / "LOCK"):
                 raise IndexUnavailable(f"the Milvus Lite file {uri} is open in another process (a running "
                                        "`semsearch serve`?); Milvus Lite serves one process at a time",
@@ -755,14 +763,14 @@ class MilvusEngine:
         state = self.milvus.state()
         if state is None:
             raise IndexUnavailable(f"no index in Milvus at {self.uri} (collection {self.collection})",
-                                   f"semsearch index FOLDER --out {self.root} --engine milvus")
+                                   f"semsearch index FOLDER --out {self.root.absolute()} --engine milvus")
         if state["model"]["name"] != self.model or state["model"]["dimension"] != self.dimension:
             raise IndexUnavailable(f"the index in Milvus at {self.uri} was built with {state['model']['name']}, "
-                                   f"not {self.model}", f"semsearch index FOLDER --out {self.root} --force")
+                                   f"not {self.model}", f"semsearch index FOLDER --out {self.root.absolute()} --force")
         reader = MilvusReader(self.milvus, state)
         for name in reader.names.all():
             if not self.milvus.exists(name):
-                raise IndexDamaged(f"Milvus collection {name} is missing", f"semsearch repair {self.root}")
+                raise IndexDamaged(f"Milvus collection {name} is missing", f"semsearch repair {self.root.absolute()}")
         return reader
 
     def writer(self) -> MilvusWriter:

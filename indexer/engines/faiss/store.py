@@ -54,12 +54,12 @@ def new_staging(root: Path, name: str) -> Path:
 
 def rebuild_hint(root: Path) -> str:
     """The fix for an index that was never built (or was built for another model or format)."""
-    return f"semsearch index seeds --out {root}"
+    return f"semsearch index seeds --out {Path(root).absolute()}"  # right from any directory
 
 
 def repair_hint(root: Path) -> str:
     """The fix for a damaged index: a repair keeps every document it can read back."""
-    return f"semsearch repair {root}"
+    return f"semsearch repair {Path(root).absolute()}"
 
 
 def install_segment(root: Path, staging: Path) -> Path:
