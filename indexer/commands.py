@@ -60,7 +60,8 @@ def run_move(args: argparse.Namespace) -> int:
     from indexer.engine import engine_class, engine_kind
 
     root = Path(args.index)
-    kind, options = engine_choice()
+    os.environ.pop("SEMSEARCH_ENGINE", None)  # the source is the index's own engine, the target --to
+    _, options = engine_choice()
     model = model_for_index(args.model, None, root)
     current = engine_kind(root, None, options.get("uri"))
     if current == args.to:

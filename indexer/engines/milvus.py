@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from collections import Counter
@@ -47,6 +48,8 @@ from indexer.keyword import KeywordParams, idf, passage_terms
 from indexer.metadata import NO_DATE, Filters, Metadata, epoch
 
 log = logging.getLogger(__name__)
+# gRPC's C core prints notices on stderr (a fork while its threads run, for one); errors still show
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 # Milvus Lite logs its server's start, stop and index builds, and a traceback for a file another
 # process holds; connect() says that in one line
 logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
