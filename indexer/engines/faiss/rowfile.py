@@ -21,7 +21,7 @@ BLOCK_ROWS = 65_536  # rows per read when a caller wants everything (merges, exa
 # of the GIL instead of one per pread, and each release is a chance for another request's thread
 # to take the GIL, i.e. two context switches. A search's 250 exactly rescored vectors: 0.16 ms
 # against 0.87 ms; with the batched postings reads, 4 clients on a million passages got 92.7 ->
-# 115.8 requests/s (docs/benchmarks.md, "Fourth session").
+# 115.8 requests/s (docs/benchmarks.md, "Fewer thread switches per search").
 COMPILED_READS_FROM = 32
 # numpy parses a .npy header with ast.literal_eval, and CPython 3.11 builds ASTs in state shared by
 # all threads: a merge thread and a request thread opening arrays at once failed with "SystemError:
