@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -67,9 +67,9 @@ def build_from_folder(seeds: Path, out: Path, embedder: TextModel, progress: boo
 
 def build_from_documents(documents: Iterable[Document], out: Path, embedder: TextModel,
                          progress: bool | None = None, origin: str = "input",
-                         engine: Engine | None = None) -> BuildSummary:
+                         engine: Engine | None = None, remote: Embedding | None = None) -> BuildSummary:
     """Index the given documents, as a folder reindex would."""
-    return build_index(out, embedder, list(documents), progress, origin=origin, engine=engine)
+    return build_index(out, embedder, list(documents), progress, origin=origin, engine=engine, remote=remote)
 
 
 class PruneRefused(DocumentError):
@@ -126,8 +126,10 @@ def engine_of(root: Path, embedder: TextModel, engine: Engine | None) -> Engine:
 
 
 def build_index(root: Path, embedder: TextModel, folder: list[Document], progress: bool | None = None,
-                force: bool = False, origin: str = "input", engine: Engine | None = None, prune: bool = True) -> BuildSummary:
+                force: bool = False, origin: str = "input", engine: Engine | None = None, prune: bool = True,
+                remote: Embedding | None = None) -> BuildSummary:
     """Bring index/ up to date with folder (plus ingested documents), touching only what changed.
+    remote: where passages are embedded (default: here; indexer/ray_embed.py: a Ray cluster).
     prune=False refuses (PruneRefused, before writing) to remove more than half of the index's
     folder documents: pointing a reindex at the wrong folder must not empty a live index."""
     started = time.perf_counter()
@@ -150,7 +152,7 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
                                 0, time.perf_counter() - started)
         fresh = [wanted[i] for i in wanted] if rebuild else [wanted[i] for i in changes.added + changes.changed]
         embedded = [0]
-        batches = prepare(fresh, embedder, writer, root, progress, embedded)
+        batches = prepare(fresh, embedder, writer, root, progress, embedded, remote)
         if rebuild:
             batches = require_passages(batches, origin)
         name = writer.apply(ChangeSet(upserts=batches, deletes=changes.removed + changes.changed,
@@ -221,7 +223,8 @@ def chunker_fingerprint(embedder: TextModel) -> str:
 
 
 def prepare(documents: list[StoredDocument], embedder: TextModel, writer: IndexWriter, root: Path,
-            progress: bool | None, embedded: list[int]) -> Iterator[list[PreparedDocument]]:
+            progress: bool | None, embedded: list[int], remote: Embedding | None = None
+            ) -> Iterator[list[PreparedDocument]]:
     """Chunk and embed documents, yielding batches of about BATCH_PASSAGES passages (so a large
     build holds one batch of vectors at a time); vectors the segments or the cache already hold
     are reused. embedded[0] counts the passages that had to be embedded. progress: a bar (True),
@@ -235,10 +238,10 @@ def prepare(documents: list[StoredDocument], embedder: TextModel, writer: IndexW
             batch.append(job)
             size += len(job[1])
             if size >= BATCH_PASSAGES:
-                yield embed_batch(batch, embedder, writer, root, shown, embedded)
+                yield embed_batch(batch, embedder, writer, root, shown, embedded, remote)
                 batch, size = [], 0
         if batch:
-            yield embed_batch(batch, embedder, writer, root, shown, embedded)
+            yield embed_batch(batch, embedder, writer, root, shown, embedded, remote)
     finally:
         shown.close()
 
@@ -263,7 +266,7 @@ def chunk(stored: StoredDocument, embedder: TextModel) -> tuple:
 
 
 def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, root: Path,
-                shown: BuildProgress, embedded: list[int]) -> list[PreparedDocument]:
+                shown: BuildProgress, embedded: list[int], remote: Embedding | None = None) -> list[PreparedDocument]:
     all_keys = [k for job in jobs for k in job[4]]
     # The cache carries a killed build's progress; an encoder faster than the cache opts out.
     cache = EmbeddingCache(root, embedder.name, embedder.dimension) if getattr(embedder, "cache_vectors", True) else None
@@ -271,20 +274,28 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, roo
     if cache is not None:
         found.update(cache.get_many([k for k in all_keys if k not in found]))
     missing = [(i, j) for i, job in enumerate(jobs) for j, key in enumerate(job[4]) if key not in found]
-    done = 0  # documents of this batch whose passages all have vectors
-    for first in range(0, len(missing), CACHE_FLUSH):
-        part = missing[first:first + CACHE_FLUSH]
-        vectors, sentences = embedder.embed_passages([jobs[i][2][j] for i, j in part],
-                                                     [jobs[i][3][j] for i, j in part], False)
-        splits = np.cumsum([len(jobs[i][3][j]) for i, j in part])[:-1]
-        fresh = [(jobs[i][4][j], v, s) for (i, j), v, s in zip(part, vectors, np.split(sentences, splits))]
+    inputs: dict[str, tuple[str, list]] = {}  # each missing input once, by key
+    holders: dict[str, list[int]] = {}  # the documents waiting for it
+    for i, j in missing:
+        key = jobs[i][4][j]
+        inputs.setdefault(key, (jobs[i][2][j], jobs[i][3][j]))
+        holders.setdefault(key, []).append(i)
+    left = Counter(i for i, _ in missing)  # vectors each document still waits for
+    shown.expect(len(jobs), len(inputs))
+    shown.advance(len(jobs) - len(left))
+    keys = list(inputs)
+    stream = (remote or LocalEmbedding(embedder)).embed(keys, [inputs[k][0] for k in keys], [inputs[k][1] for k in keys])
+    for done_keys, vectors, sentences in stream:
+        fresh = list(zip(done_keys, vectors, sentences))
         if cache is not None:
             cache.put_many(fresh)
         found.update((key, (v, s)) for key, v, s in fresh)
-        following = missing[first + CACHE_FLUSH][0] if first + CACHE_FLUSH < len(missing) else len(jobs)
-        shown.advance(following - done, len(part))  # every document before the next one missing a vector
-        done = following
-    shown.advance(len(jobs) - done)
+        finished = 0
+        for key in done_keys:
+            for i in holders[key]:
+                left[i] -= 1
+                finished += left[i] == 0
+        shown.advance(finished, len(done_keys))
     embedded[0] += len(missing)
     dimension = embedder.dimension
     return [PreparedDocument(
@@ -295,6 +306,27 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, roo
                                    or [np.zeros((0, dimension), np.float32)]),
         sentence_counts=tuple(len(s) for s in document_spans))
         for stored, passages, _, _, keys, document_spans in jobs]
+
+
+class Embedding(Protocol):
+    """Where passages are embedded: here (LocalEmbedding) or on a Ray cluster (indexer/ray_embed.py)."""
+
+    def embed(self, keys: Sequence[str], texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]
+              ) -> Iterator[tuple[list[str], np.ndarray, list[np.ndarray]]]:
+        """(keys, their vectors, each one's sentence vectors), a part at a time, in any order."""
+
+
+class LocalEmbedding:
+    """The model on this machine, CACHE_FLUSH passages at a time (each part goes to the cache)."""
+
+    def __init__(self, embedder: TextModel) -> None:
+        self.embedder = embedder
+
+    def embed(self, keys, texts, spans):
+        for first in range(0, len(keys), CACHE_FLUSH):
+            part = slice(first, first + CACHE_FLUSH)
+            vectors, sentences = self.embedder.embed_passages(list(texts[part]), list(spans[part]), False)
+            yield list(keys[part]), vectors, np.split(sentences, np.cumsum([len(s) for s in spans[part]])[:-1])
 
 
 class VectorsOf:

@@ -36,6 +36,11 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("--prune", action="store_true",
                        help="allow removing more than half of the index's folder documents (files gone from the folder)")
     index.add_argument("--accept-loss", action="store_true", help=ACCEPT_LOSS_HELP)
+    index.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="embed on a Ray cluster: at ADDRESS (host:port), else at RAY_ADDRESS, else on a local Ray "
+                            "started for this build (needs the ray extra: pip install 'semsearch[ray]')")
+    index.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                       help="with --ray: embedding actors, one CPU each (default: one per CPU of the cluster)")
     where(index)
 
     repair = commands.add_parser(

@@ -40,7 +40,13 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {passages} passages")
         print(f"index {args.out} is already up to date: nothing written")
         return 0
-    summary = build_index(out, model, folder, force=args.force, origin=str(seeds), engine=engine, prune=args.prune)
+    remote = ray_embedding(args, model) if args.ray is not None else None
+    try:
+        summary = build_index(out, model, folder, force=args.force, origin=str(seeds), engine=engine,
+                              prune=args.prune, remote=remote)
+    finally:
+        if remote is not None:
+            remote.close()
     for done in engine.maintain():
         print(done)
     c = summary.changes
@@ -52,6 +58,16 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"indexed {summary.documents} documents, {summary.passages} passages, "
               f"{summary.sentences} sentences -> {summary.generation}")
     return 0
+
+
+def ray_embedding(args: argparse.Namespace, model):
+    """The Ray cluster's actors for `index --ray` (indexer/ray_embed.py; Ray is imported only here)."""
+    from indexer.embedding import choose_precision
+    from indexer.ray_embed import RayEmbedding
+
+    if args.ray_actors is not None and args.ray_actors < 1:
+        raise QueryError(f"--ray-actors must be 1 or more, not {args.ray_actors}")
+    return RayEmbedding(model, args.model, choose_precision(None, model.name), args.ray, args.ray_actors)
 
 
 def run_move(args: argparse.Namespace) -> int:
