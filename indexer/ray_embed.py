@@ -142,7 +142,9 @@ class PassageActor:
         if files is None:
             self.model = HashingEncoder()
         else:
-            self.model = load_recipe(unpack_bundle(files), name, threads, False, precision)
+            # shared: unpinned threads. OpenVINO pins a model's threads to cores, so two one-thread
+            # actors on a node would share one core (measured: each at 50 %, the other core idle).
+            self.model = load_recipe(unpack_bundle(files), name, threads, False, precision, shared=True)
             if self.model is None:
                 raise RuntimeError(f"the model bundle {files['digest']} does not load on this node")
 
@@ -181,8 +183,8 @@ class RayEmbedding:
             try:
                 check_reachable(address)
                 # Errors only: its notices (token authentication on, a deprecated argument) are not the user's to act on.
-                with silent_stderr():
-                    ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
+                with silent_stderr():  # "local": a new Ray, never one a stale `ray start` left behind
+                    ray.init(address=address or "local", include_dashboard=False, logging_level=logging.ERROR,
                              log_to_driver=False, configure_logging=True)
             except Exception as exc:  # noqa: BLE001 - connection refused, unknown address, version mismatch ...
                 raise RayUnavailable(f"cannot reach the Ray cluster at {address or 'a new local Ray'}: {exc}",
@@ -195,6 +197,9 @@ class RayEmbedding:
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # "progress bars disabled", and so on
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.actors = actors or max(1, cpus)
+        if self.actors > cpus:
+            log.warning("%d actors asked for, but the cluster has %d CPUs: the others start only when nodes "
+                        "join (each actor takes one CPU)", self.actors, cpus)
         self.bundle = ray.put(model_bundle(model, model_path))
         where = address or "a local Ray"
         log.info("embedding on %s: %d actors, %d CPUs in the cluster", where, self.actors, cpus)
@@ -207,7 +212,9 @@ class RayEmbedding:
         ray = self.ray
         order = sorted(range(len(keys)), key=lambda i: -len(texts[i]))  # similar lengths pad less
         rows = [{"key": keys[i], "text": texts[i], "spans": json.dumps([list(s) for s in spans[i]])} for i in order]
-        dataset = ray.data.from_items(rows).map_batches(
+        # One block per actor call: a block goes to one actor whole, so fewer blocks would leave actors idle.
+        blocks = -(-len(rows) // self.rows_per_call)
+        dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
             PassageActor, batch_size=self.rows_per_call, batch_format="numpy", num_cpus=1,
             compute=ray.data.ActorPoolStrategy(size=self.actors),
             fn_constructor_kwargs={"bundle": [self.bundle], "name": self.model.name, "precision": self.precision,

@@ -31,6 +31,7 @@ TOKEN = {"RAY_AUTH_MODE": "token"}  # a client of a cluster with token authentic
 # Set before Ray is first imported here: it reads the mode once, and builds in this process connect too.
 os.environ.update(TOKEN)
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+pytestmark = pytest.mark.xdist_group("ray")  # one worker runs them all: one cluster, not one per worker
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
