@@ -1,6 +1,6 @@
 """Progress of a long build: on a terminal a bar (documents done of the total, passages embedded of
-those to embed, passages/s, time left); otherwise a log line at least every LOG_EVERY seconds, so a build in CI or
-under a supervisor is never silent for minutes."""
+those to embed, passages/s, time left); otherwise a log line at least every LOG_EVERY seconds, so
+a build in CI or under a supervisor is never silent for minutes."""
 
 from __future__ import annotations
 

@@ -191,3 +191,27 @@ def test_a_build_that_is_not_on_a_terminal_logs_its_progress(tmp_path, monkeypat
     lines = [r.getMessage() for r in caplog.records if r.name == "semsearch.build"]
     assert lines and lines[-1].startswith("indexing: 30 of 30 documents")
     assert all(" passages embedded (" in line and ("left" in line or "not known" in line) for line in lines)
+
+
+def test_time_left_counts_passages_when_documents_finish_out_of_order():
+    from indexer.progress import BuildProgress
+
+    shown = BuildProgress(10, show=False)
+    shown.expect(10, 100)
+    assert shown.left(shown.started + 5) == "time left not known yet"
+    shown.advance(0, 50)  # half the passages back (as from Ray, in any order), no document whole yet
+    assert shown.left(shown.started + 20) == "about 20 s left"
+    shown.advance(10, 50)
+    assert shown.left(shown.started + 40) == "about 0 s left"
+
+
+def test_the_first_index_on_a_clean_cache_prints_only_its_own_lines(tmp_path):
+    """No exporter's or quantizer's advice to its own developers (tracer warnings, deprecated
+    arguments, progress bars) while the model's ONNX export and int8 models are made."""
+    result = semsearch("index", str(ROOT / "seeds"), "--out", str(tmp_path / "index"),
+                       env={"SEMSEARCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert any("once" in line for line in result.stderr.splitlines())  # the cache was clean: models were made
+    foreign = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("semsearch: ")]
+    assert foreign == []
+    assert [line.split(" ")[0] for line in result.stdout.splitlines()] == ["added", "indexed"]
