@@ -23,7 +23,7 @@ from indexer.cache import CACHE_FILE
 from indexer.documents import Document, StoredDocument, content_hash, read_folder
 from indexer.engine import open_engine
 from indexer.search import Query, Searcher
-from tests.conftest import ROOT, SEED_FILE, open_reader
+from tests.conftest import ROOT, SEED_FILE, free_port, open_reader
 from tests.test_cli import semsearch
 from tests.test_eval import CORPUS
 
@@ -40,7 +40,7 @@ def cluster():
     """A Ray head node with 2 CPUs: its address. Killed at the end with all its processes (one process
     group: `ray start --block` and what it started, the actors included)."""
     temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
-    port = str(free_tcp_port())
+    port = str(free_port())
     process = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", port,
                                 "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -60,12 +60,6 @@ def cluster():
     os.killpg(process.pid, signal.SIGKILL)  # a graceful stop takes 30 s, and there is nothing to keep
     process.wait()
     shutil.rmtree(temp, ignore_errors=True)
-
-
-def free_tcp_port() -> int:
-    from tests.conftest import free_port
-
-    return free_port()
 
 
 def actor_pids() -> set[int]:
@@ -174,12 +168,11 @@ def test_an_actor_that_dies_is_replaced_and_its_batch_retried(cluster, tmp_path,
     assert summary.passages_embedded == summary.passages >= 100
     stored = keys_and_vectors(tmp_path / "index", embedder)
     assert len(stored) == summary.passages
-    sample = [stored[k] for k in sorted(stored)[::10]]
     inputs = [chunk(StoredDocument(d, "folder", content_hash(d)), embedder) for d in documents]
     by_key = {k: (text, spans) for job in inputs for k, text, spans in zip(job[4], job[2], job[3])}
-    keys = sorted(stored)[::10]
+    keys = sorted(stored)[::10]  # a sample, embedded here
     vectors, _ = embedder.embed_passages([by_key[k][0] for k in keys], [by_key[k][1] for k in keys], False)
-    assert all(float(v @ s[1]) >= 0.9999 for v, s in zip(vectors, sample))
+    assert all(float(v @ stored[k][1]) >= 0.9999 for v, k in zip(vectors, keys))
 
 
 def test_a_killed_driver_leaves_the_index_serving_and_the_next_run_reuses_its_vectors(cluster, tmp_path):
