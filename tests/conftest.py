@@ -6,7 +6,9 @@ engine's own files use faiss_seed_index."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import sqlite3
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from indexer.build import build_from_folder
+from indexer.cache import CACHE_FILE
 from indexer.embedding import Embedder
 from indexer.engine import open_engine
 from indexer.engines.faiss import store
@@ -22,6 +25,19 @@ from indexer.search import Searcher
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 SEED_FILE = SEEDS / "putin-committed-to-war-in-ukraine.txt"
+
+
+SLOW = os.environ.get("SEMSEARCH_SLOW_TESTS") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow are skipped, saying how to run them, unless SEMSEARCH_SLOW_TESTS=1 (CI)."""
+    if SLOW:
+        return
+    skip = pytest.mark.skip(reason="slow end-to-end check: CI runs it; SEMSEARCH_SLOW_TESTS=1 runs it here")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +109,15 @@ def indexed_passages(index: Path, model) -> dict:
     loaded = store.load(index, model.name, model.dimension)
     found = loaded.fetch(loaded.all_ids().tolist())
     return {p.passage.passage_id: (p.passage, p.sentence_spans.tolist()) for p in found.values()}
+
+
+def cached_rows(index: Path) -> int:
+    """Vectors a build running on index has put in its embedding cache so far."""
+    try:
+        with sqlite3.connect(f"file:{index / CACHE_FILE}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT count(*) FROM vectors").fetchone()[0]
+    except sqlite3.Error:  # not made yet
+        return 0
 
 
 def free_port() -> int:
@@ -171,16 +196,36 @@ def live_server():
 STAND_IN = {"SEMSEARCH_MODEL_PATH": "hashing"}
 
 
-@pytest.fixture()
-def folder_index(tmp_path, engine_kind):
-    """A folder of two articles indexed by `semsearch index` with the stand-in encoder, on each engine."""
-    return two_articles(tmp_path, engine_kind)
+@pytest.fixture(scope="session")
+def two_articles_built(tmp_path_factory):
+    """Builds the two-article folder index once per engine (per worker); tests get copies."""
+    built = {}
+
+    def get(engine_kind: str) -> tuple[Path, Path]:
+        if engine_kind not in built:
+            built[engine_kind] = two_articles(tmp_path_factory.mktemp(f"two-articles-{engine_kind}"), engine_kind)
+        return built[engine_kind]
+    return get
 
 
 @pytest.fixture()
-def faiss_folder_index(tmp_path):
+def folder_index(tmp_path, engine_kind, two_articles_built):
+    """A folder of two articles indexed by `semsearch index` with the stand-in encoder, on each
+    engine: a private copy the test may change."""
+    return copy_of(two_articles_built(engine_kind), tmp_path)
+
+
+@pytest.fixture()
+def faiss_folder_index(tmp_path, two_articles_built):
     """The two articles in a FAISS folder, for tests of that engine's files."""
-    return two_articles(tmp_path, "faiss")
+    return copy_of(two_articles_built("faiss"), tmp_path)
+
+
+def copy_of(built: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    seeds, index = tmp_path / "seeds", tmp_path / "index"
+    shutil.copytree(built[0], seeds)
+    shutil.copytree(built[1], index, ignore=shutil.ignore_patterns("LOCK"))
+    return seeds, index
 
 
 def two_articles(tmp_path: Path, engine_kind: str) -> tuple[Path, Path]:

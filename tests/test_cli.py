@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from indexer.onnx_encoder import variant
 from tests.conftest import ROOT, SEED_FILE
 
@@ -205,6 +207,7 @@ def test_time_left_counts_passages_when_documents_finish_out_of_order():
     assert shown.left(shown.started + 40) == "about 0 s left"
 
 
+@pytest.mark.slow  # makes the ONNX export and both int8 models: 40 s
 def test_the_first_index_on_a_clean_cache_prints_only_its_own_lines(tmp_path):
     """No exporter's or quantizer's advice to its own developers (tracer warnings, deprecated
     arguments, progress bars) while the model's ONNX export and int8 models are made."""

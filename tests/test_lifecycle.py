@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from indexer.engine import open_engine
 from indexer.build import build_from_folder
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import ROOT, SEED_FILE, indexed_passages, segment_file, start_server, stop_server
+from tests.conftest import ROOT, SEED_FILE, cached_rows, indexed_passages, segment_file, start_server, stop_server
 from tests.test_cli import semsearch
 
 ARTICLES = {
@@ -141,20 +142,23 @@ def test_old_generations_are_cleaned_up_but_never_the_current_one(tmp_path, embe
     assert store.current_generation(index) == generations[-1]
 
 
+@pytest.mark.slow  # embeds 1,300 passages with the real model: 30-40 s
 def test_killed_build_leaves_the_served_index_intact_and_the_next_build_succeeds(tmp_path, embedder):
     seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
     build_from_folder(seeds, index, embedder, progress=False)
-    before = store.current_generation(index)
+    before, served_passages = store.current_generation(index), len(indexed_passages(index, embedder))
     body = SEED_FILE.read_text(encoding="utf-8")
-    for n in range(120):  # enough text that embedding takes a while
+    for n in range(100):  # 1,200 passages: the build writes its first 1,024 vectors to its cache
         (seeds / f"copy{n}.txt").write_text(f"Edition {n} Of The War Report\n{body}")
     process, url = start_server(index)
     try:
         build = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(seeds), "--out", str(index)],
                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(4.0)  # loaded and well into embedding 1,440 passages (about 30 s)
+        deadline = time.monotonic() + 120
+        while cached_rows(index) == 0 and build.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert build.poll() is None, "the build finished before it could be killed mid-way"
-        os.kill(build.pid, signal.SIGKILL)
+        os.kill(build.pid, signal.SIGKILL)  # mid-way: vectors in the cache, nothing published
         build.wait()
         assert store.current_generation(index) == before
         answer = httpx.get(url + "/search", params={"q": "harbour repairs", "k": 1}, timeout=10)
@@ -162,11 +166,16 @@ def test_killed_build_leaves_the_served_index_intact_and_the_next_build_succeeds
         assert httpx.get(url + "/readyz", timeout=5).json()["generation"] == before
     finally:
         stop_server(process)
+    cached = cached_rows(index)
+    assert cached >= 1024
     rebuilt = semsearch("index", str(seeds), "--out", str(index))
     assert rebuilt.returncode == 0, rebuilt.stderr
+    embedded = re.search(r"embedded (\d+) of (\d+) passages", rebuilt.stdout)
+    # Only what neither the served index nor the killed build's cache holds is embedded again.
+    assert embedded and int(embedded.group(1)) == int(embedded.group(2)) - served_passages - cached
     assert store.current_generation(index) != before
     assert not list(index.glob(".building-*"))
-    assert len({p.doc_id for p, _ in indexed_passages(index, embedder).values()}) == 123
+    assert len({p.doc_id for p, _ in indexed_passages(index, embedder).values()}) == 103
 
 
 @pytest.fixture()

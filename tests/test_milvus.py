@@ -220,7 +220,7 @@ def test_ingests_under_concurrent_searches_fail_no_request(tmp_path):
     from tests.conftest import start_server, stop_server
     from tests.test_segments import make_corpus
 
-    corpus, model = make_corpus(50), HashingEncoder()
+    corpus, model = make_corpus(46), HashingEncoder()  # 6 ingests under load (each ~2 s on Milvus Lite)
     engine = open_engine(tmp_path, model.name, model.dimension, "milvus")
     build_from_documents(corpus[:40], tmp_path, model, progress=False, engine=engine)
     engine.close()  # the server opens the Milvus Lite file next
@@ -252,7 +252,7 @@ def test_ingests_under_concurrent_searches_fail_no_request(tmp_path):
             client.join()
         stop_server(process)
     assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200][:5]}"
-    assert ready["documents"] == 49
+    assert ready["documents"] == 45
 
 
 def test_a_damaged_milvus_index_is_found_by_check_and_repaired_from_its_documents(tmp_path):

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -19,11 +18,10 @@ import numpy as np
 import pytest
 
 from indexer.build import build_from_documents, chunk
-from indexer.cache import CACHE_FILE
 from indexer.documents import Document, StoredDocument, content_hash, read_folder
 from indexer.engine import open_engine
 from indexer.search import Query, Searcher
-from tests.conftest import ROOT, SEED_FILE, free_port, open_reader
+from tests.conftest import ROOT, SEED_FILE, cached_rows, free_port, open_reader
 from tests.test_cli import semsearch
 from tests.test_eval import CORPUS
 
@@ -31,7 +29,8 @@ TOKEN = {"RAY_AUTH_MODE": "token"}  # a client of a cluster with token authentic
 # Set before Ray is first imported here: it reads the mode once, and builds in this process connect too.
 os.environ.update(TOKEN)
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
-pytestmark = pytest.mark.xdist_group("ray")  # one worker runs them all: one cluster, not one per worker
+# One worker runs them all: one cluster, not one per worker. A minute and a half: slow checks (CI runs them).
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -211,14 +210,6 @@ def test_a_killed_driver_leaves_the_index_serving_and_the_next_run_reuses_its_ve
     assert done and int(done.group(1)) == 60, again.stdout
     new_passages = int(done.group(3)) - 12  # the seed article's 12 were in the index already
     assert int(done.group(2)) == new_passages - cached  # every vector the killed run made was reused
-
-
-def cached_rows(index: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{index / CACHE_FILE}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT count(*) FROM vectors").fetchone()[0]
-    except sqlite3.Error:  # not made yet
-        return 0
 
 
 def test_without_ray_nothing_of_ray_is_imported(tmp_path):
