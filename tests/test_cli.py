@@ -48,6 +48,9 @@ def test_search_without_an_index_says_which_command_builds_it(tmp_path):
     assert result.returncode == 2
     assert "no index found" in result.stderr and "fix: semsearch index" in result.stderr
     assert "Traceback" not in result.stderr
+    elsewhere = semsearch("search", "war", "--index", "empty", cwd=tmp_path)  # no seeds/ folder here
+    assert f"fix: semsearch index FOLDER --out {tmp_path / 'empty'} (FOLDER: the folder of your articles)" \
+        in elsewhere.stderr
 
 
 def test_bad_arguments_are_clear_errors_not_tracebacks(tmp_path):

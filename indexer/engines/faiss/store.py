@@ -53,8 +53,12 @@ def new_staging(root: Path, name: str) -> Path:
 
 
 def rebuild_hint(root: Path) -> str:
-    """The fix for an index that was never built (or was built for another model or format)."""
-    return f"semsearch index seeds --out {Path(root).absolute()}"  # right from any directory
+    """The fix for an index that was never built (or was built for another model or format): right
+    from any directory (the output path is absolute; `seeds` only where that folder is)."""
+    out = Path(root).absolute()
+    if Path("seeds").is_dir():
+        return f"semsearch index seeds --out {out}"
+    return f"semsearch index FOLDER --out {out} (FOLDER: the folder of your articles)"
 
 
 def repair_hint(root: Path) -> str:
