@@ -325,7 +325,11 @@ class Milvus:
         if dummy:  # Milvus wants a vector field in every collection
             schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)
             index.add_index("v", index_type="FLAT", metric_type="L2")
-        self.call("create_collection", name, schema=schema, index_params=index)
+        self.call("create_collection", name, schema=schema)
+        # Declared apart, without waiting: pymilvus's wait sleeps half a second before its first look
+        # (3 s a new generation's collections), and the index of an empty collection is ready at once.
+        self.call("create_index", name, index, sync=False)
+        self.call("load_collection", name)
 
     def drop(self, name: str) -> None:
         if self.exists(name):
