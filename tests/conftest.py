@@ -17,7 +17,7 @@ import pytest
 
 from indexer.build import build_from_folder
 from indexer.cache import CACHE_FILE
-from indexer.embedding import Embedder
+from indexer.embedding import TextModel, light_model_for
 from indexer.engine import open_engine
 from indexer.engines.faiss import store
 from indexer.search import Searcher
@@ -41,8 +41,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    return Embedder()
+def embedder() -> TextModel:
+    """The packaged model as builds and searches run it: from its recipe (ONNX Runtime and the
+    tokenizer, no torch) once any earlier load wrote one, else the full sentence-transformers load.
+    Both give the same vectors (tests/test_embedding.py); the recipe loads in a second, not ten."""
+    return light_model_for()
 
 
 ENGINES = ("faiss", "milvus")

@@ -8,11 +8,15 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from indexer.chunking import sentence_spans
 from indexer.embedding import Embedder, light_model_for
 from indexer.onnx_encoder import OnnxEncoder, variant
 from tests.conftest import ROOT, SEED_FILE
+
+# The sentence-transformers loads (about ten seconds each) happen once, on one worker.
+pytestmark = pytest.mark.xdist_group("sentence-transformers")
 
 QUERIES = ["why won't Russia stop", "how many casualties", "0-dimensional biomaterials lack inductive properties",
            "a question far longer than the model's window " * 60]
@@ -28,39 +32,49 @@ def torch_free(code: str) -> list:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_query_fast_path_matches_the_model_pipeline(embedder):
-    assert embedder.onnx is not None  # the packaged model runs on its ONNX session directly
-    reference = embedder.model.encode(QUERIES, normalize_embeddings=True)
+@pytest.fixture(scope="module")
+def pipeline() -> Embedder:
+    """The model loaded by sentence-transformers (ONNX backend): the reference every path must match."""
+    return Embedder()
+
+
+@pytest.fixture(scope="module")
+def torch_model() -> Embedder:
+    model = Embedder(backend="torch")
+    assert model.onnx is None
+    return model
+
+
+def test_query_fast_path_matches_the_model_pipeline(pipeline):
+    assert pipeline.onnx is not None  # the packaged model runs on its ONNX session directly
+    reference = pipeline.model.encode(QUERIES, normalize_embeddings=True)
     for query, expected in zip(QUERIES, reference):
-        vector = embedder.embed_query(query)
+        vector = pipeline.embed_query(query)
         assert vector.dtype == np.float32 and abs(np.linalg.norm(vector) - 1) < 1e-5
         assert float(vector @ expected) > 0.99999
 
 
-def test_the_model_without_torch_gives_the_pipelines_vectors_for_queries_and_passages(embedder):
-    light = light_model_for()  # the embedder fixture has written the model's recipe
+def test_the_model_without_torch_gives_the_pipelines_vectors_for_queries_and_passages(pipeline):
+    light = light_model_for()  # the pipeline fixture has written the model's recipe
     assert isinstance(light, OnnxEncoder)
-    assert (light.name, light.dimension, light.max_tokens) == (embedder.name, embedder.dimension, embedder.max_tokens)
-    reference = embedder.model.encode(QUERIES, normalize_embeddings=True)
+    assert (light.name, light.dimension, light.max_tokens) == (pipeline.name, pipeline.dimension, pipeline.max_tokens)
+    reference = pipeline.model.encode(QUERIES, normalize_embeddings=True)
     for query, expected in zip(QUERIES, reference):
         assert float(light.embed_query(query) @ expected) > 0.99999
     # Passages of different lengths in one padded batch, against sentence-transformers' own pooling.
     text = SEED_FILE.read_text(encoding="utf-8")
     paragraphs = [p for p in text.split("\n") if len(p) > 40]
     vectors, _ = light.embed_passages(paragraphs, [[] for _ in paragraphs], progress=False)
-    expected = embedder.model.encode(paragraphs, normalize_embeddings=True)
+    expected = pipeline.model.encode(paragraphs, normalize_embeddings=True)
     assert np.min(np.sum(vectors * expected, axis=1)) > 0.99999
-    assert light.token_spans(text) == embedder.token_spans(text)
+    assert light.token_spans(text) == pipeline.token_spans(text)
 
 
-def test_sentence_vectors_agree_with_the_torch_runtime(embedder):
+def test_sentence_vectors_agree_with_the_torch_runtime(embedder, torch_model):
     text = SEED_FILE.read_text(encoding="utf-8")
     paragraph = max(text.split("\n"), key=len)
     spans = [sentence_spans(paragraph)]
-    light = light_model_for()
-    torch_model = Embedder(backend="torch")
-    assert torch_model.onnx is None
-    ours, theirs = light.embed_passages([paragraph], spans, False), torch_model.embed_passages([paragraph], spans, False)
+    ours, theirs = embedder.embed_passages([paragraph], spans, False), torch_model.embed_passages([paragraph], spans, False)
     assert float(ours[0][0] @ theirs[0][0]) > 0.9999
     assert len(ours[1]) == len(spans[0]) and np.min(np.sum(ours[1] * theirs[1], axis=1)) > 0.9999
 
@@ -86,8 +100,7 @@ def test_a_broken_recipe_falls_back_to_the_full_model(embedder, tmp_path, monkey
     assert isinstance(light_model_for(), OnnxEncoder)  # the fallback wrote a good recipe again
 
 
-def test_onnx_and_torch_give_the_same_vectors(embedder):
-    torch_model = Embedder(backend="torch")
+def test_onnx_and_torch_give_the_same_vectors(embedder, torch_model):
     for query in QUERIES:
         assert float(embedder.embed_query(query) @ torch_model.embed_query(query)) > 0.9999
 
@@ -96,17 +109,17 @@ def seed_paragraphs() -> list[str]:
     return [p for p in SEED_FILE.read_text(encoding="utf-8").split("\n") if len(p) > 40]
 
 
-def test_bf16_and_int8_vectors_stay_close_to_the_reference_pipeline(embedder):
+def test_bf16_and_int8_vectors_stay_close_to_the_reference_pipeline(pipeline):
     """The faster precisions against sentence-transformers' own vectors (cosine, queries and
     passages in padded batches) and their sentence vectors against fp32's."""
     paragraphs = seed_paragraphs()
-    reference_queries = embedder.model.encode(QUERIES, normalize_embeddings=True)
-    reference_passages = embedder.model.encode(paragraphs, normalize_embeddings=True)
+    reference_queries = pipeline.model.encode(QUERIES, normalize_embeddings=True)
+    reference_passages = pipeline.model.encode(paragraphs, normalize_embeddings=True)
     spans = [sentence_spans(p) for p in paragraphs]
     _, fp32_sentences = light_model_for(precision="fp32").embed_passages(paragraphs, spans, False)
     for precision, lowest in (("bf16", 0.999), ("int8", 0.99), ("int8-static", 0.99)):
         model = light_model_for(precision=precision)
-        assert isinstance(model, OnnxEncoder) and model.name == f"{embedder.name}@{variant(precision)}"
+        assert isinstance(model, OnnxEncoder) and model.name == f"{pipeline.name}@{variant(precision)}"
         queries = np.array([model.embed_query(q) for q in QUERIES])
         passages, sentences = model.embed_passages(paragraphs, spans, False)
         for ours, theirs in ((queries, reference_queries), (passages, reference_passages), (sentences, fp32_sentences)):

@@ -44,6 +44,10 @@ HARBOUR = [
 ]
 
 
+# The tests that share `both` run on one worker, which builds it once (--dist loadgroup).
+ON_BOTH = pytest.mark.xdist_group("milvus-both")
+
+
 @pytest.fixture(scope="module")
 def both(tmp_path_factory, embedder):
     """The same documents (seeds, the question articles, three dated ones) in a FAISS folder and in
@@ -57,6 +61,7 @@ def both(tmp_path_factory, embedder):
     return Searcher(faiss.reader(), embedder), Searcher(milvus.reader(), embedder), milvus_root
 
 
+@ON_BOTH
 def test_milvus_ranks_the_questions_as_faiss_does(both):
     faiss, milvus, _ = both
     questions = read_questions(QUESTIONS)
@@ -71,6 +76,7 @@ def test_milvus_ranks_the_questions_as_faiss_does(both):
     assert same_first >= 0.95 * len(questions)
 
 
+@ON_BOTH
 def test_relevance_and_keyword_scores_agree(both):
     faiss, milvus, _ = both
     for text in ("harbour fees dredging", "flibbertigibbet zorkmid quux", "over a million casualties"):
@@ -82,6 +88,7 @@ def test_relevance_and_keyword_scores_agree(both):
     assert nonsense == []
 
 
+@ON_BOTH
 @pytest.mark.parametrize("filters", [
     {"doc_ids": ("harbour-fees", "harbour-crane")}, {"sources": ("https://news.example/harbour-festival",)},
     {"published_after": "2026-01-01"}, {"published_before": "2026-03-02"},

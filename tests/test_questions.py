@@ -17,6 +17,10 @@ from tests.test_cli import semsearch
 QUESTIONS = Path(__file__).parent / "questions"
 
 
+# The tests that read `report` run on one worker, which runs the eval once (--dist loadgroup).
+ON_REPORT = pytest.mark.xdist_group("questions-report")
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("questions") / "report.json"
@@ -36,6 +40,7 @@ def test_the_question_set_is_large_and_varied_enough():
     assert sum(len(q.text.split()) <= 3 for q in questions) >= 4  # short keyword queries
 
 
+@ON_REPORT
 def test_eval_reports_hit_rates_for_every_mode_and_names_the_misses(report):
     printed, values = report
     assert values["questions"] == len(read_questions(QUESTIONS / "questions.jsonl"))
@@ -49,6 +54,7 @@ def test_eval_reports_hit_rates_for_every_mode_and_names_the_misses(report):
         assert f"line {miss['line']}: {miss['question']!r}" in printed
 
 
+@ON_REPORT
 def test_eval_figures_match_the_ranks_search_returns(report, tmp_path):
     """The report's hybrid figures recomputed from plain searches of an index of the same articles."""
     from indexer.engines.faiss import store
@@ -100,6 +106,7 @@ FIXED = ["what is wrong with the bridge", "how much will the repairs cost", "who
          "what did Trump offer Putin", "who is helping Russia", "is the bridge rusting"]
 
 
+@ON_REPORT
 def test_the_fixed_questions_are_answered_first_and_the_set_does_not_slip_back(report):
     hybrid = report[1]["results"]["hybrid"]
     missed = {m["question"]: m["rank"] for m in hybrid["misses"]}
