@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from indexer.errors import DocumentError, IndexDamaged, QueryError
 
@@ -230,8 +231,7 @@ def run_follow(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """A stored document (its text as kept and its passages), or with no id the list of them."""
-    model = model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, Path(args.index))
-    reader = engine_from_environment(Path(args.index), model).reader()
+    reader = engine_from_environment(Path(args.index), stored_model(args)).reader()
     if args.doc_id is None:
         total, page = reader.document_ids(0, 1_000_000)
         if args.json:
@@ -255,6 +255,29 @@ def run_show(args: argparse.Namespace) -> int:
         where = " · ".join(part for part in (passage["section"], f"¶{passage['paragraph']}") if part)
         print(f"[{passage['start']}:{passage['end']}] {where}\n{passage['text']}\n")
     return 0
+
+
+class RecordedModel(NamedTuple):
+    """The model an index records, as far as reading its stored documents needs it."""
+
+    name: str
+    dimension: int
+
+
+def stored_model(args: argparse.Namespace):
+    """What opening the index to read stored text needs: the model the index records (no model
+    loaded, a second less to start), or where it records none the model itself (whose engine then
+    says what is missing)."""
+    from indexer.engine import recorded_model
+
+    kind, options = engine_choice()
+    try:
+        recorded = recorded_model(Path(args.index), kind, **options)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from exc
+    if recorded is None:
+        return model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, Path(args.index))
+    return RecordedModel(recorded["name"], int(recorded["dimension"]))
 
 
 def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:

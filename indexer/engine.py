@@ -184,8 +184,9 @@ class Engine(Protocol):
         """The name of the newest published snapshot (cheap: polled by the service), or None."""
 
     @staticmethod
-    def built_with(root: Path, **options) -> str | None:
-        """The model name the index at root records (None: no index yet), read without opening it."""
+    def recorded_model(root: Path, **options) -> dict | None:
+        """The model the index at root records, {"name": with its precision, "dimension"} (None:
+        no index yet), read without opening the index."""
 
     def describe(self) -> dict:
         """What the index folder's engine.json records: {"engine": name, ...where it lives}."""
@@ -237,7 +238,7 @@ def engine_kind(root: Path, kind: str | None = None, uri: str | None = None) -> 
     if kind is not None:
         engine_class(kind)
     record = read_record(root)
-    recorded = (record or {}).get("engine") or ("faiss" if engine_class("faiss").built_with(Path(root)) else None)
+    recorded = (record or {}).get("engine") or ("faiss" if engine_class("faiss").recorded_model(Path(root)) else None)
     if kind is not None and recorded is not None and kind != recorded:
         raise EngineMismatch(f"the index at {root} is held by the {recorded} engine, not {kind}: leave out "
                              f"--engine (and SEMSEARCH_ENGINE) to use it, or give another index folder for a "
@@ -263,8 +264,14 @@ def remember(root: Path, engine: Engine) -> None:
         write_record(root, record)
 
 
+def recorded_model(root: Path, kind: str | None = None, **options) -> dict | None:
+    """{"name", "dimension"} of the model the index at root was built with (the name with its
+    precision); None when there is no index yet. Read before any model is loaded."""
+    options = {k: v for k, v in options.items() if v is not None}
+    return engine_class(engine_kind(Path(root), kind, options.get("uri"))).recorded_model(Path(root), **options)
+
+
 def built_with(root: Path, kind: str | None = None, **options) -> str | None:
     """The name of the model (with its precision) the index at root was built with; None when
     there is no index yet. Read before a model is loaded, so an index keeps its precision."""
-    options = {k: v for k, v in options.items() if v is not None}
-    return engine_class(engine_kind(Path(root), kind, options.get("uri"))).built_with(Path(root), **options)
+    return (recorded_model(root, kind, **options) or {}).get("name")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import STAND_IN
+from tests.conftest import ROOT, STAND_IN
 from tests.test_cli import semsearch
 from tests.test_extraction import PAGES
 
@@ -75,3 +77,16 @@ def test_show_on_the_command_line(page_index):
     assert [line.split("\t")[0] for line in listing] == ["dam", PAGE.stem]
     unknown = semsearch("show", "nope", "--index", str(page_index), env=STAND_IN)
     assert unknown.returncode == 2 and "no document with id 'nope'" in unknown.stderr and "semsearch show" in unknown.stderr
+
+
+def test_show_reads_what_the_index_records_without_loading_the_model(tmp_path):
+    """`semsearch show` on the real model's index (index/, built by the test command) opens it by
+    the model name and dimension its manifest records: no ONNX runtime, tokenizer or torch."""
+    probe = ("import contextlib, io, json, sys; from indexer.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()) as out: code = main(['show', '--index', 'index', '--json'])\n"
+             "print(json.dumps([code, json.loads(out.getvalue())['total'], "
+             "[m for m in ('openvino', 'onnxruntime', 'tokenizers', 'torch') if m in sys.modules]]))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    code, total, loaded = json.loads(done.stdout.splitlines()[-1])
+    assert code == 0 and total >= 1 and loaded == []

@@ -758,13 +758,13 @@ class MilvusEngine:
         return generation_name(state) if state else None
 
     @staticmethod
-    def built_with(root: Path, uri: str | None = None, token: str | None = None, **_options) -> str | None:
+    def recorded_model(root: Path, uri: str | None = None, token: str | None = None, **_options) -> dict | None:
         record = read_record(root) or {}
         uri = uri or record.get("uri") or default_uri(root)
         if "://" not in uri and not Path(uri).exists():
             return None  # Milvus Lite makes its file on first use: no file, no index
         state = Milvus(uri, token, record.get("collection") or collection_name(root)).state()
-        return state["model"]["name"] if state else None
+        return state["model"] if state else None
 
     def reader(self) -> IndexReader:
         state = self.milvus.state()

@@ -38,8 +38,8 @@ class FaissEngine:
         return store.current_generation(self.root)
 
     @staticmethod
-    def built_with(root: Path, **_options) -> str | None:
-        return ((store.recorded_manifest(root) or {}).get("model") or {}).get("name")
+    def recorded_model(root: Path, **_options) -> dict | None:
+        return (store.recorded_manifest(root) or {}).get("model") or None
 
     def describe(self) -> dict:
         return {"engine": "faiss"}
