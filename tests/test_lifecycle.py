@@ -47,24 +47,26 @@ def doc_ids(hits_json):
     return {r["doc_id"] for r in hits_json["results"]}
 
 
-def test_second_build_embeds_nothing_and_changes_embed_only_what_changed(tmp_path, embedder):
+def test_second_build_embeds_nothing_and_changes_embed_only_what_changed(tmp_path, embedder, engine_kind):
     seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
-    first = build_from_folder(seeds, index, embedder, progress=False)
+    engine = open_engine(index, embedder.name, embedder.dimension, engine_kind)
+    first = build_from_folder(seeds, index, embedder, progress=False, engine=engine)
     assert len(first.changes.added) == 3 and first.passages_embedded == first.passages == 6
 
-    again = build_from_folder(seeds, index, embedder, progress=False)
+    again = build_from_folder(seeds, index, embedder, progress=False, engine=engine)
     assert again.generation is None and again.passages_embedded == 0 and again.changes.unchanged == 3
-    assert store.current_generation(index) == first.generation.name
+    assert engine.current() == first.generation.name
 
     (seeds / "rail.txt").write_text(ARTICLES["rail.txt"].replace("six percent", "seven percent"))
     (seeds / "dam.txt").unlink()
     (seeds / "school.txt").write_text(SCHOOL)
-    third = build_from_folder(seeds, index, embedder, progress=False)
+    third = build_from_folder(seeds, index, embedder, progress=False, engine=engine)
     c = third.changes
     assert (c.added, c.changed, c.removed, c.unchanged) == (("school",), ("rail",), ("dam",), 1)
     assert third.passages_embedded == 3  # two school passages and the one edited rail paragraph
-    docs = {p.doc_id for p, _ in indexed_passages(index, embedder).values()}
-    assert docs == {"harbour", "rail", "school"}
+    total, page = engine.reader().document_ids(0, 10)
+    assert total == 3 and {doc_id for doc_id, *_ in page} == {"harbour", "rail", "school"}
+    engine.close()
 
 
 def test_a_rebuild_chunks_only_changed_documents_and_equals_a_full_build(tmp_path, embedder, monkeypatch):
@@ -85,9 +87,11 @@ def test_a_rebuild_chunks_only_changed_documents_and_equals_a_full_build(tmp_pat
     assert indexed_passages(index, embedder) == indexed_passages(fresh, embedder)
 
 
-def test_index_check_names_stale_documents(tmp_path, embedder):
+def test_index_check_names_stale_documents(tmp_path, embedder, engine_kind):
     seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
-    build_from_folder(seeds, index, embedder, progress=False)
+    engine = open_engine(index, embedder.name, embedder.dimension, engine_kind)
+    build_from_folder(seeds, index, embedder, progress=False, engine=engine)
+    engine.close()  # the command below opens the index in another process (Milvus Lite: one at a time)
     fresh = semsearch("index", str(seeds), "--out", str(index), "--check")
     assert fresh.returncode == 0 and "up to date" in fresh.stdout
     (seeds / "harbour.txt").write_text(ARTICLES["harbour.txt"] + "The ferry returns next week.\n")
