@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -110,28 +111,61 @@ def query_continuously(url, query, stop, statuses, seen):
                 seen.append(doc_ids(response.json()))
 
 
-def test_running_server_switches_to_a_new_generation_without_failing_a_request(tmp_path, embedder):
-    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
-    build_from_folder(seeds, index, embedder, progress=False)
-    process, url = start_server(index)
-    stop, statuses, seen = threading.Event(), [], []
-    clients = [threading.Thread(target=query_continuously, args=(url, "free school lunches", stop, statuses, seen))
-               for _ in range(4)]
+@contextmanager
+def serving(index, engine_kind):
+    """The service on index while a build in this process publishes: `semsearch serve` in its own
+    process on a FAISS folder; on Milvus Lite, which serves one process at a time, uvicorn in a
+    thread of this one (the build and the service then share its client, as two processes share a
+    Milvus server). Yields the base URL."""
+    if engine_kind == "faiss":
+        process, url = start_server(index)
+        try:
+            yield url
+        finally:
+            stop_server(process)
+        return
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(index_dir=index)), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not server.started:
+        time.sleep(0.1)
+    assert server.started and httpx.get(url + "/readyz", timeout=10).status_code == 200
     try:
-        for client in clients:
-            client.start()
-        time.sleep(1.5)
-        (seeds / "school.txt").write_text(SCHOOL)
-        build_from_folder(seeds, index, embedder, progress=False)  # published as `semsearch index` does
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (seen and "school" in seen[-1]):
-            time.sleep(0.2)
-        time.sleep(1)
+        yield url
     finally:
-        stop.set()
-        for client in clients:
-            client.join()
-        stop_server(process)
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_running_server_switches_to_a_new_generation_without_failing_a_request(tmp_path, embedder, engine_kind):
+    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
+    engine = open_engine(index, embedder.name, embedder.dimension, engine_kind)
+    build_from_folder(seeds, index, embedder, progress=False, engine=engine)
+    stop, statuses, seen = threading.Event(), [], []
+    with serving(index, engine_kind) as url:
+        clients = [threading.Thread(target=query_continuously, args=(url, "free school lunches", stop, statuses, seen))
+                   for _ in range(4)]
+        try:
+            for client in clients:
+                client.start()
+            time.sleep(1.5)
+            (seeds / "school.txt").write_text(SCHOOL)
+            build_from_folder(seeds, index, embedder, progress=False, engine=engine)  # as `semsearch index` does
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not (seen and "school" in seen[-1]):
+                time.sleep(0.2)
+            time.sleep(1)
+        finally:
+            stop.set()
+            for client in clients:
+                client.join()
     assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200][:5]}"
     assert "school" not in seen[0] and "school" in seen[-1]
 
