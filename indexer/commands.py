@@ -211,17 +211,17 @@ def run_follow(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise QueryError(str(exc)) from None
     model = model_for_index(args.model, args.precision, root)
+    engine = engine_from_environment(root, model)  # the one asked for (--engine), for a new index too
 
     def live_hashes(doc_ids: list[str]) -> dict[str, str]:
-        engine = engine_from_environment(root, model)
         if engine.current() is None:  # a new index: everything is new
             return {}
         live = engine.writer().live_documents(doc_ids)
         return {doc_id: d.content_hash for doc_id, d in live.items()}
 
     while True:
-        report = poll(args.feeds, root, lambda documents: update_documents(root, model, documents, []), limits,
-                      live_hashes)
+        report = poll(args.feeds, root, lambda documents: update_documents(root, model, documents, [], engine),
+                      limits, live_hashes)
         print(f"{report.feeds} feeds, {report.items} items, {report.fetched} pages fetched, "
               f"{len(report.changed)} added or changed, {len(report.failures)} failed", flush=True)
         if args.once:

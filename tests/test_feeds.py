@@ -86,18 +86,22 @@ FOLLOW_ENV = {**STAND_IN, "SEMSEARCH_FEED_TIMEOUT": "1", "SEMSEARCH_FEED_MAX_BYT
               "SEMSEARCH_FEED_HOST_DELAY": "0"}
 
 
-def follow(site, index) -> tuple[int, str]:
-    done = semsearch("follow", f"{site.url}/feed.xml", "--index", str(index), "--once", env=FOLLOW_ENV)
+def follow(site, index, engine_kind: str) -> tuple[int, str]:
+    done = semsearch("follow", f"{site.url}/feed.xml", "--index", str(index), "--once",
+                     env={**FOLLOW_ENV, "SEMSEARCH_ENGINE": engine_kind})
     return done.returncode, done.stdout + done.stderr
 
 
-def shown(index) -> dict[str, dict]:
-    listing = json.loads(semsearch("show", "--index", str(index), "--json", env=STAND_IN).stdout)["documents"]
-    return {d["doc_id"]: json.loads(semsearch("show", d["doc_id"], "--index", str(index), "--json", env=STAND_IN).stdout)
-            for d in listing}
+def listed(index) -> list[str]:
+    return [d["doc_id"] for d in json.loads(semsearch("show", "--index", str(index), "--json", env=STAND_IN).stdout)
+            ["documents"]]
 
 
-def test_following_a_feed_indexes_its_articles_and_keeps_them_current(site, tmp_path):
+def shown(index, doc_id: str) -> dict:
+    return json.loads(semsearch("show", doc_id, "--index", str(index), "--json", env=STAND_IN).stdout)
+
+
+def test_following_a_feed_indexes_its_articles_and_keeps_them_current(site, tmp_path, engine_kind):
     index = tmp_path / "index"
     site.serve("/roof", ROOF)
     site.serve("/crane", UNDATED)
@@ -116,32 +120,33 @@ def test_following_a_feed_indexes_its_articles_and_keeps_them_current(site, tmp_
               # an item on another host (localhost, not 127.0.0.1): not fetched unless allowed
               .replace("</channel>", f"<item><title>Away</title><link>{site.url.replace('127.0.0.1', 'localhost')}"
                                      "/roof</link></item></channel>"))
-    code, printed = follow(site, index)
+    code, printed = follow(site, index, engine_kind)
     assert code == 1 and "3 added or changed, 5 failed" in printed  # the bad items are named, never a crash
     for reason in ("/gone: HTTP 404", "/slow: ReadTimeout", "not a web page (application/pdf)", "/huge: larger than",
                    "is not on the feed's host 127.0.0.1"):
         assert reason in printed, reason
-    documents = shown(index)  # the redirect is the same document as /roof; the cut-off page is kept as read
-    assert set(documents) == {f"{site.url}/roof", f"{site.url}/crane", f"{site.url}/broken"}
-    assert "repairs to its deck" in documents[f"{site.url}/broken"]["text"]
-    roof, crane = documents[f"{site.url}/roof"], documents[f"{site.url}/crane"]
+    # The redirect is the same document as /roof; the cut-off page is kept as read.
+    assert set(listed(index)) == {f"{site.url}/roof", f"{site.url}/crane", f"{site.url}/broken"}
+    documents = {doc_id: shown(index, f"{site.url}/{doc_id}") for doc_id in ("roof", "crane", "broken")}
+    assert "repairs to its deck" in documents["broken"]["text"]
+    roof, crane = documents["roof"], documents["crane"]
     assert roof["source"] == f"{site.url}/roof" and "corrosion in the steel beams" in roof["text"]
     assert "About time too" not in roof["text"] and roof["published_at"] == "2026-03-02T08:30:00Z"  # the page's own
     assert crane["published_at"] == "2026-03-06T17:30:00Z" and crane["tags"] == ["harbour"]  # the feed's, lacking them
 
     site.seen.clear()
-    code, printed = follow(site, index)  # nothing changed: conditional requests, nothing written
+    code, printed = follow(site, index, engine_kind)  # nothing changed: conditional requests, nothing written
     assert "0 added or changed" in printed
     assert all(conditional for path, conditional in site.seen if path in ("/roof", "/crane"))
 
     site.serve("/crane", UNDATED.replace("second container crane", "second and larger container crane"))
-    code, printed = follow(site, index)
+    code, printed = follow(site, index, engine_kind)
     assert "1 added or changed" in printed
-    assert "second and larger container crane" in shown(index)[f"{site.url}/crane"]["text"]
+    assert "second and larger container crane" in shown(index, f"{site.url}/crane")["text"]
 
     del site.routes["/feed.xml"]  # the feed disappears: said, and nothing is deleted
-    code, printed = follow(site, index)
-    assert code == 1 and "feed.xml: HTTP 404" in printed and len(shown(index)) == 3
+    code, printed = follow(site, index, engine_kind)
+    assert code == 1 and "feed.xml: HTTP 404" in printed and len(listed(index)) == 3
 
 
 def test_atom_and_json_feeds_give_their_items_with_the_feeds_metadata():
@@ -160,7 +165,7 @@ def test_atom_and_json_feeds_give_their_items_with_the_feeds_metadata():
     assert item.metadata.authors == ("Helen Okoye",) and item.metadata.tags == ("energy",)
 
 
-def test_the_service_follows_its_configured_feeds_in_the_background(site, tmp_path, monkeypatch):
+def test_the_service_follows_its_configured_feeds_in_the_background(site, tmp_path, monkeypatch, engine_kind):
     from fastapi.testclient import TestClient
 
     from service.app import create_app
@@ -170,7 +175,7 @@ def test_the_service_follows_its_configured_feeds_in_the_background(site, tmp_pa
     site.serve("/roof", ROOF)
     site.serve("/feed.xml", rss(site.url, [("/roof", "Roof", "Mon, 02 Mar 2026 09:00:00 GMT"),
                                            ("/gone", "Gone", "Mon, 02 Mar 2026 10:00:00 GMT")]))
-    settings = Settings(index_dir=tmp_path / "index", model_path="hashing", reload_interval=0,
+    settings = Settings(index_dir=tmp_path / "index", model_path="hashing", reload_interval=0, engine=engine_kind,
                         feeds=f"{site.url}/feed.xml", feed_interval=3600)
     with TestClient(create_app(settings)) as client:
         deadline = time.monotonic() + 60

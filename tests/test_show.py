@@ -22,14 +22,15 @@ PAGE = PAGES / "stadium-roof--with-comments.html"
 
 
 @pytest.fixture()
-def page_index(tmp_path):
-    """A folder of one news page and one text article, indexed with the stand-in encoder."""
+def page_index(tmp_path, engine_kind):
+    """A folder of one news page and one text article, indexed with the stand-in encoder, on each engine."""
     folder = tmp_path / "news"
     folder.mkdir()
     shutil.copy(PAGE, folder / PAGE.name)
     (folder / "dam.txt").write_text("Dam Opens\nThe new dam opened today and will power the valley for decades.\n")
     index = tmp_path / "index"
-    assert semsearch("index", str(folder), "--out", str(index), env=STAND_IN).returncode == 0
+    assert semsearch("index", str(folder), "--out", str(index), env={**STAND_IN, "SEMSEARCH_ENGINE": engine_kind}
+                     ).returncode == 0
     return index
 
 
