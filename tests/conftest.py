@@ -57,6 +57,11 @@ def engine_kind(request) -> str:
     return request.param
 
 
+# For a test whose Milvus Lite run takes long (Lite starts a server in every process that opens it):
+# on both engines, the Milvus one a slow check (CI runs it).
+MILVUS_SLOW = pytest.mark.parametrize("engine_kind", ["faiss", pytest.param("milvus", marks=pytest.mark.slow)])
+
+
 def build_seeds(out: Path, embedder, kind: str) -> Path:
     build_from_folder(SEEDS, out, embedder, progress=False,
                       engine=open_engine(out, embedder.name, embedder.dimension, kind))

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from indexer.feeds import feed_items
-from tests.conftest import STAND_IN
+from tests.conftest import MILVUS_SLOW, STAND_IN
 from tests.test_cli import semsearch
 from tests.test_extraction import PAGES
 
@@ -101,6 +101,7 @@ def shown(index, doc_id: str) -> dict:
     return json.loads(semsearch("show", doc_id, "--index", str(index), "--json", env=STAND_IN).stdout)
 
 
+@MILVUS_SLOW  # ten commands, each starting Milvus Lite: about 17 s there
 def test_following_a_feed_indexes_its_articles_and_keeps_them_current(site, tmp_path, engine_kind):
     index = tmp_path / "index"
     site.serve("/roof", ROOF)

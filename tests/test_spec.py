@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import STAND_IN, served
+from tests.conftest import MILVUS_SLOW, STAND_IN, served
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -31,8 +31,7 @@ SEED = os.environ.get("SEMSEARCH_FUZZ_SEED", "20261127")
 KEY = "fuzzing-key"
 
 
-# On Milvus Lite, whose writes take seconds, the run takes about a minute: a slow check (CI runs it).
-@pytest.mark.parametrize("engine_kind", ["faiss", pytest.param("milvus", marks=pytest.mark.slow)])
+@MILVUS_SLOW  # on Milvus Lite, whose writes take seconds, the run takes about a minute
 @pytest.mark.parametrize("with_key", [True, False], ids=["with-key", "without-key"])
 def test_fuzzing_the_spec_finds_no_failure(folder_index, tmp_path, with_key):
     _, index = folder_index
