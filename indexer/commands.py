@@ -203,7 +203,9 @@ def run_follow(args: argparse.Namespace) -> int:
     import time
 
     from indexer.build import update_documents
-    from indexer.feeds import FeedLimits, poll
+    from indexer.feeds import poll
+    from indexer.fetcher import FeedLimits
+    from indexer.progress import count
 
     root = Path(args.index)
     try:
@@ -222,8 +224,9 @@ def run_follow(args: argparse.Namespace) -> int:
     while True:
         report = poll(args.feeds, root, lambda documents: update_documents(root, model, documents, [], engine),
                       limits, live_hashes)
-        print(f"{report.feeds} feeds, {report.items} items, {report.fetched} pages fetched, "
-              f"{len(report.changed)} added or changed, {len(report.failures)} failed", flush=True)
+        print(f"{count(report.feeds, 'feed')}, {count(report.items, 'item')}, {count(report.fetched, 'page')} "
+              f"fetched, {len(report.changed)} added or changed, {len(report.failures)} failed"
+              + (f" ({report.refusals} refused by the fetch policy)" if report.refusals else ""), flush=True)
         if args.once:
             return 0 if not report.failures else 1
         time.sleep(max(args.interval, 1.0))

@@ -12,6 +12,11 @@ log = logging.getLogger("semsearch.build")
 LOG_EVERY = 10.0  # seconds between log lines when the output is not a terminal
 
 
+def count(number: int, noun: str) -> str:
+    """`1 feed`, `2 feeds`, `1,480 passages`."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 class BuildProgress:
     """show: True a bar, False nothing, None a bar on a terminal and log lines elsewhere."""
 

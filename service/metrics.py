@@ -30,7 +30,8 @@ class IndexCollector:
                                         "(Unix time)", value=feeds["last_poll_unix"])
             for name, what in (("polls", "feed polls done"), ("items_fetched", "feed item pages fetched"),
                                ("documents_changed", "documents added or changed from feeds"),
-                               ("failures", "feeds and item pages that could not be read")):
+                               ("failures", "feeds and item pages that could not be read"),
+                               ("refusals", "requests the feed fetch policy refused (counted in failures too)")):
                 yield CounterMetricFamily(f"semsearch_feed_{name}", what, value=feeds[name])
         searcher = getattr(runtime, "searcher", None)
         yield GaugeMetricFamily("semsearch_ready", "1 when an index is loaded and searches are answered",

@@ -190,15 +190,23 @@ def follower(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     """With SEMSEARCH_FEEDS: poll the feeds now and every SEMSEARCH_FEED_INTERVAL seconds, index
     what changed through the same all-or-nothing path as POST /documents, and keep the figures.
     The feed list is configuration: no request can make the service fetch an address."""
+    import dataclasses
     from datetime import datetime, timezone
 
     from indexer.build import update_documents
-    from indexer.feeds import FeedLimits, poll
+    from indexer.feeds import poll
+    from indexer.fetcher import FeedLimits
 
     settings = runtime.settings
     runtime.feeds = {"followed": len(settings.feed_urls), "polls": 0, "last_poll": None, "last_poll_unix": None,
-                     "items_fetched": 0,
-                     "documents_changed": 0, "failures": 0, "last_failures": []}
+                     "items_fetched": 0, "documents_changed": 0, "failures": 0, "refusals": 0, "last_failures": [],
+                     "last_failed_feeds": [], "problem": None}
+    try:
+        limits = dataclasses.replace(FeedLimits.from_environment(), max_document_chars=settings.max_document_chars)
+    except ValueError as exc:  # a bad SEMSEARCH_FEED_* setting: said once, and nothing is fetched
+        log.error("feeds not followed: %s", exc)
+        runtime.feeds["problem"] = str(exc)
+        limits = None
 
     def apply(documents) -> None:
         update_documents(settings.index_dir, runtime.encoder, documents, [], runtime.engine)
@@ -213,11 +221,13 @@ def follower(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     def loop() -> None:
         while not stop.is_set():
             try:
-                report = poll(settings.feed_urls, settings.index_dir, apply, FeedLimits.from_environment(), live_hashes)
+                report = poll(settings.feed_urls, settings.index_dir, apply, limits, live_hashes, stop)
                 status = runtime.feeds
                 status.update(polls=status["polls"] + 1, items_fetched=status["items_fetched"] + report.fetched,
                               documents_changed=status["documents_changed"] + len(report.changed),
-                              failures=status["failures"] + len(report.failures), last_failures=report.failures[:10],
+                              failures=status["failures"] + len(report.failures),
+                              refusals=status["refusals"] + report.refusals, last_failures=report.failures[:10],
+                              last_failed_feeds=report.failed_feeds[:10],
                               last_poll=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                               last_poll_unix=round(time.time(), 3))
                 log.info("feeds polled: %d fetched, %d added or changed, %d failed", report.fetched,
@@ -227,6 +237,6 @@ def follower(runtime: Runtime, stop: threading.Event) -> threading.Thread:
             stop.wait(settings.feed_interval)
 
     thread = threading.Thread(target=loop, name="feed-follower", daemon=True)
-    if settings.feed_urls and runtime.encoder is not None:
+    if settings.feed_urls and runtime.encoder is not None and limits is not None:
         thread.start()
     return thread

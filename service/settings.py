@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from indexer.fetcher import DEFAULT_MAX_DOCUMENT_CHARS
 from indexer.search import FusionParams
 
 
@@ -43,7 +44,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4_000_000, ge=1024, description="largest request body; larger ones get 413 "
                                 "before anything is read or parsed")
     max_filter_values: int = Field(1000, ge=1, description="most doc_id or source values in one search")
-    max_document_chars: int = Field(200_000, ge=1, description="longest document text accepted by POST /documents")
+    max_document_chars: int = Field(DEFAULT_MAX_DOCUMENT_CHARS, ge=1, description="longest document text "
+                                    "accepted by POST /documents or from a followed feed")
     max_documents_per_call: int = Field(100, ge=1, description="most documents in one POST /documents")
     max_concurrent_requests: int = Field(64, ge=1, description="requests answered at once; more get 503 with "
                                          "Retry-After (the health probes never do)")

@@ -204,6 +204,26 @@ def live_server():
 STAND_IN = {"SEMSEARCH_MODEL_PATH": "hashing"}
 
 
+def local_site():
+    from tests.sites import Site
+
+    served = Site()
+    yield served
+    served.close()
+
+
+@pytest.fixture()
+def site():
+    """A local web site (tests/sites.py) the test fills in; closed after the test."""
+    yield from local_site()
+
+
+@pytest.fixture()
+def other_site():
+    """A second local site, on another port: another origin."""
+    yield from local_site()
+
+
 @pytest.fixture(scope="session")
 def two_articles_built(tmp_path_factory):
     """Builds the two-article folder index once per engine (per worker); tests get copies."""
