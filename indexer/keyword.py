@@ -116,6 +116,19 @@ def idf(df: int, total: int) -> float:
     return math.log1p((total - df + 0.5) / (df + 0.5)) if df > 0 else 0.0
 
 
+def bm25(query: list[str], passage: list[str], weights: dict[str, float], average_length: float,
+         params: KeywordParams) -> float:
+    """One passage's BM25 score (Lucene's, as the FAISS engine's postings compute it): the sum over
+    query terms, repeats counted again, of idf * tf / (tf + k1 * (1 - b + b * length / average))."""
+    norm = params.k1 * (1 - params.b + params.b * len(passage) / max(average_length, 1e-9))
+    score = 0.0
+    for term in query:
+        tf = passage.count(term) if weights.get(term) else 0
+        if tf:
+            score += weights[term] * tf / (tf + norm)
+    return score
+
+
 def passage_terms(passages) -> list[list[str]]:
     """What BM25 scores for each passage: its own text counted twice, its title and section (the
     context the model sees too), and, once, the pieces just before and after it when its

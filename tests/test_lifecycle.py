@@ -88,6 +88,47 @@ def test_a_rebuild_chunks_only_changed_documents_and_equals_a_full_build(tmp_pat
     assert indexed_passages(index, embedder) == indexed_passages(fresh, embedder)
 
 
+def keyword_scores(engine, embedder, query: str) -> list[tuple[str, int, float]]:
+    from indexer.search import Query, Searcher
+
+    hits = Searcher(engine.reader(), embedder).search(Query(query, k=20, mode="keyword", min_relevance=0))
+    return sorted((round(h.keyword.score, 4), h.passage.doc_id, h.passage.paragraph) for h in hits)
+
+
+def test_counts_and_keyword_scores_stay_right_through_every_kind_of_reindex(tmp_path, embedder, engine_kind):
+    """Change, remove and add files over several reindexes: after each, the counts the index keeps
+    (show, --check, /readyz) are what it holds, and the keyword scores are a fresh build's."""
+    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
+    steps = [lambda: (seeds / "rail.txt").write_text(ARTICLES["rail.txt"] + "Fares rise in the spring.\n"),
+             lambda: (seeds / "dam.txt").unlink(),
+             lambda: (seeds / "school.txt").write_text(SCHOOL),
+             lambda: ((seeds / "harbour.txt").write_text(ARTICLES["harbour.txt"].replace("cranes", "harbour cranes")),
+                      (seeds / "rail.txt").unlink(), (seeds / "dam.txt").write_text(ARTICLES["dam.txt"]))]
+    engine = open_engine(index, embedder.name, embedder.dimension, engine_kind)
+    build_from_folder(seeds, index, embedder, progress=False, engine=engine)
+    for number, step in enumerate(steps):
+        step()
+        build_from_folder(seeds, index, embedder, progress=False, engine=engine)
+        fresh = open_engine(tmp_path / f"fresh{number}", embedder.name, embedder.dimension, engine_kind)
+        build_from_folder(seeds, tmp_path / f"fresh{number}", embedder, progress=False, engine=fresh)
+        expected = {k: fresh.writer().health()[k] for k in ("documents", "passages", "sentences")}
+        assert {k: engine.writer().health()[k] for k in expected} == expected, number
+        assert engine.reader().document_ids(0, 10)[0] == expected["documents"] == len(list(seeds.iterdir()))
+        for query in ("harbour cranes", "strike pay offer", "school lunch"):
+            assert keyword_scores(engine, embedder, query) == keyword_scores(fresh, embedder, query), (number, query)
+        fresh.close()
+        engine.close()  # the checks below open the index in other processes (Milvus Lite: one at a time)
+        checked = semsearch("index", str(seeds), "--out", str(index), "--check")
+        assert checked.returncode == 0 and f"({expected['documents']} documents)" in checked.stdout, checked.stderr
+        listed = semsearch("show", "--index", str(index))
+        assert len(listed.stdout.splitlines()) == expected["documents"]
+        with TestClient(create_app(Settings(index_dir=index, reload_interval=0))) as client:
+            ready = client.get("/readyz").json()
+        assert (ready["documents"], ready["passages"]) == (expected["documents"], expected["passages"])
+        engine = open_engine(index, embedder.name, embedder.dimension, engine_kind)
+    engine.close()
+
+
 def test_index_check_names_stale_documents(tmp_path, embedder, engine_kind):
     seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
     engine = open_engine(index, embedder.name, embedder.dimension, engine_kind)

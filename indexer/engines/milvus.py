@@ -44,7 +44,7 @@ from indexer.documents import Document, StoredDocument, content_hash
 from indexer.engine import (ChangeSet, Damage, IndexDamaged, IndexReader, IndexUnavailable, KeptDocument,
                             LiveDocument, PreparedDocument, Selection, StoredPassage)
 from indexer.folder import read_record
-from indexer.keyword import KeywordParams, idf, passage_terms
+from indexer.keyword import KeywordParams, bm25, idf, passage_terms
 from indexer.metadata import NO_DATE, Filters, Metadata, epoch
 
 log = logging.getLogger(__name__)
@@ -255,10 +255,11 @@ class Milvus:
         self.load(name)
         return int(self.call("query", name, filter=expression, output_fields=["count(*)"])[0]["count(*)"])
 
-    def search(self, name: str, data: list, field: str, metric: str, depth: int, expression: str) -> list[dict]:
+    def search(self, name: str, data: list, field: str, metric: str, depth: int, expression: str,
+               output_fields: Sequence[str] = ()) -> list[dict]:
         self.load(name)
         return self.call("search", name, data, anns_field=field, limit=max(1, min(depth, QUERY_LIMIT)),
-                         filter=expression, output_fields=[], search_params={"metric_type": metric})[0]
+                         filter=expression, output_fields=list(output_fields), search_params={"metric_type": metric})[0]
 
     def insert(self, name: str, rows: list[dict]) -> None:
         for part in chunks(rows, INSERT_ROWS):
@@ -398,13 +399,28 @@ class MilvusReader:
         return [(int(hit["id"]), float(hit["distance"])) for hit in found]
 
     def keyword(self, terms: list[str], depth: int, selection: Selection | None = None) -> list[tuple[int, float]]:
+        """The passages Milvus's BM25 finds, scored again with this generation's statistics.
+
+        Milvus scores with statistics of every row it holds, rows of replaced and deleted documents
+        included, and lags behind changes: after a reindex its scores were not a fresh build's. The
+        state keeps the live passages' count and total length and the terms collection their
+        document frequencies, so the passages Milvus finds are scored here exactly as the FAISS
+        engine (and a fresh build) scores them. An index written before the state kept the length
+        keeps Milvus's own scores."""
         if not terms:
             return []
+        exact = "terms_total" in self.state
         found = self.milvus.search(self.names.passages, [" ".join(terms)], "sparse", "BM25", depth,
-                                   self.restricted(selection))
-        # Milvus Lite gives BM25 negated, and with the (k1 + 1) factor Lucene's BM25 (and the FAISS
-        # engine's) leaves out: the same scores once both are undone (tests/test_milvus.py)
-        return [(int(hit["id"]), abs(float(hit["distance"])) / (KEYWORD.k1 + 1)) for hit in found]
+                                   self.restricted(selection), ["terms"] if exact else ())
+        if not exact:
+            # Milvus Lite gives BM25 negated, and with the (k1 + 1) factor Lucene's BM25 (and the FAISS
+            # engine's) leaves out
+            return [(int(hit["id"]), abs(float(hit["distance"])) / (KEYWORD.k1 + 1)) for hit in found]
+        weights = self.term_weights(terms)
+        average = self.state["terms_total"] / max(self.state["passages"], 1)
+        scored = [(int(hit["id"]), bm25(terms, hit["entity"]["terms"].split(), weights, average, KEYWORD))
+                  for hit in found]
+        return sorted((hit for hit in scored if hit[1] > 0), key=lambda hit: (-hit[1], hit[0]))
 
     def term_weights(self, terms: list[str]) -> dict[str, float]:
         """BM25 idf of each query term over the live passages (0 for terms found nowhere), from the
@@ -580,7 +596,7 @@ class MilvusWriter:
         fresh = state is None or changes.replace_all or self.rebuild
         build = f"b{generation}" if fresh else state["build"]
         names = Names.of(milvus.collection, build)
-        base = {"next_id": 0, "documents": 0, "passages": 0, "sentences": 0} if fresh else state
+        base = {"next_id": 0, "documents": 0, "passages": 0, "sentences": 0, "terms_total": 0} if fresh else state
         record = {**(committed or {}), "pending": build if fresh else None, "next_generation": generation + 1}
         if committed is not None:
             milvus.commit(record)  # a crash from here on leaves rows the next writer removes
@@ -589,13 +605,16 @@ class MilvusWriter:
                 milvus.drop(name)
                 milvus.create(name, fields, self.dimension, dummy=name in (names.documents, names.terms))
         counts = {key: int(base[key]) for key in ("next_id", "documents", "passages", "sentences")}
+        if "terms_total" in base:  # the live passages' total length (an index written before lacks it)
+            counts["terms_total"] = int(base["terms_total"])
         counted: Counter = Counter()  # document frequency changes
         reader = None if fresh else self.reader(state)
+        retired: set[str] = set()  # a changed document is both deleted and upserted: retired once
         if reader is not None:
-            self.retire(reader, list(changes.deletes), generation, counts, counted)
+            self.retire(reader, list(changes.deletes), generation, counts, counted, retired)
         for batch in changes.upserts:
             if reader is not None:
-                self.retire(reader, [d.stored.document.doc_id for d in batch], generation, counts, counted)
+                self.retire(reader, [d.stored.document.doc_id for d in batch], generation, counts, counted, retired)
             if batch:
                 self.insert(names, batch, generation, counts, counted)
         self.count_terms(names, counted, generation, int((committed or {}).get("generation", 0)) if not fresh else 0)
@@ -619,8 +638,11 @@ class MilvusWriter:
                                          for t in changed])
 
     def retire(self, reader: MilvusReader, doc_ids: list[str], generation: int, counts: dict,
-               counted: Counter) -> None:
-        """Mark the live rows of these documents as dying at generation."""
+               counted: Counter, retired: set[str]) -> None:
+        """Mark the live rows of these documents as dying at generation (each document once: the
+        reader still sees rows marked in this write as live, and would count them off again)."""
+        doc_ids = [d for d in dict.fromkeys(doc_ids) if d not in retired]
+        retired.update(doc_ids)
         for part in chunks(doc_ids, IN_VALUES):
             if not part:
                 continue
@@ -637,6 +659,8 @@ class MilvusWriter:
             counts["documents"] -= len(numbers)
             counts["passages"] -= len(passages)
             counts["sentences"] -= sum(len(r["spans"]) // 2 for r in passages)
+            if "terms_total" in counts:
+                counts["terms_total"] -= sum(len(r["terms"].split()) for r in passages)
 
     def insert(self, names: Names, batch: Sequence[PreparedDocument], generation: int, counts: dict,
                counted: Counter) -> None:
@@ -672,6 +696,8 @@ class MilvusWriter:
             counts["documents"] += 1
             counts["passages"] += len(prepared.passages)
             counts["sentences"] += int(sum(prepared.sentence_counts))
+            if "terms_total" in counts:
+                counts["terms_total"] += sum(len(clip(" ".join(t), 65_535).split()) for t in terms)
         self.milvus.insert(names.documents, documents)
         self.milvus.insert(names.sentences, sentences)
         self.milvus.insert(names.passages, passages)
