@@ -27,6 +27,9 @@ def run_index(args: argparse.Namespace) -> int:
         print_repair(out, model, engine, args.accept_loss)
     changes = check(out, model.name, model.dimension, folder, engine)
     if args.check:
+        warn_of_damaged_cache(out)
+        if damage.newer is not None:
+            print(f"semsearch: warning: {damage.rolled_back(engine.current())}", file=sys.stderr)
         if not changes.stale:
             print(f"index {args.out} is up to date with {args.seeds} ({changes.unchanged} documents)")
             return 0
@@ -196,6 +199,16 @@ def run_search(args: argparse.Namespace) -> int:
         answer = search_here(args, facets)
     print_answer(answer, args.json, color=sys.stdout.isatty() and not args.json)
     return 0
+
+
+def warn_of_damaged_cache(out: Path) -> None:
+    """The embedding cache is derived data: damage there is said, never an error."""
+    from indexer.cache import CACHE_FILE, cache_problem
+
+    problem = cache_problem(out)
+    if problem is not None:
+        print(f"semsearch: warning: the embedding cache {out / CACHE_FILE} is damaged ({problem}); the next "
+              "`index` sets it aside and starts a new one (nothing the index holds is lost)", file=sys.stderr)
 
 
 def run_follow(args: argparse.Namespace) -> int:

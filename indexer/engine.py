@@ -40,10 +40,19 @@ class Damage:
     lost_from_folders: tuple[str, ...] = ()      # folder documents that only a reindex of their folder restores
     model: str | None = None                     # the model the surviving index records
     plan: object = None                          # the engine's own plan of the repair (opaque to callers)
+    newer: str | None = None                     # a whole snapshot newer than the one served (a write cut off
+    # before it was published, or a power cut that rolled the pointer back): a repair serves it
 
     @property
     def intact(self) -> bool:
         return not self.problems
+
+    def rolled_back(self, served: str | None) -> str | None:
+        """The warning for a newer whole snapshot than the one served, or None."""
+        if self.newer is None:
+            return None
+        return (f"CURRENT names {served}, but {self.newer} is newer and whole: a write was cut off before it "
+                f"was published, or a power cut rolled CURRENT back; `repair` serves {self.newer}")
 
 
 @dataclass(frozen=True)

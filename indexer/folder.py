@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,8 +55,6 @@ def read_record(root: Path) -> dict | None:
 
 def write_record(root: Path, record: dict) -> None:
     """Replace engine.json whole (written beside, then renamed)."""
-    path = Path(root) / RECORD
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(partial, path)
+    from indexer.durable import write_file
+
+    write_file(Path(root) / RECORD, json.dumps(record, indent=1) + "\n")

@@ -55,7 +55,7 @@ def repair_index(root: Path, embedder: TextModel, engine: Engine, accept_loss: b
     started = time.perf_counter()
     with build_lock(root):
         damage = engine.inspect()
-        if damage.intact:
+        if damage.intact and damage.newer is None:
             return RepairSummary(damage, None, 0, 0, time.perf_counter() - started)
         if damage.lost and not accept_loss:
             raise LossRefused(root, damage)
@@ -79,6 +79,9 @@ def report(summary: RepairSummary, root: Path) -> list[str]:
     if summary.generation is None:
         return [f"index {root} is intact: nothing to repair"]
     lines = [f"damaged: {problem}" for problem in damage.problems]
+    if damage.newer is not None:
+        lines.append(f"CURRENT named a generation older than {damage.newer}, which is whole: the index now serves "
+                     f"what {damage.newer} holds")
     again = (f"{summary.recovered} documents of the damaged parts read back whole and indexed again "
              f"({summary.embedded} passages embedded, the rest reused)" if summary.recovered else
              "nothing had to be indexed again")

@@ -281,6 +281,29 @@ def ingest_settings(tmp_path, embedder, engine_kind):
     return Settings(index_dir=index, api_key="s3cret", reload_interval=0), seeds
 
 
+def test_a_damaged_embedding_cache_is_set_aside_and_never_fails_a_write(ingest_settings, embedder):
+    """The cache is derived data: --check reports it, index and ingest set it aside and go on."""
+    settings, seeds = ingest_settings
+    open_engine(settings.index_dir, embedder.name, embedder.dimension).close()  # Milvus Lite: one process at a time
+    cache = settings.index_dir / "embeddings.sqlite"
+    cache.write_bytes(b"this is not a SQLite file " * 100)
+    checked = semsearch("index", str(seeds), "--out", str(settings.index_dir), "--check")
+    assert checked.returncode == 0 and "embedding cache" in checked.stderr and "is damaged" in checked.stderr
+    doc = {"documents": [{"id": "ferry", "title": "Ferry", "text": "The island ferry runs again from Monday."}]}
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/documents", json=doc, headers={"Authorization": "Bearer s3cret"})
+        assert response.status_code == 200, response.text
+        assert client.get("/search", params={"q": "island ferry", "min_relevance": 0}).json()["results"][0]["doc_id"] \
+            == "ferry"
+    assert [p.name.split("-")[0] for p in settings.index_dir.glob("embeddings.sqlite.damaged-*")] == [
+        "embeddings.sqlite.damaged"]  # set aside, named
+    cache.write_bytes(b"garbage again " * 100)
+    (seeds / "rail.txt").write_text(ARTICLES["rail.txt"] + "Fares rise in the spring.\n")
+    built = semsearch("index", str(seeds), "--out", str(settings.index_dir))
+    assert built.returncode == 0 and "set aside as embeddings.sqlite.damaged-" in built.stderr, built.stderr
+    assert "changed 1" in built.stdout
+
+
 def test_ingest_is_disabled_without_a_key_and_refused_with_a_wrong_one(ingest_settings):
     settings, _ = ingest_settings
     doc = {"documents": [{"id": "x1", "text": "Some text."}]}

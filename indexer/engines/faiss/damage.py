@@ -53,6 +53,9 @@ def inspect(root: Path, params: DenseParams, opened: dict[str, Segment]) -> Dama
                         f"{', '.join(newer)} cannot be read)")
     if base is None:
         return Damage(tuple(problems), lost=tuple(lost) or ("every document ingested over HTTP",), plan=Plan(None, []))
+    newer = None if problems else newest_whole(root, [name for name in names if name > base])
+    if newer is not None:  # the repair builds on it: the index then serves what it holds
+        base = newer
     manifest = store.read_manifest(root, base)
     tombstones = store.tombstones_of(root, base, manifest)
     kept, found = [], Salvage()
@@ -69,7 +72,21 @@ def inspect(root: Path, params: DenseParams, opened: dict[str, Segment]) -> Dama
     healed = {**manifest, "segments": kept,
               **counts([(opened[e["name"]], tombstones[e["name"]]) for e in kept])}
     return Damage(tuple(problems), tuple(found.recovered), tuple(lost + found.lost), tuple(found.lost_from_folders),
-                  (manifest.get("model") or {}).get("name"), Plan((base, healed), found.intact_folders))
+                  (manifest.get("model") or {}).get("name"), Plan((base, healed), found.intact_folders), newer)
+
+
+def newest_whole(root: Path, names: list[str]) -> str | None:
+    """The newest of these generations (newest first) whose own files and segments are all whole."""
+    for name in names:
+        if not intact_generation(root, name):
+            continue
+        try:
+            for entry in store.read_manifest(root, name)["segments"]:
+                store.check_segment(root, entry)
+        except (store.IndexDamaged, KeyError, TypeError):
+            continue
+        return name
+    return None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 
@@ -27,16 +26,3 @@ def first_mismatch(folder: Path, expected: dict[str, str]) -> str | None:
         if not path.is_file() or sha256_of(path) != digest:
             return relative
     return None
-
-
-def fsync_tree(folder: Path) -> None:
-    """Flush every file and the folder itself, so a power cut after a rename leaves no empty files."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -22,7 +22,7 @@ import numpy as np
 
 from indexer.engines.faiss import postings, rowfile, store
 from indexer.engines.faiss.dense import DenseParams
-from indexer.engines.faiss.integrity import fsync_tree
+from indexer.durable import flush_tree
 from indexer.engines.faiss.segment import (MINHASHES, TABLES, Segment, create_tables, finish, has_metadata, index_tables,
                              save_document_list, save_postings)
 from indexer.engines.faiss.writer import SegmentStore
@@ -79,7 +79,7 @@ def merge_once(writer: SegmentStore, policy: MergePolicy = MergePolicy()) -> Mer
     try:
         info = write_merged(folder, sources, writer.model, writer.params)
         rows = info["passages"]
-        fsync_tree(folder)  # the slow flush before the lock: installing it later is a rename
+        flush_tree(folder)  # the slow flush before the lock: installing it later is a rename
         with store.build_lock(writer.root):
             generation = publish_merge(writer, names, folder, info)
     except (OSError, sqlite3.Error) as exc:

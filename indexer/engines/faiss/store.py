@@ -23,7 +23,8 @@ import numpy as np
 from indexer.engines.faiss import rowfile
 from indexer.engines.faiss.dense import DenseParams
 from indexer.engine import IndexDamaged, IndexUnavailable  # noqa: F401 (importers name them store.*)
-from indexer.engines.faiss.integrity import checksums, first_mismatch, fsync_tree, sha256_of
+from indexer.durable import flush_tree, make_folder, move_into_place, write_file
+from indexer.engines.faiss.integrity import checksums, first_mismatch, sha256_of
 from indexer.engines.faiss.segment import INFO, Segment
 from indexer.folder import build_lock, sqlite_transaction  # noqa: F401 (the engine's modules name them store.*)
 
@@ -69,10 +70,10 @@ def repair_hint(root: Path) -> str:
 def install_segment(root: Path, staging: Path) -> Path:
     """Move a finished segment (segment.json written) from staging into segments/."""
     name = json.loads((staging / INFO).read_text())["name"]
-    fsync_tree(staging)
+    flush_tree(staging)
     target = Path(root) / SEGMENTS / name
-    target.parent.mkdir(exist_ok=True)
-    os.rename(staging, target)
+    make_folder(target.parent)
+    move_into_place(staging, target)
     return target
 
 
@@ -93,8 +94,8 @@ def publish(root: Path, manifest: dict, tombstones: dict[str, np.ndarray]) -> st
                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": checksums(staging)}
         # The manifest is written last: a folder without one was never finished.
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        fsync_tree(staging)
-        os.rename(staging, root / name)
+        flush_tree(staging)
+        move_into_place(staging, root / name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -107,10 +108,8 @@ def publish(root: Path, manifest: dict, tombstones: dict[str, np.ndarray]) -> st
 
 
 def switch_pointer(root: Path, name: str) -> None:
-    """Point readers at generation name with one atomic rename."""
-    temporary = root / f".{POINTER}.{uuid.uuid4().hex[:6]}"
-    temporary.write_text(name + "\n")
-    os.replace(temporary, root / POINTER)
+    """Point readers at generation name with one atomic rename, flushed before it returns."""
+    write_file(Path(root) / POINTER, name + "\n")
 
 
 def current_generation(root: Path) -> str | None:
