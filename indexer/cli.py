@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import re
+import shlex
+import shutil
 import sqlite3
 import sys
+from pathlib import Path
 
 from indexer.errors import COLLAPSE, FACETS, GROUPS, MODES, SORTS, DocumentError, IndexUnavailable, ModelError, \
     QueryError
@@ -170,12 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"semsearch: error: {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
     except ModelError as exc:
         print(f"semsearch: error: {exc}\n  fix: {exc.fix}", file=sys.stderr)
-    except (DocumentError, QueryError, OSError) as exc:
-        print(f"semsearch: error: {exc}", file=sys.stderr)
-    except sqlite3.Error as exc:  # an index file that cannot be read is damage, never a bug
+    except (DocumentError, QueryError, OSError, sqlite3.Error) as exc:
         index = getattr(args, "out", None) or getattr(args, "index", None) or DEFAULT_INDEX
-        print(f"semsearch: error: an index file in {index} cannot be read ({exc})\n  fix: semsearch repair {index}",
-              file=sys.stderr)
+        if full_disk(exc):
+            print(f"semsearch: error: {disk_full(Path(index), exc)}\n  fix: {rerun(argv)}", file=sys.stderr)
+        elif not isinstance(exc, sqlite3.Error):
+            print(f"semsearch: error: {exc}", file=sys.stderr)
+        else:  # an index file that cannot be read is damage, never a bug
+            print(f"semsearch: error: an index file in {index} cannot be read ({exc})\n  fix: semsearch repair "
+                  f"{Path(index).absolute()}", file=sys.stderr)
     except KeyboardInterrupt:
         print("semsearch: interrupted", file=sys.stderr)
         return 130
@@ -186,6 +194,28 @@ def main(argv: list[str] | None = None) -> int:
               "  this is a bug; rerun with SEMSEARCH_DEBUG=1 for the traceback and report it", file=sys.stderr)
         return 70
     return 2
+
+
+def full_disk(exc: Exception) -> bool:
+    """A write the disk had no room for: ENOSPC or a quota, as the OS, numpy or SQLite report it."""
+    text = str(exc)
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "database or disk is full" in text \
+        or re.search(r"\d+ requested and \d+ written", text) is not None
+
+
+def disk_full(index: Path, exc: Exception) -> str:
+    """What to free: the disk holding the index, with its room now and the index's own size."""
+    folder = next((p for p in (index, *index.absolute().parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(folder).free
+    size = sum(f.stat().st_size for f in index.rglob("*") if f.is_file()) if index.is_dir() else 0
+    return (f"the disk holding {index.absolute()} is full ({exc}); nothing was published, the index in use is "
+            f"unchanged. Free space on it: {free / 1e6:,.0f} MB are free now, the index takes {size / 1e6:,.0f} MB, "
+            "and a build writes its new files beside the old ones before it removes them")
+
+
+def rerun(argv: list[str] | None) -> str:
+    """The command the user ran, to run again as typed."""
+    return " ".join(shlex.quote(a) for a in ["semsearch", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

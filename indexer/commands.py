@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from indexer.errors import DocumentError, IndexDamaged, QueryError
+from indexer.errors import DocumentError, IndexDamaged, QueryError, fix_command
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def run_index(args: argparse.Namespace) -> int:
     engine = engine_from_environment(out, model)
     damage = engine.inspect()
     if args.check and not damage.intact:
-        raise IndexDamaged("; ".join(damage.problems), f"semsearch repair {out}")
+        raise IndexDamaged("; ".join(damage.problems), fix_command("repair", out))
     if not damage.intact:  # mend first: the reindex below then restores folder documents lost with it
         print_repair(out, model, engine, args.accept_loss)
     changes = check(out, model.name, model.dimension, folder, engine)
@@ -36,7 +36,7 @@ def run_index(args: argparse.Namespace) -> int:
         for label, ids in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)):
             if ids:
                 print(f"stale: {len(ids)} {label}: {', '.join(ids[:20])}{' …' if len(ids) > 20 else ''}")
-        print(f"  fix: semsearch index {args.seeds} --out {args.out}", file=sys.stderr)
+        print(f"  fix: {fix_command('index', seeds, '--out', out)}", file=sys.stderr)
         return 1
     health = engine.writer().health()
     if not changes.stale and changes.unchanged and not args.force and health["chunker"] == chunker_fingerprint(model):
@@ -96,7 +96,14 @@ def run_move(args: argparse.Namespace) -> int:
 
 
 def run_repair(args: argparse.Namespace) -> int:
+    from indexer.engine import mend_record
+
     index = Path(args.index)
+    kind, options = engine_choice()
+    mended = mend_record(index, kind, options["uri"])
+    if mended is not None:
+        print(f"mended {index / 'engine.json'}, which could not be read: it names the {mended} engine again, "
+              "which holds the index in this folder")
     model = model_for_index(args.model, None, index)
     print_repair(index, model, engine_from_environment(index, model), args.accept_loss)
     return 0

@@ -22,8 +22,8 @@ import numpy as np
 
 from indexer.chunking import Passage
 from indexer.documents import Document, StoredDocument
-from indexer.errors import IndexDamaged, IndexUnavailable  # noqa: F401 (importers name them here)
-from indexer.folder import read_record, write_record
+from indexer.errors import IndexDamaged, IndexUnavailable, fix_command  # noqa: F401 (importers name them here)
+from indexer.folder import RECORD, read_record, write_record
 from indexer.metadata import Filters, Metadata
 
 # Engines by name: "module:class", imported only when chosen (SEMSEARCH_ENGINE).
@@ -246,7 +246,10 @@ def engine_kind(root: Path, kind: str | None = None, uri: str | None = None) -> 
     Milvus URI) differs from what the index records, and ValueError for an unknown kind."""
     if kind is not None:
         engine_class(kind)
-    record = read_record(root)
+    try:
+        record = read_record(root)
+    except ValueError as exc:
+        raise IndexDamaged(str(exc), fix_command("repair", Path(root))) from None
     recorded = (record or {}).get("engine") or ("faiss" if engine_class("faiss").recorded_model(Path(root)) else None)
     if kind is not None and recorded is not None and kind != recorded:
         raise EngineMismatch(f"the index at {root} is held by the {recorded} engine, not {kind}: leave out "
@@ -256,6 +259,29 @@ def engine_kind(root: Path, kind: str | None = None, uri: str | None = None) -> 
         raise EngineMismatch(f"the index at {root} is in Milvus at {record['uri']}, not {uri}: leave out "
                              "--milvus-uri (and SEMSEARCH_MILVUS_URI), or give another index folder")
     return recorded or kind or "faiss"
+
+
+def mend_record(root: Path, kind: str | None = None, uri: str | None = None) -> str | None:
+    """Write engine.json again when it cannot be read and the folder's files show the engine (a
+    FAISS index's generations, or Milvus Lite's milvus.db), or kind names it; the engine written,
+    or None when the record reads. Raises IndexDamaged when nothing shows which engine holds it."""
+    try:
+        read_record(root)
+        return None
+    except ValueError as exc:
+        problem = str(exc)
+    root = Path(root)
+    found = kind or ("faiss" if engine_class("faiss").recorded_model(root) else
+                     "milvus" if (root / "milvus.db").exists() or uri else None)
+    if found is None:
+        raise IndexDamaged(f"{problem}, and nothing in the folder shows which engine holds the index (a Milvus "
+                           "server's index keeps only this file here): give its engine and address with "
+                           "--engine milvus --milvus-uri", fix_command("repair", root, "--engine", "milvus", "--milvus-uri",
+                                                                "http://HOST:19530", note="HOST: the Milvus server"))
+    (root / RECORD).unlink(missing_ok=True)
+    engine = engine_class(found)(root, "", 0, **({"uri": uri} if uri else {}))
+    write_record(root, engine.describe())
+    return found
 
 
 def open_engine(root: Path, model: str, dimension: int, kind: str | None = None, **options) -> Engine:

@@ -4,6 +4,9 @@ its arguments and report errors, or ask a running server, without loading either
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 MODES = ("hybrid", "dense", "keyword")
 SORTS = ("relevance", "newest")
 FACETS = ("outlet", "month", "section", "author", "tag", "language")
@@ -41,3 +44,10 @@ class IndexUnavailable(RuntimeError):
 class IndexDamaged(IndexUnavailable):
     """Files of a published index are missing, unreadable or fail their checksums: only a repair
     (never a fresh build, which would drop the documents ingested over HTTP) mends it."""
+
+
+def fix_command(*words: object, note: str = "") -> str:
+    """A fix as a shell line that runs as printed: `semsearch` and its arguments quoted (paths made
+    absolute), any explanation after '#', which a shell ignores."""
+    line = shlex.join(["semsearch", *(str(w.absolute()) if isinstance(w, Path) else str(w) for w in words)])
+    return f"{line}  # {note}" if note else line

@@ -16,6 +16,7 @@ from pathlib import Path
 from indexer.build import after_publish, chunker_fingerprint, prepare
 from indexer.embedding import TextModel
 from indexer.engine import ChangeSet, Damage, Engine, IndexDamaged
+from indexer.errors import fix_command
 from indexer.folder import build_lock
 
 SHOWN = 20  # documents named in a message
@@ -38,8 +39,8 @@ class LossRefused(IndexDamaged):
     def __init__(self, root: Path, damage: Damage) -> None:
         super().__init__(f"{'; '.join(damage.problems)}. What a repair cannot read back of the documents "
                          f"ingested over HTTP: {named(damage.lost)}. Nothing was changed",
-                         f"semsearch repair {root} --accept-loss (keeps every other document; post those "
-                         "again afterwards)")
+                         fix_command("repair", Path(root), "--accept-loss",
+                                     note="keeps every other document; post those again afterwards"))
 
 
 def named(items: tuple[str, ...]) -> str:
@@ -61,7 +62,7 @@ def repair_index(root: Path, embedder: TextModel, engine: Engine, accept_loss: b
             raise LossRefused(root, damage)
         if damage.model not in (None, embedder.name):
             raise IndexDamaged(f"the index records model {damage.model}, not {embedder.name}; a repair must "
-                               "embed with the index's own model", f"semsearch repair {root}")
+                               "embed with the index's own model", fix_command("repair", Path(root)))
         writer = engine.repairer(damage)
         health = writer.health()
         fingerprint = chunker_fingerprint(embedder)

@@ -58,7 +58,7 @@ def not_ready(request: Request, problem) -> JSONResponse:
     index_dir = Path(request.app.state.runtime.settings.index_dir)
     fix = without_paths(problem.fix, index_dir, "INDEX_DIR")
     if fix and "INDEX_DIR" in fix:
-        fix += " (INDEX_DIR: the index folder this server was started with, its --index)"
+        fix += "  # INDEX_DIR: the index folder this server was started with, its --index"
     return error_response(503, "not_ready", without_paths(problem.message, index_dir), fix=fix)
 
 

@@ -26,7 +26,8 @@ from service.settings import Settings
 log = logging.getLogger("semsearch.ingest")
 router = APIRouter()
 bearer = HTTPBearer(auto_error=False)
-TEXT_PATTERN = f"[^{WHITESPACE}]"  # some text besides whitespace
+TEXT_PATTERN = f"^[^\\x00]*[^\\x00{WHITESPACE}][^\\x00]*$"  # some text besides whitespace, and no NUL
+NO_NUL = r"^[^\x00]*$"  # NUL is refused everywhere, as files holding it and queries are
 AUTH_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 WRITE_ERRORS = {**AUTH_ERRORS, 503: {"model": ErrorResponse, "description": "the change could not be written "
                                      "(a full disk, for example) and nothing was changed"}}
@@ -35,18 +36,22 @@ WRITE_ERRORS = {**AUTH_ERRORS, 503: {"model": ErrorResponse, "description": "the
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: str = Field(..., min_length=1, max_length=200, pattern=rf"^[^/{WHITESPACE}]+$",
+    id: str = Field(..., min_length=1, max_length=200, pattern=rf"^[^/\x00{WHITESPACE}]+$",
                     description="your id for the article (no whitespace or '/')")
-    title: str = Field("", max_length=1000)
-    url: str | None = Field(None, max_length=2000, description="where the article lives; shown as its source")
+    title: str = Field("", max_length=1000, pattern=NO_NUL)
+    url: str | None = Field(None, max_length=2000, pattern=NO_NUL, description="where the article lives; shown as "
+                            "its source")
     text: str = Field(..., min_length=1, json_schema_extra={"pattern": TEXT_PATTERN})
-    published_at: str | None = Field(None, max_length=100, description="ISO 8601 date or date-time (a time without "
-                                     "a zone is UTC); one that cannot be read is left out with a warning")
-    updated_at: str | None = Field(None, max_length=100, description="as published_at")
-    authors: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=MAX_ITEMS)
-    outlet: str | None = Field(None, max_length=200, description="the site or publication")
-    language: str | None = Field(None, max_length=35, description="e.g. en, en-GB")
-    tags: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=MAX_ITEMS)
+    published_at: str | None = Field(None, max_length=100, pattern=NO_NUL, description="ISO 8601 date or date-time "
+                                     "(a time without a zone is UTC); one that cannot be read is left out with a "
+                                     "warning")
+    updated_at: str | None = Field(None, max_length=100, pattern=NO_NUL, description="as published_at")
+    authors: list[Annotated[str, Field(max_length=200, pattern=NO_NUL)]] = Field(default_factory=list,
+                                                                                max_length=MAX_ITEMS)
+    outlet: str | None = Field(None, max_length=200, pattern=NO_NUL, description="the site or publication")
+    language: str | None = Field(None, max_length=35, pattern=NO_NUL, description="e.g. en, en-GB")
+    tags: list[Annotated[str, Field(max_length=200, pattern=NO_NUL)]] = Field(default_factory=list,
+                                                                             max_length=MAX_ITEMS)
 
     def metadata(self) -> tuple[Metadata, list[str]]:
         """The article's metadata, and a warning for each time that cannot be read."""
@@ -58,7 +63,9 @@ class DocumentIn(BaseModel):
     @field_validator("text")
     @classmethod
     def not_blank(cls, value: str) -> str:
-        if not re.search(TEXT_PATTERN, value):
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters (\\u0000)")
+        if not re.search(f"[^{WHITESPACE}]", value):
             raise ValueError("text must not be empty")
         return value
 

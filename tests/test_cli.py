@@ -49,7 +49,7 @@ def test_search_without_an_index_says_which_command_builds_it(tmp_path):
     assert "no index found" in result.stderr and "fix: semsearch index" in result.stderr
     assert "Traceback" not in result.stderr
     elsewhere = semsearch("search", "war", "--index", "empty", cwd=tmp_path)  # no seeds/ folder here
-    assert f"fix: semsearch index FOLDER --out {tmp_path / 'empty'} (FOLDER: the folder of your articles)" \
+    assert f"fix: semsearch index FOLDER --out {tmp_path / 'empty'}  # FOLDER: the folder of your articles" \
         in elsewhere.stderr
 
 

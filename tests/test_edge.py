@@ -63,6 +63,10 @@ def test_document_limits_come_from_the_settings_and_are_in_the_spec(folder_index
         auth = {"Authorization": "Bearer k"}
         long = httpx.post(url + "/documents", headers=auth, json={"documents": [{"id": "a", "text": "x" * 51}]})
         assert long.status_code == 422 and long.json()["error"]["field"] == "documents.0.text"
+        for field, value in (("text", "A note\x00 with a NUL."), ("title", "Nul\x00l"), ("id", "a\x00b")):
+            nul = httpx.post(url + "/documents", headers=auth, json={"documents": [{"id": "a", "text": "A note.",
+                                                                                 field: value}]})
+            assert nul.status_code == 422 and nul.json()["error"]["field"] == f"documents.0.{field}", nul.text
         many = httpx.post(url + "/documents", headers=auth,
                           json={"documents": [{"id": f"d{n}", "text": "A note."} for n in range(3)]})
         assert many.status_code == 422 and many.json()["error"]["field"] == "documents"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -87,9 +88,9 @@ def flip(path: Path, at: int = -10) -> None:
 
 
 def printed_fix(result) -> list[str]:
-    """The command after 'fix:' in an error, as arguments (the words after it in parentheses dropped)."""
+    """The command after 'fix:' in an error, as arguments (a comment after '#' dropped, as a shell does)."""
     line = next(line for line in result.stderr.splitlines() if line.strip().startswith("fix:"))
-    command = line.split("fix:", 1)[1].split("(")[0].split()
+    command = shlex.split(line.split("fix:", 1)[1], comments=True)
     assert command[0] == "semsearch", line
     return command[1:]
 
@@ -203,7 +204,7 @@ def test_a_server_on_a_damaged_index_says_repair_and_serves_again_after_it(damag
     settings = Settings(index_dir=index, model_path="hashing", reload_interval=0, api_key="k")
     with TestClient(create_app(settings)) as client:
         error = client.get("/readyz").json()["error"]
-        assert error["fix"].startswith("semsearch repair INDEX_DIR (INDEX_DIR: the index folder this server")
+        assert error["fix"].startswith("semsearch repair INDEX_DIR  # INDEX_DIR: the index folder this server")
         assert str(index) not in json.dumps(error)  # no server paths in answers
         ingest = client.post("/documents", headers={"Authorization": "Bearer k"},
                              json={"documents": [{"id": "late", "text": "A late story."}]})

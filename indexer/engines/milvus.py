@@ -41,6 +41,7 @@ import numpy as np
 from indexer import neardup
 from indexer.chunking import Passage
 from indexer.documents import Document, StoredDocument, content_hash
+from indexer.errors import fix_command
 from indexer.engine import (ChangeSet, Damage, IndexDamaged, IndexReader, IndexUnavailable, KeptDocument,
                             LiveDocument, PreparedDocument, Selection, StoredPassage)
 from indexer.folder import read_record
@@ -796,14 +797,16 @@ class MilvusEngine:
         state = self.milvus.state()
         if state is None:
             raise IndexUnavailable(f"no index in Milvus at {self.uri} (collection {self.collection})",
-                                   f"semsearch index FOLDER --out {self.root.absolute()} --engine milvus")
+                                   fix_command("index", "FOLDER", "--out", self.root, "--engine", "milvus",
+                                               note="FOLDER: the folder of your articles"))
         if state["model"]["name"] != self.model or state["model"]["dimension"] != self.dimension:
             raise IndexUnavailable(f"the index in Milvus at {self.uri} was built with {state['model']['name']}, "
-                                   f"not {self.model}", f"semsearch index FOLDER --out {self.root.absolute()} --force")
+                                   f"not {self.model}", fix_command("index", "FOLDER", "--out", self.root, "--force",
+                                                                   note="FOLDER: the folder of your articles"))
         reader = MilvusReader(self.milvus, state)
         for name in reader.names.all():
             if not self.milvus.exists(name):
-                raise IndexDamaged(f"Milvus collection {name} is missing", f"semsearch repair {self.root.absolute()}")
+                raise IndexDamaged(f"Milvus collection {name} is missing", fix_command("repair", self.root))
         return reader
 
     def writer(self) -> MilvusWriter:

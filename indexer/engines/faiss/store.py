@@ -23,6 +23,7 @@ import numpy as np
 from indexer.engines.faiss import rowfile
 from indexer.engines.faiss.dense import DenseParams
 from indexer.engine import IndexDamaged, IndexUnavailable  # noqa: F401 (importers name them store.*)
+from indexer.errors import fix_command
 from indexer.durable import flush_tree, make_folder, move_into_place, write_file
 from indexer.engines.faiss.integrity import checksums, first_mismatch, sha256_of
 from indexer.engines.faiss.segment import INFO, Segment
@@ -58,13 +59,13 @@ def rebuild_hint(root: Path) -> str:
     from any directory (the output path is absolute; `seeds` only where that folder is)."""
     out = Path(root).absolute()
     if Path("seeds").is_dir():
-        return f"semsearch index seeds --out {out}"
-    return f"semsearch index FOLDER --out {out} (FOLDER: the folder of your articles)"
+        return fix_command("index", Path("seeds"), "--out", out)
+    return fix_command("index", "FOLDER", "--out", out, note="FOLDER: the folder of your articles")
 
 
 def repair_hint(root: Path) -> str:
     """The fix for a damaged index: a repair keeps every document it can read back."""
-    return f"semsearch repair {Path(root).absolute()}"
+    return fix_command("repair", Path(root))
 
 
 def install_segment(root: Path, staging: Path) -> Path:

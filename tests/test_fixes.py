@@ -1,0 +1,89 @@
+"""Every fix the command line prints runs as printed: each case provokes an error, takes the line
+after `fix:` and runs it in a shell exactly as a user would paste it (semsearch on the PATH, a
+note after '#' ignored by the shell), then checks that what failed now works."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MILVUS_SLOW, SEED_FILE, STAND_IN
+from tests.test_cli import semsearch
+
+BIN = Path(sys.executable).parent  # where `semsearch` is installed, as the README's set-up puts it
+SHELL_ENV = {**os.environ, **STAND_IN, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def fix_of(result: subprocess.CompletedProcess) -> str:
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip().startswith("fix:")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    return lines[0].removeprefix("fix:").strip()
+
+
+def run_fix(result: subprocess.CompletedProcess, cwd: Path) -> subprocess.CompletedProcess:
+    """The printed fix, pasted into a shell."""
+    fix = fix_of(result)
+    done = subprocess.run(fix, shell=True, cwd=cwd, env=SHELL_ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{fix}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return semsearch(*args, cwd=cwd, env={**STAND_IN, **(env or {})})
+
+
+@pytest.fixture()
+def articles(tmp_path) -> Path:
+    folder = tmp_path / "my articles"  # a space: the fix must quote it
+    folder.mkdir()
+    shutil.copy(SEED_FILE, folder / SEED_FILE.name)
+    (folder / "harbour.txt").write_text("Harbour Reopens\nThe harbour reopened on Monday after repairs to the wall.\n")
+    return folder
+
+
+@MILVUS_SLOW
+def test_a_garbled_engine_json_is_mended_by_the_printed_repair(articles, tmp_path, engine_kind):
+    index = tmp_path / "news index"
+    assert cli("index", str(articles), "--out", str(index), "--engine", engine_kind, cwd=tmp_path).returncode == 0
+    (index / "engine.json").write_text("{not json")
+    failed = cli("search", "harbour", "--index", str(index), cwd=tmp_path)
+    assert "engine.json cannot be read" in failed.stderr
+    mended = run_fix(failed, tmp_path)
+    assert f"names the {engine_kind} engine again" in mended.stdout
+    assert "Harbour" in cli("search", "harbour", "--index", str(index), cwd=tmp_path).stdout
+
+
+def test_a_missing_index_names_the_build_that_makes_it(articles, tmp_path):
+    (tmp_path / "seeds").mkdir()
+    shutil.copy(SEED_FILE, tmp_path / "seeds" / SEED_FILE.name)
+    failed = cli("search", "why won't Russia stop", "--index", "not built yet", cwd=tmp_path)
+    run_fix(failed, tmp_path.parent)  # pasted anywhere: its paths are absolute
+    assert "Russia" in cli("search", "why won't Russia stop", "--index", "not built yet", cwd=tmp_path).stdout
+
+
+def test_a_stale_index_names_the_reindex_and_a_refused_repair_the_accept_loss(articles, tmp_path):
+    index = tmp_path / "news index"
+    cli("index", str(articles), "--out", str(index), cwd=tmp_path)
+    (articles / "ferry.txt").write_text("Ferry Returns\nThe island ferry runs again from Monday.\n")
+    stale = cli("index", "my articles", "--out", "news index", "--check", cwd=tmp_path)
+    assert stale.returncode == 1
+    run_fix(stale.__class__(stale.args, 2, stale.stdout, stale.stderr), tmp_path.parent)
+    assert cli("index", str(articles), "--out", str(index), "--check", cwd=tmp_path).returncode == 0
+
+
+def test_a_full_disk_says_what_to_free_and_the_same_command_runs_again(articles, tmp_path):
+    for n in range(30):  # enough text that the build writes more than the limit allows
+        (articles / f"long-{n}.txt").write_text(f"Report {n}\n" + "The tide rose over the harbour wall. " * 300)
+    index = tmp_path / "index"
+    limited = subprocess.run(["prlimit", "--fsize=150000", sys.executable, "-m", "indexer.cli", "index",
+                              str(articles), "--out", str(index)], cwd=tmp_path, env=SHELL_ENV, capture_output=True,
+                             text=True, timeout=300)
+    assert "is full" in limited.stderr and "nothing was published" in limited.stderr, limited.stderr
+    assert "MB are free now" in limited.stderr and "Traceback" not in limited.stderr
+    run_fix(limited, tmp_path)
+    assert cli("index", str(articles), "--out", str(index), "--check", cwd=tmp_path).returncode == 0
