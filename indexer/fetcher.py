@@ -5,9 +5,9 @@ sent, and the connection itself goes only to an address the policy allows for it
 resolved here and the checked address is the one connected to). Size: at most one Content-Encoding
 layer (gzip or deflate), decoded with a cap, and the cap counts the bytes as they arrive, raw and
 decoded, so a small compressed bomb stops at the cap instead of filling memory. Time: one deadline
-for the whole request, connect, headers, body and redirects together; a watchdog shuts the socket
-at the deadline, so a server that drips one byte a second cannot hold a poll (or the service's
-shutdown) longer than that. httpcore does the HTTP; this module owns the sockets it uses.
+for the whole request (name resolution, connect, headers, body and redirects together); a watchdog
+shuts the socket at the deadline, so a server that drips one byte a second cannot hold a poll (or
+the service's shutdown) longer than that. httpcore does the HTTP; this module owns the sockets it uses.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class GuardedBackend(httpcore.NetworkBackend):
         self.lock = threading.Lock()
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        addresses = allowed_addresses(host, port, self.any_address, self.resolver)
+        addresses = self.resolve(host, port)
         failure: Exception | None = None
         for address in addresses:
             left = self.deadline - time.monotonic()
@@ -101,6 +101,27 @@ class GuardedBackend(httpcore.NetworkBackend):
                     self.shut()
             return stream
         raise failure or httpcore.ConnectError(f"{host}: no address to connect to")
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        """The allowed addresses of host, within the deadline: a resolver that hangs is left behind
+        in its own thread (getaddrinfo cannot be interrupted), the request fails on time."""
+        answer: dict = {}
+
+        def lookup() -> None:
+            try:
+                answer["addresses"] = allowed_addresses(host, port, self.any_address, self.resolver)
+            except Exception as exc:  # handed to the request below
+                answer["error"] = exc
+
+        worker = threading.Thread(target=lookup, name="feed-resolver", daemon=True)
+        worker.start()
+        worker.join(max(self.deadline - time.monotonic(), 0))
+        if "error" in answer:
+            raise answer["error"]
+        if "addresses" not in answer:
+            self.expired = True
+            raise httpcore.ConnectTimeout(f"{host} did not resolve in time")
+        return answer["addresses"]
 
     def expire(self) -> None:
         """The deadline: whatever is reading or writing on these sockets fails now."""

@@ -239,3 +239,15 @@ def test_the_service_stops_within_the_deadline_while_a_feed_drips(site, tmp_path
             time.sleep(0.05)
         stopping = time.monotonic()
     assert time.monotonic() - stopping < 4  # the fetch's deadline (2 s), not as long as the server drips
+
+
+def test_a_resolver_that_hangs_fails_the_request_at_its_deadline():
+    def hanging(host, port, type=0, **_):  # noqa: A002 (getaddrinfo's name)
+        time.sleep(30)
+        return []
+
+    fetcher = Fetcher(FeedLimits(timeout_s=1, host_delay_s=0, policy=FetchPolicy.parse("*")), resolver=hanging)
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="no whole answer within 1 s"):
+        fetcher.get("http://slow-dns.example.org/a", origin_of("http://feeds.example.org/feed.xml"))
+    assert time.monotonic() - started < 3
