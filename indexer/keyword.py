@@ -26,6 +26,12 @@ class KeywordParams:
 
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default token pattern
+# Contractions read as the words they stand for, in passages and queries alike: "won't" is "will
+# not" (the token pattern made it "won", the verb), "doesn't" is "does not", and the endings 're,
+# 've, 'll, 'd, 'm and 's (a possessive or "is") are left out (they became tokens like "re" and
+# "ll"). "not" is a stopword, so a negation is no term on either side.
+CONTRACTION = re.compile(r"(?u)\b(\w+?)(n['’]t|['’](?:re|ve|ll|d|m|s))\b")
+IRREGULAR = {"wo": "will", "ca": "can", "sha": "shall", "ai": "is"}  # won't, can't, shan't, ain't
 # Words that make a question a question, not what it is about: left out of a query's terms (the
 # index keeps them), so "how many casualties" is not matched on "many". Only when the query has
 # other terms: "what is it" still searches for something. "why" stays a term: news headings ask
@@ -33,8 +39,7 @@ TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default toke
 QUESTION_WORDS = frozenset(
     "how what which who whom whose when where whether do does did done doing can could would should "
     "shall may might must has have had having am were been being i me my mine we us our you your he him "
-    "his she her its them there here about much many any some get gets got tell told know "
-    "doesn don didn isn aren wasn weren wouldn couldn shouldn hasn haven hadn".split())  # doesn't -> doesn
+    "his she her its them there here about much many any some get gets got tell told know".split())
 
 
 class Analyzer:
@@ -50,12 +55,12 @@ class Analyzer:
 
     def terms(self, text: str) -> list[str]:
         """Lower-cased, stopword-free, stemmed terms of text."""
-        words = [w for w in TOKEN.findall(text.lower()) if w not in self.stopwords]
+        words = [w for w in TOKEN.findall(expanded(text.lower())) if w not in self.stopwords]
         return self.stemmer.stemWords(words)
 
     def query_terms(self, text: str) -> list[str]:
         """A query's terms: terms() without QUESTION_WORDS, unless nothing else is left."""
-        words = [w for w in TOKEN.findall(text.lower()) if w not in self.stopwords]
+        words = [w for w in TOKEN.findall(expanded(text.lower())) if w not in self.stopwords]
         kept = [w for w in words if w not in QUESTION_WORDS]
         return self.stemmer.stemWords(kept or words)
 
@@ -75,10 +80,21 @@ class Analyzer:
         return [(offset, stem) for (offset, _), stem in zip(found, stems) if stem in wanted]
 
 
+def expanded(text: str) -> str:
+    """text with its contractions spelled out (see CONTRACTION)."""
+
+    def spelled(match: re.Match) -> str:
+        word, ending = match.group(1), match.group(2)
+        return f"{IRREGULAR.get(word, word)} not" if ending[0] == "n" else word
+
+    return CONTRACTION.sub(spelled, text) if "'" in text or "’" in text else text
+
+
 @lru_cache(maxsize=256)
 def prefix_pattern(prefixes: frozenset[str]) -> re.Pattern:
-    """Words (as TOKEN finds them) that start with one of the prefixes."""
-    return re.compile(rf"(?u)\b(?:{'|'.join(sorted(map(re.escape, prefixes)))})\w*\b")
+    """Words (as TOKEN finds them) that start with one of the prefixes; never the head of a
+    contraction ("won" in "won't")."""
+    return re.compile(rf"(?u)\b(?:{'|'.join(sorted(map(re.escape, prefixes)))})\w*\b(?!['’]t\b)")
 
 
 @functools.cache

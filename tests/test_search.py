@@ -218,3 +218,26 @@ def test_a_long_one_paragraph_article_is_found_first_by_its_own_words_right_afte
     first_words = " ".join(LONG_REPORT.split()[:12])
     top = searcher.search(Query(first_words, k=3, mode=mode))[0]
     assert top.passage.doc_id == "culverts" and top.passage.start == 0, (top.passage.doc_id, top.passage.text[:80])
+
+
+def test_contractions_are_the_words_they_stand_for_in_passages_and_queries(tmp_path):
+    from indexer.build import build_from_documents
+    from indexer.documents import Document
+    from indexer.engines.faiss import store
+    from indexer.hashing_encoder import HashingEncoder
+    from indexer.keyword import Analyzer
+    from indexer.search import Searcher
+
+    analyzer = Analyzer()
+    assert analyzer.query_terms("why won't Russia stop") == analyzer.query_terms("why will Russia not stop")
+    assert "won" not in analyzer.terms("Moscow won’t back down") and "won" in analyzer.terms("They won the cup")
+    assert analyzer.terms("the army's plans, they're tired, we'll see") == analyzer.terms("the army plans, they tired, "
+                                                                                          "we see")
+    assert [term for _, term in analyzer.matches("They won, but won't stop.", {"won", "stop"})] == ["won", "stop"]
+    model = HashingEncoder()  # keyword lists only
+    build_from_documents([Document("tennis", "Cup final", "t.txt", "The U.S. had won all previous 15 meetings."),
+                          Document("war", "War", "w.txt", "Moscow won't stop the offensive before the winter.")],
+                         tmp_path, model)
+    found = Searcher(store.load(tmp_path, model.name, model.dimension), model)
+    hits = found.search(Query("why won't Moscow stop", mode="keyword", min_relevance=0))
+    assert [h.passage.doc_id for h in hits] == ["war"]  # the tennis report shares no word with it now
