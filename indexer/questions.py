@@ -28,11 +28,15 @@ DEPTH = 10  # MRR@10: a question answered below rank 10 counts as unanswered
 class Question:
     line: int
     text: str
-    doc_id: str
+    doc_ids: tuple[str, ...]  # any of them answers: the same story from several outlets
     answers: tuple[str, ...]
 
+    @property
+    def doc_id(self) -> str:
+        return self.doc_ids[0]
+
     def answered_by(self, hit: Hit) -> bool:
-        return hit.passage.doc_id == self.doc_id and any(a in hit.passage.text for a in self.answers)
+        return hit.passage.doc_id in self.doc_ids and any(a in hit.passage.text for a in self.answers)
 
 
 def read_questions(path: Path) -> list[Question]:
@@ -57,12 +61,14 @@ def read_questions(path: Path) -> list[Question]:
         text, doc_id = record.get("question"), record.get("doc_id")
         if not (isinstance(text, str) and text.strip()):
             raise DocumentError(f"{path}:{number}: \"question\" must be a non-empty string")
-        if not (isinstance(doc_id, str) and doc_id):
-            raise DocumentError(f"{path}:{number}: \"doc_id\" must name the document that answers it")
+        doc_ids = doc_id if isinstance(doc_id, list) else [doc_id]
+        if not (doc_ids and all(isinstance(d, str) and d for d in doc_ids)):
+            raise DocumentError(f"{path}:{number}: \"doc_id\" must name the document that answers it (or a list "
+                                "of them: the same story from several outlets)")
         if not (isinstance(answers, list) and answers and all(isinstance(a, str) and a.strip() for a in answers)):
             raise DocumentError(f"{path}:{number}: \"answers\" must be a list of texts found in the answering "
                                 "passage (or \"answer\": one text)")
-        questions.append(Question(number, text, doc_id, tuple(answers)))
+        questions.append(Question(number, text, tuple(doc_ids), tuple(answers)))
     if not questions:
         raise DocumentError(f"{path} holds no questions")
     return questions
@@ -76,17 +82,18 @@ def read_off_topic(path: Path) -> list[str]:
 
 
 def check_answerable(searcher: Searcher, questions: list[Question], path: Path) -> None:
-    """Every answer must be in some passage of its document in this index."""
+    """Every answer must be in some passage of its documents in this index."""
     for q in questions:
+        named = " or ".join(repr(d) for d in q.doc_ids)
         for answer in q.answers:
             offset, found = 0, False
-            while not found:  # the document's passages, most like the answer first, a page at a time
-                hits = searcher.search(Query(answer, k=100, offset=offset, mode="dense", doc_ids=(q.doc_id,),
-                                                  min_relevance=0))
+            while not found:  # the documents' passages, most like the answer first, a page at a time
+                hits = searcher.search(Query(answer, k=100, offset=offset, mode="dense", doc_ids=q.doc_ids,
+                                             min_relevance=0))
                 if not hits and not offset:
-                    raise DocumentError(f"{path}:{q.line}: document {q.doc_id!r} is not in the index")
+                    raise DocumentError(f"{path}:{q.line}: document {named} is not in the index")
                 if not hits:
-                    raise DocumentError(f"{path}:{q.line}: no passage of {q.doc_id!r} contains {answer!r} "
+                    raise DocumentError(f"{path}:{q.line}: no passage of {named} contains {answer!r} "
                                         "(answers must be the article's exact words, within one paragraph)")
                 found, offset = any(answer in h.passage.text for h in hits), offset + len(hits)
 

@@ -40,6 +40,21 @@ def test_the_question_set_is_large_and_varied_enough():
     assert sum(len(q.text.split()) <= 3 for q in questions) >= 4  # short keyword queries
 
 
+def test_the_news_set_is_split_by_article_into_a_fit_and_a_test_half():
+    """tests/questions/news: articles of many layouts and topics, questions split by article, so
+    nothing chosen on the fit half has seen an article of the test half."""
+    news = QUESTIONS / "news"
+    halves = {half: read_questions(news / f"{half}.jsonl") for half in ("fit", "test")}
+    articles = {half: {d for q in questions for d in q.doc_ids} for half, questions in halves.items()}
+    assert sum(map(len, halves.values())) >= 200 and len(articles["fit"] | articles["test"]) >= 20
+    assert not articles["fit"] & articles["test"]
+    assert {p.stem for p in (news / "articles").glob("*.txt")} == articles["fit"] | articles["test"]
+    texts = {p.stem: p.read_text(encoding="utf-8") for p in (news / "articles").glob("*.txt")}
+    for q in halves["fit"] + halves["test"]:  # each answer in the words of one of its articles
+        assert all(any(a in texts[d] for d in q.doc_ids) for a in q.answers), q
+    assert any(len(q.doc_ids) > 1 for q in halves["fit"])  # one story from two outlets: either answers
+
+
 @ON_REPORT
 def test_eval_reports_hit_rates_for_every_mode_and_names_the_misses(report):
     printed, values = report
