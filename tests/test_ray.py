@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,10 @@ from tests.test_eval import CORPUS
 TOKEN = {"RAY_AUTH_MODE": "token"}  # a client of a cluster with token authentication says so (Ray's rule)
 # Set before Ray is first imported here: it reads the mode once, and builds in this process connect too.
 os.environ.update(TOKEN)
+# The cluster's token: a machine that never ran `ray get-auth-token --generate` has none in ~/.ray,
+# and `ray start` then refuses to start; the head and every client here read it from the environment.
+if "RAY_AUTH_TOKEN" not in os.environ and not (Path.home() / ".ray" / "auth_token").exists():
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 # One worker runs them all: one cluster, not one per worker. A minute and a half: slow checks (CI runs them).
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
