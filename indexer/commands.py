@@ -363,7 +363,7 @@ def engine_from_environment(root: Path, model):
 
 def fusion_from_environment():
     """The service's fusion variables (service/settings.py), so `search` ranks as the API does."""
-    from indexer.search import FusionParams
+    from indexer.search import FUSION_METHODS, FusionParams
 
     default, env = FusionParams(), os.environ
     try:
@@ -375,9 +375,9 @@ def fusion_from_environment():
             keyword_weight=float(env.get("SEMSEARCH_KEYWORD_WEIGHT", default.keyword_weight)))
     except ValueError as exc:
         raise QueryError(f"a SEMSEARCH_ fusion variable is not a number: {exc}") from exc
-    if params.method not in ("rrf", "convex") or params.rrf_k < 1 or params.depth < 1 or \
+    if params.method not in FUSION_METHODS or params.rrf_k < 1 or params.depth < 1 or \
             min(params.dense_weight, params.keyword_weight) < 0:
-        raise QueryError("SEMSEARCH_FUSION_METHOD must be rrf or convex, SEMSEARCH_RRF_K and "
+        raise QueryError(f"SEMSEARCH_FUSION_METHOD must be one of {', '.join(FUSION_METHODS)}, SEMSEARCH_RRF_K and "
                          "SEMSEARCH_FUSION_DEPTH at least 1, the weights at least 0")
     return params
 

@@ -19,7 +19,7 @@ class Settings(BaseSettings):
 
     index_dir: Path = Field(Path("index"), description="index folder written by `semsearch index`")
     model_path: str | None = Field(None, description="sentence-transformers model folder; default: the packaged all-MiniLM-L6-v2")
-    fusion_method: Literal["rrf", "convex"] = Field("convex", description="how hybrid mode merges the two lists")
+    fusion_method: Literal["relevance", "rrf", "convex"] = Field("relevance", description="how hybrid mode orders what the two lists found: by the relevance shown (one score), or by fusing their ranks (rrf) or scaled scores (convex)")
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
     fusion_depth: int = Field(200, ge=1, description="how deep each list is read before fusing")
     dense_weight: float = Field(0.5, ge=0, description="weight of the dense list in hybrid mode")

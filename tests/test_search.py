@@ -241,3 +241,15 @@ def test_contractions_are_the_words_they_stand_for_in_passages_and_queries(tmp_p
     found = Searcher(store.load(tmp_path, model.name, model.dimension), model)
     hits = found.search(Query("why won't Moscow stop", mode="keyword", min_relevance=0))
     assert [h.passage.doc_id for h in hits] == ["war"]  # the tennis report shares no word with it now
+
+
+def test_hybrid_results_are_ordered_by_the_relevance_they_show(searcher):
+    """One score: relevance never rises down a hybrid ranking (dense and keyword keep their lists'
+    order and show the same relevance)."""
+    from indexer.questions import read_questions
+    from tests.test_questions import QUESTIONS
+
+    for question in read_questions(QUESTIONS / "questions.jsonl"):
+        hits = searcher.search(Query(question.text, k=20, min_relevance=0))
+        assert [h.score for h in hits] == [h.relevance for h in hits]
+        assert all(a.relevance >= b.relevance for a, b in zip(hits, hits[1:])), question.text
