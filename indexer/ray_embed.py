@@ -188,9 +188,9 @@ class RayEmbedding:
                              log_to_driver=False, configure_logging=True)
             except Exception as exc:  # noqa: BLE001 - connection refused, unknown address, version mismatch ...
                 raise RayUnavailable(f"cannot reach the Ray cluster at {address or 'a new local Ray'}: {exc}",
-                                     "start one (`ray start --head`) and pass the address it prints: --ray HOST:PORT; "
-                                     "a cluster with token authentication (Ray's default) also needs "
-                                     "RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from exc
+                                     "ray start --head  # then pass the address it prints: --ray HOST:PORT; a cluster "
+                                     "with token authentication (Ray's default) also needs RAY_AUTH_MODE=token and its "
+                                     "token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from exc
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the build shows its own
         context.print_on_execution_start = False

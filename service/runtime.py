@@ -59,7 +59,7 @@ class Runtime:
                                                   precision, shared=True)
             elif precision != "fp32":
                 raise ModelError(f"the torch backend runs fp32 only, and the index (or SEMSEARCH_PRECISION) asks for "
-                                 f"{precision}", "set SEMSEARCH_BACKEND=onnx")
+                                 f"{precision}", "unset SEMSEARCH_BACKEND  # onnx, the default, runs every precision")
             else:
                 runtime.encoder = Embedder(settings.model_path, backend=settings.backend,
                                            threads=settings.model_threads, spin=settings.model_spin)

@@ -5,6 +5,7 @@ note after '#' ignored by the shell), then checks that what failed now works."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -87,3 +88,17 @@ def test_a_full_disk_says_what_to_free_and_the_same_command_runs_again(articles,
     assert "MB are free now" in limited.stderr and "Traceback" not in limited.stderr
     run_fix(limited, tmp_path)
     assert cli("index", str(articles), "--out", str(index), "--check", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("setting", ["SEMSEARCH_PRECISION=int3", "SEMSEARCH_CPU_CLASS=pentium",
+                                     "SEMSEARCH_MODEL_PATH=/nowhere/model"])
+def test_a_bad_model_setting_names_the_line_that_undoes_it(articles, tmp_path, setting):
+    command = f"semsearch index {shlex.quote(str(articles))} --out {shlex.quote(str(tmp_path / 'index'))}"
+    env = {**SHELL_ENV}
+    env.pop("SEMSEARCH_MODEL_PATH")  # the packaged model: these settings are about it
+    failed = subprocess.run(f"export {setting}\n{command}", shell=True, cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300, executable="/bin/bash")
+    fix = fix_of(failed)
+    done = subprocess.run(f"export {setting}\n{fix}\n{command}", shell=True, cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, executable="/bin/bash")
+    assert done.returncode == 0 and "indexed 2 documents" in done.stdout, f"{fix}\n{done.stderr}"

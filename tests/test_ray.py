@@ -231,7 +231,7 @@ def test_an_unreachable_cluster_is_a_clear_error(tmp_path):
                        env={"SEMSEARCH_MODEL_PATH": "hashing"})
     assert result.returncode == 2  # as for any model or runtime that cannot be had
     assert "cannot reach the Ray cluster at 127.0.0.1:9" in result.stderr
-    assert "fix: start one (`ray start --head`)" in result.stderr and "RAY_AUTH_MODE=token" in result.stderr
+    assert "fix: ray start --head  # then pass the address" in result.stderr and "RAY_AUTH_MODE=token" in result.stderr
     assert not (tmp_path / "index").exists() or not (tmp_path / "index" / "CURRENT").exists()
 
 
