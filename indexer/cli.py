@@ -14,8 +14,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from indexer.errors import COLLAPSE, FACETS, GROUPS, MODES, SORTS, DocumentError, IndexUnavailable, ModelError, \
-    QueryError
+from indexer.errors import COLLAPSE, FACETS, GROUPS, MODES, SORTS, DocumentError, EngineUnreachable, \
+    IndexUnavailable, ModelError, QueryError
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
 DEFAULT_INDEX = os.environ.get("SEMSEARCH_INDEX_DIR", "index")
@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `semsearch search ... | head` stopped reading: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except EngineUnreachable as exc:  # the same command runs once the store answers again
+        print(f"semsearch: error: {exc.message}\n  fix: {rerun(argv)}  # once it answers: {exc.fix}", file=sys.stderr)
     except IndexUnavailable as exc:
         print(f"semsearch: error: {exc.message}\n  fix: {exc.fix}", file=sys.stderr)
     except ModelError as exc:

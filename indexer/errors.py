@@ -41,6 +41,11 @@ class IndexUnavailable(RuntimeError):
         self.fix = fix
 
 
+class EngineUnreachable(IndexUnavailable):
+    """The store the index lives in (a Milvus server, a Milvus Lite file another process holds)
+    does not answer now; fix says what to check, and the command itself runs once it answers."""
+
+
 class IndexDamaged(IndexUnavailable):
     """Files of a published index are missing, unreadable or fail their checksums: only a repair
     (never a fresh build, which would drop the documents ingested over HTTP) mends it."""

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,26 @@ def test_a_bad_model_setting_names_the_line_that_undoes_it(articles, tmp_path, s
     done = subprocess.run(f"export {setting}\n{fix}\n{command}", shell=True, cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300, executable="/bin/bash")
     assert done.returncode == 0 and "indexed 2 documents" in done.stdout, f"{fix}\n{done.stderr}"
+
+
+@pytest.mark.slow  # starts a Milvus Lite server
+def test_a_milvus_that_does_not_answer_names_the_command_to_run_once_it_does(articles, tmp_path):
+    from tests.conftest import free_port
+
+    port = free_port()
+    index = tmp_path / "index"
+    failed = cli("index", str(articles), "--out", str(index), "--engine", "milvus", "--milvus-uri",
+                 f"http://127.0.0.1:{port}", cwd=tmp_path)
+    assert "cannot be reached" in failed.stderr and "once it answers: check that Milvus is running" in failed.stderr
+    server = subprocess.Popen([str(BIN / "milvus-lite"), "server", "--data-dir", str(tmp_path / "milvus"), "--host",
+                               "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(60):  # until it listens
+            if subprocess.run(["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.5)
+        run_fix(failed, tmp_path)
+        assert "Harbour" in cli("search", "harbour", "--index", str(index), cwd=tmp_path).stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -41,7 +41,7 @@ import numpy as np
 from indexer import neardup
 from indexer.chunking import Passage
 from indexer.documents import Document, StoredDocument, content_hash
-from indexer.errors import fix_command
+from indexer.errors import EngineUnreachable, fix_command
 from indexer.engine import (ChangeSet, Damage, IndexDamaged, IndexReader, IndexUnavailable, KeptDocument,
                             LiveDocument, PreparedDocument, Selection, StoredPassage)
 from indexer.folder import read_record
@@ -100,11 +100,11 @@ def connect(uri: str, token: str | None):
                     time.sleep(0.5)  # a Milvus Lite server of this file may be stopping (a process closing it)
         else:
             if "://" not in uri and locked(Path(uri) / "LOCK"):
-                raise IndexUnavailable(f"the Milvus Lite file {uri} is open in another process (a running "
-                                       "`semsearch serve`?); Milvus Lite serves one process at a time",
-                                       "stop that process, send the change to it over HTTP, or use a Milvus "
-                                       "server (SEMSEARCH_MILVUS_URI=http://host:19530)") from exc
-            raise IndexUnavailable(f"Milvus at {uri} cannot be reached: {reason(exc)}", FIX) from exc
+                raise EngineUnreachable(f"the Milvus Lite file {uri} is open in another process (a running "
+                                        "`semsearch serve`?); Milvus Lite serves one process at a time",
+                                        "stop that process, send the change to it over HTTP, or use a Milvus "
+                                        "server (SEMSEARCH_MILVUS_URI=http://host:19530)") from exc
+            raise EngineUnreachable(f"Milvus at {uri} cannot be reached: {reason(exc)}", FIX) from exc
     return _clients[key]
 
 
@@ -233,7 +233,7 @@ class Milvus:
             raise
         except Exception as exc:
             if type(exc).__module__.startswith(("pymilvus", "grpc")):
-                raise IndexUnavailable(f"Milvus at {self.uri}: {method} failed: {reason(exc)}", FIX) from exc
+                raise EngineUnreachable(f"Milvus at {self.uri}: {method} failed: {reason(exc)}", FIX) from exc
             raise
 
     def load(self, name: str) -> None:
