@@ -189,17 +189,19 @@ def test_a_killed_driver_leaves_the_index_serving_and_the_next_run_reuses_its_ve
     assert semsearch("index", str(seeds_only), "--out", str(index)).returncode == 0
     before = (index / "CURRENT").read_text()
 
-    driver = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(folder), "--out", str(index),
-                               "--ray", cluster], cwd=ROOT, env={**os.environ, **TOKEN},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cached = 0
-    deadline = time.monotonic() + 240
-    while cached == 0 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-        cached = cached_rows(index)
-    driver.kill()
-    driver.wait()
-    assert cached > 0, "the driver finished or stalled before any vector came back"
+    said = tmp_path / "driver.log"
+    with open(said, "w") as log:
+        driver = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(folder), "--out", str(index),
+                                   "--ray", cluster], cwd=ROOT, env={**os.environ, **TOKEN},
+                                  stdout=log, stderr=subprocess.STDOUT)
+        cached = 0
+        deadline = time.monotonic() + 240
+        while cached == 0 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the vectors are in the cache only until the build publishes
+            cached = cached_rows(index)
+        driver.kill()
+        driver.wait()
+    assert cached > 0, f"the driver finished or stalled before any vector came back:\n{said.read_text()}"
     cached = cached_rows(index)
 
     assert (index / "CURRENT").read_text() == before  # nothing published: the seed index still serves
