@@ -187,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"semsearch: error: an index file in {index} cannot be read ({exc})\n  fix: semsearch repair "
                   f"{Path(index).absolute()}", file=sys.stderr)
     except KeyboardInterrupt:
-        print("semsearch: interrupted", file=sys.stderr)
+        writes = args.command in ("index", "repair", "follow", "move")
+        print("semsearch: interrupted" + ("; nothing half-done was published, the index in use is as it was, and "
+                                          "running the same command again goes on from where this one stopped "
+                                          "(the passages already embedded are kept)" if writes else ""),
+              file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: say so in one line; the traceback on request
         if os.environ.get("SEMSEARCH_DEBUG"):

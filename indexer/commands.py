@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from indexer.errors import DocumentError, IndexDamaged, QueryError, fix_command
+from indexer.progress import count
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ def run_index(args: argparse.Namespace) -> int:
         if damage.newer is not None:
             print(f"semsearch: warning: {damage.rolled_back(engine.current())}", file=sys.stderr)
         if not changes.stale:
-            print(f"index {args.out} is up to date with {args.seeds} ({changes.unchanged} documents)")
+            print(f"the index {args.out} is up to date with {args.seeds} ({count(changes.unchanged, 'document')})")
             return 0
         for label, ids in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)):
             if ids:
@@ -41,8 +42,8 @@ def run_index(args: argparse.Namespace) -> int:
     health = engine.writer().health()
     if not changes.stale and changes.unchanged and not args.force and health["chunker"] == chunker_fingerprint(model):
         passages = health["passages"]
-        print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {passages} passages")
-        print(f"index {args.out} is already up to date: nothing written")
+        print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {count(passages, 'passage')}")
+        print(f"the index {args.out} is already up to date: nothing written")
         return 0
     remote = ray_embedding(args, model) if args.ray is not None else None
     try:
@@ -55,12 +56,12 @@ def run_index(args: argparse.Namespace) -> int:
         print(done)
     c = summary.changes
     print(f"added {len(c.added)}, changed {len(c.changed)}, removed {len(c.removed)}, unchanged {c.unchanged}; "
-          f"embedded {summary.passages_embedded} of {summary.passages} passages in {summary.seconds:.1f}s")
+          f"embedded {summary.passages_embedded} of {count(summary.passages, 'passage')} in {summary.seconds:.1f}s")
     if summary.generation is None:
-        print(f"index {args.out} is already up to date: nothing written")
+        print(f"the index {args.out} is already up to date: nothing written")
     else:
-        print(f"indexed {summary.documents} documents, {summary.passages} passages, "
-              f"{summary.sentences} sentences -> {summary.generation}")
+        print(f"indexed {count(summary.documents, 'document')}, {count(summary.passages, 'passage')}, "
+              f"{count(summary.sentences, 'sentence')} -> {summary.generation}")
     return 0
 
 
@@ -89,7 +90,7 @@ def run_move(args: argparse.Namespace) -> int:
     source = engine_from_environment(root, model)
     target = engine_class(args.to)(root, model.name, model.dimension, **{k: v for k, v in options.items() if v})
     summary = move_index(root, model, source, target)
-    print(f"moved {summary.documents} documents, {summary.passages} passages from {current} to {args.to} "
+    print(f"moved {count(summary.documents, 'document')}, {count(summary.passages, 'passage')} from {current} to {args.to} "
           f"(embedded {summary.passages_embedded}) in {summary.seconds:.1f}s -> {summary.generation.name}")
     print(f"the {current} copy is left as it was; later commands on {root} use {args.to}")
     return 0
@@ -225,7 +226,6 @@ def run_follow(args: argparse.Namespace) -> int:
     from indexer.build import update_documents
     from indexer.feeds import poll
     from indexer.fetcher import FeedLimits
-    from indexer.progress import count
 
     root = Path(args.index)
     try:

@@ -17,6 +17,7 @@ from indexer.build import after_publish, chunker_fingerprint, prepare
 from indexer.embedding import TextModel
 from indexer.engine import ChangeSet, Damage, Engine, IndexDamaged
 from indexer.errors import fix_command
+from indexer.progress import count
 from indexer.folder import build_lock
 
 SHOWN = 20  # documents named in a message
@@ -83,7 +84,7 @@ def report(summary: RepairSummary, root: Path) -> list[str]:
     if damage.newer is not None:
         lines.append(f"CURRENT named a generation older than {damage.newer}, which is whole: the index now serves "
                      f"what {damage.newer} holds")
-    again = (f"{summary.recovered} documents of the damaged parts read back whole and indexed again "
+    again = (f"{count(summary.recovered, 'document')} of the damaged parts read back whole and indexed again "
              f"({summary.embedded} passages embedded, the rest reused)" if summary.recovered else
              "nothing had to be indexed again")
     lines.append(f"repaired {root}: {again}, in {summary.seconds:.1f}s -> {summary.generation}")

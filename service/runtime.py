@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from indexer.cpu import TABLE, UnknownClass, native, query_p50_ms, read_cpu
 from indexer.embedding import Embedder, ModelError, TextModel, choose_precision, light_model_for
 from indexer.engine import Engine, IndexUnavailable, built_with, open_engine
+from indexer.progress import count
 from indexer.search import Searcher
 from service.errors import ServiceUnavailable
 from service.settings import Settings
@@ -119,8 +120,9 @@ class Runtime:
             self.problem = None
             self.engine.release(index)
             counts = index.counts()
-            log.info("serving index generation %s (%d passages in %d segments)", index.generation,
-                     counts["passages"], counts.get("segments", 1))
+            held = count(counts["passages"], "passage") + (f" in {count(counts['segments'], 'segment')}"
+                                                          if counts.get("segments") else "")  # Milvus has none
+            log.info("serving index generation %s (%s)", index.generation, held)
             return index.generation
 
 

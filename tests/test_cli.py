@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -28,7 +29,7 @@ def test_index_then_search_from_the_terminal(tmp_path):
     (seeds / "photo.txt").write_bytes(bytes(range(256)) * 40)  # an image saved under a text name
     built = semsearch("index", str(seeds), "--out", str(tmp_path / "index"))
     assert built.returncode == 0, built.stderr
-    assert "indexed 1 documents, 12 passages" in built.stdout
+    assert "indexed 1 document, 12 passages" in built.stdout
     assert "notes.docx" in built.stderr and "unsupported" in built.stderr
     assert "skipping" in built.stderr and "photo.txt: it holds binary data, not text" in built.stderr
     assert not (tmp_path / "index" / "embeddings.sqlite").exists()  # emptied once published: no file left
@@ -178,7 +179,7 @@ def test_a_reindex_rebuilds_when_the_way_passages_are_cut_or_scored_changed(tmp_
     recorded = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**recorded, "chunker": "an-older-chunker"}))  # as an older version left it
     again = semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)
-    assert again.returncode == 0 and "indexed 1 documents" in again.stdout, again.stdout
+    assert again.returncode == 0 and "indexed 1 document," in again.stdout, again.stdout
     assert store.read_manifest(index)["chunker"] == recorded["chunker"]
 
 
@@ -221,3 +222,28 @@ def test_the_first_index_on_a_clean_cache_prints_only_its_own_lines(tmp_path):
     foreign = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("semsearch: ")]
     assert foreign == []
     assert [line.split(" ")[0] for line in result.stdout.splitlines()] == ["added", "indexed"]
+
+
+def test_counts_read_as_words_and_an_interrupted_build_says_what_it_left(tmp_path):
+    import signal
+
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    shutil.copy(SEED_FILE, seeds / SEED_FILE.name)
+    index = tmp_path / "index"
+    built = semsearch("index", str(seeds), "--out", str(index))
+    assert "indexed 1 document, 12 passages, 18 sentences" in built.stdout, built.stdout
+    again = semsearch("index", str(seeds), "--out", str(index))
+    assert f"the index {index} is already up to date" in again.stdout and "index index" not in again.stdout
+    before = (index / "CURRENT").read_text()
+    for n in range(40):  # about 1,500 passages: tens of seconds of embedding with the packaged model
+        (seeds / f"report-{n}.txt").write_text(f"Report {n}\n" + " ".join(
+            f"On day {day} of report {n} the harbour board met about tide number {day * n}." for day in range(400)))
+    running = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(seeds), "--out", str(index)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)  # loaded and embedding
+    running.send_signal(signal.SIGINT)
+    _, err = running.communicate(timeout=120)
+    assert running.returncode == 130, err
+    assert "the index in use is as it was" in err and "running the same command again" in err, err
+    assert (index / "CURRENT").read_text() == before

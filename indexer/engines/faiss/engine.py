@@ -14,6 +14,7 @@ from pathlib import Path
 from indexer.engines.faiss import damage, store
 from indexer.engines.faiss.dense import DenseParams
 from indexer.engine import Damage, IndexReader
+from indexer.progress import count
 from indexer.engines.faiss.merge import MergePolicy, merge_all
 from indexer.engines.faiss.segment import Segment
 from indexer.engines.faiss.segments import SegmentIndex, open_index
@@ -65,7 +66,7 @@ class FaissEngine:
 
     def maintain(self) -> list[str]:
         """Merge small segments as the policy asks (writes without the build lock, publishes with it)."""
-        return [f"merged {len(m.sources)} segments ({m.rows} passages) in {m.seconds:.1f}s"
+        return [f"merged {count(len(m.sources), 'segment')} ({count(m.rows, 'live passage')}) in {m.seconds:.1f}s"
                 for m in merge_all(self.writer(), self.policy)]
 
     def release(self, serving: IndexReader) -> None:
