@@ -72,8 +72,10 @@ def parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the HTTP API and search page")
     serve.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
-    serve.add_argument("--host", default=os.environ.get("SEMSEARCH_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("SEMSEARCH_PORT", "8000")))
+    serve.add_argument("--host", default=os.environ.get("SEMSEARCH_HOST", "127.0.0.1"),
+                       help="address to listen on (SEMSEARCH_HOST; default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("SEMSEARCH_PORT", "8000")),
+                       help="port to listen on (SEMSEARCH_PORT; default 8000)")
     serve.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     where(serve)
 
@@ -104,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
                              "loading the index here: much faster (default: SEMSEARCH_URL)")
 
     doctor = commands.add_parser(
-        "doctor", help="this CPU's class, the precision a new index gets and why, and how the index's runs here")
+        "doctor", help="this CPU's class, the precision a new index gets and why, and how the index's own precision runs here")
     doctor.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
     doctor.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     where(doctor)

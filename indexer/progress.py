@@ -13,8 +13,8 @@ LOG_EVERY = 10.0  # seconds between log lines when the output is not a terminal
 
 
 def count(number: int, noun: str) -> str:
-    """`1 feed`, `2 feeds`, `1,480 passages`."""
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+    """`1 feed`, `2 feeds`, `1480 passages` (plain digits, as the other figures on the line)."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 class BuildProgress:
