@@ -15,9 +15,15 @@ from indexer.progress import count
 
 def run_index(args: argparse.Namespace) -> int:
     from indexer.build import build_index, check, chunker_fingerprint
-    from indexer.documents import read_folder
+    from indexer.documents import holds_articles, read_folder
+    from indexer.engine import IndexUnavailable
 
     seeds, out = Path(args.seeds), Path(args.out)
+    elsewhere = fix_command("index", seeds, "--out", out.absolute().with_name(f"{out.absolute().name}-index"))
+    if out.exists() and not out.is_dir():
+        raise IndexUnavailable(f"{out} is a file; an index is a folder", elsewhere)
+    if holds_articles(out) and not any((out / name).exists() for name in ("engine.json", "CURRENT", "milvus.db")):
+        raise IndexUnavailable(f"{out} holds articles, not an index: an index needs a folder of its own", elsewhere)
     model = model_for_index(args.model, args.precision, out)
     folder = list(read_folder(seeds))
     engine = engine_from_environment(out, model)

@@ -30,6 +30,12 @@ class Document:
     metadata: Metadata = Metadata()
 
 
+def holds_articles(folder: Path) -> bool:
+    """Whether folder (or a folder in it) holds files `semsearch index` reads as articles."""
+    folder = Path(folder)
+    return folder.is_dir() and any(p.suffix.lower() in SUPPORTED_SUFFIXES and p.is_file() for p in folder.rglob("*"))
+
+
 def read_folder(folder: Path) -> Iterator[Document]:
     """Yield every readable document under folder, warning about files that are skipped."""
     folder = Path(folder)

@@ -246,6 +246,10 @@ def engine_kind(root: Path, kind: str | None = None, uri: str | None = None) -> 
     Milvus URI) differs from what the index records, and ValueError for an unknown kind."""
     if kind is not None:
         engine_class(kind)
+    if Path(root).exists() and not Path(root).is_dir():
+        raise IndexUnavailable(f"{root} is a file; an index is a folder",
+                               fix_command("index", "FOLDER", "--out", Path(f"{root}-index"),
+                                           note="FOLDER: the folder of your articles"))
     try:
         record = read_record(root)
     except ValueError as exc:

@@ -126,3 +126,15 @@ def test_a_milvus_that_does_not_answer_names_the_command_to_run_once_it_does(art
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_an_articles_folder_or_a_file_given_as_the_index_names_a_folder_of_its_own(articles, tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    for given in (articles, tmp_path / "notes.txt"):
+        wrong = cli("index", str(articles), "--out", str(given), cwd=tmp_path)
+        assert "an index needs a folder of its own" in wrong.stderr or "is a file" in wrong.stderr, wrong.stderr
+        run_fix(wrong, tmp_path)
+    assert not (articles / "engine.json").exists() and not (articles / "CURRENT").exists()  # nothing written there
+    served = cli("search", "harbour", "--index", str(articles), cwd=tmp_path)  # as `serve --index ~/news` did
+    assert f"--out {shlex.quote(str(articles.with_name(articles.name + '-index')))}" in served.stderr
+    assert "Harbour" in cli("search", "harbour", "--index", str(articles) + "-index", cwd=tmp_path).stdout

@@ -23,6 +23,7 @@ import numpy as np
 from indexer.engines.faiss import rowfile
 from indexer.engines.faiss.dense import DenseParams
 from indexer.engine import IndexDamaged, IndexUnavailable  # noqa: F401 (importers name them store.*)
+from indexer.documents import holds_articles
 from indexer.errors import fix_command
 from indexer.durable import flush_tree, make_folder, move_into_place, write_file
 from indexer.engines.faiss.integrity import checksums, first_mismatch, sha256_of
@@ -58,6 +59,8 @@ def rebuild_hint(root: Path) -> str:
     """The fix for an index that was never built (or was built for another model or format): right
     from any directory (the output path is absolute; `seeds` only where that folder is)."""
     out = Path(root).absolute()
+    if holds_articles(out):  # a folder of articles given as the index: index it into a folder of its own
+        return fix_command("index", out, "--out", out.with_name(f"{out.name}-index"))
     if Path("seeds").is_dir():
         return fix_command("index", Path("seeds"), "--out", out)
     return fix_command("index", "FOLDER", "--out", out, note="FOLDER: the folder of your articles")
