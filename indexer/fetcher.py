@@ -23,7 +23,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpcore
 
-from indexer.fetch_policy import FetchPolicy, Origin, Permit, Refused, Resolver, allowed_addresses
+from indexer.fetch_policy import FetchPolicy, Origin, Permit, Refused, Resolver, allowed_addresses, canonical_host
 
 REDIRECTS = (301, 302, 303, 307, 308)
 DEFAULT_MAX_DOCUMENT_CHARS = 200_000  # the longest article text kept, as POST /documents accepts
@@ -75,14 +75,17 @@ class Response:
 class GuardedBackend(httpcore.NetworkBackend):
     """The sockets of one request: connected only to addresses the policy allows, shut at the deadline."""
 
-    def __init__(self, any_address: bool, deadline: float, resolver: Resolver) -> None:
-        self.any_address, self.deadline, self.resolver = any_address, deadline, resolver
+    def __init__(self, permit: Permit, deadline: float, resolver: Resolver) -> None:
+        self.permit, self.any_address, self.deadline, self.resolver = permit, permit.any_address, deadline, resolver
         self.inner = httpcore.SyncBackend()
         self.sockets: list[socket.socket] = []
         self.expired = False
         self.lock = threading.Lock()
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        if (canonical_host(str(host)), int(port)) != (self.permit.origin.host, self.permit.origin.port):
+            # httpcore read the URL otherwise than the policy did: never connect where it did not look
+            raise Refused(f"{host}:{port} is not {self.permit.origin}, which the fetch policy allowed")
         addresses = self.resolve(host, port)
         failure: Exception | None = None
         for address in addresses:
@@ -169,7 +172,7 @@ class Fetcher:
 
     def hop(self, url: str, permit: Permit, headers: list, deadline: float):
         """One request on its own connection, with a watchdog at the deadline."""
-        backend = GuardedBackend(permit.any_address, deadline, self.resolver)
+        backend = GuardedBackend(permit, deadline, self.resolver)
         watchdog = threading.Timer(max(deadline - time.monotonic(), 0), backend.expire)
         watchdog.daemon = True
         watchdog.start()

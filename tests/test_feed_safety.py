@@ -251,3 +251,17 @@ def test_a_resolver_that_hangs_fails_the_request_at_its_deadline():
     with pytest.raises(FetchError, match="no whole answer within 1 s"):
         fetcher.get("http://slow-dns.example.org/a", origin_of("http://feeds.example.org/feed.xml"))
     assert time.monotonic() - started < 3
+
+
+def test_the_connection_goes_only_to_the_origin_the_policy_allowed():
+    """Should the HTTP library ever read a URL otherwise than the policy did, it still cannot
+    connect anywhere else: the socket layer checks the host and port it is asked for."""
+    from indexer.fetch_policy import Permit
+    from indexer.fetcher import GuardedBackend
+
+    backend = GuardedBackend(Permit(origin_of("http://127.0.0.1:9001/feed.xml"), True), time.monotonic() + 5,
+                             fake_resolver({}))
+    with pytest.raises(Refused, match="is not http://127.0.0.1:9001"):
+        backend.connect_tcp("127.0.0.1", 9002)
+    with pytest.raises(Refused):
+        backend.connect_tcp("localhost", 9001)
