@@ -31,9 +31,11 @@ class Document:
 
 
 def holds_articles(folder: Path) -> bool:
-    """Whether folder (or a folder in it) holds files `semsearch index` reads as articles."""
+    """Whether folder (or a folder in it) holds files `semsearch index` reads as articles (a README
+    that says what the folder is for is not one: the project's own index/ has one)."""
     folder = Path(folder)
-    return folder.is_dir() and any(p.suffix.lower() in SUPPORTED_SUFFIXES and p.is_file() for p in folder.rglob("*"))
+    return folder.is_dir() and any(p.suffix.lower() in SUPPORTED_SUFFIXES and p.stem.lower() != "readme" and p.is_file()
+                                   for p in folder.rglob("*"))
 
 
 def read_folder(folder: Path) -> Iterator[Document]:

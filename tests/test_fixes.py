@@ -138,3 +138,12 @@ def test_an_articles_folder_or_a_file_given_as_the_index_names_a_folder_of_its_o
     served = cli("search", "harbour", "--index", str(articles), cwd=tmp_path)  # as `serve --index ~/news` did
     assert f"--out {shlex.quote(str(articles.with_name(articles.name + '-index')))}" in served.stderr
     assert "Harbour" in cli("search", "harbour", "--index", str(articles) + "-index", cwd=tmp_path).stdout
+
+
+def test_a_folder_with_only_a_readme_is_a_place_for_an_index(articles, tmp_path):
+    """As the project's own index/ ships: a README saying what the folder is for, and no index yet."""
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "README.md").write_text("# index\nThe search index lives here once built.\n")
+    built = cli("index", str(articles), "--out", str(index), cwd=tmp_path)
+    assert built.returncode == 0 and "indexed 2 documents" in built.stdout, built.stderr
