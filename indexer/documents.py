@@ -34,8 +34,13 @@ def holds_articles(folder: Path) -> bool:
     """Whether folder (or a folder in it) holds files `semsearch index` reads as articles (a README
     that says what the folder is for is not one: the project's own index/ has one)."""
     folder = Path(folder)
-    return folder.is_dir() and any(p.suffix.lower() in SUPPORTED_SUFFIXES and p.stem.lower() != "readme" and p.is_file()
+    return folder.is_dir() and any(p.suffix.lower() in SUPPORTED_SUFFIXES and not skipped(p) and p.is_file()
                                    for p in folder.rglob("*"))
+
+
+def skipped(path: Path) -> bool:
+    """Files a folder's reading passes over: hidden ones and READMEs."""
+    return path.name.startswith(".") or path.name.lower().startswith("readme")
 
 
 def read_folder(folder: Path) -> Iterator[Document]:
@@ -45,10 +50,11 @@ def read_folder(folder: Path) -> Iterator[Document]:
         raise DocumentError(f"{folder} is a file: give the folder that holds it (every .txt, .md, .html and "
                             ".jsonl file under a folder is indexed)")
     if not folder.is_dir():
-        raise DocumentError(f"folder not found: {folder} (looked for in {Path.cwd()}); give the folder of "
-                            "articles to index, e.g. semsearch index seeds")
+        where = "" if folder.is_absolute() else f" (looked for in {Path.cwd()})"
+        raise DocumentError(f"folder not found: {folder}{where}; give the folder of articles to index, e.g. "
+                            "semsearch index seeds")
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.name.startswith(".") or path.name.lower().startswith("readme"):
+        if skipped(path):
             continue
         suffix = path.suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:

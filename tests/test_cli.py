@@ -247,3 +247,10 @@ def test_counts_read_as_words_and_an_interrupted_build_says_what_it_left(tmp_pat
     assert running.returncode == 130, err
     assert "the index in use is as it was" in err and "running the same command again" in err, err
     assert (index / "CURRENT").read_text() == before
+
+
+def test_a_missing_folder_says_where_it_was_looked_for_only_when_the_path_is_relative(tmp_path):
+    absolute = semsearch("index", str(tmp_path / "gone"), "--out", str(tmp_path / "index"))
+    assert f"folder not found: {tmp_path / 'gone'};" in absolute.stderr and "looked for in" not in absolute.stderr
+    relative = semsearch("index", "gone", "--out", str(tmp_path / "index"), cwd=tmp_path)
+    assert f"folder not found: gone (looked for in {tmp_path})" in relative.stderr
