@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from indexer.errors import COLLAPSE, FACETS, GROUPS, MODES, SORTS, DocumentError, EngineUnreachable, \
-    IndexUnavailable, ModelError, QueryError
+    IndexUnavailable, ModelError, QueryError, fix_command
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
 DEFAULT_INDEX = os.environ.get("SEMSEARCH_INDEX_DIR", "index")
@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         elif not isinstance(exc, sqlite3.Error):
             print(f"semsearch: error: {exc}", file=sys.stderr)
         else:  # an index file that cannot be read is damage, never a bug
-            print(f"semsearch: error: an index file in {index} cannot be read ({exc})\n  fix: semsearch repair "
-                  f"{Path(index).absolute()}", file=sys.stderr)
+            print(f"semsearch: error: an index file in {index} cannot be read ({exc})\n  fix: "
+                  f"{fix_command('repair', Path(index))}", file=sys.stderr)
     except KeyboardInterrupt:
         writes = args.command in ("index", "repair", "follow", "move")
         print("semsearch: interrupted" + ("; nothing half-done was published, the index in use is as it was, and "
@@ -223,7 +223,7 @@ def disk_full(index: Path, exc: Exception) -> str:
 
 def rerun(argv: list[str] | None) -> str:
     """The command the user ran, to run again as typed."""
-    return " ".join(shlex.quote(a) for a in ["semsearch", *(sys.argv[1:] if argv is None else argv)])
+    return shlex.join(["semsearch", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -194,7 +194,8 @@ class Fetcher:
             raise
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
                 httpcore.UnsupportedProtocol, OSError, UnicodeError) as exc:
-            if backend.expired:
+            if backend.expired or isinstance(exc, httpcore.TimeoutException):  # the watchdog, or a read timing
+                # out just before it (each read may wait as long as the whole request)
                 raise FetchError(f"{url}: no whole answer within {seconds:g} s (SEMSEARCH_FEED_TIMEOUT)") from None
             raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
         finally:
