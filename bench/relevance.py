@@ -22,9 +22,9 @@ off-topic query's best hit, classes weighted equally; the figures then use the f
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,8 @@ from indexer.build import build_from_documents, build_from_folder  # noqa: E402
 from indexer.embedding import light_model_for  # noqa: E402
 from indexer.onnx_encoder import PRECISIONS  # noqa: E402
 from indexer.questions import read_off_topic, read_questions  # noqa: E402
-from indexer.search import Query, RelevanceParams, Searcher  # noqa: E402
+from indexer.relevance import SHIPPED, RelevanceParams, base_name, fit, relevance_for  # noqa: E402
+from indexer.search import Query, Searcher  # noqa: E402
 
 OFF_TOPIC = ROOT / "tests" / "questions" / "off_topic.txt"
 QUESTIONS = ROOT / "tests" / "questions" / "questions.jsonl"
@@ -81,7 +82,7 @@ def scifact_evidence(searcher: Searcher, dataset: Path, split: str) -> np.ndarra
 
 def relevance(params: RelevanceParams, rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows).reshape(-1, 2)
-    return 1 / (1 + np.exp(-(params.bias + params.cosine_weight * rows[:, 0] + params.keyword_weight * rows[:, 1])))
+    return params.of(rows[:, 0], rows[:, 1])
 
 
 def figures(params: RelevanceParams, floor: float, off_topic: dict[str, list[np.ndarray]],
@@ -96,23 +97,14 @@ def figures(params: RelevanceParams, floor: float, off_topic: dict[str, list[np.
     return report
 
 
-def fit(positives: np.ndarray, negatives: np.ndarray, params: RelevanceParams) -> RelevanceParams:
-    """Logistic regression of positive against negative evidence, classes weighted equally."""
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.vstack([positives, negatives])
-    y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
-    model = LogisticRegression(class_weight="balanced", C=10.0).fit(x, y)
-    return replace(params, bias=round(float(model.intercept_[0]), 2), cosine_weight=round(float(model.coef_[0, 0]), 2),
-                   keyword_weight=round(float(model.coef_[0, 1]), 2))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scifact", type=Path, required=True)
     parser.add_argument("--index", type=Path, required=True, help="SciFact's index (built there when absent)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    parser.add_argument("--fit", action="store_true", help="refit the weights (needs scikit-learn)")
+    parser.add_argument("--fit", action="store_true", help="refit the weights")
+    parser.add_argument("--ship", action="store_true", help="with --fit: write them into indexer/relevance.json "
+                                                             "as the model's shipped weights")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     model = light_model_for(None, precision=args.precision)
@@ -129,14 +121,19 @@ def main() -> None:
         off_topic = {"news": off_topic_evidence(news, queries), "scifact": off_topic_evidence(scifact, queries)}
         real = {"questions": question_evidence(news), "scifact_test": scifact_evidence(scifact, args.scifact, "test")}
     off_topic["both"] = off_topic["news"] + off_topic["scifact"]
-    params = RelevanceParams()
+    params = relevance_for(model.name)[0]
     report: dict = {"model": model.name, "off_topic_queries": len(queries),
                     "answered_in_10": {name: len(rows) for name, rows in real.items()}}
     if args.fit:
         current = params
         best = np.array([rows[np.argmax(relevance(current, rows))] for rows in off_topic["both"] if len(rows)])
         params = fit(scifact_evidence(scifact, args.scifact, "train"), best, params)
-    report["params"] = asdict(params)
+        if args.ship:
+            shipped = json.loads(SHIPPED.read_text())
+            shipped[base_name(model.name)] = {**params.record(), "fitted_on": "SciFact train's judged answers against "
+                                              "the off-topic queries' best hits (bench/relevance.py --fit)"}
+            SHIPPED.write_text(json.dumps(shipped, indent=2) + "\n")
+    report["params"] = params.record()
     report["by_floor"] = {str(floor): figures(params, floor, off_topic, real) for floor in FLOORS}
     report["no_strong_match"] = {name: figures(params, params.strong, {name: rows}, {})[f"off_topic_{name}_no_result"]
                                  for name, rows in off_topic.items()}

@@ -129,6 +129,20 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     where(show)
 
+    calibrate = commands.add_parser(
+        "calibrate", help="fit the relevance (its grades and \"no good match\") to the index's model and articles",
+        description="Fit the relevance weights from questions whose answers the index holds and queries it has "
+                    "no answer for, and keep them in the index folder (relevance.json), where searches, the "
+                    "service and the page use them in place of the shipped ones. Needed for a model other "
+                    "than the packaged one; useful for a corpus unlike news.")
+    calibrate.add_argument("questions", help="question file: JSON Lines of question, doc_id and answers "
+                                             "(as for `semsearch eval`)")
+    calibrate.add_argument("--off-topic", required=True, metavar="FILE",
+                           help="queries the index has no answer for, one per line")
+    calibrate.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
+    calibrate.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    where(calibrate)
+
     evaluate = commands.add_parser(
         "eval", help="score every retrieval mode on a BEIR-format dataset, or an index on your own questions",
         description="A BEIR folder: nDCG@10, Recall@100 and MRR@10 per mode. A question file (JSON Lines of "

@@ -314,7 +314,7 @@ def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:
     from indexer.search import Query, Searcher, hit_record
 
     model = model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, Path(args.index))
-    searcher = Searcher(engine_from_environment(Path(args.index), model).reader(), model, fusion_from_environment())
+    searcher = searcher_here(Path(args.index), model)
     answer = searcher.answer(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact,
                                    published_after=args.after, published_before=args.before,
                                    outlets=tuple(args.outlet), authors=tuple(args.author),
@@ -324,6 +324,37 @@ def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:
                                    group=args.group))
     return {"query": args.query, "results": [hit_record(h) for h in answer.hits], "facets": answer.facets,
             "no_good_match": answer.no_good_match}
+
+
+def searcher_here(index: Path, model):
+    """A searcher of the index folder with the relevance weights for it (its calibration, else
+    the shipped ones); a calibration that cannot be used is said on stderr."""
+    from indexer.relevance import relevance_for
+    from indexer.search import Searcher
+
+    relevance, warning = relevance_for(model.name, index)
+    if warning:
+        print(f"semsearch: warning: {warning}", file=sys.stderr)
+    return Searcher(engine_from_environment(index, model).reader(), model, fusion_from_environment(), relevance)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Fit the relevance weights on the index and keep them in its folder."""
+    from indexer import relevance
+    from indexer.questions import read_off_topic, read_questions
+
+    index = Path(args.index)
+    questions, off_topic = read_questions(Path(args.questions)), read_off_topic(Path(args.off_topic))
+    model = model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, index)
+    searcher = searcher_here(index, model)
+    try:
+        found = relevance.calibrate(searcher, questions, off_topic)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from exc
+    path = relevance.save(found, index, model.name, Path(args.questions), Path(args.off_topic))
+    print("\n".join([*found.lines(), f"wrote {path}: searches of {index} use these weights from now on "
+                     f"(a running service within its reload interval); delete the file to go back"]))
+    return 0
 
 
 def model_for_index(model_path: str | None, precision: str | None, root: Path | None):
@@ -415,7 +446,6 @@ def eval_questions(args: argparse.Namespace) -> dict:
     from indexer.build import build_from_documents
     from indexer.documents import read_folder
     from indexer.questions import evaluate_questions, format_report, read_questions
-    from indexer.search import Searcher
 
     questions = read_questions(Path(args.dataset))
     with tempfile.TemporaryDirectory(prefix="semsearch-questions-") as scratch:
@@ -425,8 +455,7 @@ def eval_questions(args: argparse.Namespace) -> dict:
             documents = [d for folder in args.documents for d in read_folder(Path(folder))]
             engine = engine_from_environment(index, model)
             build_from_documents(documents, index, model, origin=", ".join(args.documents), engine=engine)
-        engine = engine_from_environment(index, model)
-        searcher = Searcher(engine.reader(), model, fusion_from_environment())
+        searcher = searcher_here(index, model)
         report = evaluate_questions(searcher, questions, Path(args.dataset))
     print(format_report(report))
     return report

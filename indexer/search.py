@@ -27,6 +27,7 @@ from indexer.errors import (  # noqa: F401 (importers name them here)
     QueryError,
 )
 from indexer.metadata import NO_DATE, Filters, Metadata, time_bound
+from indexer.relevance import RelevanceParams, relevance_for
 
 FACET_VALUES = 20  # the most frequent values each facet lists
 # From this many passages, hybrid mode computes its two lists at once (on a small index the
@@ -86,7 +87,7 @@ FUSION_METHODS = ("relevance", "rrf", "convex")
 class FusionParams:
     """How hybrid mode orders the passages the dense and keyword lists found, each read to `depth`.
 
-    relevance (the default): by the relevance each is shown with (RelevanceParams), so order and
+    relevance (the default): by the relevance each is shown with (indexer/relevance.py), so order and
     grade never disagree; rrf: sum of weight / (rrf_k + rank); convex: sum of weight * score
     min-max scaled per list (the weights are rrf's and convex's only).
     """
@@ -98,31 +99,6 @@ class FusionParams:
     depth: int = 200
     dense_weight: float = 0.5
     keyword_weight: float = 0.5
-
-
-@dataclass(frozen=True)
-class RelevanceParams:
-    """An absolute relevance in [0, 1] that means the same across queries, from the evidence the
-    ranking already has:
-
-        relevance = sigmoid(bias + cosine_weight * cosine + keyword_weight * keyword)
-
-    cosine: the passage's dense similarity to the query; keyword: the share of the query's keyword
-    weight it holds (its BM25 score over the sum of the query terms' idf, a term found nowhere
-    counting at the highest idf). The weights are a logistic regression of SciFact train's judged
-    answers against the best hits of off-topic queries; a hit's `match` is strong from `strong`,
-    weak from `weak` (the default min_relevance), else none. How they were chosen, and what they
-    keep and leave out: docs/benchmarks.md, "No good match" (bench/relevance.py --fit).
-    Cosines differ from model to model, so the floor applies by default only to the models the
-    weights were fitted for (at every precision); with another model min_relevance defaults to 0.
-    """
-
-    models: tuple[str, ...] = ("sentence-transformers/all-MiniLM-L6-v2",)
-    bias: float = -8.18
-    cosine_weight: float = 17.16
-    keyword_weight: float = 8.62
-    strong: float = 0.5
-    weak: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -234,7 +210,8 @@ class Searcher:
     """
 
     def __init__(self, index: IndexReader, embedder: TextModel, fusion: FusionParams = FusionParams(),
-                 relevance: RelevanceParams = RelevanceParams()) -> None:
+                 relevance: RelevanceParams | None = None) -> None:
+        """relevance: its weights (None: the shipped ones for the embedder's model, indexer/relevance.py)."""
         import faiss
 
         faiss.omp_set_num_threads(1)  # one query is tiny; threads only fight concurrent requests
@@ -242,9 +219,8 @@ class Searcher:
         self.index = index
         self.embedder = embedder
         self.fusion = fusion
-        self.relevance = relevance
-        # The default floor: the weak grade's for a model the relevance was fitted for, else none.
-        self.floor = relevance.weak if embedder.name.split("@")[0] in relevance.models else 0.0
+        self.relevance = relevance if relevance is not None else relevance_for(embedder.name)[0]
+        self.floor = self.relevance.floor  # the weak grade's when fitted for the model, else none
         self.analyzer = keyword.Analyzer()
         self.embed_query = lru_cache(maxsize=1024)(embedder.embed_query)
         self.lists_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dense-list")
@@ -391,8 +367,7 @@ class Searcher:
         return cosines, np.minimum(keyword / keyword_total, 1.0) if keyword_total > 0 else keyword * 0
 
     def relevance_of(self, cosines: np.ndarray, shares: np.ndarray) -> np.ndarray:
-        p = self.relevance
-        return 1 / (1 + np.exp(-(p.bias + p.cosine_weight * cosines + p.keyword_weight * shares)))
+        return self.relevance.of(cosines, shares)
 
     def grade(self, relevance: float) -> str:
         return "strong" if relevance >= self.relevance.strong else "weak" if relevance >= self.relevance.weak else "none"

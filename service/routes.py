@@ -102,6 +102,7 @@ async def readyz(request: Request) -> JSONResponse:
                          "model": index.manifest["model"]["name"], "passages": index.manifest["passages"],
                          "documents": index.manifest["documents"], "segments": len(index.manifest["segments"]),
                          "built_at": index.manifest["built_at"], "arithmetic": runtime.arithmetic,
+                         "relevance": runtime.relevance_state(),
                          **({"feeds": runtime.feeds} if runtime.feeds is not None else {})})
 
 

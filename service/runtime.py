@@ -11,6 +11,7 @@ from indexer.cpu import TABLE, UnknownClass, native, query_p50_ms, read_cpu
 from indexer.embedding import Embedder, ModelError, TextModel, choose_precision, light_model_for
 from indexer.engine import Engine, IndexUnavailable, built_with, open_engine
 from indexer.progress import count
+from indexer.relevance import CALIBRATION, RelevanceParams, not_fitted_notice, relevance_for
 from indexer.search import Searcher
 from service.errors import ServiceUnavailable
 from service.settings import Settings
@@ -35,6 +36,7 @@ class Runtime:
     merge_wanted: threading.Event = field(default_factory=threading.Event)
     arithmetic: dict | None = None  # the precision on this CPU: native or emulated, measured (for /readyz)
     feeds: dict | None = None  # with SEMSEARCH_FEEDS: what the follower has done (for /readyz and /metrics)
+    calibration: tuple | None = None  # the index folder's calibration file as last read (mtime, size)
 
     @classmethod
     def start(cls, settings: Settings) -> "Runtime":
@@ -102,6 +104,8 @@ class Runtime:
             if self.outage is not None:
                 log.info("index engine reachable again")
                 self.outage = None
+            if self.searcher is not None and self.calibration != self.calibration_stamp():
+                self.searcher = self.searcher_for(self.searcher.index)  # `semsearch calibrate` refitted it
             if wanted is not None and wanted in (self.generation, self.failed_generation):
                 return self.generation  # generations never change once written: no need to retry
             try:
@@ -116,7 +120,7 @@ class Runtime:
                               wanted, self.generation, exc.message, exc.fix)
                 self.failed_generation = wanted
                 return self.generation
-            self.searcher = Searcher(index, self.encoder, self.settings.fusion())
+            self.searcher = self.searcher_for(index)
             self.problem = None
             self.engine.release(index)
             counts = index.counts()
@@ -124,6 +128,37 @@ class Runtime:
                                                           if counts.get("segments") else "")  # Milvus has none
             log.info("serving index generation %s (%s)", index.generation, held)
             return index.generation
+
+    def calibration_stamp(self) -> tuple | None:
+        try:
+            found = (self.settings.index_dir / CALIBRATION).stat()
+        except OSError:
+            return None
+        return found.st_mtime_ns, found.st_size
+
+    def searcher_for(self, index) -> Searcher:
+        """A searcher of the index with the relevance weights for the model (the index folder's
+        calibration, else the shipped ones); says in the log when they are not fitted."""
+        previous = self.searcher.relevance if self.searcher is not None else None
+        self.calibration = self.calibration_stamp()
+        relevance, warning = relevance_for(self.encoder.name, self.settings.index_dir)
+        if warning:
+            log.warning("%s", warning)
+        if previous is None or previous != relevance:
+            if relevance.fitted:
+                log.info("relevance weights: %s", "shipped for the model" if relevance.fitted == "packaged"
+                         else relevance.fitted)
+            else:
+                log.warning("%s", not_fitted_notice(self.encoder.name))
+        return Searcher(index, self.encoder, self.settings.fusion(), relevance)
+
+    def relevance_state(self) -> dict | None:
+        """For /readyz: whether the relevance is fitted for the model, and by what."""
+        if self.searcher is None:
+            return None
+        relevance: RelevanceParams = self.searcher.relevance
+        return {"fitted": relevance.fitted is not None, "weights": relevance.fitted, "floor": self.searcher.floor,
+                **({} if relevance.fitted else {"notice": not_fitted_notice(self.encoder.name)})}
 
 
 def arithmetic(precision: str, encoder: TextModel) -> dict:

@@ -6,7 +6,9 @@ import json
 import os
 import re
 import shutil
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +248,45 @@ def test_a_timeline_of_matches_per_month_narrows_the_search_to_a_month(browser, 
         assert page.locator("#timeline svg a").count() == 1
         assert console_errors == []  # drawn by the page's own code, within its Content-Security-Policy
         page.close()
+
+
+def test_a_relevance_not_fitted_for_the_model_is_said_until_calibrated(browser, faiss_folder_index, tmp_path):
+    """The stand-in encoder has no shipped weights: /readyz, the log and the page say so, every hit
+    is kept; `semsearch calibrate` fits them into the index folder and the running service takes
+    them up by itself."""
+    import httpx
+
+    from tests.conftest import STAND_IN
+    from tests.test_cli import semsearch
+
+    _, index = faiss_folder_index
+    process, url = start_server(index, env=STAND_IN)
+    try:
+        relevance = httpx.get(url + "/readyz").json()["relevance"]
+        assert relevance["fitted"] is False and relevance["floor"] == 0 and "semsearch calibrate" in relevance["notice"]
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.locator("#notice", has_text="not fitted").wait_for(timeout=15000)
+        unfitted = httpx.get(url + "/search", params={"q": "zorkmid quux flibbertigibbet"}).json()
+        assert unfitted["results"] and unfitted["no_good_match"] is False
+        questions, off_topic = tmp_path / "questions.jsonl", tmp_path / "off_topic.txt"
+        questions.write_text('{"question": "when did the harbour reopen", "doc_id": "harbour", "answers": ["reopened"]}\n'
+                             '{"question": "what will the new dam power", "doc_id": "dam", "answers": ["the valley"]}\n')
+        off_topic.write_text("zorkmid quux flibbertigibbet\nchocolate cake recipe\nbest running shoes\n")
+        done = semsearch("calibrate", str(questions), "--off-topic", str(off_topic), "--index", str(index), env=STAND_IN)
+        assert done.returncode == 0, done.stderr
+        assert "fitted on 2 of 2 questions" in done.stdout and (index / "relevance.json").is_file()
+        deadline = time.monotonic() + 20
+        while not (relevance := httpx.get(url + "/readyz").json()["relevance"])["fitted"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert relevance["weights"] == str(index / "relevance.json") and "notice" not in relevance
+        assert httpx.get(url + "/search", params={"q": "zorkmid quux flibbertigibbet"}).json()["no_good_match"] is True
+        assert httpx.get(url + "/search", params={"q": "when did the harbour reopen"}).json()["results"]
+        page.reload()
+        page.locator("#q").wait_for(timeout=15000)
+        page.wait_for_timeout(500)  # the notice would show once /readyz answers
+        assert page.locator("#notice").is_hidden()
+        page.close()
+        assert "relevance is not fitted for the model" in Path(process.log_path).read_text()
+    finally:
+        stop_server(process)

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from indexer.engines.faiss import store
 from indexer.build import build_from_folder
 from indexer.questions import read_off_topic, read_questions
-from indexer.search import Query, RelevanceParams, Searcher
+from indexer.relevance import CALIBRATION, RelevanceParams, relevance_for
+from indexer.search import Query, Searcher
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import SEEDS, STAND_IN
@@ -71,7 +72,7 @@ def test_a_filter_that_rules_out_the_only_answer_says_so(news):
 def test_relevance_is_one_scale_whatever_the_mode_or_page(news):
     """Both lists feed the relevance in every mode, so a passage's relevance does not depend on
     how the page was ranked, and grades follow the documented thresholds."""
-    params = RelevanceParams()
+    params = news.relevance
     by_mode = {mode: {h.passage.passage_id: h.relevance for h in
                       news.search(Query("how old is the bridge", k=50, mode=mode, min_relevance=0))}
                for mode in ("hybrid", "dense", "keyword")}
@@ -114,6 +115,23 @@ def test_the_api_and_the_command_line_say_no_good_match(news_index):
     assert refused.returncode == 2 and "between 0 and 1" in refused.stderr
 
 
+def test_the_weights_come_from_the_index_calibration_else_the_shipped_ones(tmp_path):
+    packaged, warning = relevance_for("sentence-transformers/all-MiniLM-L6-v2@int8-static-a889e78e", tmp_path)
+    assert packaged.fitted == "packaged" and packaged.floor == packaged.weak and warning is None
+    other, _ = relevance_for("hashing", tmp_path)
+    assert other.fitted is None and other.floor == 0
+    (tmp_path / CALIBRATION).write_text(json.dumps({"model": "hashing", "bias": -3, "cosine_weight": 9,
+                                                    "keyword_weight": 4, "strong": 0.6, "weak": 0.2}))
+    calibrated, warning = relevance_for("hashing", tmp_path)
+    assert calibrated == RelevanceParams(-3, 9, 4, 0.6, 0.2, fitted=str(tmp_path / CALIBRATION)) and warning is None
+    for broken, said in (('{"model": "another/model", "bias": 1, "cosine_weight": 1, "keyword_weight": 1, "strong": 1, '
+                          '"weak": 1}', "fitted for the model 'another/model'"),
+                         ('{"model": "hashing", "bias": "high"}', "need numbers"), ("{not json", "cannot be read")):
+        (tmp_path / CALIBRATION).write_text(broken)
+        params, warning = relevance_for("hashing", tmp_path)
+        assert params.fitted is None and said in warning and "semsearch calibrate" in warning
+
+
 def test_a_model_the_relevance_was_not_fitted_for_keeps_every_hit(folder_index):
     """The weights fit the packaged model's cosines; with another model (the stand-in here) the
     floor is 0 unless asked, and results still carry a relevance and a grade."""
@@ -132,7 +150,7 @@ def test_results_by_article_show_each_article_once_with_its_next_best_passages(n
         assert lead.passage.passage_id == same[0].passage.passage_id
         best = sorted(same[1:], key=lambda h: -h.relevance)[:2]
         assert [m.passage.passage_id for m in lead.more] == [h.passage.passage_id for h in best]
-        assert all(m.highlight.text and m.relevance >= RelevanceParams().weak for m in lead.more)
+        assert all(m.highlight.text and m.relevance >= news.relevance.weak for m in lead.more)
     assert grouped[0].passage.doc_id == "heatwave-power-grid" and len(grouped[0].more) == 2
     assert len(news.search(Query("heatwave power demand and the grid", k=1, group="article"))) == 1  # k counts articles
 

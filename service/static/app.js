@@ -12,6 +12,7 @@ const before = document.getElementById("before");
 const filtersLine = document.getElementById("filters");
 const facetsPanel = document.getElementById("facets");
 const timeline = document.getElementById("timeline");
+const notice = document.getElementById("notice");
 const SVG = "http://www.w3.org/2000/svg";
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 let outlets = []; // outlets chosen from the facet links (or a shared link)
@@ -271,6 +272,15 @@ form.addEventListener("submit", (event) => {
   go();
 });
 for (const control of [after, before]) control.addEventListener("change", go);
+
+// What the reader should know about every answer: a relevance not fitted for the model grades nothing.
+fetch("/readyz").then((response) => response.json()).then((body) => {
+  if (body.relevance && !body.relevance.fitted) {
+    notice.textContent = "Relevance is not fitted for this model: every result is shown, however weak, " +
+      "and \u201cno good match\u201d is never said. Run `semsearch calibrate` to fit it.";
+    notice.hidden = false;
+  }
+}).catch(() => {});
 
 const initial = new URLSearchParams(location.search);
 if (initial.get("mode")) mode.value = initial.get("mode");
