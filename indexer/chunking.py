@@ -16,6 +16,8 @@ SMALL_WORDS = {"a", "an", "the", "and", "or", "but", "nor", "for", "of", "in", "
 ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "inc", "ltd",
                  "co", "corp", "gen", "gov", "sen", "rep", "no", "fig", "al", "approx", "dept"}
 CLOSERS = "\"'”’)]»"
+# An interviewer's question, on a line of its own before the answer, is at most this many words.
+QUESTION_WORDS = 30
 # Page furniture a scraped article carries between its paragraphs: links to other articles, ads,
 # sharing and sign-up prompts, copyright, bylines and datelines. A short line with one of these is
 # never a heading (sentence-case headings are told from furniture by this, not by their case).
@@ -105,6 +107,25 @@ def is_heading(line: Line, following: Line | None) -> bool:
     return is_title_case(line.text) or (following is not None and not is_short_fragment(following.text))
 
 
+def is_question(text: str) -> bool:
+    return text.rstrip().rstrip(CLOSERS).endswith("?")
+
+
+def interview_questions(lines: list[Line], block_mode: bool) -> set[int]:
+    """The lines that are an interviewer's questions (a Q&A, an explainer's "What happens next?"):
+    a question of a few words standing alone, followed by a paragraph that is not one. They
+    head the answer below them, as a section heading does, so the answer is found by the
+    question's words and meaning; a single such line in an article is just a sentence."""
+    found = set()
+    for index in range(1, len(lines) - 1):  # the first line is the title or the standfirst
+        line, answer = lines[index], lines[index + 1]
+        alone = (line.after_blank and answer.after_blank) if block_mode else ends_sentence(lines[index - 1].text)
+        if (alone and is_question(line.text) and len(line.text.split()) <= QUESTION_WORDS
+                and not is_question(answer.text) and not is_short_fragment(answer.text)):
+            found.add(index)
+    return found if len(found) >= 2 else set()
+
+
 def continues(previous: Line, line: Line, block_mode: bool) -> bool:
     """Whether line is the rest of the paragraph that previous started."""
     if line.after_blank or line.text.startswith("#"):
@@ -175,10 +196,13 @@ def paragraphs(document: Document) -> list[tuple[str, int, int]]:
     found: list[tuple[str, int, int]] = []
     section = ""
     previous_body: Line | None = None
+    questions = interview_questions(lines, block_mode)
     for index, line in enumerate(lines):
         if index == 0 and line.text.lstrip("#").strip() == document.title:
             continue  # the title line: searchable through every passage's context instead
-        if previous_body is not None and continues(previous_body, line, block_mode):
+        if index in questions:
+            section, previous_body = line.text, None
+        elif previous_body is not None and continues(previous_body, line, block_mode):
             found[-1] = (found[-1][0], found[-1][1], line.end)
             previous_body = line
         elif broken_before(lines, index):

@@ -78,6 +78,39 @@ def test_sentence_case_headings_become_sections_and_page_furniture_does_not(arti
             assert not any(line in passage.text for line in furniture), passage.text
 
 
+INTERVIEW = """Lighthouse keeper on forty winters at the point
+Marta Keel has kept the Skerry Point light since 1985. We asked her about the job.
+Do you ever get lonely out there?
+Less than people think. The supply boat comes every Tuesday, and the radio is never quiet for long.
+What was the worst storm?
+January 1998. The waves broke over the lamp room, and we lost power for two days.
+We kept the backup lamp going by hand, turning it every four hours.
+"""
+
+
+@pytest.mark.parametrize("between", ["\n", "\n\n"])
+def test_an_interviewers_questions_head_their_answers(between):
+    """A Q&A's question lines are the section of the answer below them (found by the question's
+    words), never passages of their own, with lines or blank lines between paragraphs."""
+    text = between.join(INTERVIEW.strip().split("\n"))
+    document = parse_text(text, "keeper", "keeper.txt")
+    passages = chunk_document(document, word_spans, 200)
+    by_section: dict[str, list[str]] = {}
+    for p in passages:
+        by_section.setdefault(p.section, []).append(p.text[:13])
+    assert by_section["Do you ever get lonely out there?"] == ["Less than peo"]
+    assert by_section["What was the worst storm?"] == ["January 1998.", "We kept the b"]  # an answer of two paragraphs
+    assert not any(p.text.endswith("?") for p in passages)
+    assert passages[0].section == "" and passages[0].text.startswith("Marta Keel")
+
+
+def test_a_lone_question_in_an_article_is_a_sentence_not_a_heading():
+    text = ("Harbour fees rise again\nThe harbour board raised mooring fees by 9 per cent on Monday.\n"
+            "Who pays in the end?\nMostly the small fishing boats, which pay by the metre.\n")
+    passages = chunk_document(parse_text(text, "fees", "fees.txt"), word_spans, 200)
+    assert {p.section for p in passages} == {""} and any(p.text == "Who pays in the end?" for p in passages)
+
+
 def test_paragraph_broken_across_lines_is_joined(seed_passages):
     joined = [p for p in seed_passages if "defense production," in p.text]
     assert len(joined) == 1
