@@ -168,3 +168,23 @@ def test_results_by_article_over_http_and_in_the_terminal(news_index):
         assert both.status_code == 200 and both.json()["results"][0]["more"] == []
     printed = semsearch("search", "bridge closure detour", "--index", str(news_index), "--group", "article", "-k", "1")
     assert printed.returncode == 0 and printed.stdout.startswith("1. ") and "\n   + [" in printed.stdout
+
+
+@pytest.mark.xdist_group("news-questions")
+def test_relevance_never_rises_down_a_hybrid_ranking_on_every_question(tmp_path_factory, embedder):
+    """One score orders hybrid results and grades them: on every question of the three sets (the
+    61, the news fit and test halves), over all their articles, a hit never shows more relevance
+    than the one above it."""
+    from indexer.build import build_from_documents
+    from indexer.documents import read_folder
+
+    folders = (SEEDS, QUESTIONS / "articles", QUESTIONS / "news" / "articles")
+    index = tmp_path_factory.mktemp("all-questions")
+    build_from_documents([d for folder in folders for d in read_folder(folder)], index, embedder, progress=False)
+    searcher = Searcher(store.load(index, embedder.name, embedder.dimension), embedder)
+    questions = [q for name in ("questions.jsonl", "news/fit.jsonl", "news/test.jsonl")
+                 for q in read_questions(QUESTIONS / name)]
+    assert len(questions) >= 290
+    for q in questions:
+        shown = [h.relevance for h in searcher.search(Query(q.text, k=50, min_relevance=0))]
+        assert shown == sorted(shown, reverse=True), q.text
