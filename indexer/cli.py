@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import logging
 import os
@@ -81,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="search the index from the terminal")
     search.add_argument("query")
-    search.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
+    search.add_argument("--index", help="index folder (default: index)")
     search.add_argument("-k", type=int, default=5, help="number of results, 1..50 (default: 5)")
     search.add_argument("--mode", choices=MODES, default="hybrid")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -163,6 +164,25 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def parse(top: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; an option a command does not have is refused by that command's own usage,
+    with the option it most likely meant ("--outlt": did you mean --outlet?)."""
+    command = next(action for action in top._actions if isinstance(action, argparse._SubParsersAction))
+    given = sys.argv[1:] if argv is None else argv
+    if given and not given[0].startswith("-") and given[0] not in command.choices:
+        guess = difflib.get_close_matches(given[0], list(command.choices), n=1)
+        top.error(f"unknown command {given[0]!r}" + (f" (did you mean {guess[0]}?)" if guess else "") +
+                  f"; the commands: {', '.join(command.choices)}")
+    args, unknown = top.parse_known_args(argv)
+    if unknown:
+        sub = command.choices[args.command]
+        flags = [flag for action in sub._actions for flag in action.option_strings]
+        guess = next((difflib.get_close_matches(word.split("=")[0], flags, n=1) for word in unknown
+                      if word.startswith("-")), [])
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" (did you mean {guess[0]}?)" if guess else ""))
+    return args
+
+
 def where(command: argparse.ArgumentParser) -> None:
     """The engine options every command that opens an index takes (the environment's otherwise)."""
     command.add_argument("--engine", choices=("faiss", "milvus"), help="index engine for a new index "
@@ -173,7 +193,7 @@ def where(command: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command, turning domain errors into one clear message and exit code."""
-    args = parser().parse_args(argv)
+    args = parse(parser(), argv)
     for flag, variable in (("engine", "SEMSEARCH_ENGINE"), ("milvus_uri", "SEMSEARCH_MILVUS_URI")):
         if getattr(args, flag, None):  # as the environment would: serve's workers and every engine read it
             os.environ[variable] = getattr(args, flag)

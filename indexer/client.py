@@ -17,8 +17,11 @@ from indexer.errors import IndexUnavailable, QueryError
 TIMEOUT = 30  # seconds: a search answers in milliseconds; this only bounds a stuck server
 
 
-NO_GOOD_MATCH = ("no good match: nothing in the index answers this well. Try fewer or other words, or drop a "
-                 "filter (--min-relevance 0 shows the closest passages anyway)")
+def no_good_match(searched: str, default: bool) -> str:
+    """What a search that found no good match says, naming what it searched."""
+    where = f"{searched} (the default; --index names another)" if default else searched
+    return (f"no good match: nothing in {where} answers this well. Try fewer or other words, or drop a filter "
+            f"(--min-relevance 0 shows the closest passages anyway)")
 
 
 class ServerUnreachable(OSError):
@@ -64,21 +67,25 @@ def format_record(record: dict, color: bool, further: bool = False) -> str:
     if further:  # the headline and source were given with the article's first passage
         where = " · ".join(str(part) for part in (record["section"], f"¶{record['paragraph']}") if part)
         return f"   + [{record['relevance']:.2f}{grade}] {where} [{start}:{record['end']}]\n     {body}\n"
+    copies = record.get("also_in") or ()  # collapse=story: where else the same story ran
+    outlets = list(dict.fromkeys(c.get("outlet") or c.get("source") for c in copies))
+    also = (f"   also in {len(outlets)} {'outlet' if len(outlets) == 1 else 'outlets'}: {', '.join(outlets)}\n"
+            if outlets else "")
     return (f"{record['rank']}. [{record['relevance']:.2f}{grade}] {where}\n   {record['source']} [{start}:{record['end']}]\n"
-            f"   {body}\n")
+            f"   {body}\n{also}")
 
 
-def print_answer(answer: dict, as_json: bool, color: bool) -> None:
-    """Print a search answer ({"query", "results", "no_good_match", "facets"?}) as JSON or as
-    terminal text."""
+def print_answer(answer: dict, as_json: bool, color: bool, searched: str, default: bool) -> None:
+    """Print a search answer ({"query", "results", "no_good_match", "facets"?}) as JSON (with the
+    index searched: its folder or the server) or as terminal text; default: the index was not named."""
     if as_json:
-        print(json.dumps({key: answer[key] for key in ("query", "results", "no_good_match", "facets")
-                          if answer.get(key) is not None}, indent=2, ensure_ascii=False))
+        print(json.dumps({**{key: answer[key] for key in ("query", "results", "no_good_match", "facets")
+                             if answer.get(key) is not None}, "index": searched}, indent=2, ensure_ascii=False))
         return
     for name, counts in (answer.get("facets") or {}).items():
         print(f"{name}: " + (", ".join(f"{c['value']} ({c['count']})" for c in counts) or "-"))
     if not answer["results"]:
-        print(NO_GOOD_MATCH if answer.get("no_good_match") else "no results on this page")
+        print(no_good_match(searched, default) if answer.get("no_good_match") else "no results on this page")
     elif all(r.get("match") == "weak" for r in answer["results"]):
         print("no strong match: these results are only loosely related\n")
     for record in answer["results"]:

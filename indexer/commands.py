@@ -193,12 +193,23 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from indexer.cli import DEFAULT_INDEX
     from indexer.client import print_answer
+    from indexer.metadata import time_bound
+
+    named, args.index = args.index is not None, args.index or DEFAULT_INDEX
 
     if not 1 <= args.k <= 50:
         raise QueryError("-k must be between 1 and 50")
     if args.min_relevance is not None and not 0 <= args.min_relevance <= 1:
         raise QueryError("--min-relevance must be between 0 and 1")
+    for flag, value in (("--after", args.after), ("--before", args.before)):
+        try:
+            if value is not None:
+                time_bound(value, flag == "--before")
+        except ValueError:
+            raise QueryError(f"{flag} must be an ISO 8601 date or date-time (2026-03-05 or 2026-03-05T14:00:00Z), "
+                             f"not {value!r}") from None
     facets = tuple(f.strip() for f in args.facets.split(",") if f.strip()) if args.facets else ()
     if args.url:  # a running server holds the model and the index already: no numpy, no loading here
         from indexer.client import search
@@ -211,7 +222,9 @@ def run_search(args: argparse.Namespace) -> int:
             "collapse": args.collapse, "min_relevance": args.min_relevance, "group": args.group})
     else:
         answer = search_here(args, facets)
-    print_answer(answer, args.json, color=sys.stdout.isatty() and not args.json)
+    searched = f"the index at {args.url}" if args.url else args.index.rstrip("/") + "/"
+    print_answer(answer, args.json, sys.stdout.isatty() and not args.json, searched,
+                 default=not args.url and not named)
     return 0
 
 

@@ -254,3 +254,20 @@ def test_a_missing_folder_says_where_it_was_looked_for_only_when_the_path_is_rel
     assert f"folder not found: {tmp_path / 'gone'};" in absolute.stderr and "looked for in" not in absolute.stderr
     relative = semsearch("index", "gone", "--out", str(tmp_path / "index"), cwd=tmp_path)
     assert f"folder not found: gone (looked for in {tmp_path})" in relative.stderr
+
+
+def test_a_mistyped_option_or_command_says_what_was_meant_in_the_commands_own_terms():
+    typo = semsearch("search", "flooding", "--outlt", "Coast Herald")
+    assert typo.returncode == 2 and typo.stderr.startswith("usage: semsearch search")
+    assert "unrecognized arguments: --outlt Coast Herald (did you mean --outlet?)" in typo.stderr
+    command = semsearch("serch", "flooding")
+    assert command.returncode == 2 and "unknown command 'serch' (did you mean search?)" in command.stderr
+    date = semsearch("search", "flooding", "--after", "yesterday")
+    assert date.returncode == 2 and "--after must be an ISO 8601 date" in date.stderr and "published_after" not in date.stderr
+
+
+def test_a_search_without_index_names_the_index_it_searched():
+    """The README's searches name no --index: the answer says which index it looked in."""
+    printed = semsearch("search", "flibbertigibbet zorkmid quux")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("no good match: nothing in index/ (the default; --index names another)")

@@ -4,6 +4,7 @@ article, returned with every result, over the command line and the HTTP API."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import httpx
@@ -399,3 +400,9 @@ def test_syndicated_copies_collapse_into_one_story_that_names_the_others(tmp_pat
     others = {(c["doc_id"], c["outlet"]) for c in leaders[0]["also_in"]}
     assert others == {(i, o) for i, o, _ in STORIES if i in copies - {leaders[0]["doc_id"]}}
     assert any(r["doc_id"] == "valley-grain" and r["also_in"] == [] for r in shown)  # same subject, other story
+    in_words = semsearch("search", "grain corridor deal extended", "--index", str(index), "-k", "10",
+                         "--collapse", "story", env=STAND_IN).stdout  # the terminal names them too
+    lead = next(i for i, o, _ in STORIES if i == leaders[0]["doc_id"])
+    outlets = sorted(o for i, o, _ in STORIES if i in copies - {lead})
+    assert re.search(r"also in 2 outlets: (.+)\n", in_words) and sorted(
+        re.search(r"also in 2 outlets: (.+)\n", in_words).group(1).split(", ")) == outlets

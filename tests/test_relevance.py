@@ -108,9 +108,10 @@ def test_the_api_and_the_command_line_say_no_good_match(news_index):
             assert client.post("/search", json={"q": "bridge", name: False if name == "min_relevance" else True}
                                ).status_code == 422
     printed = semsearch("search", NONSENSE, "--index", str(news_index))
-    assert printed.returncode == 0 and printed.stdout.startswith("no good match:") and "--min-relevance 0" in printed.stdout
+    assert printed.returncode == 0 and printed.stdout.startswith(f"no good match: nothing in {news_index}/ answers")
+    assert "--min-relevance 0" in printed.stdout
     as_json = json.loads(semsearch("search", NONSENSE, "--index", str(news_index), "--json").stdout)
-    assert as_json["no_good_match"] is True and as_json["results"] == []
+    assert as_json["no_good_match"] is True and as_json["results"] == [] and as_json["index"] == f"{news_index}/"
     refused = semsearch("search", "bridge", "--index", str(news_index), "--min-relevance", "2")
     assert refused.returncode == 2 and "between 0 and 1" in refused.stderr
 
