@@ -132,8 +132,8 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
     remote: where passages are embedded (default: here; indexer/ray_embed.py: a Ray cluster).
     prune=False refuses (PruneRefused, before writing) to remove more than half of the index's
     folder documents: pointing a reindex at the wrong folder must not empty a live index."""
-    started = time.perf_counter()
     with build_lock(root):
+        started = time.perf_counter()  # the build's own time, not a wait for another one
         engine = engine_of(root, embedder, engine)
         writer = engine.writer()
         wanted = wanted_documents(folder, writer)
@@ -344,8 +344,8 @@ def move_index(root: Path, embedder: TextModel, source: Engine, target: Engine,
     """Copy every document the source engine serves, with its origin and its vectors, into the
     target engine in one commit, and record the target as the index's engine. Passages are cut
     again with the code in use; only those whose input changed since the build are embedded."""
-    started = time.perf_counter()
     with build_lock(root):
+        started = time.perf_counter()
         reader = source.reader()
         total, listed = reader.document_ids(0, 0)
         _, listed = reader.document_ids(0, total)

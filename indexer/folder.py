@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -29,10 +33,18 @@ def sqlite_transaction(path: Path, durable: bool = False, wal: bool = True) -> I
 
 @contextmanager
 def build_lock(root: Path) -> Iterator[None]:
-    """One writer at a time per index folder, across processes (CLI, service, merges)."""
+    """One writer at a time per index folder, across processes (CLI, service, merges). A writer
+    that has to wait says so at once, and again when its turn comes."""
     Path(root).mkdir(parents=True, exist_ok=True)
     with open(Path(root) / ".build.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is writing the index %s (a build, an ingest or a merge): waiting for it "
+                     "to finish", root)
+            waited = time.monotonic()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            log.info("the other write finished after %.0f s; going on", time.monotonic() - waited)
         try:
             yield
         finally:

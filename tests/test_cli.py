@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from indexer.onnx_encoder import variant
-from tests.conftest import ROOT, SEED_FILE
+from tests.conftest import ROOT, SEED_FILE, STAND_IN
 
 
 def semsearch(*args: str, cwd=ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -143,7 +144,7 @@ def test_an_index_keeps_its_precision_and_never_mixes_vectors_of_two(tmp_path):
 
 
 def test_search_through_a_running_server_prints_what_a_local_search_prints(folder_index):
-    from tests.conftest import STAND_IN, served
+    from tests.conftest import served
 
     _, index = folder_index
     local = semsearch("search", "harbour repairs", "--index", str(index), "-k", "2", env=STAND_IN)
@@ -271,3 +272,30 @@ def test_a_search_without_index_names_the_index_it_searched():
     printed = semsearch("search", "flibbertigibbet zorkmid quux")
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.startswith("no good match: nothing in index/ (the default; --index names another)")
+
+
+def test_a_build_that_must_wait_for_another_says_so_at_once_and_times_only_itself(tmp_path):
+    import fcntl
+    import time
+
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    shutil.copy(SEED_FILE, seeds / SEED_FILE.name)
+    index = tmp_path / "index"
+    index.mkdir()
+    with open(index / ".build.lock", "w") as held:  # another writer holds the index
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(seeds), "--out", str(index)],
+                                   cwd=ROOT, env={**os.environ, **STAND_IN}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        said = waiting.stderr.readline()
+        while said and "waiting" not in said:
+            said = waiting.stderr.readline()
+        assert f"another process is writing the index {index}" in said and "waiting for it to finish" in said
+        time.sleep(3)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    out, rest = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, rest
+    assert re.search(r"the other write finished after [3-9] s", rest)
+    seconds = float(re.search(r"passages in ([\d.]+)s", out).group(1))
+    assert seconds < 3, out  # the build's own time, not the wait
