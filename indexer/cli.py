@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from indexer.errors import COLLAPSE, FACETS, GROUPS, MODES, SORTS, DocumentError, EngineUnreachable, \
-    IndexUnavailable, ModelError, QueryError, fix_command
+    IndexUnavailable, ModelError, QueryError, fix_command, program
 
 # Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
 DEFAULT_INDEX = os.environ.get("SEMSEARCH_INDEX_DIR", "index")
@@ -257,7 +257,7 @@ def disk_full(index: Path, exc: Exception) -> str:
 
 def rerun(argv: list[str] | None) -> str:
     """The command the user ran, to run again as typed."""
-    return shlex.join(["semsearch", *(sys.argv[1:] if argv is None else argv)])
+    return shlex.join([*program(), *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ its arguments and report errors, or ask a running server, without loading either
 from __future__ import annotations
 
 import shlex
+import shutil
+import sys
 from pathlib import Path
 
 MODES = ("hybrid", "dense", "keyword")
@@ -51,8 +53,19 @@ class IndexDamaged(IndexUnavailable):
     (never a fresh build, which would drop the documents ingested over HTTP) mends it."""
 
 
+def program() -> list[str]:
+    """`semsearch` as the user can run it: its name when the shell finds this installation by it;
+    else the script's absolute path (the README's .venv/bin/semsearch, not on PATH); else this
+    Python running the module."""
+    beside = Path(sys.executable).parent / "semsearch"
+    found = shutil.which("semsearch")
+    if beside.is_file():
+        return ["semsearch"] if found and Path(found).resolve() == beside.resolve() else [str(beside.absolute())]
+    return [sys.executable, "-m", "indexer.cli"]
+
+
 def fix_command(*words: object, note: str = "") -> str:
-    """A fix as a shell line that runs as printed: `semsearch` and its arguments quoted (paths made
-    absolute), any explanation after '#', which a shell ignores."""
-    line = shlex.join(["semsearch", *(str(w.absolute()) if isinstance(w, Path) else str(w) for w in words)])
+    """A fix as a shell line that runs as printed: the program (program()) and its arguments
+    quoted (paths made absolute), any explanation after '#', which a shell ignores."""
+    line = shlex.join([*program(), *(str(w.absolute()) if isinstance(w, Path) else str(w) for w in words)])
     return f"{line}  # {note}" if note else line

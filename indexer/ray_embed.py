@@ -216,7 +216,8 @@ class RayEmbedding:
         blocks = -(-len(rows) // self.rows_per_call)
         dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
             PassageActor, batch_size=self.rows_per_call, batch_format="numpy", num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(size=self.actors),
+            # no more actors than blocks: the others would load the model to sit idle (and Ray warns)
+            compute=ray.data.ActorPoolStrategy(size=min(self.actors, blocks)),
             fn_constructor_kwargs={"bundle": [self.bundle], "name": self.model.name, "precision": self.precision,
                                    "threads": 1, "code": vector_code_digest()})
         dimension = self.model.dimension

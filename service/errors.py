@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from indexer.documents import DocumentError
+from indexer.errors import program
 from indexer.engine import IndexUnavailable
 from indexer.search import QueryError
 
@@ -50,7 +52,8 @@ def without_paths(text: str | None, index_dir: Path, shown: str | None = None) -
     paths = {str(index_dir.resolve()), str(index_dir.absolute())}  # a relative path as given tells nothing
     for path in sorted(paths | ({str(index_dir)} if index_dir.is_absolute() else set()), key=len, reverse=True):
         text = text.replace(path, shown or index_dir.name)
-    return text
+    installed = shlex.join(program())  # nor where the server's semsearch is installed
+    return text.replace(installed, "semsearch") if installed != "semsearch" else text
 
 
 def not_ready(request: Request, problem) -> JSONResponse:

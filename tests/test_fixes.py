@@ -1,6 +1,7 @@
 """Every fix the command line prints runs as printed: each case provokes an error, takes the line
-after `fix:` and runs it in a shell exactly as a user would paste it (semsearch on the PATH, a
-note after '#' ignored by the shell), then checks that what failed now works."""
+after `fix:` and runs it in a shell exactly as a user would paste it (semsearch *not* on the PATH,
+as after the README's set-up, which runs .venv/bin/semsearch; a note after '#' ignored by the
+shell), then checks that what failed now works."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from tests.conftest import MILVUS_SLOW, SEED_FILE, STAND_IN
 from tests.test_cli import semsearch
 
 BIN = Path(sys.executable).parent  # where `semsearch` is installed, as the README's set-up puts it
-SHELL_ENV = {**os.environ, **STAND_IN, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+# The shell a user pastes into: the installation's bin folder not on its PATH.
+SHELL_ENV = {**os.environ, **STAND_IN, "PATH": os.pathsep.join(
+    p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != BIN.resolve())}
 
 
 def fix_of(result: subprocess.CompletedProcess) -> str:
@@ -30,13 +33,14 @@ def fix_of(result: subprocess.CompletedProcess) -> str:
 def run_fix(result: subprocess.CompletedProcess, cwd: Path) -> subprocess.CompletedProcess:
     """The printed fix, pasted into a shell."""
     fix = fix_of(result)
+    assert shlex.split(fix)[0] == str(BIN / "semsearch"), fix  # the command as this shell can run it
     done = subprocess.run(fix, shell=True, cwd=cwd, env=SHELL_ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{fix}\n{done.stdout}\n{done.stderr}"
     return done
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return semsearch(*args, cwd=cwd, env={**STAND_IN, **(env or {})})
+    return semsearch(*args, cwd=cwd, env={**SHELL_ENV, **(env or {})})
 
 
 @pytest.fixture()
@@ -94,7 +98,7 @@ def test_a_full_disk_says_what_to_free_and_the_same_command_runs_again(articles,
 @pytest.mark.parametrize("setting", ["SEMSEARCH_PRECISION=int3", "SEMSEARCH_CPU_CLASS=pentium",
                                      "SEMSEARCH_MODEL_PATH=/nowhere/model"])
 def test_a_bad_model_setting_names_the_line_that_undoes_it(articles, tmp_path, setting):
-    command = f"semsearch index {shlex.quote(str(articles))} --out {shlex.quote(str(tmp_path / 'index'))}"
+    command = f"{BIN / 'semsearch'} index {shlex.quote(str(articles))} --out {shlex.quote(str(tmp_path / 'index'))}"
     env = {**SHELL_ENV}
     env.pop("SEMSEARCH_MODEL_PATH")  # the packaged model: these settings are about it
     failed = subprocess.run(f"export {setting}\n{command}", shell=True, cwd=tmp_path, env=env, capture_output=True,

@@ -159,6 +159,17 @@ class KillingOneActor:
             yield part
 
 
+def test_a_small_build_on_ray_says_nothing_of_rays_own(cluster, tmp_path):
+    """One article is one block for the actors: Ray's warning that most of its pool would sit idle
+    (with a site-packages path) is not the user's business; fewer actors start instead."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / SEED_FILE.name).write_bytes(SEED_FILE.read_bytes())
+    built = semsearch("index", str(folder), "--out", str(tmp_path / "index"), "--ray", cluster, env=TOKEN)
+    assert built.returncode == 0, built.stderr
+    assert "Warning" not in built.stderr and "site-packages" not in built.stderr, built.stderr
+
+
 def test_an_actor_that_dies_is_replaced_and_its_batch_retried(cluster, tmp_path, embedder):
     from indexer.ray_embed import RayEmbedding
 

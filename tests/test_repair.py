@@ -20,6 +20,7 @@ from indexer.engines.faiss import store
 from indexer.build import build_from_folder, update_documents
 from indexer.documents import Document
 from indexer.embedding import light_model_for
+from indexer.errors import program
 from indexer.engines.faiss.merge import MergePolicy, merge_all
 from indexer.engines.faiss.writer import SegmentStore
 from tests.conftest import STAND_IN
@@ -91,8 +92,8 @@ def printed_fix(result) -> list[str]:
     """The command after 'fix:' in an error, as arguments (a comment after '#' dropped, as a shell does)."""
     line = next(line for line in result.stderr.splitlines() if line.strip().startswith("fix:"))
     command = shlex.split(line.split("fix:", 1)[1], comments=True)
-    assert command[0] == "semsearch", line
-    return command[1:]
+    assert command[:len(program())] == program(), line  # semsearch as this shell runs it
+    return command[len(program()):]
 
 
 def assert_check_names(index: Path, seeds: Path, words: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from indexer.engines.faiss import segment, store
 from indexer.build import build_from_documents
 from indexer.chunking import chunk_document, embedding_input, sentence_spans
 from indexer.documents import Document, read_folder
+from indexer.errors import program
 from tests.conftest import SEEDS, segment_file
 
 
@@ -60,7 +62,7 @@ def test_missing_index_names_the_command_that_builds_it(tmp_path, embedder):
     with pytest.raises(store.IndexUnavailable) as caught:
         store.load(tmp_path / "nowhere", embedder.name, embedder.dimension)
     assert "no index found" in caught.value.message
-    assert caught.value.fix.startswith("semsearch index")
+    assert caught.value.fix.startswith(f"{shlex.join(program())} index")
 
 
 def test_truncated_vectors_file_is_reported_as_corrupt(index_copy, embedder):
