@@ -27,6 +27,17 @@ FURNITURE = re.compile(
     r"click|cookies?|copyright|all rights reserved)\b|©|"
     r"^(?:(?:published|updated|posted)\b|(?:by|photo|image|credit|source)\b\s*:?\s*[A-Z])")
 COPYRIGHT = re.compile(r"(?i)©|\bcopyright\b|\ball rights reserved\b")  # furniture even as a sentence
+# Furniture whatever its punctuation: a wire story's credit line ("Reporting by ...; Editing by
+# ..."), and the line that introduces the links under an article ("More:", "See also:").
+CREDITS = re.compile(r"(?i)^(?:(?:additional )?reporting|writing|editing|compiled) by\b|"
+                     r"^(?:more|see also|also see|further reading|more on this story)\s*:?$")
+# A dateline: a date, a time, "14 hours ago", "Updated" (in any order, with separators), and
+# hardly a word more ("November 19, 2019 / 12:21 AM / Updated 14 hours ago").
+MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+DATE_PART = re.compile(rf"(?i)\b{MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\b|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTH}|"
+                       r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}[:.]\d{2}\s*(?:am|pm|a\.m\.|p\.m\.)?|"
+                       r"\b\d+\s+(?:seconds?|minutes?|mins?|hours?|hrs?|days?|weeks?)\s+ago\b|"
+                       r"\b(?:updated|published|posted|last modified)\b|\b(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\b,?")
 SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]»]*(?=\s|$)")
 WORD = re.compile(r"\S+")
 # text -> (start, end) char offsets of the word pieces the model sees (the model's tokenizer).
@@ -91,10 +102,19 @@ def is_title_case(text: str) -> bool:
 
 def is_furniture(text: str) -> bool:
     """A short line of page furniture ("Also read", "Advertisement", "Published 3 May 2026",
-    "© Example News. All rights reserved.")."""
+    "© Example News. All rights reserved.", "Reporting by ...", "More:", a dateline)."""
     if len(text.split()) > SHORT_LINE_WORDS:
         return False
-    return (COPYRIGHT.search(text) is not None or not ends_sentence(text)) and FURNITURE.search(text) is not None
+    return CREDITS.search(text) is not None or is_dateline(text) or (
+        (COPYRIGHT.search(text) is not None or not ends_sentence(text)) and FURNITURE.search(text) is not None)
+
+
+def is_dateline(text: str) -> bool:
+    """A line that is a date and time and little else: two parts of one and at most two words
+    besides ("AM", "GMT", "on"), or a date alone; "Since March 3" and "Monday" are headings."""
+    parts = len(DATE_PART.findall(text))
+    words = len([w for w in DATE_PART.sub(" ", text).split() if re.search(r"[^\W\d_]", w)])
+    return (parts >= 2 and words <= 2) or (parts == 1 and words == 0 and any(c.isdigit() for c in text))
 
 
 def is_heading(line: Line, following: Line | None) -> bool:
@@ -202,6 +222,8 @@ def paragraphs(document: Document) -> list[tuple[str, int, int]]:
             continue  # the title line: searchable through every passage's context instead
         if index in questions:
             section, previous_body = line.text, None
+        elif line.text.lstrip("#").strip().casefold() == document.title.strip().casefold():
+            previous_body = None  # the headline again (as a heading of the body, or after a dateline)
         elif previous_body is not None and continues(previous_body, line, block_mode):
             found[-1] = (found[-1][0], found[-1][1], line.end)
             previous_body = line

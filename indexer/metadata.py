@@ -72,7 +72,7 @@ def utc_time(value: object, where: str, name: str) -> str | None:
     """value as ISO 8601 UTC, or None with a warning naming where, the value and why."""
     found, problem = parse_utc(value)
     if problem is not None:
-        log.warning("%s: %s %r %s; the article is kept without it", where, name, value, problem)
+        log.warning("%s: %s %r %s; that value is ignored", where, name, value, problem)
     return found
 
 
@@ -91,7 +91,7 @@ def parse_utc(value: object) -> tuple[str | None, str | None]:
             try:
                 parsed = email.utils.parsedate_to_datetime(text)  # RFC 2822, as in feeds and mail
             except (TypeError, ValueError, IndexError):
-                parsed = None
+                parsed = written_date(text)
     if parsed is None or not isinstance(value, (str, int, float)):
         return None, "is not an ISO 8601 (or RFC 2822) date or date-time"
     if parsed.tzinfo is None:
@@ -100,6 +100,20 @@ def parse_utc(value: object) -> tuple[str | None, str | None]:
         return parsed.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds") + "Z", None
     except OverflowError:  # 0001-01-01T00:00+05:00 is in year 0 in UTC
         return None, "is a valid date-time, but out of range: in UTC it falls before the year 1 or after 9999"
+
+
+def written_date(text: str) -> datetime | None:
+    """A date as pages write it in their meta tags ("November 19, 2019", "2019/11/19 00:21",
+    "19.11.2019", day first with dots as in Europe), when it holds a four-digit year (so a stray
+    number is never taken for a day of this month)."""
+    from dateutil import parser
+
+    if not re.search(r"(?<!\d)\d{4}(?!\d)", text) or len(text) > 64:
+        return None
+    try:
+        return parser.parse(text, dayfirst="." in text, fuzzy=False)
+    except (ValueError, OverflowError):
+        return None
 
 
 def names(value: object) -> tuple[str, ...]:

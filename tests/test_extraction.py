@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from bench.extraction import ARTICLES, PAGES, score
 from indexer.documents import parse_html, read_folder
 from tests.conftest import STAND_IN
@@ -68,3 +70,35 @@ def test_highlights_point_into_the_text_kept_from_a_page(tmp_path):
     assert all(r["text"][r["highlight_start"] - r["start"]:r["highlight_end"] - r["start"]] == r["highlight"]
                for r in results)
     assert not any("Who is going to pay" in r["text"] for r in results)  # a reader's comment is not the article
+
+
+def test_a_wire_page_keeps_no_dateline_credit_line_repeated_headline_or_more_list_as_sections():
+    """A wire-service layout: the dateline ("November 19, 2019 / 12:21 AM / Updated 14 hours
+    ago") and the headline again as a heading above the body, the credit line and "More:" with
+    links below it. None is a section or a passage; every paragraph is in the body's own section."""
+    from indexer.chunking import chunk_document
+    from tests.test_chunking import word_spans
+
+    page = PAGES / "port-strike--wire-dateline.html"
+    document = parse_html(page.read_text(encoding="utf-8"), "port", "pages/port.html")
+    passages = chunk_document(document, word_spans, 256)
+    assert [p.text[:20] for p in passages] == ["ODESSA BAY (Meridian", "The union is demandi", "Grain prices on the ",
+                                               "The labour ministry "]
+    assert {p.section for p in passages} == {""}
+    assert document.metadata.published_at == "2019-11-19T00:21:00Z"
+
+
+@pytest.mark.parametrize("written", ["2019-11-19T01:21:00+01:00", "Tue, 19 Nov 2019 00:21:00 GMT", "November 19, 2019",
+                                     "2019/11/19 00:21", "19.11.2019"])
+def test_a_date_in_a_meta_tag_is_read_as_pages_write_it(written, caplog):
+    page = (PAGES / "port-strike--wire-dateline.html").read_text(encoding="utf-8")
+    document = parse_html(page.replace("2019-11-19T00:21:00Z", written), "port", "pages/port.html")
+    assert document.metadata.published_at[:10] == "2019-11-19" and "ignored" not in caplog.text
+
+
+def test_a_meta_date_that_cannot_be_read_is_named_and_ignored(caplog):
+    page = (PAGES / "port-strike--wire-dateline.html").read_text(encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        parse_html(page.replace("2019-11-19T00:21:00Z", "the day before yesterday"), "port", "pages/port.html")
+    assert "pages/port.html: published_at 'the day before yesterday' is not an ISO 8601" in caplog.text
+    assert "that value is ignored" in caplog.text

@@ -281,7 +281,7 @@ def test_filters_match_a_brute_force_count_across_time_zones_and_date_only_bound
     assert "a5" in matching(index) and "a5" not in matching(index, "--after", "2000-01-01")  # undated
 
     wrong = semsearch("search", "harbour", "--index", str(index), "--after", "last week", env=STAND_IN)
-    assert wrong.returncode == 2 and "published_after must be an ISO 8601 date or date-time" in wrong.stderr
+    assert wrong.returncode == 2 and "--after must be an ISO 8601 date or date-time" in wrong.stderr
 
 
 def test_newest_first_and_the_recency_boost(tmp_path):
