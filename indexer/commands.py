@@ -61,8 +61,10 @@ def run_index(args: argparse.Namespace) -> int:
     for done in engine.maintain():
         print(done)
     c = summary.changes
+    reused = summary.passages - summary.passages_embedded  # vectors kept from before or from the cache
     print(f"added {len(c.added)}, changed {len(c.changed)}, removed {len(c.removed)}, unchanged {c.unchanged}; "
-          f"embedded {summary.passages_embedded} of {count(summary.passages, 'passage')} in {summary.seconds:.1f}s")
+          f"embedded {summary.passages_embedded} of {count(summary.passages, 'passage')}"
+          f"{f' ({reused} reused)' if reused > 0 and summary.generation is not None else ''} in {summary.seconds:.1f}s")
     if summary.generation is None:
         print(f"the index {args.out} is already up to date: nothing written")
     else:

@@ -1,5 +1,5 @@
-"""Progress of a long build: on a terminal a bar (documents done of the total, passages embedded of
-those to embed, passages/s, time left); otherwise a log line at least every LOG_EVERY seconds, so
+"""Progress of a long build: on a terminal a bar (documents done of the total, passages embedded,
+passages/s, time left); otherwise a log line at least every LOG_EVERY seconds, so
 a build in CI or under a supervisor is never silent for minutes."""
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class BuildProgress:
         self.done += documents
         self.embedded += passages
         rate = self.embedded / max(time.monotonic() - self.started, 1e-9)
-        embedded = f"{self.embedded:,} of {self.to_embed:,} passages embedded"
+        # Passages to embed are known a batch at a time, so no total is shown for them (it would
+        # grow as the build goes, and differ from the final count, which includes reused vectors).
+        embedded = f"{self.embedded:,} passages embedded"
         self.bar.set_postfix_str(f"{embedded}, {rate:,.0f}/s", refresh=False)
         self.bar.update(documents)
         now = time.monotonic()

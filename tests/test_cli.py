@@ -203,6 +203,15 @@ def test_a_build_that_is_not_on_a_terminal_logs_its_progress(tmp_path, monkeypat
     lines = [r.getMessage() for r in caplog.records if r.name == "semsearch.build"]
     assert lines and lines[-1].startswith("indexing: 30 of 30 documents")
     assert all(" passages embedded (" in line and ("left" in line or "not known" in line) for line in lines)
+    assert not any(re.search(r"of [\d,]+ passages embedded", line) for line in lines)  # no total that grows
+
+
+def test_the_final_count_says_how_many_vectors_were_reused(folder_index):
+    seeds, index = folder_index
+    (seeds / "ferry.txt").write_text("Ferry Returns\nThe ferry to the island runs again from Monday.\n")
+    again = semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)
+    assert again.returncode == 0, again.stderr
+    assert "added 1, changed 0, removed 0, unchanged 2; embedded 1 of 3 passages (2 reused) in" in again.stdout
 
 
 def test_time_left_counts_passages_when_documents_finish_out_of_order():
