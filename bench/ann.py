@@ -1,7 +1,7 @@
 """Approximate index choice: IVF with 8-bit codes (what segments use) against HNSW, on vectors of the
 real model's distribution.
 
-    .venv/bin/python bench/ann.py --dataset ../shared/eval/scifact --index DIR --sizes 100000 1000000
+    .venv/bin/python bench/ann.py --dataset "$SCIFACT" --index DIR --sizes 100000 1000000
 
 DIR is a SciFact index built with the real model (`semsearch eval ... --index DIR` makes one).
 Its passage vectors, each copied with small Gaussian noise (sigma 0.02 a coordinate: cosine

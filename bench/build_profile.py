@@ -1,6 +1,6 @@
 """Where a real-model build's time goes: `semsearch index`'s code path under cProfile.
 
-    .venv/bin/python bench/build_profile.py --dataset ../shared/eval/scifact --docs 500 [--precision fp32]
+    .venv/bin/python bench/build_profile.py --dataset "$SCIFACT" --docs 500 [--precision fp32]
 
 Indexes the first --docs abstracts of a BEIR corpus with the packaged model (at the default
 precision unless --precision says otherwise) into a temporary

@@ -1,6 +1,6 @@
 """Embedding throughput by runtime and precision, on the same texts, in one run (issue 10's levers).
 
-    .venv/bin/python bench/embedding.py --dataset ../shared/eval/scifact --docs 400
+    .venv/bin/python bench/embedding.py --dataset "$SCIFACT" --docs 400
 
 The texts are SciFact's title + abstract (the txtai-equivalent workload), cut at the model's 256
 word pieces, 32 a batch, longest first. Each variant embeds them twice (the faster pass counts)

@@ -1,6 +1,6 @@
 """Peak memory of one feed poll (`semsearch follow --once`) as the number of large pages grows.
 
-    .venv/bin/python bench/feed_memory.py --pages 20 80 --baseline /tmp/semsearch-before
+    .venv/bin/python bench/feed_memory.py --pages 20 80 --baseline ../semsearch-before
 
 A local site (127.0.0.1) serves a feed of N item pages of about 1 MB each (inline scripts and
 navigation around a 20,000-character article, as heavy news pages are). The poll runs in a fresh
@@ -8,7 +8,7 @@ process with the stand-in encoder (the fetch and write machinery is under test, 
 its peak resident memory is read from the kernel (wait4's ru_maxrss). Each poll runs twice: the
 second fetches and reads every page again but has nothing to write, so it shows what the index of
 that size costs to open and check, apart from the writing. --baseline runs the same
-polls with another checkout's code (for example `git worktree add /tmp/semsearch-before HEAD~3`),
+polls with another checkout's code (for example `git worktree add ../semsearch-before HEAD~3`),
 in the same run, for comparison.
 """
 

@@ -1,7 +1,7 @@
 """In-process hybrid search time by how hybrid results are ordered (relevance against convex).
 
-    .venv/bin/semsearch eval ../shared/eval/scifact --index /tmp/sf     # builds the index once
-    .venv/bin/python bench/hybrid_order.py --index /tmp/sf --dataset ../shared/eval/scifact
+    .venv/bin/semsearch eval "$SCIFACT" --index scifact-index     # builds the index once
+    .venv/bin/python bench/hybrid_order.py --index scifact-index --dataset "$SCIFACT"
 
 The same 300 SciFact queries (their vectors cached first, so only the search is timed) through two
 Searchers on one index, three rounds each, interleaved; medians and 95th percentiles in ms.

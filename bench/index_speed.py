@@ -1,7 +1,7 @@
 """A whole `semsearch index` of a BEIR corpus against a plain sentence-transformers encode of the
 same texts, in one run (issue 10's target: the index at most 0.5x the encode's time).
 
-    .venv/bin/python bench/index_speed.py --dataset ../shared/eval/scifact --rounds 2 --precisions int8 fp32
+    .venv/bin/python bench/index_speed.py --dataset "$SCIFACT" --rounds 2 --precisions int8 fp32
 
 Each round runs, one after another in fresh processes so none inherits another's threads:
 - `st-encode`: sentence-transformers with its defaults (torch, batch 32, the model's 256 word

@@ -1,7 +1,7 @@
 """Passages/s of a build embedded on Ray (1 and 2 local actors) against the plain local build, in
 one run, on the same documents and model, each into an empty index (no cached vector).
 
-    .venv/bin/python bench/ray_embed.py --dataset ../shared/eval/scifact --documents 1500 --rounds 2
+    .venv/bin/python bench/ray_embed.py --dataset "$SCIFACT" --documents 1500 --rounds 2
 
 For each arm and round: the build's wall time (what `semsearch index` reports, from reading the
 documents to the published index), and for Ray arms also the time to the first vectors back

@@ -1,6 +1,6 @@
 """Benchmark incremental reindexing on a BEIR corpus: full build, unchanged rebuild, one-document change.
 
-    .venv/bin/python bench/reindex.py --dataset ../shared/eval/scifact
+    .venv/bin/python bench/reindex.py --dataset "$SCIFACT"
 
 The target: a rebuild of an unchanged corpus embeds nothing and takes under 5% of the first build.
 """

@@ -1,6 +1,6 @@
 """How well `relevance` tells a real answer from nothing: off-topic queries against real ones.
 
-    .venv/bin/python bench/relevance.py --scifact ../shared/eval/scifact --index /tmp/scifact-fp32 --fit
+    .venv/bin/python bench/relevance.py --scifact "$SCIFACT" --index scifact-fp32 --fit
 
 Two indexes at --precision (fp32 by default, what the weights were fitted on): the news one (seeds/
 and the question articles of tests/questions/articles, built in a scratch folder) and SciFact's

@@ -1,6 +1,6 @@
 """Compare query-embedding runtimes: torch fp32, ONNX fp32 (default) and ONNX int8 (queries only).
 
-    .venv/bin/python bench/runtimes.py --dataset ../shared/eval/scifact --index /tmp/scifact-index
+    .venv/bin/python bench/runtimes.py --dataset "$SCIFACT" --index scifact-index
 
 Reports per-query latency (median, same process), agreement with torch vectors, and SciFact
 nDCG@10 when each runtime encodes the queries against the same fp32 passage index (the index

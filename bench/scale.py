@@ -1,8 +1,8 @@
 """Scale benchmark: indexes of 10k to 1M passages from synthetic articles, built and served.
 
-    .venv/bin/python bench/scale.py --dataset ../shared/eval/scifact --sizes 10000 100000 300000 1000000 \
+    .venv/bin/python bench/scale.py --dataset "$SCIFACT" --sizes 10000 100000 300000 1000000 \
         --json bench-results/scale.json
-    .venv/bin/python bench/scale.py --dataset ../shared/eval/scifact --sizes 100000 --engine milvus --queries 100
+    .venv/bin/python bench/scale.py --dataset "$SCIFACT" --sizes 100000 --engine milvus --queries 100
 
 Articles are real SciFact sentences recombined (3-4 per paragraph, 10 paragraphs per article:
 one passage per paragraph; each article keeps to one of 200 topics, --topics), built at the

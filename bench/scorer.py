@@ -1,6 +1,6 @@
 """Fit the one score (relevance) that orders hybrid results and grades them, and measure it.
 
-    .venv/bin/python bench/scorer.py --scifact ../shared/eval/scifact --json bench/results/scorer.json
+    .venv/bin/python bench/scorer.py --scifact "$SCIFACT" --json bench/results/scorer.json
 
 Step 1, evidence (cached in --cache, one file per passage input): for each way a passage is
 shown to the model (`title+section` before the text as indexes were built before; `section`; the

@@ -1,7 +1,7 @@
 """Benchmark build throughput, query latency (in-process and HTTP) and server memory on a BEIR corpus.
 
-    .venv/bin/python bench/serving.py --dataset ../shared/eval/scifact
-    .venv/bin/python bench/serving.py --dataset ../shared/eval/scifact --engines faiss milvus --queries 60
+    .venv/bin/python bench/serving.py --dataset "$SCIFACT"
+    .venv/bin/python bench/serving.py --dataset "$SCIFACT" --engines faiss milvus --queries 60
 
 With several --engines, each builds its own index of the corpus and answers the same queries, one
 after the other in the same run.

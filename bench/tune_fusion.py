@@ -1,6 +1,6 @@
 """Sweep hybrid fusion settings on a BEIR split (tune on train, report on test).
 
-    .venv/bin/python bench/tune_fusion.py --dataset ../shared/eval/scifact --index /tmp/scifact-index --split train
+    .venv/bin/python bench/tune_fusion.py --dataset "$SCIFACT" --index scifact-index --split train
 
 The index is the one `semsearch eval DATASET --index DIR` builds and keeps. The eval ranks 100
 documents per query (lists read 400 deep); `--page-depths` also scores the first page of 10 as

@@ -32,7 +32,8 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="build the index from a folder of articles")
-    index.add_argument("seeds", nargs="?", default="seeds", help="folder of articles (default: seeds)")
+    index.add_argument("folder", nargs="?", default="seeds", metavar="FOLDER",
+                       help="folder of articles: .txt, .md, .html and .jsonl files, read recursively (default: seeds)")
     index.add_argument("--out", default=DEFAULT_INDEX, help="index folder (default: index)")
     index.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     index.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
@@ -47,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
                             "started for this build (needs the ray extra: pip install 'semsearch[ray]')")
     index.add_argument("--ray-actors", type=int, default=None, metavar="N",
                        help="with --ray: embedding actors, one CPU each (default: one per CPU of the cluster)")
-    where(index)
+    where(index, creates=True)
 
     repair = commands.add_parser(
         "repair", help="mend a damaged index, keeping every document that can be read back whole",
@@ -78,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("SEMSEARCH_PORT", "8000")),
                        help="port to listen on (SEMSEARCH_PORT; default 8000)")
     serve.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
-    where(serve)
+    where(serve, creates=True)  # with SEMSEARCH_API_KEY, a POST may start an index
 
     search = commands.add_parser("search", help="search the index from the terminal")
     search.add_argument("query")
@@ -121,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
                         help="seconds between polls without --once (default: SEMSEARCH_FEED_INTERVAL or 600)")
     follow.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     follow.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
-    where(follow)
+    where(follow, creates=True)
 
     show = commands.add_parser("show", help="a stored document as the index keeps it: its text and its passages")
     show.add_argument("doc_id", nargs="?", help="the document's id (none: list the documents)")
@@ -160,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
                                "or a temporary folder")
     evaluate.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     evaluate.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
-    where(evaluate)
+    where(evaluate, creates=True)
     return top
 
 
@@ -183,10 +184,14 @@ def parse(top: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Name
     return args
 
 
-def where(command: argparse.ArgumentParser) -> None:
-    """The engine options every command that opens an index takes (the environment's otherwise)."""
-    command.add_argument("--engine", choices=("faiss", "milvus"), help="index engine for a new index "
-                         "(SEMSEARCH_ENGINE; default faiss); an existing index keeps its own")
+def where(command: argparse.ArgumentParser, creates: bool = False) -> None:
+    """The engine options every command that opens an index takes (the environment's otherwise).
+    creates: the command may make a new index, which the engine option places."""
+    engine_help = ("index engine for a new index (SEMSEARCH_ENGINE; default faiss); an existing index keeps the "
+                   "one its folder records" if creates else
+                   "the engine the index is in (SEMSEARCH_ENGINE); not needed: the index folder records it, and "
+                   "naming another is an error")
+    command.add_argument("--engine", choices=("faiss", "milvus"), help=engine_help)
     command.add_argument("--milvus-uri", help="Milvus Lite file (.db) or http(s)://host:port "
                          "(SEMSEARCH_MILVUS_URI; default: milvus.db in the index folder)")
 

@@ -18,7 +18,7 @@ def run_index(args: argparse.Namespace) -> int:
     from indexer.documents import holds_articles, read_folder
     from indexer.engine import IndexUnavailable
 
-    seeds, out = Path(args.seeds), Path(args.out)
+    seeds, out = Path(args.folder), Path(args.out)
     elsewhere = fix_command("index", seeds, "--out", out.absolute().with_name(f"{out.absolute().name}-index"))
     if out.exists() and not out.is_dir():
         raise IndexUnavailable(f"{out} is a file; an index is a folder", elsewhere)
@@ -38,7 +38,7 @@ def run_index(args: argparse.Namespace) -> int:
         if damage.newer is not None:
             print(f"semsearch: warning: {damage.rolled_back(engine.current())}", file=sys.stderr)
         if not changes.stale:
-            print(f"the index {args.out} is up to date with {args.seeds} ({count(changes.unchanged, 'document')})")
+            print(f"the index {args.out} is up to date with {args.folder} ({count(changes.unchanged, 'document')})")
             return 0
         for label, ids in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)):
             if ids:
