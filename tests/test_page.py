@@ -108,6 +108,23 @@ def test_the_layout_uses_the_screen_it_has(browser, live_server, width):
     assert page.evaluate(PLACEHOLDER_FITS)  # the example question is not cut off
     if width >= 1280:  # a desktop: the results take most of the width, not a narrow column
         assert page.locator("#results").bounding_box()["width"] >= 700
+    else:  # stacked on a phone, the two date boxes line up
+        assert page.locator("#after").bounding_box()["x"] == page.locator("#before").bounding_box()["x"]
+    page.close()
+
+
+def test_the_page_shows_the_relevance_and_order_the_api_gives(browser, live_server):
+    import httpx
+
+    query = "why won't Russia stop"
+    body = httpx.get(live_server + "/search", params={"q": query, "group": "article", "collapse": "story", "k": 10,
+                                                   "mode": "hybrid"}).json()  # as the page asks
+    said = [f"relevance {r['relevance']:.2f}" for result in body["results"] for r in [result, *result.get("more", [])]]
+    page = browser.new_page()
+    page.goto(live_server + "/?q=why+won%27t+Russia+stop")
+    page.wait_for_selector("li.result mark.answer", timeout=15000)
+    shown = re.findall(r"relevance \d\.\d\d", page.inner_text("#results"))
+    assert shown == said
     page.close()
 
 
