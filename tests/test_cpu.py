@@ -4,6 +4,7 @@ precision on another class (native or emulated, said in /readyz and the log), an
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -110,6 +111,7 @@ def test_doctor_names_the_class_the_choice_and_how_the_index_runs(int8_index):
     assert "class avx2" in lines[0] and "forced by SEMSEARCH_CPU_CLASS" in lines[0]
     assert f"precision {cpu.TABLE[cpu.AVX2].precision}" in lines[1] and cpu.TABLE[cpu.AVX2].why in lines[1]
     assert "its precision int8 is emulated here" in lines[2] and "ms" in lines[2]
+    assert re.match(r"model cache .+: [\d,]+ MB in \d+ folders? \(", lines[-1]), lines[-1]
 
 
 def test_fp32_runs_where_it_is_fastest_with_the_same_vectors(monkeypatch):

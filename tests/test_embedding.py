@@ -156,3 +156,42 @@ def test_an_unknown_precision_is_a_clear_error():
 
     with pytest.raises(ModelError, match="use one of fp32, bf16, int8"):
         light_model_for(precision="fp16")
+
+
+def test_the_model_cache_keeps_one_copy_per_model_content_and_clears_out_the_rest(tmp_path, monkeypatch):
+    """Two installs of the same model (other folders, other file times) share one cache entry; the
+    per-install copies of the old layout, and other versions of the model unused for a month, go."""
+    import os
+    import time
+
+    from indexer import embedding
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SEMSEARCH_CACHE_DIR", str(cache))
+    monkeypatch.setattr(embedding, "TIDIED", set())
+    installs = []
+    for n, stamp in enumerate((1_700_000_000, 1_800_000_000)):
+        folder = tmp_path / f"venv{n}" / "model"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"weights " * 1000)
+        os.utime(folder / "model.safetensors", (stamp, stamp))
+        installs.append(folder)
+    first, second = (embedding.model_cache_dir(str(folder)) for folder in installs)
+    assert first == second and first.parent == cache
+    (installs[1] / "model.safetensors").write_bytes(b"other weights " * 1000)  # a new version of the model
+    assert embedding.model_cache_dir(str(installs[1])) != first
+
+    old = [cache / "model-90868376-1796530690", cache / "model-90868376-1796530690.query"]
+    other_version, unused, elsewhere = cache / "model-0123456789abcdef", cache / "model-fedcba9876543210", \
+        cache / "e5-small-0123456789abcdef"
+    for entry in [*old, other_version, unused, elsewhere]:
+        entry.mkdir(parents=True)
+        (entry / "file").write_bytes(b"x" * 100)
+    month_ago = time.time() - 31 * 86_400
+    (unused / ".used").touch()
+    os.utime(unused / ".used", (month_ago, month_ago))
+    (other_version / ".used").touch()
+    embedding.recipe_dir(str(installs[0]))
+    left = sorted(p.name for p in cache.iterdir())
+    assert left == sorted(["keys", other_version.name, elsewhere.name]), left  # recent, or another model's
+    assert embedding.cache_size() == (200, 2)
