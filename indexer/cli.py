@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[variable] = getattr(args, flag)
     from indexer import commands
 
+    for level in (logging.INFO, logging.WARNING, logging.ERROR):  # "semsearch: warning: ...", as printed ones read
+        logging.addLevelName(level, logging.getLevelName(level).lower())
     logging.basicConfig(level=logging.INFO, format="semsearch: %(levelname)s: %(message)s", stream=sys.stderr)
     for noisy in ("sentence_transformers", "transformers", "faiss", "bm25s", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
