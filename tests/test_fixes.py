@@ -151,3 +151,16 @@ def test_a_folder_with_only_a_readme_is_a_place_for_an_index(articles, tmp_path)
     (index / "README.md").write_text("# index\nThe search index lives here once built.\n")
     built = cli("index", str(articles), "--out", str(index), cwd=tmp_path)
     assert built.returncode == 0 and "indexed 2 documents" in built.stdout, built.stderr
+
+
+def test_a_corrupt_segment_file_names_the_repair_that_keeps_every_document(articles, tmp_path):
+    from tests.conftest import segment_file
+    from tests.test_repair import flip
+
+    index = tmp_path / "index"
+    cli("index", str(articles), "--out", str(index), cwd=tmp_path)
+    flip(segment_file(index, "vectors.npy"))
+    failed = cli("search", "harbour", "--index", str(index), cwd=tmp_path)
+    assert "missing or corrupt" in failed.stderr
+    run_fix(failed, tmp_path.parent)
+    assert "Harbour" in cli("search", "harbour", "--index", str(index), cwd=tmp_path).stdout
