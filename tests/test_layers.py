@@ -1,0 +1,54 @@
+"""The layering rules (pyproject.toml, [tool.importlinter]) hold, and they bite: a copy of the
+code with one forbidden import fails them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+LINT = Path(sys.executable).parent / "lint-imports"
+EDGES = {"indexer.cli", "indexer.commands", "indexer.client"}
+
+
+def lint(where: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LINT), "--config", str(where / "pyproject.toml"), "--no-cache"], cwd=where,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(where)}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def contracts() -> list[dict]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+
+
+def test_the_layering_rules_hold():
+    found = lint(ROOT)
+    assert found.returncode == 0 and "3 kept, 0 broken" in found.stdout, found.stdout + found.stderr
+
+
+def test_every_module_of_the_core_is_under_the_rules():
+    """A new module at the top of indexer/ is either an edge (the command line) or in the core's list."""
+    modules = {f"indexer.{p.stem}" for p in (ROOT / "indexer").glob("*.py") if p.stem != "__init__"}
+    core = set(contracts()[0]["source_modules"])
+    assert modules == core | EDGES, modules ^ (core | EDGES)
+
+
+@pytest.mark.parametrize("module, line, broken", [
+    ("indexer/search.py", "import service.routes", "The core imports neither the command line nor the service"),
+    ("indexer/build.py", "from indexer.engines.faiss import store", "Engines are reached only through the seam"),
+    ("indexer/engines/milvus.py", "from indexer.engines.faiss import store", "Engines never import each other"),
+])
+def test_a_forbidden_import_breaks_its_rule(tmp_path, module, line, broken):
+    for part in ("indexer", "service"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__", "static"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{line}  # noqa\n")
+    found = lint(tmp_path)
+    assert found.returncode == 1 and f"{broken} BROKEN" in found.stdout, found.stdout + found.stderr
