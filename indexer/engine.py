@@ -4,7 +4,7 @@ Callers construct an Engine with open_engine and name nothing inside it. search.
 and highlights through the IndexReader it opens; build.py prepares documents (chunked and
 embedded) and hands them to its IndexWriter.apply; the service polls current() and runs
 maintain() in the background. FAISS segments in the index folder (indexer/engines/faiss/) and
-Milvus collections (indexer/engines/milvus.py) are the two implementations; no engine's types
+Milvus collections (indexer/engines/milvus/) are the two implementations; no engine's types
 cross this line. Passages are named by stable int64 ids that the engine hands out and never
 reuses. Ingested documents are stored by the engine with their passages (so a publish is the one
 commit); the index folder's build lock, embedding cache and engine.json (which engine holds the
@@ -27,7 +27,7 @@ from indexer.folder import RECORD, read_record, write_record
 from indexer.metadata import Filters, Metadata
 
 # Engines by name: "module:class", imported only when chosen (SEMSEARCH_ENGINE).
-ENGINES = {"faiss": "indexer.engines.faiss.engine:FaissEngine", "milvus": "indexer.engines.milvus:MilvusEngine"}
+ENGINES = {"faiss": "indexer.engines.faiss.engine:FaissEngine", "milvus": "indexer.engines.milvus.engine:MilvusEngine"}
 
 
 @dataclass(frozen=True)

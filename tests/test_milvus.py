@@ -263,7 +263,7 @@ def test_ingests_under_concurrent_searches_fail_no_request(tmp_path):
 
 
 def test_a_damaged_milvus_index_is_found_by_check_and_repaired_from_its_documents(tmp_path):
-    from indexer.engines.milvus import Names
+    from indexer.engines.milvus.client import Names
     from indexer.repair import repair_index
 
     model = light_model_for("hashing")

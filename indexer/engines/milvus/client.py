@@ -1,0 +1,309 @@
+"""The Milvus engine's connection: the client, its calls with their deadlines and errors, the
+names of an index's collections, and filter expressions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from indexer.errors import EngineUnreachable
+from indexer.engine import IndexUnavailable
+from indexer.keyword import KeywordParams
+from indexer.metadata import NO_DATE, Filters
+
+log = logging.getLogger(__name__)
+# gRPC's C core prints notices on stderr (a fork while its threads run, for one); errors still show
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# Milvus Lite logs its server's start, stop and index builds, and a traceback for a file another
+# process holds; connect() says that in one line
+logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
+logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite lacks AllocTimestamp; clients cope
+
+ALIVE = 2 ** 62           # died of a live row
+TEXT_PART = 16_000        # characters of a document's text per row (a VARCHAR holds 65,535 bytes)
+PARTS = 4096              # a document row's key: number * PARTS + part
+INSERT_ROWS = 256         # rows per insert call
+IN_VALUES = 1000          # values per `in [...]` list
+QUERY_LIMIT = 16_384      # rows per query call (Milvus's limit)
+FILTER_BYTES = 512        # longest metadata value kept for filtering
+KEYWORD = KeywordParams()
+LITE_ATTEMPTS = 6  # tries to open a Milvus Lite file, half a second apart
+FIX = "check that Milvus is running and SEMSEARCH_MILVUS_URI / --milvus-uri names it"
+
+
+def default_uri(root: Path) -> str:
+    """Milvus Lite in the index folder."""
+    return str(Path(root).resolve() / "milvus.db")
+
+
+def collection_name(root: Path) -> str:
+    """A collection name for the index folder: letters, digits and underscores."""
+    name = re.sub(r"\W", "_", Path(root).resolve().name or "index")
+    return ("semsearch_" + name)[:200]
+
+
+_clients: dict[tuple[str, str], object] = {}
+
+
+def connect(uri: str, token: str | None):
+    """One client per URI in a process (Milvus Lite lets one process open its file)."""
+    key = (uri, token or "")
+    if key not in _clients:
+        from pymilvus import MilvusClient
+
+        if "://" not in uri:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        attempts = LITE_ATTEMPTS if "://" not in uri else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                _clients[key] = MilvusClient(uri=uri, token=token or "", timeout=10)
+                break
+            except Exception as failure:  # pymilvus raises its own types
+                exc = failure
+                if attempt < attempts:
+                    time.sleep(0.5)  # a Milvus Lite server of this file may be stopping (a process closing it)
+        else:
+            if "://" not in uri and locked(Path(uri) / "LOCK"):
+                raise EngineUnreachable(f"the Milvus Lite file {uri} is open in another process (a running "
+                                        "`semsearch serve`?); Milvus Lite serves one process at a time",
+                                        "stop that process, send the change to it over HTTP, or use a Milvus "
+                                        "server (SEMSEARCH_MILVUS_URI=http://host:19530)") from exc
+            raise EngineUnreachable(f"Milvus at {uri} cannot be reached: {reason(exc)}", FIX) from exc
+    return _clients[key]
+
+
+def disconnect(uri: str, token: str | None) -> None:
+    """Close the process's client for uri (Milvus Lite then releases its file)."""
+    client = _clients.pop((uri, token or ""), None)
+    if client is not None:
+        client.close()
+        if "://" not in uri and not any(u == uri for u, _ in _clients):
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri)  # its server holds the file's lock until stopped
+
+
+def locked(lock: Path) -> bool:
+    """Whether another process holds Milvus Lite's lock on its folder."""
+    import fcntl
+
+    try:
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def reason(exc: Exception) -> str:
+    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
+
+
+def clip(text: str, size: int) -> str:
+    """text cut to at most size UTF-8 bytes, at a character boundary."""
+    data = text.encode("utf-8")
+    return text if len(data) <= size else data[:size].decode("utf-8", "ignore")
+
+
+ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def quoted(value: str) -> str:
+    """A Milvus string literal: backslash, quote, newline, return and tab escaped; the rest as it is."""
+    return '"' + value.translate(ESCAPES) + '"'
+
+
+def among(field: str, values: Iterable) -> str:
+    """A Milvus `in` condition."""
+    return f"{field} in [{', '.join(quoted(v) if isinstance(v, str) else str(int(v)) for v in values)}]"
+
+
+def chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for first in range(0, len(items), size):
+        yield items[first:first + size]
+
+
+def visible(generation: int) -> str:
+    return f"born <= {generation} and died > {generation}"
+
+
+def filter_expression(filters: Filters) -> str:
+    """The filters as a Milvus boolean expression (values of one field are alternatives)."""
+    clauses = []
+    if filters.doc_ids:
+        clauses.append(among("doc_id", filters.doc_ids))
+    if filters.sources:
+        clauses.append(among("source", filters.sources))
+    if filters.dated:
+        clauses.append(f"published != {NO_DATE}")
+    if filters.published_after is not None:
+        clauses.append(f"published >= {int(filters.published_after)}")
+    if filters.published_before is not None:
+        clauses.append(f"published < {int(filters.published_before)}")
+    lowered = lambda values: [v.strip().lower() for v in values]  # noqa: E731
+    if filters.outlets:
+        clauses.append(among("outlet", lowered(filters.outlets)))
+    if filters.languages:
+        wanted = lowered(filters.languages)
+        clauses.append(f"({among('language', wanted)} or {among('language_base', wanted)})")
+    for field, values in (("authors", filters.authors), ("tags", filters.tags)):
+        if values:
+            clauses.append(f"ARRAY_CONTAINS_ANY({field}, [{', '.join(quoted(v) for v in lowered(values))}])")
+    return " and ".join(f"({c})" for c in clauses)
+
+
+@dataclass(frozen=True)
+class Names:
+    """The collections of one build."""
+
+    passages: str
+    sentences: str
+    documents: str
+    terms: str
+
+    @classmethod
+    def of(cls, collection: str, build: str) -> "Names":
+        return cls(*(f"{collection}_{build}_{kind}" for kind in ("passages", "sentences", "documents", "terms")))
+
+    def all(self) -> tuple[str, str, str, str]:
+        return self.passages, self.sentences, self.documents, self.terms
+
+
+class Milvus:
+    """The calls this engine makes, with Milvus's failures turned into IndexUnavailable."""
+
+    def __init__(self, uri: str, token: str | None, collection: str) -> None:
+        self.uri, self.token, self.collection = uri, token, collection
+        self.state_name = f"{collection}_state"
+        self.loaded: set[str] = set()
+
+    @property
+    def client(self):
+        return connect(self.uri, self.token)
+
+    def call(self, method: str, *args, **kwargs):
+        try:
+            try:
+                return getattr(self.client, method)(*args, **kwargs)
+            except Exception as exc:
+                if "released" not in reason(exc) or method not in ("query", "search"):
+                    raise
+                self.client.load_collection(args[0])  # another client of this file closed and reopened it
+                return getattr(self.client, method)(*args, **kwargs)
+        except IndexUnavailable:
+            raise
+        except Exception as exc:
+            if type(exc).__module__.startswith(("pymilvus", "grpc")):
+                raise EngineUnreachable(f"Milvus at {self.uri}: {method} failed: {reason(exc)}", FIX) from exc
+            raise
+
+    def load(self, name: str) -> None:
+        if name not in self.loaded:
+            self.call("load_collection", name)
+            self.loaded.add(name)
+
+    def query(self, name: str, expression: str, fields: list[str]) -> list[dict]:
+        """Every row matching expression (in pages of QUERY_LIMIT)."""
+        self.load(name)
+        rows: list[dict] = []
+        while True:
+            page = self.call("query", name, filter=expression, output_fields=fields, limit=QUERY_LIMIT,
+                             offset=len(rows))
+            rows += page
+            if len(page) < QUERY_LIMIT:
+                return rows
+
+    def count(self, name: str, expression: str) -> int:
+        self.load(name)
+        return int(self.call("query", name, filter=expression, output_fields=["count(*)"])[0]["count(*)"])
+
+    def search(self, name: str, data: list, field: str, metric: str, depth: int, expression: str,
+               output_fields: Sequence[str] = ()) -> list[dict]:
+        self.load(name)
+        return self.call("search", name, data, anns_field=field, limit=max(1, min(depth, QUERY_LIMIT)),
+                         filter=expression, output_fields=list(output_fields), search_params={"metric_type": metric})[0]
+
+    def insert(self, name: str, rows: list[dict]) -> None:
+        for part in chunks(rows, INSERT_ROWS):
+            self.call("insert", name, list(part))
+
+    def mark(self, name: str, ids: Sequence[int], died: int) -> None:
+        for part in chunks(list(ids), INSERT_ROWS * 4):
+            self.call("upsert", name, [{"id": int(i), "died": int(died)} for i in part], partial_update=True)
+
+    def upsert(self, name: str, rows: list[dict]) -> None:
+        for part in chunks(rows, INSERT_ROWS * 4):
+            self.call("upsert", name, list(part))
+
+    def delete(self, name: str, expression: str) -> None:
+        self.call("delete", name, filter=expression)
+
+    def exists(self, name: str) -> bool:
+        return bool(self.call("has_collection", name))
+
+    def state(self) -> dict | None:
+        """The committed state (None: no index yet)."""
+        if not self.exists(self.state_name):
+            return None
+        self.load(self.state_name)
+        rows = self.call("query", self.state_name, ids=[0], output_fields=["record"])
+        return json.loads(rows[0]["record"]) if rows else None
+
+    def commit(self, record: dict) -> None:
+        if not self.exists(self.state_name):
+            self.create(self.state_name, [("record", "text")], dummy=True)
+            self.load(self.state_name)
+        self.call("upsert", self.state_name, [{"id": 0, "record": json.dumps(record), "v": [0.0, 0.0]}])
+        self.call("flush", self.state_name)
+
+    def create(self, name: str, fields: list[tuple], dimension: int = 0, dummy: bool = False) -> None:
+        """A collection with an int64 primary key `id` and the given (name, kind, ...) fields."""
+        from pymilvus import DataType, Function, FunctionType
+
+        schema = self.client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        index = self.client.prepare_index_params()
+        lite = "://" not in self.uri
+        for name_, kind, *size in fields:
+            if kind == "int":
+                schema.add_field(name_, DataType.INT64)
+            elif kind == "text":
+                schema.add_field(name_, DataType.VARCHAR, max_length=size[0] if size else 65_535)
+            elif kind == "terms":
+                schema.add_field(name_, DataType.VARCHAR, max_length=65_535, enable_analyzer=True,
+                                 analyzer_params={"tokenizer": "standard"})
+                schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+                schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
+                                             input_field_names=[name_], output_field_names=["sparse"]))
+                index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
+                                params={"bm25_k1": KEYWORD.k1, "bm25_b": KEYWORD.b})
+            elif kind == "strings":
+                schema.add_field(name_, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=size[0],
+                                 max_length=FILTER_BYTES)
+            elif kind == "ints":
+                schema.add_field(name_, DataType.ARRAY, element_type=DataType.INT64, max_capacity=size[0])
+            elif kind == "vector":
+                schema.add_field(name_, DataType.FLOAT_VECTOR, dim=dimension)
+                index.add_index(name_, index_type="FLAT" if lite else "AUTOINDEX", metric_type="IP")
+        if dummy:  # Milvus wants a vector field in every collection
+            schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)
+            index.add_index("v", index_type="FLAT", metric_type="L2")
+        self.call("create_collection", name, schema=schema)
+        # Declared apart, without waiting: pymilvus's wait sleeps half a second before its first look
+        # (3 s a new generation's collections), and the index of an empty collection is ready at once.
+        self.call("create_index", name, index, sync=False)
+        self.call("load_collection", name)
+
+    def drop(self, name: str) -> None:
+        if self.exists(name):
+            self.call("drop_collection", name)
+        self.loaded.discard(name)

@@ -1,0 +1,158 @@
+"""Searches of one generation of a Milvus index: dense and keyword lists, fetches, filters."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from indexer import neardup
+from indexer.documents import Document
+from indexer.engine import KeptDocument, Selection, StoredPassage
+from indexer.keyword import bm25, idf
+from indexer.metadata import NO_DATE, Filters, Metadata
+from indexer.engines.milvus.client import IN_VALUES, KEYWORD, Milvus, Names, among, chunks, filter_expression, visible
+from indexer.engines.milvus.schema import (PASSAGE_OUT, SENTENCES, generation_name, metadata_of, passage_of,
+                                           sentence_keys, term_key)
+
+
+class MilvusReader:
+    """One committed generation of the index, as search sees it (IndexReader)."""
+
+    def __init__(self, milvus: Milvus, state: dict) -> None:
+        self.milvus, self.state = milvus, state
+        self.names = Names.of(milvus.collection, state["build"])
+        self.G = int(state["generation"])
+        self.generation = generation_name(state)
+        self.manifest = {"model": state["model"], "passages": state["passages"], "documents": state["documents"],
+                         "sentences": state["sentences"], "segments": [], "built_at": state["built_at"],
+                         "chunker": state.get("chunker"), "engine": "milvus"}
+        self.live = visible(self.G)
+        self.frequencies: dict[str, int] = {}
+
+    def counts(self) -> dict[str, int]:
+        return {"passages": self.state["passages"], "documents": self.state["documents"], "segments": 0}
+
+    def where(self, expression: str = "") -> str:
+        return f"{self.live} and ({expression})" if expression else self.live
+
+    def select(self, filters: Filters) -> Selection:
+        # size: an upper bound (counting costs Milvus Lite a scan); searches find nothing when none match
+        return Selection({"expression": filter_expression(filters)}, self.state["passages"])
+
+    def restricted(self, selection: Selection | None) -> str:
+        return self.where(selection.parts["expression"] if selection is not None else "")
+
+    def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
+              exact: bool = False) -> list[tuple[int, float]]:
+        found = self.milvus.search(self.names.passages, [np.asarray(vector, np.float32).tolist()], "vector", "IP",
+                                   depth, self.restricted(selection))
+        return [(int(hit["id"]), float(hit["distance"])) for hit in found]
+
+    def keyword(self, terms: list[str], depth: int, selection: Selection | None = None) -> list[tuple[int, float]]:
+        """The passages Milvus's BM25 finds, scored again with this generation's statistics.
+
+        Milvus scores with statistics of every row it holds, rows of replaced and deleted documents
+        included, and lags behind changes: after a reindex its scores were not a fresh build's. The
+        state keeps the live passages' count and total length and the terms collection their
+        document frequencies, so the passages Milvus finds are scored here exactly as the FAISS
+        engine (and a fresh build) scores them. An index written before the state kept the length
+        keeps Milvus's own scores."""
+        if not terms:
+            return []
+        exact = "terms_total" in self.state
+        found = self.milvus.search(self.names.passages, [" ".join(terms)], "sparse", "BM25", depth,
+                                   self.restricted(selection), ["terms"] if exact else ())
+        if not exact:
+            # Milvus Lite gives BM25 negated, and with the (k1 + 1) factor Lucene's BM25 (and the FAISS
+            # engine's) leaves out
+            return [(int(hit["id"]), abs(float(hit["distance"])) / (KEYWORD.k1 + 1)) for hit in found]
+        weights = self.term_weights(terms)
+        average = self.state["terms_total"] / max(self.state["passages"], 1)
+        scored = [(int(hit["id"]), bm25(terms, hit["entity"]["terms"].split(), weights, average, KEYWORD))
+                  for hit in found]
+        return sorted((hit for hit in scored if hit[1] > 0), key=lambda hit: (-hit[1], hit[0]))
+
+    def term_weights(self, terms: list[str]) -> dict[str, float]:
+        """BM25 idf of each query term over the live passages (0 for terms found nowhere), from the
+        build's document frequencies as of this generation."""
+        wanted = [t for t in dict.fromkeys(terms) if t not in self.frequencies]
+        if wanted:
+            if len(self.frequencies) > 4096:
+                self.frequencies.clear()
+            self.frequencies.update(frequencies(self.milvus, self.names, wanted, self.G))
+        return {t: idf(self.frequencies[t], self.state["passages"]) for t in dict.fromkeys(terms)}
+
+    def rows(self, ids: Sequence[int], fields: list[str]) -> dict[int, dict]:
+        found: dict[int, dict] = {}
+        for part in chunks([int(i) for i in dict.fromkeys(ids)], IN_VALUES):
+            for row in self.milvus.query(self.names.passages, among("id", part), ["id", *fields]):
+                found[int(row["id"])] = row
+        return found
+
+    def published(self, ids: Sequence[int]) -> np.ndarray:
+        rows = self.rows(ids, ["published"])
+        return np.array([rows[int(i)]["published"] if int(i) in rows else NO_DATE for i in ids], dtype=np.int64)
+
+    def signatures(self, ids: Sequence[int]) -> np.ndarray:
+        rows = self.rows(ids, ["signature"])
+        marks = np.full((len(ids), neardup.PERMUTATIONS), neardup.EMPTY, dtype=np.uint32)
+        for n, i in enumerate(ids):
+            if int(i) in rows:
+                marks[n] = np.asarray(rows[int(i)]["signature"], dtype=np.int64).astype(np.uint32)
+        return marks
+
+    def describe(self, ids: Sequence[int]) -> dict[int, tuple[int, Metadata, str]]:
+        return {i: (int(row["doc_number"]), metadata_of(row), row["section"])
+                for i, row in self.rows(ids, ["doc_number", "metadata", "section"]).items()}
+
+    def documents_of(self, ids: Sequence[int]) -> dict[int, int]:
+        return {i: int(row["doc_number"]) for i, row in self.rows(ids, ["doc_number"]).items()}
+
+    def fetch(self, ids: Sequence[int]) -> dict[int, StoredPassage]:
+        rows = self.rows(ids, PASSAGE_OUT[1:])
+        sentences = sentence_vectors(self.milvus, self.names, rows, self.state["model"]["dimension"])
+        return {i: StoredPassage(i, passage_of(row), np.asarray(row["spans"], np.int64).reshape(-1, 2),
+                                 sentences.get(i, np.zeros((0, self.state["model"]["dimension"]), np.float32)),
+                                 metadata_of(row))
+                for i, row in rows.items()}
+
+    def document(self, doc_id: str) -> KeptDocument | None:
+        parts = self.milvus.query(self.names.documents, self.where(among("doc_id", [doc_id])),
+                                  ["doc_number", "part", "title", "source", "origin", "metadata", "text"])
+        if not parts:
+            return None
+        parts.sort(key=lambda r: r["part"])
+        first = parts[0]
+        kept = Document(doc_id, first["title"], first["source"], "".join(p["text"] for p in parts), metadata_of(first))
+        rows = self.milvus.query(self.names.passages, self.where(f"doc_number == {int(first['doc_number'])}"),
+                                 PASSAGE_OUT)
+        return KeptDocument(kept, first["origin"], tuple(sorted((passage_of(r) for r in rows), key=lambda p: p.start)))
+
+    def document_ids(self, offset: int, limit: int) -> tuple[int, list[tuple[str, str, str, str]]]:
+        rows = self.milvus.query(self.names.documents, self.where("part == 0"), ["doc_id", "title", "source", "origin"])
+        live = sorted((r["doc_id"], r["title"], r["source"], r["origin"]) for r in rows)
+        return len(live), live[offset:offset + limit]
+
+
+def sentence_vectors(milvus: Milvus, names: Names, rows: dict[int, dict], dimension: int) -> dict[int, np.ndarray]:
+    """The sentence vectors of each passage (rows by id, with their spans), in order."""
+    found: dict[int, list] = {}
+    for part in chunks(sentence_keys(rows), IN_VALUES):
+        for row in milvus.query(names.sentences, among("id", part), ["vector"]):
+            found.setdefault(int(row["id"]) // SENTENCES, []).append((int(row["id"]), row["vector"]))
+    return {i: np.array([v for _, v in sorted(found[i])], dtype=np.float32).reshape(-1, dimension)
+            for i in rows if i in found}
+
+
+def frequencies(milvus: Milvus, names: Names, terms: Sequence[str], generation: int) -> dict[str, int]:
+    """Each term's document frequency at generation: a term's row keeps its value as of the write
+    that last changed it (`generation`) and the value before (`previous`), so a search reads the
+    value of its own generation, and a write that never committed leaves the previous in force."""
+    found = dict.fromkeys(terms, 0)
+    for part in chunks(list(terms), IN_VALUES):
+        for row in milvus.query(names.terms, among("id", [term_key(t) for t in part]),
+                                ["term", "df", "generation", "previous"]):
+            if row["term"] in found:
+                found[row["term"]] = int(row["df"] if row["generation"] <= generation else row["previous"])
+    return found
