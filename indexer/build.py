@@ -146,9 +146,9 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
         if not prune and changes.removed and len(changes.removed) * 2 > from_folders:
             raise PruneRefused(changes.removed, from_folders, origin)
         fingerprint = chunker_fingerprint(embedder)
-        rebuild = force or health["generation"] is None or health["chunker"] != fingerprint
+        rebuild = force or health.generation is None or health.chunker != fingerprint
         if not changes.stale and not rebuild:
-            return BuildSummary(None, changes, len(wanted), health["passages"], health["sentences"],
+            return BuildSummary(None, changes, len(wanted), health.passages, health.sentences,
                                 0, time.perf_counter() - started)
         fresh = [wanted[i] for i in wanted] if rebuild else [wanted[i] for i in changes.added + changes.changed]
         embedded = [0]
@@ -160,8 +160,8 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
         remember(root, engine)
         after_publish(root, embedder)
         health = writer.health()
-    return BuildSummary(Path(root) / name, changes, health["documents"], health["passages"],
-                        health["sentences"], embedded[0], time.perf_counter() - started)
+    return BuildSummary(Path(root) / name, changes, health.documents, health.passages,
+                        health.sentences, embedded[0], time.perf_counter() - started)
 
 
 def require_passages(batches: Iterator[list[PreparedDocument]], origin: str) -> Iterator[list[PreparedDocument]]:
@@ -195,7 +195,7 @@ def update_documents(root: Path, embedder: TextModel, upserts: Sequence[Document
             raise UnknownDocument(unknown)
         health = writer.health()
         fingerprint = chunker_fingerprint(embedder)
-        chunker = fingerprint if health["generation"] is None or health["chunker"] == fingerprint else None
+        chunker = fingerprint if health.generation is None or health.chunker == fingerprint else None
         stored = [StoredDocument(d, "api", content_hash(d)) for d in upserts]
         embedded = [0]
         batches = prepare(stored, embedder, writer, root, False, embedded)
@@ -363,5 +363,5 @@ def move_index(root: Path, embedder: TextModel, source: Engine, target: Engine,
         after_publish(root, embedder)
         health = writer.health()
     return BuildSummary(Path(root) / name, Changes(tuple(d.document.doc_id for d in stored), (), (), 0),
-                        health["documents"], health["passages"], health["sentences"], embedded[0],
+                        health.documents, health.passages, health.sentences, embedded[0],
                         time.perf_counter() - started)

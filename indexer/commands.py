@@ -46,8 +46,8 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"  fix: {fix_command('index', seeds, '--out', out)}", file=sys.stderr)
         return 1
     health = engine.writer().health()
-    if not changes.stale and changes.unchanged and not args.force and health["chunker"] == chunker_fingerprint(model):
-        passages = health["passages"]
+    if not changes.stale and changes.unchanged and not args.force and health.chunker == chunker_fingerprint(model):
+        passages = health.passages
         print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {count(passages, 'passage')}")
         print(f"the index {args.out} is already up to date: nothing written")
         return 0
@@ -337,7 +337,7 @@ def stored_model(args: argparse.Namespace):
 
 def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:
     """The answer from the index folder itself, in the API's JSON form."""
-    from indexer.search import Query, Searcher, hit_record
+    from indexer.search import Query, hit_record
 
     model = model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, Path(args.index))
     searcher = searcher_here(Path(args.index), model)

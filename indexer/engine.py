@@ -129,13 +129,30 @@ class Selection:
     size: int
 
 
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index reports of a snapshot: a reader's own, or the newest one a writer sees."""
+
+    generation: str | None        # None: no usable snapshot yet
+    model: str | None = None      # the model's name with its precision
+    chunker: str | None = None    # fingerprint of how the passages were cut (build.chunker_fingerprint)
+    documents: int = 0
+    passages: int = 0
+    sentences: int = 0
+    segments: int | None = None   # FAISS segments; None for an engine that keeps none (Milvus)
+    built_at: str | None = None   # ISO time the snapshot was published
+
+    def record(self) -> dict:
+        """The JSON form (for /readyz)."""
+        return {"generation": self.generation, "model": self.model, "passages": self.passages,
+                "documents": self.documents, "segments": self.segments, "built_at": self.built_at}
+
+
 class IndexReader(Protocol):
     """One consistent snapshot of an index, as search sees it."""
 
     generation: str
-    manifest: dict
-
-    def counts(self) -> dict[str, int]: ...
+    info: IndexInfo
 
     def select(self, filters: Filters) -> Selection: ...
 
@@ -181,9 +198,8 @@ class IndexWriter(Protocol):
 
     def apply(self, changes: ChangeSet) -> str: ...
 
-    def health(self) -> dict:
-        """{"generation": newest usable snapshot or None, "chunker", "segments", "documents",
-        "passages", "sentences"}."""
+    def health(self) -> IndexInfo:
+        """The newest usable snapshot (generation None: none yet, or none for this model)."""
 
 
 class Engine(Protocol):

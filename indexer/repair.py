@@ -67,7 +67,7 @@ def repair_index(root: Path, embedder: TextModel, engine: Engine, accept_loss: b
         writer = engine.repairer(damage)
         health = writer.health()
         fingerprint = chunker_fingerprint(embedder)
-        chunker = fingerprint if health["generation"] is None or health["chunker"] == fingerprint else None
+        chunker = fingerprint if health.generation is None or health.chunker == fingerprint else None
         embedded = [0]
         batches = prepare(list(damage.recoverable), embedder, writer, Path(root), False, embedded)
         name = writer.apply(ChangeSet(upserts=batches, chunker=chunker))

@@ -339,7 +339,7 @@ class Searcher:
               ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """The dense and the keyword list, each `depth` deep."""
         with self.running() as others:
-            if not others and self.index.counts()["passages"] >= PARALLEL_LISTS_FROM:
+            if not others and self.index.info.passages >= PARALLEL_LISTS_FROM:
                 # A large index and no other search running: the dense list (FAISS, which releases
                 # the GIL) on the other core while this thread scores keywords. With other searches
                 # running the cores are busy anyway, and the hand-off only adds thread switches.
@@ -351,7 +351,7 @@ class Searcher:
     def keyword_total(self, terms: list[str], weights: dict[str, float]) -> float:
         """The most BM25 score a passage could reach for these terms, as a sum of idf (each
         repeat again, as BM25 counts it; a term found nowhere at the highest idf there is)."""
-        unseen = math.log1p((self.index.counts()["passages"] + 0.5) / 0.5)  # Lucene's idf at df 0
+        unseen = math.log1p((self.index.info.passages + 0.5) / 0.5)  # Lucene's idf at df 0
         return sum(weights.get(t) or unseen for t in terms)
 
     @staticmethod

@@ -38,13 +38,13 @@ class IndexCollector:
                                 value=int(searcher is not None))
         if searcher is None:
             return
-        manifest = searcher.index.manifest
-        yield GaugeMetricFamily("semsearch_index_passages", "passages in the served index", value=manifest["passages"])
-        yield GaugeMetricFamily("semsearch_index_documents", "documents in the served index", value=manifest["documents"])
-        yield GaugeMetricFamily("semsearch_index_segments", "segments in the served index",
-                                value=len(manifest["segments"]))
+        info = searcher.index.info
+        yield GaugeMetricFamily("semsearch_index_passages", "passages in the served index", value=info.passages)
+        yield GaugeMetricFamily("semsearch_index_documents", "documents in the served index", value=info.documents)
+        if info.segments is not None:  # an engine that keeps segments (FAISS)
+            yield GaugeMetricFamily("semsearch_index_segments", "segments in the served index", value=info.segments)
         yield InfoMetricFamily("semsearch_index", "the served index generation and its model",
-                               value={"generation": searcher.index.generation, "model": manifest["model"]["name"]})
+                               value={"generation": searcher.index.generation, "model": info.model or ""})
 
 
 class Metrics:

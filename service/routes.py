@@ -70,7 +70,7 @@ async def answer(request: Request, searcher: search.Searcher, params: SearchPara
         if len(values) > settings.max_filter_values:
             return error_response(422, "invalid_request", f"{name}: at most {settings.max_filter_values} values "
                                   "(SEMSEARCH_MAX_FILTER_VALUES)", field=name)
-    if searcher.index.counts()["passages"] < settings.threaded_search_passages:
+    if searcher.index.info.passages < settings.threaded_search_passages:
         return run_search(searcher, params)
     return await run_in_threadpool(run_search, searcher, params)
 
@@ -98,10 +98,7 @@ async def readyz(request: Request) -> JSONResponse:
     if runtime.searcher is None or runtime.outage is not None:
         return not_ready(request, runtime.outage or runtime.problem)
     index = runtime.searcher.index
-    return JSONResponse({"status": "ready", "generation": index.generation,
-                         "model": index.manifest["model"]["name"], "passages": index.manifest["passages"],
-                         "documents": index.manifest["documents"], "segments": len(index.manifest["segments"]),
-                         "built_at": index.manifest["built_at"], "arithmetic": runtime.arithmetic,
+    return JSONResponse({"status": "ready", **index.info.record(), "arithmetic": runtime.arithmetic,
                          "relevance": runtime.relevance_state(),
                          **({"feeds": runtime.feeds} if runtime.feeds is not None else {})})
 

@@ -123,9 +123,9 @@ class Runtime:
             self.searcher = self.searcher_for(index)
             self.problem = None
             self.engine.release(index)
-            counts = index.counts()
-            held = count(counts["passages"], "passage") + (f" in {count(counts['segments'], 'segment')}"
-                                                          if counts.get("segments") else "")  # Milvus has none
+            info = index.info
+            held = count(info.passages, "passage") + (f" in {count(info.segments, 'segment')}"
+                                                      if info.segments is not None else "")  # Milvus keeps none
             log.info("serving index generation %s (%s)", index.generation, held)
             return index.generation
 

@@ -111,7 +111,7 @@ def test_writes_replace_and_delete_and_a_failed_one_changes_nothing(tmp_path, em
     hits = searcher.search(Query("who pays for the dredging", k=10, min_relevance=0))
     assert {h.passage.doc_id for h in hits} == {"harbour-fees", "harbour-crane"}
     assert "fall after all" in next(h for h in hits if h.passage.doc_id == "harbour-fees").passage.text
-    assert searcher.index.counts()["documents"] == 2
+    assert searcher.index.info.documents == 2
     kept = searcher.index.document("harbour-fees")
     assert kept.document.text.startswith("Harbour fees fall") and len(kept.passages) == 1
 
@@ -279,6 +279,6 @@ def test_a_damaged_milvus_index_is_found_by_check_and_repaired_from_its_document
     summary = repair_index(tmp_path, model, engine)
     assert summary.generation and engine.inspect().intact
     searcher = Searcher(engine.reader(), model)
-    assert searcher.index.counts()["documents"] == 3
+    assert searcher.index.info.documents == 3
     assert {h.passage.doc_id for h in searcher.search(Query("harbour fees dredging", k=10, min_relevance=0))} == \
         {d.doc_id for d in HARBOUR}

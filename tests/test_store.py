@@ -90,7 +90,7 @@ def test_failed_build_leaves_the_index_in_use_untouched(index_copy, embedder, se
         build_from_documents(sentence_corpus, index_copy, embedder, progress=False)
     assert store.current_generation(index_copy) == before
     assert not any(p.name.startswith(".building") for p in index_copy.iterdir())
-    assert store.load(index_copy, embedder.name, embedder.dimension).counts()["passages"] == 12
+    assert store.load(index_copy, embedder.name, embedder.dimension).info.passages == 12
 
 
 def test_new_build_switches_pointer_and_keeps_only_recent_generations(index_copy, embedder, sentence_corpus):
@@ -99,6 +99,6 @@ def test_new_build_switches_pointer_and_keeps_only_recent_generations(index_copy
     generations = [p for p in index_copy.iterdir() if p.name.startswith("gen-")]
     assert len(generations) == store.KEEP_GENERATIONS
     assert store.current_generation(index_copy) == max(p.name for p in generations)
-    assert store.load(index_copy, embedder.name, embedder.dimension).counts()["passages"] == 4
+    assert store.load(index_copy, embedder.name, embedder.dimension).info.passages == 4
     used = {s["name"] for g in generations for s in store.read_manifest(index_copy, g.name)["segments"]}
     assert {p.name for p in (index_copy / store.SEGMENTS).iterdir()} == used  # unused segments removed

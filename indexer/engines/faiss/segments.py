@@ -16,7 +16,7 @@ from indexer import neardup
 from indexer.engines.faiss import postings
 from indexer.engines.faiss.dense import DenseParams, rescored, top
 from indexer.documents import Document
-from indexer.engine import KeptDocument, Selection, StoredPassage
+from indexer.engine import IndexInfo, KeptDocument, Selection, StoredPassage
 from indexer.keyword import KeywordParams
 from indexer.metadata import NO_DATE, Filters, Metadata
 from indexer.engines.faiss.segment import Segment
@@ -56,8 +56,11 @@ class SegmentIndex:
         self.total = sum(v.live_rows for v in views)
         self.average_length = sum(v.live_length for v in views) / max(self.total, 1)
 
-    def counts(self) -> dict[str, int]:
-        return {"passages": self.total, "documents": self.manifest["documents"], "segments": len(self.views)}
+    @property
+    def info(self) -> IndexInfo:
+        m = self.manifest
+        return IndexInfo(self.generation, (m.get("model") or {}).get("name"), m.get("chunker"), m["documents"],
+                         self.total, m.get("sentences", 0), len(self.views), m.get("built_at"))
 
     def select(self, filters: Filters) -> Selection:
         """Live rows of each segment whose passages match every given filter (via the id index,

@@ -20,7 +20,7 @@ from indexer.engines.faiss import postings, store
 from indexer.engines.faiss.dense import DenseParams
 from indexer.engines.faiss.document_store import forget_legacy, legacy_documents
 from indexer.documents import Document
-from indexer.engine import ChangeSet, LiveDocument, PreparedDocument
+from indexer.engine import ChangeSet, IndexInfo, LiveDocument, PreparedDocument
 from indexer.keyword import passage_terms
 from indexer.metadata import Metadata
 from indexer.engines.faiss.segment import TABLES, Segment, SegmentRows, has_metadata
@@ -109,11 +109,12 @@ class SegmentStore:
             found.update(segment.vectors_by_key(missing))
         return found
 
-    def health(self) -> dict:
+    def health(self) -> IndexInfo:
         """The current generation (None: none usable for this model), its counts and chunker."""
         name, manifest = self.state() or (None, {})
-        return {"generation": name, "segments": len(manifest.get("segments", ())), "chunker": manifest.get("chunker"),
-                **{key: manifest.get(key, 0) for key in ("documents", "passages", "sentences")}}
+        return IndexInfo(name, (manifest.get("model") or {}).get("name"), manifest.get("chunker"),
+                         manifest.get("documents", 0), manifest.get("passages", 0), manifest.get("sentences", 0),
+                         len(manifest.get("segments", ())), manifest.get("built_at"))
 
     def apply(self, changes: ChangeSet) -> str:
         """Publish a generation with each batch of upserted documents in a new segment and the

@@ -8,11 +8,11 @@ import numpy as np
 
 from indexer import neardup
 from indexer.documents import Document
-from indexer.engine import KeptDocument, Selection, StoredPassage
+from indexer.engine import IndexInfo, KeptDocument, Selection, StoredPassage
 from indexer.keyword import bm25, idf
 from indexer.metadata import NO_DATE, Filters, Metadata
 from indexer.engines.milvus.client import IN_VALUES, KEYWORD, Milvus, Names, among, chunks, filter_expression, visible
-from indexer.engines.milvus.schema import (PASSAGE_OUT, SENTENCES, generation_name, metadata_of, passage_of,
+from indexer.engines.milvus.schema import (PASSAGE_OUT, SENTENCES, generation_name, info_of, metadata_of, passage_of,
                                            sentence_keys, term_key)
 
 
@@ -24,14 +24,12 @@ class MilvusReader:
         self.names = Names.of(milvus.collection, state["build"])
         self.G = int(state["generation"])
         self.generation = generation_name(state)
-        self.manifest = {"model": state["model"], "passages": state["passages"], "documents": state["documents"],
-                         "sentences": state["sentences"], "segments": [], "built_at": state["built_at"],
-                         "chunker": state.get("chunker"), "engine": "milvus"}
         self.live = visible(self.G)
         self.frequencies: dict[str, int] = {}
 
-    def counts(self) -> dict[str, int]:
-        return {"passages": self.state["passages"], "documents": self.state["documents"], "segments": 0}
+    @property
+    def info(self) -> IndexInfo:
+        return info_of(self.state)
 
     def where(self, expression: str = "") -> str:
         return f"{self.live} and ({expression})" if expression else self.live

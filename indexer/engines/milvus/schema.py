@@ -7,6 +7,7 @@ import hashlib
 from indexer import neardup
 from indexer.chunking import Passage
 from indexer.documents import StoredDocument
+from indexer.engine import IndexInfo
 from indexer.metadata import Metadata
 from indexer.engines.milvus.client import ALIVE, FILTER_BYTES, PARTS, TEXT_PART, clip
 
@@ -27,6 +28,12 @@ DOCUMENT_FIELDS = [("born", "int"), ("died", "int"), ("doc_number", "int"), ("pa
                    ("origin", "text", 16), ("content_hash", "text", 128), ("metadata", "text"), ("text", "text")]
 PASSAGE_OUT = ["id", "doc_number", "doc_id", "passage_key", "title", "source", "section", "paragraph", "start",
                "stop", "text", "metadata", "spans"]
+
+
+def info_of(state: dict) -> IndexInfo:
+    """What the committed state says of its generation (Milvus keeps no segments of its own)."""
+    return IndexInfo(generation_name(state), (state.get("model") or {}).get("name"), state.get("chunker"),
+                     state["documents"], state["passages"], state["sentences"], None, state.get("built_at"))
 
 
 def passage_of(row: dict) -> Passage:

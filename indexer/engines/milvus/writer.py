@@ -10,12 +10,12 @@ import numpy as np
 
 from indexer import neardup
 from indexer.documents import Document, StoredDocument
-from indexer.engine import ChangeSet, IndexUnavailable, LiveDocument, PreparedDocument
+from indexer.engine import ChangeSet, IndexInfo, IndexUnavailable, LiveDocument, PreparedDocument
 from indexer.keyword import passage_terms
 from indexer.metadata import NO_DATE, epoch
 from indexer.engines.milvus.client import ALIVE, IN_VALUES, Milvus, Names, among, chunks, clip, visible
 from indexer.engines.milvus.schema import (DOCUMENT_FIELDS, PASSAGE_FIELDS, SENTENCES, SENTENCE_FIELDS, TERM_FIELDS,
-                                           document_rows, generation_name, metadata_fields, metadata_of, term_key)
+                                           document_rows, generation_name, info_of, metadata_fields, metadata_of, term_key)
 from indexer.engines.milvus.reader import MilvusReader, frequencies, sentence_vectors
 
 
@@ -71,12 +71,9 @@ class MilvusWriter:
                       sentences.get(int(row["id"]), np.zeros((0, self.dimension), np.float32)))
                 for key, row in rows.items()}
 
-    def health(self) -> dict:
+    def health(self) -> IndexInfo:
         state = self.state()
-        if state is None:
-            return {"generation": None, "segments": 0, "chunker": None, "documents": 0, "passages": 0, "sentences": 0}
-        return {"generation": generation_name(state), "segments": 0, "chunker": state.get("chunker"),
-                **{key: state[key] for key in ("documents", "passages", "sentences")}}
+        return IndexInfo(None) if state is None else info_of(state)
 
     def apply(self, changes: ChangeSet) -> str:
         """Write the change invisibly, flush, then commit the state: one generation more. A write
