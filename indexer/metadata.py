@@ -295,25 +295,3 @@ class Filters:
     @property
     def by_metadata(self) -> bool:
         return bool(self.outlets or self.authors or self.languages or self.tags)
-
-
-def metadata_condition(filters: Filters) -> tuple[str, list[str]]:
-    """SQL over a segment's documents table (its metadata JSON) for filters' outlets, authors,
-    languages and tags, and its parameters."""
-    clauses, params = ["metadata IS NOT NULL"], []
-
-    def marks(values: tuple[str, ...]) -> str:
-        params.extend(v.strip().lower() for v in values)
-        return ",".join("?" * len(values))
-
-    if filters.outlets:
-        clauses.append(f"lower(json_extract(metadata, '$.outlet')) IN ({marks(filters.outlets)})")
-    if filters.languages:
-        clauses.append(f"(lower(json_extract(metadata, '$.language')) IN ({marks(filters.languages)}) OR "
-                       f"substr(lower(json_extract(metadata, '$.language')), 1, instr(json_extract(metadata, "
-                       f"'$.language') || '-', '-') - 1) IN ({marks(filters.languages)}))")
-    for name, values in (("authors", filters.authors), ("tags", filters.tags)):
-        if values:
-            clauses.append(f"EXISTS (SELECT 1 FROM json_each(metadata, '$.{name}') WHERE lower(value) IN "
-                           f"({marks(values)}))")
-    return " AND ".join(clauses), params

@@ -212,9 +212,6 @@ class Searcher:
     def __init__(self, index: IndexReader, embedder: TextModel, fusion: FusionParams = FusionParams(),
                  relevance: RelevanceParams | None = None) -> None:
         """relevance: its weights (None: the shipped ones for the embedder's model, indexer/relevance.py)."""
-        import faiss
-
-        faiss.omp_set_num_threads(1)  # one query is tiny; threads only fight concurrent requests
         single_threaded_numpy()
         self.index = index
         self.embedder = embedder

@@ -59,3 +59,14 @@ def test_no_module_is_over_600_lines():
     long = {str(p.relative_to(ROOT)): n for p in [*(ROOT / "indexer").rglob("*.py"), *(ROOT / "service").rglob("*.py")]
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
     assert long == {}
+
+
+def test_faiss_and_sql_are_the_faiss_engines_own():
+    """Search, build and the rest reach FAISS and the segments' SQL only through the seam (the
+    embedding cache, cache.py, is the index folder's caller's own SQLite file, whatever the engine)."""
+    import re
+
+    outside = [p.name for p in [*(ROOT / "indexer").glob("*.py"), *(ROOT / "service").glob("*.py")]
+               if p.name != "cache.py"
+               and re.search(r"^\s*import faiss|json_extract\(|SELECT .* FROM", p.read_text(encoding="utf-8"), re.M)]
+    assert outside == []

@@ -7,6 +7,7 @@ so a passage scores the same whichever segment holds it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -86,6 +87,7 @@ class SegmentIndex:
         """Best passages by cosine. Approximate segments propose candidates by their 8-bit codes;
         only the best of all segments' candidates are read back and rescored exactly, so a query
         reads a few hundred vectors whatever the number of segments."""
+        one_thread_per_search()
         pool = []
         for view in self.views:
             rows = None if selection is None else selection.parts[view.segment.name]
@@ -297,3 +299,12 @@ def open_index(root, model: str, dimension: int, opened: dict[str, Segment] | No
         raise store.IndexDamaged(f"index generation {name} is inconsistent: manifest says "
                                  f"{manifest['passages']} passages, segments hold {index.total}", store.repair_hint(root))
     return index
+
+
+@functools.cache
+def one_thread_per_search() -> None:
+    """FAISS on one thread from this process's first search on: one query is tiny, and threads only
+    fight concurrent requests (a build before any search keeps FAISS's threads for its training)."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
