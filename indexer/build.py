@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -210,7 +209,7 @@ def after_publish(root: Path, embedder: TextModel) -> None:
     already committed, so a failure here (a full disk) is logged, never reported as a failed write."""
     try:
         EmbeddingCache(root, embedder.name, embedder.dimension).clear()  # the index holds them now
-    except (OSError, sqlite3.Error) as exc:
+    except OSError as exc:  # a full disk, or the cache's WriteFailed
         log.warning("published, but could not tidy %s: %s", root, exc)
 
 

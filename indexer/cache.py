@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
+from indexer.errors import WriteFailed
 from indexer.folder import sqlite_transaction
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,21 @@ class EmbeddingCache:
         self.mended(self.create)
 
     def create(self) -> None:
-        with sqlite_transaction(self.path) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vector BLOB, "
-                       "sentences BLOB, PRIMARY KEY (model, key))")
+        try:
+            with sqlite_transaction(self.path) as db:
+                db.execute("CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vector BLOB, "
+                           "sentences BLOB, PRIMARY KEY (model, key))")
+        except sqlite3.OperationalError as exc:
+            raise WriteFailed(f"the embedding cache {self.path} could not be written ({exc})") from exc
 
     def mended(self, use: Callable[[], T]) -> T:
-        """use(), and once more on a new file when the file turns out damaged (set aside first)."""
+        """use(), and once more on a new file when the file turns out damaged (set aside first); a
+        file it cannot write (a full disk, locked) is a WriteFailed."""
         try:
             return use()
         except sqlite3.DatabaseError as exc:  # not a database, malformed: not OperationalError (locked, disk)
             if isinstance(exc, sqlite3.OperationalError):
-                raise
+                raise WriteFailed(f"the embedding cache {self.path} could not be written ({exc})") from exc
             aside = self.path.with_name(f"{CACHE_FILE}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             for suffix in ("", "-wal", "-shm"):
                 if Path(f"{self.path}{suffix}").exists():

@@ -22,7 +22,7 @@ import numpy as np
 
 from indexer.chunking import Passage
 from indexer.documents import Document, StoredDocument
-from indexer.errors import IndexDamaged, IndexUnavailable, fix_command  # noqa: F401 (importers name them here)
+from indexer.errors import IndexDamaged, IndexUnavailable, WriteFailed, fix_command  # noqa: F401 (importers name them here)
 from indexer.folder import RECORD, read_record, write_record
 from indexer.metadata import Filters, Metadata
 
@@ -196,7 +196,10 @@ class IndexWriter(Protocol):
 
     def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]: ...
 
-    def apply(self, changes: ChangeSet) -> str: ...
+    def apply(self, changes: ChangeSet) -> str:
+        """Publish the change as one new snapshot and return its name; all or nothing: a write that
+        fails raises OSError (WriteFailed, or the OS's own, such as a full disk's) with nothing
+        published."""
 
     def health(self) -> IndexInfo:
         """The newest usable snapshot (generation None: none yet, or none for this model)."""

@@ -48,6 +48,11 @@ class EngineUnreachable(IndexUnavailable):
     does not answer now; fix says what to check, and the command itself runs once it answers."""
 
 
+class WriteFailed(OSError):
+    """A change an engine could not write (a full disk, a store that stopped answering, a file it
+    could not update): nothing of it was published, and the index serves what it served before."""
+
+
 class IndexDamaged(IndexUnavailable):
     """Files of a published index are missing, unreadable or fail their checksums: only a repair
     (never a fresh build, which would drop the documents ingested over HTTP) mends it."""

@@ -6,7 +6,6 @@ settings, and FastAPI must see it as a class, not as a name to resolve.)
 
 import logging
 import re
-import sqlite3
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -120,7 +119,7 @@ def publish(runtime: Runtime, upserts: list[Document], deletes: list[str]) -> tu
     try:
         name, embedded = update_documents(runtime.settings.index_dir, runtime.embedder, upserts, deletes,
                                           runtime.engine, deletable="api")
-    except (OSError, sqlite3.Error) as exc:
+    except OSError as exc:  # the OS's (a full disk) or the engine's WriteFailed
         log.error("write failed, nothing changed: %s", exc)
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ApiError(503, "write_failed", f"the change could not be written and nothing was changed: {reason}")

@@ -143,3 +143,23 @@ def test_check_warns_when_current_is_older_than_a_whole_generation_and_repair_se
     assert "ferry" in documents_of(index, model)
     checked = semsearch("index", str(seeds), "--out", str(index), "--check", env={"SEMSEARCH_MODEL_PATH": "hashing"})
     assert "CURRENT names" not in checked.stderr
+
+
+def test_a_cache_that_cannot_be_written_is_a_named_write_failure_with_nothing_published(tmp_path, embedder):
+    """The engines and the embedding cache report a write they cannot make as WriteFailed (an
+    OSError, so the CLI and the API say it as they say a full disk), never as a bare sqlite3 error."""
+    from indexer.cache import CACHE_FILE
+    from indexer.errors import WriteFailed
+
+    model = embedder  # the real model keeps an embedding cache (the stand-in is faster than one)
+    seeds = tmp_path / "seeds"
+    write_seeds(seeds, {"harbour.txt": ARTICLES["harbour.txt"]})
+    index = tmp_path / "index"
+    build_from_folder(seeds, index, model, progress=False)
+    before = open_engine(index, model.name, model.dimension).current()
+    (index / CACHE_FILE).unlink(missing_ok=True)
+    (index / CACHE_FILE).mkdir()  # a file SQLite cannot open
+    with pytest.raises(WriteFailed) as failed:
+        update_documents(index, model, [Document("extra", "Extra", "api", "Extra\nA new note about the ferry.\n")], [])
+    assert f"the embedding cache {index / CACHE_FILE} could not be written" in str(failed.value)
+    assert open_engine(index, model.name, model.dimension).current() == before

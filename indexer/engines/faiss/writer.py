@@ -20,7 +20,7 @@ from indexer.engines.faiss import postings, store
 from indexer.engines.faiss.dense import DenseParams
 from indexer.engines.faiss.document_store import forget_legacy, legacy_documents
 from indexer.documents import Document
-from indexer.engine import ChangeSet, IndexInfo, LiveDocument, PreparedDocument
+from indexer.engine import ChangeSet, IndexInfo, LiveDocument, PreparedDocument, WriteFailed
 from indexer.keyword import passage_terms
 from indexer.metadata import Metadata
 from indexer.engines.faiss.segment import TABLES, Segment, SegmentRows, has_metadata
@@ -118,7 +118,15 @@ class SegmentStore:
 
     def apply(self, changes: ChangeSet) -> str:
         """Publish a generation with each batch of upserted documents in a new segment and the
-        replaced or deleted documents tombstoned; returns its name."""
+        replaced or deleted documents tombstoned; returns its name. A segment's SQLite file that
+        cannot be written is a WriteFailed, as Milvus's refusals are."""
+        try:
+            return self.write(changes)
+        except sqlite3.Error as exc:
+            raise WriteFailed(f"a segment of {self.root} could not be written ({exc}); nothing was published") \
+                from exc
+
+    def write(self, changes: ChangeSet) -> str:
         state = self.state()
         manifest = state[1] if state else {"segments": [], "next_id": 0, "passages": 0, "documents": 0,
                                            "sentences": 0}

@@ -10,7 +10,7 @@ import numpy as np
 
 from indexer import neardup
 from indexer.documents import Document, StoredDocument
-from indexer.engine import ChangeSet, IndexInfo, IndexUnavailable, LiveDocument, PreparedDocument
+from indexer.engine import ChangeSet, IndexInfo, IndexUnavailable, LiveDocument, PreparedDocument, WriteFailed
 from indexer.keyword import passage_terms
 from indexer.metadata import NO_DATE, epoch
 from indexer.engines.milvus.client import ALIVE, IN_VALUES, Milvus, Names, among, chunks, clip, visible
@@ -77,11 +77,11 @@ class MilvusWriter:
 
     def apply(self, changes: ChangeSet) -> str:
         """Write the change invisibly, flush, then commit the state: one generation more. A write
-        Milvus refuses (a full disk, an outage) raises OSError: the committed state is untouched."""
+        Milvus refuses (a full disk, an outage) raises WriteFailed: the committed state is untouched."""
         try:
             return self.write(changes)
         except IndexUnavailable as exc:
-            raise OSError(f"{exc.message} (nothing was published)") from exc
+            raise WriteFailed(f"{exc.message} (nothing was published)") from exc
 
     def write(self, changes: ChangeSet) -> str:
         milvus, committed = self.milvus, self.milvus.state()
