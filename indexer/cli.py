@@ -15,6 +15,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from indexer.engines import ENGINE_NAMES
 from indexer.errors import COLLAPSE, FACETS, GROUPS, MODES, SORTS, DocumentError, EngineUnreachable, \
     IndexUnavailable, ModelError, QueryError, fix_command, program
 
@@ -67,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
                     "in one commit; the index folder then records the new engine, and later commands use it. "
                     "The old engine's copy is left as it was.")
     move.add_argument("index", nargs="?", default=DEFAULT_INDEX, help="index folder (default: index)")
-    move.add_argument("--to", required=True, choices=("faiss", "milvus"), help="the engine to move the index to")
+    move.add_argument("--to", required=True, choices=ENGINE_NAMES, help="the engine to move the index to")
     move.add_argument("--milvus-uri", help="with --to milvus: Milvus Lite file (.db) or http(s)://host:port "
                       "(SEMSEARCH_MILVUS_URI; default: milvus.db in the index folder)")
     move.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
@@ -191,7 +192,7 @@ def where(command: argparse.ArgumentParser, creates: bool = False) -> None:
                    "one its folder records" if creates else
                    "the engine the index is in (SEMSEARCH_ENGINE); not needed: the index folder records it, and "
                    "naming another is an error")
-    command.add_argument("--engine", choices=("faiss", "milvus"), help=engine_help)
+    command.add_argument("--engine", choices=ENGINE_NAMES, help=engine_help)
     command.add_argument("--milvus-uri", help="Milvus Lite file (.db) or http(s)://host:port "
                          "(SEMSEARCH_MILVUS_URI; default: milvus.db in the index folder)")
 

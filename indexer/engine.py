@@ -22,12 +22,10 @@ import numpy as np
 
 from indexer.chunking import Passage
 from indexer.documents import Document, StoredDocument
+from indexer.engines import ENGINES  # the registry: names -> "module:class"
 from indexer.errors import IndexDamaged, IndexUnavailable, WriteFailed, fix_command  # noqa: F401 (importers name them here)
 from indexer.folder import RECORD, read_record, write_record
 from indexer.metadata import Filters, Metadata
-
-# Engines by name: "module:class", imported only when chosen (SEMSEARCH_ENGINE).
-ENGINES = {"faiss": "indexer.engines.faiss.engine:FaissEngine", "milvus": "indexer.engines.milvus.engine:MilvusEngine"}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from indexer.engines import ENGINE_NAMES
 from indexer.fetcher import DEFAULT_MAX_DOCUMENT_CHARS
+from indexer.onnx_encoder import PRECISIONS
 from indexer.search import FusionParams
 
 
@@ -29,12 +31,12 @@ class Settings(BaseSettings):
     model_threads: int = Field(0, ge=0, description="CPU threads per embedding call; 0: the runtime's default")
     model_spin: bool = Field(True, description="let idle ONNX threads busy-wait (faster alone, slower under load)")
     backend: Literal["onnx", "torch"] = Field("onnx", description="model runtime; onnx gives the same vectors, faster")
-    precision: Literal["fp32", "bf16", "int8", "int8-static"] | None = Field(
+    precision: Literal[PRECISIONS] | None = Field(
         None, description="model arithmetic; unset: the index's own (int8-static for a new index); see the README")
     ann_min_rows: int = Field(50_000, ge=1, description="segments with at least this many passages get an "
                                                         "approximate index when ingest or a merge writes them")
     merge: bool = Field(True, description="merge small segments in the background after ingests")
-    engine: Literal["faiss", "milvus"] | None = Field(None, description="index engine for a new index; unset: the "
+    engine: Literal[ENGINE_NAMES] | None = Field(None, description="index engine for a new index; unset: the "
                                                       "index's own (engine.json), else faiss")
     milvus_uri: str | None = Field(None, description="Milvus Lite file (.db) or http(s)://host:port; unset: "
                                    "milvus.db in the index folder")

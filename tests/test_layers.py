@@ -70,3 +70,18 @@ def test_faiss_and_sql_are_the_faiss_engines_own():
                if p.name != "cache.py"
                and re.search(r"^\s*import faiss|json_extract\(|SELECT .* FROM", p.read_text(encoding="utf-8"), re.M)]
     assert outside == []
+
+
+def test_engine_names_and_precisions_come_from_one_place_each():
+    """The command line's choices and the service's settings follow the engine registry and the
+    precision list: a name added there is accepted everywhere."""
+    from indexer.cli import parser
+    from indexer.engines import ENGINES
+    from indexer.onnx_encoder import PRECISIONS
+    from service.settings import Settings
+
+    commands = next(a for a in parser()._actions if a.dest == "command").choices
+    engine_options = [a for name, command in commands.items() for a in command._actions if a.dest in ("engine", "to")]
+    assert engine_options and all(tuple(a.choices) == tuple(ENGINES) for a in engine_options)
+    assert all(Settings(engine=name).engine == name for name in ENGINES)
+    assert all(Settings(precision=name).precision == name for name in PRECISIONS)  # int8-7bit was refused
