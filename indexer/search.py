@@ -16,7 +16,7 @@ import numpy as np
 from indexer import keyword, neardup
 from indexer.chunking import Passage
 from indexer.embedding import TextModel
-from indexer.engine import IndexReader, StoredPassage
+from indexer.engine import IndexReader, Selection, StoredPassage
 from indexer.errors import (  # noqa: F401 (importers name them here)
     COLLAPSE,
     FACETS,
@@ -139,6 +139,29 @@ class Hit:
     evidence: tuple[float, float] = (0.0, 0.0)  # (cosine, keyword share) behind the relevance
 
 
+@dataclass(frozen=True)
+class Found:
+    """What retrieval found for a query (Searcher.retrieve): the candidates in the mode's order,
+    and what the later stages need of the two lists."""
+
+    vector: np.ndarray                         # the query's
+    weights: dict[str, float]                  # idf of each query term
+    key: Callable[[int], object]               # passage id -> ranked item (its document with group_by_doc)
+    dense_at: dict                             # item -> (rank, cosine) in the dense list
+    sparse_at: dict                            # item -> (rank, BM25) in the keyword list
+    ranked: list[tuple[int, float]]            # (passage id, score), best first
+    graded: dict[int, tuple[float, float, float]]  # passage id -> (relevance, cosine, keyword share)
+
+
+@dataclass(frozen=True)
+class Arranged:
+    """The matches as shown (Searcher.arrange): stories collapsed, articles grouped."""
+
+    ranked: list[tuple[int, float]]
+    more: dict[int, list[tuple[int, float]]]   # with group=article: each lead's further passages
+    copies: dict[int, list[int]] | None        # with collapse=story: each shown passage's other copies
+
+
 def contributions(ranked: list[tuple[int, float]], params: FusionParams, weight: float) -> list[float]:
     """What each position of one ranked list adds to a fused score."""
     if params.method == "rrf":
@@ -241,20 +264,33 @@ class Searcher:
         return self.answer(query).hits
 
     def answer(self, query: Query) -> Answer:
-        """The page of hits and, when the query asks, facet counts over all its matches."""
+        """The page of hits and, when the query asks, facet counts over all its matches: the
+        stages in order (each a method below)."""
         self.check(query)
-        wanted = query.offset + query.k
-        depth = max(self.fusion.depth, wanted * (4 if query.group_by_doc or query.group else 1))
-        floor = self.floor if query.min_relevance is None else query.min_relevance
-        filters, selection = query.filters(), None
         nothing = Answer([], {name: [] for name in query.facets} if query.facets else None, no_good_match=True)
-        if filters:
-            selection = self.index.select(filters)
-            if not selection.size:
-                return nothing
+        selection = self.selection(query)
+        if selection is not None and not selection.size:
+            return nothing  # the filters leave nothing to search
+        found = self.retrieve(query, selection)
+        matches = self.matches(query, found)
+        facets = self.facet_counts(matches, query.facets) if query.facets else None
+        shown = self.arrange(query, matches, found)
+        page = shown.ranked[query.offset:query.offset + query.k]
+        if not page:
+            return Answer([], facets or nothing.facets, no_good_match=not shown.ranked)
+        return Answer(self.present(query, page, shown, found), facets)
+
+    def selection(self, query: Query) -> Selection | None:
+        """Stage 1: the passages the query's filters allow (None: no filter)."""
+        filters = query.filters()
+        return self.index.select(filters) if filters else None
+
+    def retrieve(self, query: Query, selection: Selection | None) -> Found:
+        """Stage 2: both lists (whatever the mode: the mode decides the order, both give the
+        relevance), the candidates in the mode's order and each one's relevance and evidence."""
+        depth = max(self.fusion.depth, (query.offset + query.k) * (4 if query.group_by_doc or query.group else 1))
         vector = self.embed_query(query.text)
         terms = self.analyzer.query_terms(query.text)
-        # Both lists whatever the mode: the mode decides the ranking, both give the relevance.
         dense, sparse = self.lists(vector, terms, depth, selection, query.exact)
         key: Callable[[int], object] = lambda passage_id: passage_id
         if query.group_by_doc:
@@ -278,38 +314,52 @@ class Searcher:
                   zip(ranked, self.relevance_of(cosines, shares).tolist(), cosines.tolist(), shares.tolist())}
         if query.mode == "hybrid" and self.fusion.method == "relevance":  # one score: the order is the grade's
             ranked = sorted(((i, graded[i][0]) for i, _ in ranked), key=lambda h: (-h[1], h[0]))
-        ranked = [(i, s) for i, s in ranked if graded[i][0] >= floor]
+        return Found(vector, weights, key, dense_at, sparse_at, ranked, graded)
+
+    def matches(self, query: Query, found: Found) -> list[tuple[int, float]]:
+        """Stage 3: the candidates at or above the query's relevance floor, in the order asked
+        (relevance, or with a recency boost, or newest first)."""
+        floor = self.floor if query.min_relevance is None else query.min_relevance
+        ranked = [(i, s) for i, s in found.ranked if found.graded[i][0] >= floor]
         if query.recency_half_life_days is not None or query.sort == "newest":
             ranked = self.by_time(ranked, query)
-        facets = self.facet_counts(ranked, query.facets) if query.facets else None
+        return ranked
+
+    def arrange(self, query: Query, matches: list[tuple[int, float]], found: Found) -> Arranged:
+        """Stage 4: near-duplicate stories under their first copy (collapse=story), then each
+        article once with its further passages (group=article)."""
         copies: dict[int, list[int]] | None = None
         if query.collapse is not None:
-            ids = [i for i, _ in ranked]
+            ids = [i for i, _ in matches]
             copies = neardup.stories(ids, self.index.signatures(ids), self.index.documents_of(ids))
-            ranked = [(i, s) for i, s in ranked if i in copies]
-        more: dict[int, list[int]] = {}
+            matches = [(i, s) for i, s in matches if i in copies]
+        more: dict[int, list[tuple[int, float]]] = {}
         if query.group == "article":
-            ranked, more = self.by_article(ranked, {i: graded[i][0] for i, _ in ranked})
-        page = ranked[query.offset:wanted]
-        if not page:
-            return Answer([], facets or nothing.facets, no_good_match=not ranked)
-        shown = [j for i, _ in page for j in [i, *(m for m, _ in more.get(i, ()))]]
-        stored = self.index.fetch(shown)  # texts and sentences: only for the page
+            matches, more = self.by_article(matches, {i: found.graded[i][0] for i, _ in matches})
+        return Arranged(matches, more, copies)
+
+    def present(self, query: Query, page: list[tuple[int, float]], shown: Arranged, found: Found) -> list[Hit]:
+        """Stage 5: the page's hits, with their texts, sentences and marked answers (fetched for
+        the page only)."""
+        more, copies = shown.more, shown.copies
+        stored = self.index.fetch([j for i, _ in page for j in [i, *(m for m, _ in more.get(i, ()))]])
         others = self.index.fetch([c for i, _ in page for c in copies[i]]) if copies else {}
         also_in = {i: tuple({"doc_id": others[c].passage.doc_id, "outlet": others[c].metadata.outlet,
                              "source": others[c].passage.source} for c in copies[i]) for i, _ in page} if copies else {}
-        scores = dict(ranked) | {j: s for i, _ in page for j, s in more.get(i, ())}
+        scores = dict(shown.ranked) | {j: s for i, _ in page for j, s in more.get(i, ())}
 
         def hit(rank: int, i: int, grouped: tuple[Hit, ...] | None = None) -> Hit:
+            relevance, *evidence = found.graded[i]
             return Hit(rank=rank, score=scores[i], passage=stored[i].passage,
-                       highlight=self.highlight(stored[i], vector, weights),
-                       dense=list_rank(dense_at.get(key(i))), keyword=list_rank(sparse_at.get(key(i))),
-                       metadata=stored[i].metadata, also_in=also_in.get(i, () if copies is not None else None),
-                       more=grouped, relevance=graded[i][0], match=self.grade(graded[i][0]), evidence=graded[i][1:])
+                       highlight=self.highlight(stored[i], found.vector, found.weights),
+                       dense=list_rank(found.dense_at.get(found.key(i))),
+                       keyword=list_rank(found.sparse_at.get(found.key(i))), metadata=stored[i].metadata,
+                       also_in=also_in.get(i, () if copies is not None else None), more=grouped,
+                       relevance=relevance, match=self.grade(relevance), evidence=tuple(evidence))
 
-        return Answer([hit(query.offset + n, i, tuple(hit(query.offset + n, j) for j, _ in more[i])
-                           if query.group == "article" else None)
-                       for n, (i, _) in enumerate(page, start=1)], facets)
+        return [hit(query.offset + n, i, tuple(hit(query.offset + n, j) for j, _ in more[i])
+                    if query.group == "article" else None)
+                for n, (i, _) in enumerate(page, start=1)]
 
     @staticmethod
     def check(query: Query) -> None:
