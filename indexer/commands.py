@@ -401,16 +401,21 @@ def model_for_index(model_path: str | None, precision: str | None, root: Path | 
 def engine_choice() -> tuple[str | None, dict]:
     """The engine asked for (SEMSEARCH_ENGINE or --engine; None: the index's own, else faiss) and
     its options: SEMSEARCH_MILVUS_URI (or --milvus-uri), SEMSEARCH_MILVUS_TOKEN, and
-    SEMSEARCH_ANN_MIN_ROWS (when a FAISS segment gets an approximate index)."""
+    SEMSEARCH_ANN_MIN_ROWS (when a FAISS segment gets an approximate index). Read here rather than
+    through service/settings.py, whose import (pydantic, 0.08 s) `show` and `doctor` would pay for
+    nothing; the engine names come from the registry, as the service's do."""
+    from indexer.engines import ENGINE_NAMES
+
     env = os.environ
-    rows = env.get("SEMSEARCH_ANN_MIN_ROWS")
+    rows, kind = env.get("SEMSEARCH_ANN_MIN_ROWS"), env.get("SEMSEARCH_ENGINE") or None
     try:
         ann_min_rows = int(rows) if rows else None
-    except ValueError as exc:
-        raise QueryError(f"SEMSEARCH_ANN_MIN_ROWS is not a whole number: {exc}") from exc
-    return env.get("SEMSEARCH_ENGINE") or None, {"uri": env.get("SEMSEARCH_MILVUS_URI") or None,
-                                                   "token": env.get("SEMSEARCH_MILVUS_TOKEN") or None,
-                                                   "ann_min_rows": ann_min_rows}
+    except ValueError:
+        raise QueryError(f"SEMSEARCH_ANN_MIN_ROWS is {rows!r}: it should be a whole number") from None
+    if kind is not None and kind not in ENGINE_NAMES:
+        raise QueryError(f"SEMSEARCH_ENGINE is {kind!r}: it should be " + " or ".join(map(repr, ENGINE_NAMES)))
+    return kind, {"uri": env.get("SEMSEARCH_MILVUS_URI") or None, "token": env.get("SEMSEARCH_MILVUS_TOKEN") or None,
+                  "ann_min_rows": ann_min_rows}
 
 
 def engine_from_environment(root: Path, model):

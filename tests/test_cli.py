@@ -69,8 +69,10 @@ def test_bad_arguments_are_clear_errors_not_tracebacks(tmp_path):
         result = semsearch(*args)
         assert result.returncode == 2 and words in result.stderr
         assert "Traceback" not in result.stderr
-    for variable, value, words in [("SEMSEARCH_ENGINE", "nosuch", "unknown index engine 'nosuch'; use one of faiss, milvus"),
-                                   ("SEMSEARCH_ANN_MIN_ROWS", "many", "SEMSEARCH_ANN_MIN_ROWS is not a whole number")]:
+    for variable, value, words in [("SEMSEARCH_ENGINE", "nosuch", "SEMSEARCH_ENGINE is 'nosuch': it should be 'faiss' or "
+                                                                  "'milvus'"),
+                                   ("SEMSEARCH_ANN_MIN_ROWS", "many", "SEMSEARCH_ANN_MIN_ROWS is 'many': it should be a "
+                                                                      "whole number")]:
         result = semsearch("search", "war", "--index", str(tmp_path / "i"), env={variable: value})
         assert result.returncode == 2 and words in result.stderr
         assert "Traceback" not in result.stderr
