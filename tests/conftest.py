@@ -6,17 +6,23 @@ engine's own files use faiss_seed_index."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexer.build import build_from_folder
 from indexer.cache import CACHE_FILE
+from indexer.chunking import sentence_spans
+from indexer.documents import Document, read_folder
 from indexer.embedding import TextModel, light_model_for
 from indexer.engine import open_engine
 from indexer.engines.faiss import store
@@ -257,8 +263,6 @@ def copy_of(built: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
 
 
 def two_articles(tmp_path: Path, engine_kind: str) -> tuple[Path, Path]:
-    from tests.test_cli import semsearch
-
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     (seeds / "harbour.txt").write_text("Harbour Reopens\nThe harbour reopened on Monday after a year of repairs.\n")
@@ -267,3 +271,124 @@ def two_articles(tmp_path: Path, engine_kind: str) -> tuple[Path, Path]:
     assert semsearch("index", str(seeds), "--out", str(index), env={**STAND_IN, "SEMSEARCH_ENGINE": engine_kind}
                      ).returncode == 0
     return seeds, index
+
+
+# Helpers the test modules share (one place: no test module imports another).
+
+
+def semsearch(*args: str, cwd=ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the command line as a user would (env: extra environment variables)."""
+    return subprocess.run([sys.executable, "-m", "indexer.cli", *args], cwd=cwd, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=300)
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """A stand-in tokenizer for narrow tests: one token per word."""
+    return [m.span() for m in re.finditer(r"\S+", text)]
+
+
+def flip(path: Path, at: int = -10) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    data[at + 1] ^= 0x0F
+    path.write_bytes(bytes(data))
+
+
+ARTICLES = {
+    "harbour.txt": "Harbour Reopens After Repairs\nThe harbour reopened on Monday after a year of repairs "
+                   "to the old sea wall.\nFishing boats returned within hours, and the mayor promised new "
+                   "cranes by spring.\n",
+    "rail.txt": "Rail Strike Ends\nTrain drivers returned to work after the union accepted a pay offer of six "
+                "percent.\nCommuters welcomed the news after three weeks of cancelled services.\n",
+    "dam.txt": "Dam Project Approved\nThe regional council approved a hydroelectric dam on the northern river.\n"
+               "Environmental groups said they would challenge the decision in court.\n",
+}
+
+
+def write_seeds(folder, articles):
+    folder.mkdir(exist_ok=True)
+    for name, text in articles.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+UNDATED = ("<html><head><title>Harbour crane</title></head><body><article><h1>A new crane for the harbour</h1>"
+           "<p>The harbour board bought a second container crane on Friday, the first in twenty years.</p>"
+           "<p>It will arrive by sea from the builder's yard in the spring and be working by the summer.</p>"
+           "</article></body></html>")
+
+
+def rss(base: str, items: list[tuple[str, str, str]]) -> str:
+    entries = "".join(f"<item><title>{title}</title><link>{base}{path}</link><pubDate>{date}</pubDate>"
+                      f"<category>harbour</category><author>desk@example.org (News Desk)</author></item>"
+                      for path, title, date in items)
+    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>Test news</title>{entries}</channel></rss>'
+
+
+def listed(index) -> list[str]:
+    return [d["doc_id"] for d in json.loads(semsearch("show", "--index", str(index), "--json", env=STAND_IN).stdout)
+            ["documents"]]
+
+
+def make_corpus(count: int, seed: int = 0) -> list[Document]:
+    """Documents of 2-6 real sentences of the seed article, recombined (deterministic)."""
+    article = next(read_folder(SEEDS)).text
+    sentences = [article[s:e] for s, e in sentence_spans(article)]
+    rng = np.random.default_rng(seed)
+    return [Document(doc_id=f"d{n}", title=f"Report {n}", source=f"https://news.example/{n % 7}/{n}",
+                     text=" ".join(sentences[i] for i in rng.choice(len(sentences), rng.integers(2, 7))))
+            for n in range(count)]
+
+
+ARCHIVE = [  # (id, published_at as written, outlet, authors, language, tags)
+    ("a1", "2026-03-05T23:30:00-05:00", "Harbour Times", ["Jane Roe"], "en-GB", ["port"]),  # 2026-03-06T04:30Z
+    ("a2", "2026-03-05T10:00:00Z", "Wire Daily", ["John Doe", "Jane Roe"], "en", ["port", "labour"]),
+    ("a3", "2026-03-04", "Wire Daily", ["Ana Lima"], "pt", ["labour"]),
+    ("a4", "2026-02-28T12:00:00+09:00", "Coast Gazette", [], "en", []),  # 2026-02-28T03:00Z
+    ("a5", None, "Harbour Times", ["Jane Roe"], "en", ["port"]),
+    ("a6", "2026-03-06T00:00:00Z", "coast gazette", ["Sam Park"], "EN-us", ["Port"]),
+]
+
+
+DETAILS = ["Cranes stood idle through the night shift.", "Dockers voted to accept the new pay offer.",
+           "A container ship ran aground near the breakwater.", "Fishing boats were told to stay in harbour.",
+           "The ferry timetable changes from next week.", "Tugboat crews trained for winter storms."]
+
+
+WIRE = ("Ukraine and Russia agreed on Sunday to extend the Black Sea grain corridor deal by four months, officials "
+        "in Kyiv said, easing fears of a new spike in world food prices.")
+
+
+def archive_index(tmp_path):
+    seeds = tmp_path / "archive"
+    seeds.mkdir()
+    lines = [json.dumps({"id": i, "title": f"Harbour report {i}", "text": f"Harbour workers and port news, item {i}. "
+                         f"{DETAILS[n]}",
+                         **({"published_at": at} if at else {}), "outlet": outlet, "authors": authors,
+                         "language": language, "tags": tags}) for n, (i, at, outlet, authors, language, tags)
+             in enumerate(ARCHIVE)]
+    (seeds / "archive.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    index = tmp_path / "index"
+    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
+    return index
+
+
+STORIES = [  # (id, outlet, text): one wire story run by three outlets, another story on the subject, another
+    ("wire-grain", "Wire Daily", WIRE),
+    ("harbour-grain", "Harbour Times", "KYIV (Wire Daily) - " + WIRE),
+    ("coast-grain", "Coast Gazette", WIRE.replace("officials in Kyiv said", "officials in Kyiv told reporters")),
+    ("valley-grain", "Valley Post", "Talks on the grain corridor failed on Monday, Russian officials said, and ships "
+                                    "waited at anchor off Odesa as insurers raised their prices."),
+    ("dam", "Valley Post", "The new dam opened to visitors on Thursday and will power the valley for decades."),
+]
+
+
+CORPUS = [
+    {"_id": "d1", "title": "Iceland", "text": "Volcanic eruption in Iceland disrupts air travel across Europe."},
+    {"_id": "d2", "title": "Rates", "text": "The central bank raised interest rates to fight inflation."},
+    {"_id": "d3", "title": "Malaria", "text": "A new vaccine reduces malaria infections in children."},
+    {"_id": "d4", "title": "Football", "text": "The club won the championship after a penalty shootout."},
+]
+
+
+QUESTIONS = Path(__file__).parent / "questions"

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import pytest
 
 from indexer.chunking import chunk_document, sentence_spans, split_long
 from indexer.documents import parse_text, read_folder
-from tests.conftest import SEED_FILE
-
-
-def word_spans(text: str) -> list[tuple[int, int]]:
-    """A stand-in tokenizer for narrow tests: one token per word."""
-    return [m.span() for m in re.finditer(r"\S+", text)]
+from tests.conftest import SEED_FILE, word_spans
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,9 @@ import pytest
 
 from indexer.errors import program
 from indexer.onnx_encoder import variant
-from tests.conftest import ROOT, SEED_FILE, STAND_IN
+from tests.conftest import ROOT, SEED_FILE, STAND_IN, semsearch
 
 RUN = shlex.join(program())  # how fixes name the command: `semsearch` on PATH, else its path
-
-
-def semsearch(*args: str, cwd=ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the command line as a user would (env: extra environment variables)."""
-    return subprocess.run([sys.executable, "-m", "indexer.cli", *args], cwd=cwd, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_index_then_search_from_the_terminal(tmp_path):

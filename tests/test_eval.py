@@ -7,14 +7,8 @@ import math
 
 import pytest
 
-from tests.test_cli import semsearch
+from tests.conftest import CORPUS, semsearch
 
-CORPUS = [
-    {"_id": "d1", "title": "Iceland", "text": "Volcanic eruption in Iceland disrupts air travel across Europe."},
-    {"_id": "d2", "title": "Rates", "text": "The central bank raised interest rates to fight inflation."},
-    {"_id": "d3", "title": "Malaria", "text": "A new vaccine reduces malaria infections in children."},
-    {"_id": "d4", "title": "Football", "text": "The club won the championship after a penalty shootout."},
-]
 QUERIES = {"q1": "central bank interest rates", "q2": "malaria vaccine", "q3": "volcano eruption"}
 # q1: the one relevant document shares every keyword.  q2: d3 shares its keywords, d4 none.
 # q3: judged relevant only to d2, which shares no keyword with it.

@@ -12,7 +12,7 @@ import pytest
 from bench.extraction import ARTICLES, PAGES, score
 from indexer.documents import parse_html, read_folder
 from tests.conftest import STAND_IN
-from tests.test_cli import semsearch
+from tests.conftest import semsearch
 
 
 def test_what_the_index_keeps_of_a_news_page_is_the_article():
@@ -77,7 +77,7 @@ def test_a_wire_page_keeps_no_dateline_credit_line_repeated_headline_or_more_lis
     ago") and the headline again as a heading above the body, the credit line and "More:" with
     links below it. None is a section or a passage; every paragraph is in the body's own section."""
     from indexer.chunking import chunk_document
-    from tests.test_chunking import word_spans
+    from tests.conftest import word_spans
 
     page = PAGES / "port-strike--wire-dateline.html"
     document = parse_html(page.read_text(encoding="utf-8"), "port", "pages/port.html")

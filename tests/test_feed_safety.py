@@ -18,8 +18,8 @@ from indexer.fetch_policy import FetchPolicy, Refused, address_refusal, allowed_
 from indexer.fetcher import FeedLimits, Fetcher, FetchError
 from tests.conftest import STAND_IN
 from tests.sites import dripping, encoded
-from tests.test_cli import semsearch
-from tests.test_feeds import UNDATED, listed, rss
+from tests.conftest import semsearch
+from tests.conftest import UNDATED, listed, rss
 
 FAST = {**STAND_IN, "SEMSEARCH_FEED_TIMEOUT": "2", "SEMSEARCH_FEED_HOST_DELAY": "0"}
 SECRET = "<html><body><article><h1>Admin</h1><p>SECRETTOKEN 81f3 is the key to the back office.</p></article></body></html>"

@@ -8,26 +8,14 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 
 from indexer.feeds import feed_items
-from tests.conftest import MILVUS_SLOW, STAND_IN
-from tests.test_cli import semsearch
+from tests.conftest import MILVUS_SLOW, STAND_IN, UNDATED, listed, rss
+from tests.conftest import semsearch
 from tests.sites import slow
-from tests.test_extraction import PAGES
+from bench.extraction import PAGES
 
 ROOF = (PAGES / "stadium-roof--with-comments.html").read_text(encoding="utf-8")
-UNDATED = ("<html><head><title>Harbour crane</title></head><body><article><h1>A new crane for the harbour</h1>"
-           "<p>The harbour board bought a second container crane on Friday, the first in twenty years.</p>"
-           "<p>It will arrive by sea from the builder's yard in the spring and be working by the summer.</p>"
-           "</article></body></html>")
-
-
-def rss(base: str, items: list[tuple[str, str, str]]) -> str:
-    entries = "".join(f"<item><title>{title}</title><link>{base}{path}</link><pubDate>{date}</pubDate>"
-                      f"<category>harbour</category><author>desk@example.org (News Desk)</author></item>"
-                      for path, title, date in items)
-    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>Test news</title>{entries}</channel></rss>'
 
 
 FOLLOW_ENV = {**STAND_IN, "SEMSEARCH_FEED_TIMEOUT": "1", "SEMSEARCH_FEED_MAX_BYTES": "200000",
@@ -38,11 +26,6 @@ def follow(site, index, engine_kind: str) -> tuple[int, str]:
     done = semsearch("follow", f"{site.url}/feed.xml", "--index", str(index), "--once",
                      env={**FOLLOW_ENV, "SEMSEARCH_ENGINE": engine_kind})
     return done.returncode, done.stdout + done.stderr
-
-
-def listed(index) -> list[str]:
-    return [d["doc_id"] for d in json.loads(semsearch("show", "--index", str(index), "--json", env=STAND_IN).stdout)
-            ["documents"]]
 
 
 def shown(index, doc_id: str) -> dict:

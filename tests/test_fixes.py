@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MILVUS_SLOW, SEED_FILE, STAND_IN
-from tests.test_cli import semsearch
+from tests.conftest import semsearch
 
 BIN = Path(sys.executable).parent  # where `semsearch` is installed, as the README's set-up puts it
 # The shell a user pastes into: the installation's bin folder not on its PATH.
@@ -155,7 +155,7 @@ def test_a_folder_with_only_a_readme_is_a_place_for_an_index(articles, tmp_path)
 
 def test_a_corrupt_segment_file_names_the_repair_that_keeps_every_document(articles, tmp_path):
     from tests.conftest import segment_file
-    from tests.test_repair import flip
+    from tests.conftest import flip
 
     index = tmp_path / "index"
     cli("index", str(articles), "--out", str(index), cwd=tmp_path)

@@ -85,3 +85,12 @@ def test_engine_names_and_precisions_come_from_one_place_each():
     assert engine_options and all(tuple(a.choices) == tuple(ENGINES) for a in engine_options)
     assert all(Settings(engine=name).engine == name for name in ENGINES)
     assert all(Settings(precision=name).precision == name for name in PRECISIONS)  # int8-7bit was refused
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in tests/conftest.py (and the site stand-in in tests/sites.py)."""
+    import re
+
+    crossing = {p.name: found for p in (ROOT / "tests").glob("*.py")
+                if (found := re.findall(r"^\s*from tests\.(test_\w+) import", p.read_text(encoding="utf-8"), re.M))}
+    assert crossing == {}

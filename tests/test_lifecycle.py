@@ -21,27 +21,12 @@ from indexer.engine import open_engine
 from indexer.build import build_from_folder
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import ROOT, SEED_FILE, cached_rows, indexed_passages, segment_file, start_server, stop_server
-from tests.test_cli import semsearch
+from tests.conftest import (ARTICLES, ROOT, SEED_FILE, cached_rows, indexed_passages, segment_file, start_server,
+                            stop_server, write_seeds)
+from tests.conftest import semsearch
 
-ARTICLES = {
-    "harbour.txt": "Harbour Reopens After Repairs\nThe harbour reopened on Monday after a year of repairs "
-                   "to the old sea wall.\nFishing boats returned within hours, and the mayor promised new "
-                   "cranes by spring.\n",
-    "rail.txt": "Rail Strike Ends\nTrain drivers returned to work after the union accepted a pay offer of six "
-                "percent.\nCommuters welcomed the news after three weeks of cancelled services.\n",
-    "dam.txt": "Dam Project Approved\nThe regional council approved a hydroelectric dam on the northern river.\n"
-               "Environmental groups said they would challenge the decision in court.\n",
-}
 SCHOOL = ("School Lunches Go Free\nEvery primary school pupil will get a free hot lunch from September.\n"
           "Parents said the scheme would save families hundreds of pounds a year.\n")
-
-
-def write_seeds(folder, articles):
-    folder.mkdir(exist_ok=True)
-    for name, text in articles.items():
-        (folder / name).write_text(text)
-    return folder
 
 
 def doc_ids(hits_json):

@@ -11,8 +11,8 @@ import httpx
 
 from indexer.engines.faiss import store
 
-from tests.conftest import STAND_IN, served
-from tests.test_cli import semsearch
+from tests.conftest import ARCHIVE, STAND_IN, STORIES, archive_index, served
+from tests.conftest import semsearch
 
 HTML = """<!doctype html><html lang="en-GB"><head><title>Drone output doubles | Harbour Times</title>
 <meta property="og:site_name" content="Harbour Times">
@@ -204,35 +204,6 @@ def test_an_index_from_before_metadata_still_searches_ingests_and_merges(faiss_f
     assert results("harbour crane note", index, k=20)["note-3"]["outlet"] == "Port Log"
 
 
-ARCHIVE = [  # (id, published_at as written, outlet, authors, language, tags)
-    ("a1", "2026-03-05T23:30:00-05:00", "Harbour Times", ["Jane Roe"], "en-GB", ["port"]),  # 2026-03-06T04:30Z
-    ("a2", "2026-03-05T10:00:00Z", "Wire Daily", ["John Doe", "Jane Roe"], "en", ["port", "labour"]),
-    ("a3", "2026-03-04", "Wire Daily", ["Ana Lima"], "pt", ["labour"]),
-    ("a4", "2026-02-28T12:00:00+09:00", "Coast Gazette", [], "en", []),  # 2026-02-28T03:00Z
-    ("a5", None, "Harbour Times", ["Jane Roe"], "en", ["port"]),
-    ("a6", "2026-03-06T00:00:00Z", "coast gazette", ["Sam Park"], "EN-us", ["Port"]),
-]
-
-
-DETAILS = ["Cranes stood idle through the night shift.", "Dockers voted to accept the new pay offer.",
-           "A container ship ran aground near the breakwater.", "Fishing boats were told to stay in harbour.",
-           "The ferry timetable changes from next week.", "Tugboat crews trained for winter storms."]
-
-
-def archive_index(tmp_path):
-    seeds = tmp_path / "archive"
-    seeds.mkdir()
-    lines = [json.dumps({"id": i, "title": f"Harbour report {i}", "text": f"Harbour workers and port news, item {i}. "
-                         f"{DETAILS[n]}",
-                         **({"published_at": at} if at else {}), "outlet": outlet, "authors": authors,
-                         "language": language, "tags": tags}) for n, (i, at, outlet, authors, language, tags)
-             in enumerate(ARCHIVE)]
-    (seeds / "archive.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    index = tmp_path / "index"
-    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
-    return index
-
-
 def matching(index, *flags: str) -> list[str]:
     printed = semsearch("search", "harbour port workers", "--index", str(index), "--json", "-k", "50",
                         "--mode", "dense", *flags, env=STAND_IN)
@@ -365,18 +336,6 @@ def test_publication_times_in_every_common_form_are_kept_in_utc():
     for written, kept in forms.items():
         document = document_from_record({"id": "a", "text": "Text.", "published_at": written}, "feed.jsonl:1")
         assert document.metadata.published_at == kept, written
-
-
-WIRE = ("Ukraine and Russia agreed on Sunday to extend the Black Sea grain corridor deal by four months, officials "
-        "in Kyiv said, easing fears of a new spike in world food prices.")
-STORIES = [  # (id, outlet, text): one wire story run by three outlets, another story on the subject, another
-    ("wire-grain", "Wire Daily", WIRE),
-    ("harbour-grain", "Harbour Times", "KYIV (Wire Daily) - " + WIRE),
-    ("coast-grain", "Coast Gazette", WIRE.replace("officials in Kyiv said", "officials in Kyiv told reporters")),
-    ("valley-grain", "Valley Post", "Talks on the grain corridor failed on Monday, Russian officials said, and ships "
-                                    "waited at anchor off Odesa as insurers raised their prices."),
-    ("dam", "Valley Post", "The new dam opened to visitors on Thursday and will power the valley for decades."),
-]
 
 
 def test_syndicated_copies_collapse_into_one_story_that_names_the_others(tmp_path):

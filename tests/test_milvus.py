@@ -10,7 +10,6 @@ import sys
 import time
 
 import httpx
-import numpy as np
 import pytest
 
 from indexer.build import build_from_documents, update_documents
@@ -21,7 +20,7 @@ from indexer.metadata import Metadata
 from indexer.questions import read_questions
 from indexer.search import MODES, Query, Searcher
 from tests.conftest import ROOT, SEEDS, STAND_IN, free_port
-from tests.test_cli import semsearch
+from tests.conftest import semsearch
 
 
 ARTICLES = ROOT / "tests" / "questions" / "articles"
@@ -225,7 +224,7 @@ def test_ingests_under_concurrent_searches_fail_no_request(tmp_path):
 
     from indexer.hashing_encoder import HashingEncoder
     from tests.conftest import start_server, stop_server
-    from tests.test_segments import make_corpus
+    from tests.conftest import make_corpus
 
     corpus, model = make_corpus(46), HashingEncoder()  # 6 ingests under load (each ~2 s on Milvus Lite)
     engine = open_engine(tmp_path, model.name, model.dimension, "milvus")

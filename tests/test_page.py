@@ -181,7 +181,7 @@ def archive_site(browser, tmp_path):
     """A server on the dated archive (tests/test_metadata.py, stand-in model), a page on it, and
     the console errors that page logs."""
     from tests.conftest import STAND_IN
-    from tests.test_metadata import archive_index
+    from tests.conftest import archive_index
 
     process, url = start_server(archive_index(tmp_path), STAND_IN)
     try:
@@ -228,8 +228,8 @@ def test_dates_outlets_and_facet_links_narrow_the_search_and_stay_in_the_address
 
 def test_a_syndicated_story_shows_once_and_says_where_else_it_ran(browser, tmp_path):
     from tests.conftest import STAND_IN
-    from tests.test_cli import semsearch
-    from tests.test_metadata import STORIES
+    from tests.conftest import semsearch
+    from tests.conftest import STORIES
 
     seeds = tmp_path / "feed"
     seeds.mkdir()
@@ -274,7 +274,7 @@ def test_a_relevance_not_fitted_for_the_model_is_said_until_calibrated(browser, 
     import httpx
 
     from tests.conftest import STAND_IN
-    from tests.test_cli import semsearch
+    from tests.conftest import semsearch
 
     _, index = faiss_folder_index
     process, url = start_server(index, env=STAND_IN)

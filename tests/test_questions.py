@@ -5,16 +5,13 @@ search itself returns, and clear errors for question files that cannot be scored
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from indexer.questions import DEPTH, read_questions
 from indexer.search import Query
-from tests.conftest import SEEDS
-from tests.test_cli import semsearch
-
-QUESTIONS = Path(__file__).parent / "questions"
+from tests.conftest import QUESTIONS, SEEDS
+from tests.conftest import semsearch
 
 
 # The tests that read `report` run on one worker, which runs the eval once (--dist loadgroup).

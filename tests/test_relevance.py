@@ -17,8 +17,8 @@ from indexer.search import Query, Searcher
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import SEEDS, STAND_IN
-from tests.test_cli import semsearch
-from tests.test_questions import QUESTIONS
+from tests.conftest import semsearch
+from tests.conftest import QUESTIONS
 
 NONSENSE = "flibbertigibbet zorkmid quux"
 

@@ -23,8 +23,8 @@ from indexer.embedding import light_model_for
 from indexer.errors import program
 from indexer.engines.faiss.merge import MergePolicy, merge_all
 from indexer.engines.faiss.writer import SegmentStore
-from tests.conftest import STAND_IN
-from tests.test_cli import semsearch
+from tests.conftest import STAND_IN, flip
+from tests.conftest import semsearch
 
 FOLDER = {f"harbour-{i}": f"Harbour {i} Reopens\nThe harbour of town {i} reopened after a year of repairs to the "
                           f"sea wall.\nFishing boats returned within hours.\n" for i in range(3)}
@@ -79,13 +79,6 @@ def segment_of(index: Path, doc_id: str) -> Path:
             if db.execute("SELECT 1 FROM documents WHERE doc_id = ?", [doc_id]).fetchone():
                 return folder
     raise AssertionError(f"{doc_id} is in no segment")
-
-
-def flip(path: Path, at: int = -10) -> None:
-    data = bytearray(path.read_bytes())
-    data[at] ^= 0xFF
-    data[at + 1] ^= 0x0F
-    path.write_bytes(bytes(data))
 
 
 def printed_fix(result) -> list[str]:

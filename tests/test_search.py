@@ -247,7 +247,7 @@ def test_hybrid_results_are_ordered_by_the_relevance_they_show(searcher):
     """One score: relevance never rises down a hybrid ranking (dense and keyword keep their lists'
     order and show the same relevance)."""
     from indexer.questions import read_questions
-    from tests.test_questions import QUESTIONS
+    from tests.conftest import QUESTIONS
 
     for question in read_questions(QUESTIONS / "questions.jsonl"):
         hits = searcher.search(Query(question.text, k=20, min_relevance=0))

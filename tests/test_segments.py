@@ -12,16 +12,15 @@ import pytest
 
 from indexer.engines.faiss import store
 from indexer.build import build_from_documents, update_documents
-from indexer.chunking import sentence_spans
 from indexer.engines.faiss.dense import DenseParams
 from indexer.engines.faiss.engine import FaissEngine
-from indexer.documents import Document, read_folder
+from indexer.documents import Document
 from indexer.hashing_encoder import HashingEncoder
 from indexer.keyword import passage_terms
 from indexer.engines.faiss.merge import MergePolicy, merge_all
 from indexer.search import Query, Searcher
 from indexer.engines.faiss.writer import SegmentStore
-from tests.conftest import ROOT, SEEDS
+from tests.conftest import ROOT, make_corpus
 
 QUERIES = ["casualties of the war", "drone production in Ukraine", "Putin and the Kremlin", "peace talks"]
 MODES = ("hybrid", "dense", "keyword")
@@ -30,16 +29,6 @@ MODES = ("hybrid", "dense", "keyword")
 @pytest.fixture(scope="module")
 def model() -> HashingEncoder:
     return HashingEncoder()
-
-
-def make_corpus(count: int, seed: int = 0) -> list[Document]:
-    """Documents of 2-6 real sentences of the seed article, recombined (deterministic)."""
-    article = next(read_folder(SEEDS)).text
-    sentences = [article[s:e] for s, e in sentence_spans(article)]
-    rng = np.random.default_rng(seed)
-    return [Document(doc_id=f"d{n}", title=f"Report {n}", source=f"https://news.example/{n % 7}/{n}",
-                     text=" ".join(sentences[i] for i in rng.choice(len(sentences), rng.integers(2, 7))))
-            for n in range(count)]
 
 
 def rankings(index_dir, model, **query) -> dict:
@@ -249,7 +238,7 @@ def test_sigkill_during_a_merge_loses_nothing(tmp_path, model):
 
 
 def test_index_check_over_a_segmented_index(tmp_path):
-    from tests.test_cli import semsearch
+    from tests.conftest import semsearch
 
     seeds, index = tmp_path / "seeds", tmp_path / "index"
     seeds.mkdir()

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import ROOT, STAND_IN
-from tests.test_cli import semsearch
-from tests.test_extraction import PAGES
+from tests.conftest import semsearch
+from bench.extraction import PAGES
 
 KEY = {"Authorization": "Bearer k"}
 PAGE = PAGES / "stadium-roof--with-comments.html"

@@ -14,7 +14,7 @@ import time
 import httpx
 
 from tests.conftest import STAND_IN, served, start_server, stop_server
-from tests.test_cli import semsearch
+from tests.conftest import semsearch
 
 KEY = "s3cret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
