@@ -15,8 +15,7 @@ from indexer.build import build_from_folder
 from indexer.embedding import ModelError, choose_precision, default_precision, light_model_for
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import SEED_FILE, SEEDS
-from tests.conftest import semsearch
+from tests.conftest import SEED_FILE, SEEDS, semsearch
 
 FLAGS = {  # what /proc/cpuinfo lists on each kind of machine (the part that decides)
     "zen4": ("x86_64", "sse4_2 avx avx2 fma avx512f avx512bw avx512_vnni avx512_bf16"),

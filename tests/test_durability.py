@@ -17,8 +17,7 @@ from indexer.build import build_from_folder, update_documents
 from indexer.documents import Document
 from indexer.engine import open_engine
 from indexer.hashing_encoder import HashingEncoder
-from tests.conftest import semsearch
-from tests.conftest import ARTICLES, write_seeds
+from tests.conftest import ARTICLES, semsearch, write_seeds
 
 NEW = Document("ferry", "Ferry", "api", "The island ferry runs again from Monday after a month in dry dock.")
 

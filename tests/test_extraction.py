@@ -11,8 +11,7 @@ import pytest
 
 from bench.extraction import ARTICLES, PAGES, score
 from indexer.documents import parse_html, read_folder
-from tests.conftest import STAND_IN
-from tests.conftest import semsearch
+from tests.conftest import STAND_IN, semsearch
 
 
 def test_what_the_index_keeps_of_a_news_page_is_the_article():

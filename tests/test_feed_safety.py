@@ -16,10 +16,8 @@ import pytest
 
 from indexer.fetch_policy import FetchPolicy, Refused, address_refusal, allowed_addresses, canonical_host, origin_of
 from indexer.fetcher import FeedLimits, Fetcher, FetchError
-from tests.conftest import STAND_IN
+from tests.conftest import STAND_IN, UNDATED, listed, rss, semsearch
 from tests.sites import dripping, encoded
-from tests.conftest import semsearch
-from tests.conftest import UNDATED, listed, rss
 
 FAST = {**STAND_IN, "SEMSEARCH_FEED_TIMEOUT": "2", "SEMSEARCH_FEED_HOST_DELAY": "0"}
 SECRET = "<html><body><article><h1>Admin</h1><p>SECRETTOKEN 81f3 is the key to the back office.</p></article></body></html>"

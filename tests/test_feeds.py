@@ -10,8 +10,7 @@ import time
 
 
 from indexer.feeds import feed_items
-from tests.conftest import MILVUS_SLOW, STAND_IN, UNDATED, listed, rss
-from tests.conftest import semsearch
+from tests.conftest import MILVUS_SLOW, STAND_IN, UNDATED, listed, rss, semsearch
 from tests.sites import slow
 from bench.extraction import PAGES
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MILVUS_SLOW, SEED_FILE, STAND_IN
-from tests.conftest import semsearch
+from tests.conftest import MILVUS_SLOW, SEED_FILE, STAND_IN, semsearch
 
 BIN = Path(sys.executable).parent  # where `semsearch` is installed, as the README's set-up puts it
 # The shell a user pastes into: the installation's bin folder not on its PATH.

@@ -21,9 +21,8 @@ from indexer.engine import open_engine
 from indexer.build import build_from_folder
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import (ARTICLES, ROOT, SEED_FILE, cached_rows, indexed_passages, segment_file, start_server,
-                            stop_server, write_seeds)
-from tests.conftest import semsearch
+from tests.conftest import (ARTICLES, ROOT, SEED_FILE, cached_rows, indexed_passages, segment_file, semsearch,
+                            start_server, stop_server, write_seeds)
 
 SCHOOL = ("School Lunches Go Free\nEvery primary school pupil will get a free hot lunch from September.\n"
           "Parents said the scheme would save families hundreds of pounds a year.\n")

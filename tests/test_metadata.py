@@ -11,8 +11,7 @@ import httpx
 
 from indexer.engines.faiss import store
 
-from tests.conftest import ARCHIVE, STAND_IN, STORIES, archive_index, served
-from tests.conftest import semsearch
+from tests.conftest import ARCHIVE, STAND_IN, STORIES, archive_index, semsearch, served
 
 HTML = """<!doctype html><html lang="en-GB"><head><title>Drone output doubles | Harbour Times</title>
 <meta property="og:site_name" content="Harbour Times">

@@ -19,8 +19,7 @@ from indexer.engine import ChangeSet, open_engine
 from indexer.metadata import Metadata
 from indexer.questions import read_questions
 from indexer.search import MODES, Query, Searcher
-from tests.conftest import ROOT, SEEDS, STAND_IN, free_port
-from tests.conftest import semsearch
+from tests.conftest import ROOT, SEEDS, STAND_IN, free_port, semsearch
 
 
 ARTICLES = ROOT / "tests" / "questions" / "articles"

@@ -10,8 +10,7 @@ import pytest
 
 from indexer.questions import DEPTH, read_questions
 from indexer.search import Query
-from tests.conftest import QUESTIONS, SEEDS
-from tests.conftest import semsearch
+from tests.conftest import QUESTIONS, SEEDS, semsearch
 
 
 # The tests that read `report` run on one worker, which runs the eval once (--dist loadgroup).

@@ -22,9 +22,7 @@ from indexer.build import build_from_documents, chunk
 from indexer.documents import StoredDocument, content_hash, read_folder
 from indexer.engine import open_engine
 from indexer.search import Query, Searcher
-from tests.conftest import ROOT, SEED_FILE, cached_rows, free_port, open_reader
-from tests.conftest import semsearch
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, ROOT, SEED_FILE, cached_rows, free_port, open_reader, semsearch
 
 TOKEN = {"RAY_AUTH_MODE": "token"}  # a client of a cluster with token authentication says so (Ray's rule)
 # Set before Ray is first imported here: it reads the mode once, and builds in this process connect too.

@@ -16,9 +16,7 @@ from indexer.relevance import CALIBRATION, RelevanceParams, relevance_for
 from indexer.search import Query, Searcher
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import SEEDS, STAND_IN
-from tests.conftest import semsearch
-from tests.conftest import QUESTIONS
+from tests.conftest import QUESTIONS, SEEDS, STAND_IN, semsearch
 
 NONSENSE = "flibbertigibbet zorkmid quux"
 

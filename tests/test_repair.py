@@ -23,8 +23,7 @@ from indexer.embedding import light_model_for
 from indexer.errors import program
 from indexer.engines.faiss.merge import MergePolicy, merge_all
 from indexer.engines.faiss.writer import SegmentStore
-from tests.conftest import STAND_IN, flip
-from tests.conftest import semsearch
+from tests.conftest import STAND_IN, flip, semsearch
 
 FOLDER = {f"harbour-{i}": f"Harbour {i} Reopens\nThe harbour of town {i} reopened after a year of repairs to the "
                           f"sea wall.\nFishing boats returned within hours.\n" for i in range(3)}

@@ -13,8 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import ROOT, STAND_IN
-from tests.conftest import semsearch
+from tests.conftest import ROOT, STAND_IN, semsearch
 from bench.extraction import PAGES
 
 KEY = {"Authorization": "Bearer k"}

@@ -13,8 +13,7 @@ import time
 
 import httpx
 
-from tests.conftest import STAND_IN, served, start_server, stop_server
-from tests.conftest import semsearch
+from tests.conftest import STAND_IN, semsearch, served, start_server, stop_server
 
 KEY = "s3cret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
