@@ -392,3 +392,8 @@ CORPUS = [
 
 
 QUESTIONS = Path(__file__).parent / "questions"
+
+
+def searcher_of(index: Path, model) -> Searcher:
+    """A searcher of the index at index through the seam, whatever its engine."""
+    return Searcher(open_engine(index, model.name, model.dimension).reader(), model)

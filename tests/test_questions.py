@@ -10,7 +10,7 @@ import pytest
 
 from indexer.questions import DEPTH, read_questions
 from indexer.search import Query
-from tests.conftest import QUESTIONS, SEEDS, semsearch
+from tests.conftest import QUESTIONS, SEEDS, searcher_of, semsearch
 
 
 # The tests that read `report` run on one worker, which runs the eval once (--dist loadgroup).
@@ -68,16 +68,14 @@ def test_eval_reports_hit_rates_for_every_mode_and_names_the_misses(report):
 @ON_REPORT
 def test_eval_figures_match_the_ranks_search_returns(report, tmp_path):
     """The report's hybrid figures recomputed from plain searches of an index of the same articles."""
-    from indexer.engines.faiss import store
     from indexer.build import build_from_documents
     from indexer.documents import read_folder
     from indexer.embedding import default_precision, light_model_for
-    from indexer.search import Searcher
 
     model = light_model_for(precision=default_precision())  # what `semsearch eval` builds a new index with
     documents = list(read_folder(SEEDS)) + list(read_folder(QUESTIONS / "articles"))
     build_from_documents(documents, tmp_path / "index", model, progress=False)
-    searcher = Searcher(store.load(tmp_path / "index", model.name, model.dimension), model)
+    searcher = searcher_of(tmp_path / "index", model)
     ranks = []
     for q in read_questions(QUESTIONS / "questions.jsonl"):
         hits = searcher.search(Query(q.text, k=DEPTH, min_relevance=0))  # the ranking, nothing left out

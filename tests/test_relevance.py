@@ -9,14 +9,13 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer.engines.faiss import store
 from indexer.build import build_from_folder
 from indexer.questions import read_off_topic, read_questions
 from indexer.relevance import CALIBRATION, RelevanceParams, relevance_for
 from indexer.search import Query, Searcher
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import QUESTIONS, SEEDS, STAND_IN, semsearch
+from tests.conftest import QUESTIONS, SEEDS, STAND_IN, searcher_of, semsearch
 
 NONSENSE = "flibbertigibbet zorkmid quux"
 
@@ -34,7 +33,7 @@ def news_index(tmp_path_factory, embedder):
 
 @pytest.fixture(scope="module")
 def news(news_index, embedder) -> Searcher:
-    return Searcher(store.load(news_index, embedder.name, embedder.dimension), embedder)
+    return searcher_of(news_index, embedder)
 
 
 def test_off_topic_queries_find_no_good_match(news):
@@ -180,7 +179,7 @@ def test_relevance_never_rises_down_a_hybrid_ranking_on_every_question(tmp_path_
     folders = (SEEDS, QUESTIONS / "articles", QUESTIONS / "news" / "articles")
     index = tmp_path_factory.mktemp("all-questions")
     build_from_documents([d for folder in folders for d in read_folder(folder)], index, embedder, progress=False)
-    searcher = Searcher(store.load(index, embedder.name, embedder.dimension), embedder)
+    searcher = searcher_of(index, embedder)
     questions = [q for name in ("questions.jsonl", "news/fit.jsonl", "news/test.jsonl")
                  for q in read_questions(QUESTIONS / name)]
     assert len(questions) >= 290

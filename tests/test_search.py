@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from indexer.search import FusionParams, Query, QueryError, fuse, hit_record
+from tests.conftest import searcher_of
 
 HEADINGS = {"Why Russia Won’t Stop", "The Costs and Risks Ahead", "An Endgame Still Out of Reach"}
 
@@ -85,10 +86,8 @@ def test_top_is_stable_for_ties():
 @pytest.fixture(scope="module")
 def sections_searcher(tmp_path_factory, embedder):
     """The seed article cut into one document per section: a small multi-document index."""
-    from indexer.engines.faiss import store
     from indexer.build import build_from_documents
     from indexer.documents import Document
-    from indexer.search import Searcher
     from tests.conftest import SEED_FILE
 
     parts = SEED_FILE.read_text(encoding="utf-8").split("\n")
@@ -97,7 +96,7 @@ def sections_searcher(tmp_path_factory, embedder):
                           text="\n".join(parts[a:b])) for n, (a, b) in enumerate(zip(cuts, cuts[1:]))]
     out = tmp_path_factory.mktemp("sections")
     build_from_documents(documents, out, embedder, progress=False)
-    return Searcher(store.load(out, embedder.name, embedder.dimension), embedder)
+    return searcher_of(out, embedder)
 
 
 def test_explain_gives_each_lists_rank_and_none_where_a_list_missed(searcher):
@@ -145,13 +144,11 @@ def test_highlight_is_the_answering_sentence_in_every_mode(searcher, mode):
 
 
 def test_an_index_whose_passages_have_no_keywords_still_builds_and_answers(tmp_path, embedder):
-    from indexer.engines.faiss import store
     from indexer.build import build_from_documents
     from indexer.documents import Document
-    from indexer.search import Searcher
 
     build_from_documents([Document("a", "", "a.txt", "x"), Document("b", "", "b.txt", "!!")], tmp_path, embedder)
-    found = Searcher(store.load(tmp_path, embedder.name, embedder.dimension), embedder)
+    found = searcher_of(tmp_path, embedder)
     assert {hit.passage.doc_id for hit in found.search(Query("x", min_relevance=0))} == {"a", "b"}
     assert found.search(Query("x", mode="keyword", min_relevance=0)) == []  # keyword mode ranks shared terms only
 
@@ -185,14 +182,12 @@ SHORT_NOTES = [(f"note-{i}", f"Notice {i}", text) for i, text in enumerate([
 
 def long_report_index(tmp_path, embedder):
     """The short notes, then the long report ingested over the API (a new segment)."""
-    from indexer.engines.faiss import store
     from indexer.build import build_from_documents, update_documents
     from indexer.documents import Document
-    from indexer.search import Searcher
 
     build_from_documents([Document(i, t, f"{i}.txt", x) for i, t, x in SHORT_NOTES], tmp_path, embedder)
     update_documents(tmp_path, embedder, [Document("culverts", "Culvert Survey", "api:culverts", LONG_REPORT)], [])
-    return Searcher(store.load(tmp_path, embedder.name, embedder.dimension), embedder)
+    return searcher_of(tmp_path, embedder)
 
 
 def test_the_piece_holding_a_querys_words_ranks_above_its_siblings(tmp_path):
@@ -223,10 +218,8 @@ def test_a_long_one_paragraph_article_is_found_first_by_its_own_words_right_afte
 def test_contractions_are_the_words_they_stand_for_in_passages_and_queries(tmp_path):
     from indexer.build import build_from_documents
     from indexer.documents import Document
-    from indexer.engines.faiss import store
     from indexer.hashing_encoder import HashingEncoder
     from indexer.keyword import Analyzer
-    from indexer.search import Searcher
 
     analyzer = Analyzer()
     assert analyzer.query_terms("why won't Russia stop") == analyzer.query_terms("why will Russia not stop")
@@ -238,7 +231,7 @@ def test_contractions_are_the_words_they_stand_for_in_passages_and_queries(tmp_p
     build_from_documents([Document("tennis", "Cup final", "t.txt", "The U.S. had won all previous 15 meetings."),
                           Document("war", "War", "w.txt", "Moscow won't stop the offensive before the winter.")],
                          tmp_path, model)
-    found = Searcher(store.load(tmp_path, model.name, model.dimension), model)
+    found = searcher_of(tmp_path, model)
     hits = found.search(Query("why won't Moscow stop", mode="keyword", min_relevance=0))
     assert [h.passage.doc_id for h in hits] == ["war"]  # the tennis report shares no word with it now
 

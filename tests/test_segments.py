@@ -20,7 +20,7 @@ from indexer.keyword import passage_terms
 from indexer.engines.faiss.merge import MergePolicy, merge_all
 from indexer.search import Query, Searcher
 from indexer.engines.faiss.writer import SegmentStore
-from tests.conftest import ROOT, make_corpus
+from tests.conftest import ROOT, make_corpus, searcher_of
 
 QUERIES = ["casualties of the war", "drone production in Ukraine", "Putin and the Kremlin", "peace talks"]
 MODES = ("hybrid", "dense", "keyword")
@@ -33,7 +33,7 @@ def model() -> HashingEncoder:
 
 def rankings(index_dir, model, **query) -> dict:
     """(query, mode) -> [(passage_id, score)] for every query and mode."""
-    searcher = Searcher(store.load(index_dir, model.name, model.dimension), model)
+    searcher = searcher_of(index_dir, model)
     return {(q, mode): [(h.passage.passage_id, round(h.score, 5)) for h in searcher.search(Query(q, k=20, mode=mode,
                                                                                                    **query))]
             for q in QUERIES for mode in MODES}
@@ -82,7 +82,7 @@ def test_deleted_and_replaced_documents_never_appear_in_any_mode_or_filter(grown
         for (q, mode), hits in rankings(index_dir, model, **query).items():
             ids = {passage_id.split("#")[0] for passage_id, _ in hits}
             assert not ids & {"d8", "d120"}, (q, mode, query)
-    searcher = Searcher(store.load(index_dir, model.name, model.dimension), model)
+    searcher = searcher_of(index_dir, model)
     old_words = corpus[7].text.split(".")[0]
     old = searcher.search(Query(old_words, k=50, doc_ids=("d7",)))
     assert [h.passage.text for h in old] == ["The harbour reopened on Monday."]  # only the new version
@@ -203,7 +203,7 @@ def test_ingests_and_background_merges_under_concurrent_searches_fail_no_request
     assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200][:5]}"
     assert "merged" in log and ready["segments"] < 10  # 21 writes left far fewer segments
     assert ready["documents"] == 59 and ready["passages"] == store.read_manifest(tmp_path)["passages"]
-    searcher = Searcher(store.load(tmp_path, model.name, model.dimension), model)
+    searcher = searcher_of(tmp_path, model)
     for document in corpus[40:]:
         found = {h.passage.doc_id for h in searcher.search(Query(document.text[:80], k=5, doc_ids=(document.doc_id,)))}
         assert found == (set() if document.doc_id == "d45" else {document.doc_id})
