@@ -200,10 +200,12 @@ def where(command: argparse.ArgumentParser, creates: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command, turning domain errors into one clear message and exit code."""
     args = parse(parser(), argv)
-    for flag, variable in (("engine", "SEMSEARCH_ENGINE"), ("milvus_uri", "SEMSEARCH_MILVUS_URI")):
-        if getattr(args, flag, None):  # as the environment would: serve's workers and every engine read it
-            os.environ[variable] = getattr(args, flag)
     from indexer import commands
+
+    commands.FLAGS.clear()  # the flags stand over the environment's settings without being written into it
+    for flag, variable in (("engine", "SEMSEARCH_ENGINE"), ("milvus_uri", "SEMSEARCH_MILVUS_URI")):
+        if getattr(args, flag, None):
+            commands.FLAGS[variable] = getattr(args, flag)
 
     for level in (logging.INFO, logging.WARNING, logging.ERROR):  # "semsearch: warning: ...", as printed ones read
         logging.addLevelName(level, logging.getLevelName(level).lower())

@@ -13,6 +13,16 @@ from indexer.errors import DocumentError, IndexDamaged, QueryError, fix_command
 from indexer.progress import count
 
 
+# The engine flags given (--engine, --milvus-uri), over SEMSEARCH_ENGINE and SEMSEARCH_MILVUS_URI;
+# None: unset for this command. Set by indexer/cli.py; never written into os.environ.
+FLAGS: dict[str, str | None] = {}
+
+
+def setting(variable: str) -> str | None:
+    """A setting as this command sees it: its flag if given, else the environment's (empty: unset)."""
+    return (FLAGS[variable] if variable in FLAGS else os.environ.get(variable)) or None
+
+
 def run_index(args: argparse.Namespace) -> int:
     from indexer.build import build_index, check, chunker_fingerprint
     from indexer.documents import holds_articles, read_folder
@@ -89,7 +99,7 @@ def run_move(args: argparse.Namespace) -> int:
     from indexer.engine import engine_class, engine_kind
 
     root = Path(args.index)
-    os.environ.pop("SEMSEARCH_ENGINE", None)  # the source is the index's own engine, the target --to
+    FLAGS["SEMSEARCH_ENGINE"] = None  # the source is the index's own engine, the target --to
     _, options = engine_choice()
     model = model_for_index(args.model, None, root)
     current = engine_kind(root, None, options.get("uri"))
@@ -186,10 +196,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     ensure_port_free(args.host, args.port)
 
-    # The service reads its Settings from the environment; pass the flags that way.
-    os.environ["SEMSEARCH_INDEX_DIR"] = str(args.index)
-    if args.model:
-        os.environ["SEMSEARCH_MODEL_PATH"] = str(args.model)
+    from service.app import create_app
     from service.logs import log_config
     from service.protocol import HeadDeadlineProtocol, header_timeout
 
@@ -200,9 +207,26 @@ def run_serve(args: argparse.Namespace) -> int:
         header_timeout()
     except ValueError as exc:
         raise QueryError(f"SEMSEARCH_HEADER_TIMEOUT is not a number: {exc}") from exc
-    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
-                log_config=log_config(level), access_log=False, http=HeadDeadlineProtocol)
+    app = create_app(serve_settings(args))
+    uvicorn.run(app, host=args.host, port=args.port, log_config=log_config(level), access_log=False,
+                http=HeadDeadlineProtocol)
     return 0
+
+
+def serve_settings(args: argparse.Namespace):
+    """The service's settings: the environment's, with the command's flags over them."""
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    flags = {"index_dir": Path(args.index), "model_path": args.model, "engine": setting("SEMSEARCH_ENGINE"),
+             "milvus_uri": setting("SEMSEARCH_MILVUS_URI")}
+    try:
+        return Settings(**{name: value for name, value in flags.items() if value is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        said = first["msg"].replace("Input should be", "it should be")
+        raise QueryError(f"SEMSEARCH_{str(first['loc'][0]).upper()} is {first.get('input')!r}: {said}") from None
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -407,14 +431,14 @@ def engine_choice() -> tuple[str | None, dict]:
     from indexer.engines import ENGINE_NAMES
 
     env = os.environ
-    rows, kind = env.get("SEMSEARCH_ANN_MIN_ROWS"), env.get("SEMSEARCH_ENGINE") or None
+    rows, kind = env.get("SEMSEARCH_ANN_MIN_ROWS"), setting("SEMSEARCH_ENGINE")
     try:
         ann_min_rows = int(rows) if rows else None
     except ValueError:
         raise QueryError(f"SEMSEARCH_ANN_MIN_ROWS is {rows!r}: it should be a whole number") from None
     if kind is not None and kind not in ENGINE_NAMES:
         raise QueryError(f"SEMSEARCH_ENGINE is {kind!r}: it should be " + " or ".join(map(repr, ENGINE_NAMES)))
-    return kind, {"uri": env.get("SEMSEARCH_MILVUS_URI") or None, "token": env.get("SEMSEARCH_MILVUS_TOKEN") or None,
+    return kind, {"uri": setting("SEMSEARCH_MILVUS_URI"), "token": env.get("SEMSEARCH_MILVUS_TOKEN") or None,
                   "ann_min_rows": ann_min_rows}
 
 

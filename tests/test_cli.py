@@ -309,3 +309,18 @@ def test_a_build_that_must_wait_for_another_says_so_at_once_and_times_only_itsel
     assert re.search(r"the other write finished after [3-9] s", rest)
     seconds = float(re.search(r"passages in ([\d.]+)s", out).group(1))
     assert seconds < 3, out  # the build's own time, not the wait
+
+
+def test_flags_stand_over_the_environment_without_being_written_into_it(faiss_folder_index, monkeypatch, capsys):
+    """--engine and --milvus-uri are the command's own: a later command in the same process (or a
+    process it starts) does not inherit them."""
+    from indexer.cli import main
+
+    monkeypatch.delenv("SEMSEARCH_ENGINE", raising=False)
+    monkeypatch.delenv("SEMSEARCH_MILVUS_URI", raising=False)
+    _, index = faiss_folder_index
+    assert main(["show", "--index", str(index), "--engine", "faiss"]) == 0
+    assert "harbour" in capsys.readouterr().out
+    assert "SEMSEARCH_ENGINE" not in os.environ and "SEMSEARCH_MILVUS_URI" not in os.environ
+    assert main(["show", "--index", str(index), "--engine", "milvus"]) == 2  # the index is FAISS's: refused
+    assert "SEMSEARCH_ENGINE" not in os.environ
