@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import emit  # noqa: E402
 from indexer.engines.faiss import store  # noqa: E402
-from indexer.beir import read_queries  # noqa: E402
+from indexer.eval.beir import read_queries  # noqa: E402
 from indexer.engines.faiss.dense import DenseParams, DenseSegment, build_ann, exact  # noqa: E402
 from indexer.embedding import light_model_for  # noqa: E402
 from indexer.search import single_threaded_numpy  # noqa: E402

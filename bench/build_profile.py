@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
-from indexer.beir import read_corpus  # noqa: E402
+from indexer.eval.beir import read_corpus  # noqa: E402
 from indexer.build import build_from_documents, chunk  # noqa: E402
 from indexer.documents import StoredDocument  # noqa: E402
 from indexer.embedding import default_precision, light_model_for  # noqa: E402

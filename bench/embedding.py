@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
-from indexer.beir import read_corpus, read_queries  # noqa: E402
+from indexer.eval.beir import read_corpus, read_queries  # noqa: E402
 from indexer.embedding import light_model_for, onnx_copy, packaged_model_path  # noqa: E402
 
 BATCH = 32

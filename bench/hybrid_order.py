@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "eval" / "scifact")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from indexer.beir import read_queries
+    from indexer.eval.beir import read_queries
     from indexer.commands import model_for_index
     from indexer.cpu import read_cpu
     from indexer.engine import open_engine

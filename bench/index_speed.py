@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
-from indexer.beir import read_queries  # noqa: E402
+from indexer.eval.beir import read_queries  # noqa: E402
 from indexer.embedding import default_precision, light_model_for  # noqa: E402
 from indexer.onnx_encoder import PRECISIONS  # noqa: E402
 
@@ -43,7 +43,7 @@ ST_ENCODE = """
 import json, sys, time
 from pathlib import Path
 from sentence_transformers import SentenceTransformer
-from indexer.beir import read_corpus
+from indexer.eval.beir import read_corpus
 from indexer.embedding import packaged_model_path
 texts = [f"{d.title}\\n{d.text}" for d in read_corpus(Path(sys.argv[1]))]
 model = SentenceTransformer(packaged_model_path(), device="cpu", local_files_only=True)

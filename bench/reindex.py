@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import emit  # noqa: E402
-from indexer.beir import read_corpus  # noqa: E402
+from indexer.eval.beir import read_corpus  # noqa: E402
 from indexer.build import build_from_documents  # noqa: E402
 from indexer.embedding import Embedder  # noqa: E402
 

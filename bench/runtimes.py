@@ -22,9 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexer.engines.faiss import store  # noqa: E402
-from indexer.beir import read_qrels, read_queries  # noqa: E402
+from indexer.eval.beir import read_qrels, read_queries  # noqa: E402
 from indexer.embedding import Embedder, onnx_copy, packaged_model_path  # noqa: E402
-from indexer.evaluation import rank_documents, score  # noqa: E402
+from indexer.eval.evaluation import rank_documents, score  # noqa: E402
 from indexer.search import Searcher  # noqa: E402
 
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import write_report  # noqa: E402
 from bench.serving import http_phase, peak_rss_mb  # noqa: E402
 from indexer.engines.faiss import store  # noqa: E402
-from indexer.beir import read_corpus, read_queries  # noqa: E402
+from indexer.eval.beir import read_corpus, read_queries  # noqa: E402
 from indexer.build import build_from_documents  # noqa: E402
 from indexer.chunking import sentence_spans  # noqa: E402
 from indexer.documents import Document  # noqa: E402

@@ -80,11 +80,11 @@ def candidates(searcher, reader, text: str, titles: dict, title_terms: dict, ans
 
 def build_tables(passage_input: str, model, scifact: Path) -> dict[str, list[list[tuple]]]:
     from indexer import chunking
-    from indexer.beir import read_corpus, read_qrels, read_queries
+    from indexer.eval.beir import read_corpus, read_qrels, read_queries
     from indexer.build import build_from_documents
     from indexer.documents import read_folder
     from indexer.engine import open_engine
-    from indexer.questions import read_off_topic, read_questions
+    from indexer.eval.questions import read_off_topic, read_questions
     from indexer.search import Searcher
 
     original = chunking.context_of
@@ -212,7 +212,7 @@ def ndcg(per_query, score, qrels: list[dict]) -> float:
 
 
 def evaluate(tables: dict, columns, score, floor: float, scifact: Path) -> dict:
-    from indexer.beir import read_qrels, read_queries
+    from indexer.eval.beir import read_qrels, read_queries
 
     queries = read_queries(scifact)
     test_qrels = [judged for q, judged in read_qrels(scifact, "test").items() if q in queries]

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
-from indexer.beir import read_corpus, read_queries  # noqa: E402
+from indexer.eval.beir import read_corpus, read_queries  # noqa: E402
 from indexer.build import build_from_documents  # noqa: E402
 from indexer.embedding import choose_precision, light_model_for  # noqa: E402
 from indexer.engine import built_with, open_engine  # noqa: E402

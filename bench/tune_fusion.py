@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexer.engines.faiss import store  # noqa: E402
-from indexer.beir import read_qrels, read_queries  # noqa: E402
+from indexer.eval.beir import read_qrels, read_queries  # noqa: E402
 from indexer.embedding import Embedder  # noqa: E402
-from indexer.evaluation import rank_documents, score  # noqa: E402
+from indexer.eval.evaluation import rank_documents, score  # noqa: E402
 from indexer.search import FusionParams, Searcher  # noqa: E402
 
 GRID = [FusionParams(method="rrf", rrf_k=k, dense_weight=1.0, keyword_weight=1.0) for k in (5, 20, 60)] + \

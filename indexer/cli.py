@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval", help="score every retrieval mode on a BEIR-format dataset, or an index on your own questions",
         description="A BEIR folder: nDCG@10, Recall@100 and MRR@10 per mode. A question file (JSON Lines of "
-                    "question, doc_id and answers, see indexer/questions.py): hit@1, hit@3 and MRR@10 per mode "
+                    "question, doc_id and answers, see indexer/eval/questions.py): hit@1, hit@3 and MRR@10 per mode "
                     "on --index, or on an index built from --documents.")
     evaluate.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv; "
                                           "or a question file (.jsonl)")

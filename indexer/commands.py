@@ -280,8 +280,8 @@ def run_follow(args: argparse.Namespace) -> int:
     import time
 
     from indexer.build import update_documents
-    from indexer.feeds import poll
-    from indexer.fetcher import FeedLimits
+    from indexer.feeds.follow import poll
+    from indexer.feeds.fetcher import FeedLimits
 
     root = Path(args.index)
     try:
@@ -391,7 +391,7 @@ def searcher_here(index: Path, model):
 def run_calibrate(args: argparse.Namespace) -> int:
     """Fit the relevance weights on the index and keep them in its folder."""
     from indexer import relevance
-    from indexer.questions import read_off_topic, read_questions
+    from indexer.eval.questions import read_off_topic, read_questions
 
     index = Path(args.index)
     questions, off_topic = read_questions(Path(args.questions)), read_off_topic(Path(args.off_topic))
@@ -475,7 +475,7 @@ def fusion_from_environment():
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from indexer.evaluation import evaluate_dataset, format_table
+    from indexer.eval.evaluation import evaluate_dataset, format_table
 
     if Path(args.dataset).is_file():
         report = eval_questions(args)
@@ -500,7 +500,7 @@ def eval_questions(args: argparse.Namespace) -> dict:
 
     from indexer.build import build_from_documents
     from indexer.documents import read_folder
-    from indexer.questions import evaluate_questions, format_report, read_questions
+    from indexer.eval.questions import evaluate_questions, format_report, read_questions
 
     questions = read_questions(Path(args.dataset))
     with tempfile.TemporaryDirectory(prefix="semsearch-questions-") as scratch:

@@ -231,8 +231,8 @@ def follower(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     from datetime import datetime, timezone
 
     from indexer.build import update_documents
-    from indexer.feeds import poll
-    from indexer.fetcher import FeedLimits
+    from indexer.feeds.follow import poll
+    from indexer.feeds.fetcher import FeedLimits
 
     settings = runtime.settings
     runtime.feeds = {"followed": len(settings.feed_urls), "polls": 0, "last_poll": None, "last_poll_unix": None,

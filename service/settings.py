@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.engines import ENGINE_NAMES
-from indexer.fetcher import DEFAULT_MAX_DOCUMENT_CHARS
+from indexer.feeds.fetcher import DEFAULT_MAX_DOCUMENT_CHARS
 from indexer.onnx_encoder import PRECISIONS
 from indexer.search import FusionParams
 

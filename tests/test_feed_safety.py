@@ -14,8 +14,8 @@ import zlib
 
 import pytest
 
-from indexer.fetch_policy import FetchPolicy, Refused, address_refusal, allowed_addresses, canonical_host, origin_of
-from indexer.fetcher import FeedLimits, Fetcher, FetchError
+from indexer.feeds.fetch_policy import FetchPolicy, Refused, address_refusal, allowed_addresses, canonical_host, origin_of
+from indexer.feeds.fetcher import FeedLimits, Fetcher, FetchError
 from tests.conftest import STAND_IN, UNDATED, listed, rss, semsearch
 from tests.sites import dripping, encoded
 
@@ -205,7 +205,7 @@ def test_one_malformed_feed_never_stops_the_others(site, tmp_path):
 
 
 def test_followed_pages_obey_the_document_size_limit_and_are_written_in_batches(site, tmp_path):
-    from indexer.feeds import BATCH_DOCUMENTS, poll
+    from indexer.feeds.follow import BATCH_DOCUMENTS, poll
 
     pages = BATCH_DOCUMENTS * 2 + 3
     for number in range(pages):
@@ -254,8 +254,8 @@ def test_a_resolver_that_hangs_fails_the_request_at_its_deadline():
 def test_the_connection_goes_only_to_the_origin_the_policy_allowed():
     """Should the HTTP library ever read a URL otherwise than the policy did, it still cannot
     connect anywhere else: the socket layer checks the host and port it is asked for."""
-    from indexer.fetch_policy import Permit
-    from indexer.fetcher import GuardedBackend
+    from indexer.feeds.fetch_policy import Permit
+    from indexer.feeds.fetcher import GuardedBackend
 
     backend = GuardedBackend(Permit(origin_of("http://127.0.0.1:9001/feed.xml"), True), time.monotonic() + 5,
                              fake_resolver({}))

@@ -9,7 +9,7 @@ import json
 import time
 
 
-from indexer.feeds import feed_items
+from indexer.feeds.follow import feed_items
 from tests.conftest import MILVUS_SLOW, STAND_IN, UNDATED, listed, rss, semsearch
 from tests.sites import slow
 from bench.extraction import PAGES

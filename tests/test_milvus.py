@@ -17,7 +17,7 @@ from indexer.documents import Document, read_folder
 from indexer.embedding import light_model_for
 from indexer.engine import ChangeSet, open_engine
 from indexer.metadata import Metadata
-from indexer.questions import read_questions
+from indexer.eval.questions import read_questions
 from indexer.search import MODES, Query, Searcher
 from tests.conftest import ROOT, SEEDS, STAND_IN, free_port, semsearch
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from indexer.questions import DEPTH, read_questions
+from indexer.eval.questions import DEPTH, read_questions
 from indexer.search import Query
 from tests.conftest import QUESTIONS, SEEDS, searcher_of, semsearch
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.build import build_from_folder
-from indexer.questions import read_off_topic, read_questions
+from indexer.eval.questions import read_off_topic, read_questions
 from indexer.relevance import CALIBRATION, RelevanceParams, relevance_for
 from indexer.search import Query, Searcher
 from service.app import create_app

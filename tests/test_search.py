@@ -239,7 +239,7 @@ def test_contractions_are_the_words_they_stand_for_in_passages_and_queries(tmp_p
 def test_hybrid_results_are_ordered_by_the_relevance_they_show(searcher):
     """One score: relevance never rises down a hybrid ranking (dense and keyword keep their lists'
     order and show the same relevance)."""
-    from indexer.questions import read_questions
+    from indexer.eval.questions import read_questions
     from tests.conftest import QUESTIONS
 
     for question in read_questions(QUESTIONS / "questions.jsonl"):

@@ -4,7 +4,7 @@ path as POST /documents, a small batch at a time. The feeds' and pages' validato
 Last-Modified) are kept in the index folder (FEED_STATE), so a poll downloads only what changed,
 and a page whose text is what the index already holds writes nothing.
 
-Every request goes through indexer/fetcher.py (the fetch policy, size caps, one deadline). A feed
+Every request goes through indexer/feeds/fetcher.py (the fetch policy, size caps, one deadline). A feed
 or an item that fails, for whatever reason, is named in the report and the log and tried again at
 the next poll; it never stops the other feeds or items of the poll.
 """
@@ -22,8 +22,8 @@ from urllib.parse import urljoin
 
 from indexer.documents import Document, content_hash, parse_html
 from indexer.durable import write_file
-from indexer.fetch_policy import Origin, Refused, origin_of
-from indexer.fetcher import FeedLimits, Fetcher, FetchError
+from indexer.feeds.fetch_policy import Origin, Refused, origin_of
+from indexer.feeds.fetcher import FeedLimits, Fetcher, FetchError
 from indexer.metadata import Metadata, from_fields, merged
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import time
 import warnings
 from pathlib import Path
 
-from indexer.beir import read_corpus, read_qrels, read_queries
+from indexer.eval.beir import read_corpus, read_qrels, read_queries
 from indexer.build import build_from_documents
 from indexer.embedding import TextModel
 from indexer.engine import open_engine

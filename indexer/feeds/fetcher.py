@@ -23,7 +23,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpcore
 
-from indexer.fetch_policy import FetchPolicy, Origin, Permit, Refused, Resolver, allowed_addresses, canonical_host
+from indexer.feeds.fetch_policy import FetchPolicy, Origin, Permit, Refused, Resolver, allowed_addresses, canonical_host
 
 REDIRECTS = (301, 302, 303, 307, 308)
 DEFAULT_MAX_DOCUMENT_CHARS = 200_000  # the longest article text kept, as POST /documents accepts
