@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     from indexer.eval.beir import read_queries
-    from indexer.commands import model_for_index
+    from indexer.cli.commands import model_for_index
     from indexer.cpu import read_cpu
     from indexer.engine import open_engine
     from indexer.search import FusionParams, Query, Searcher

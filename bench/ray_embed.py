@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import emit  # noqa: E402
 from indexer.eval.beir import read_corpus  # noqa: E402
 from indexer.build import LocalEmbedding, build_from_documents  # noqa: E402
-from indexer.commands import model_for_index  # noqa: E402
+from indexer.cli.commands import model_for_index  # noqa: E402
 from indexer.cpu import read_cpu  # noqa: E402
 from indexer.embedding import choose_precision  # noqa: E402
 

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import ROOT
 
 LINT = Path(sys.executable).parent / "lint-imports"
-EDGES = {"indexer.cli", "indexer.commands", "indexer.client"}
+EDGES = {"indexer.cli"}
 
 
 def lint(where: Path) -> subprocess.CompletedProcess:

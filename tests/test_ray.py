@@ -118,7 +118,7 @@ def test_a_ray_build_is_the_local_build(cluster, tmp_path, engine_kind):
     assert on_ray.stdout.splitlines()[-1].split(" -> ")[0] == local.stdout.splitlines()[-1].split(" -> ")[0]
     assert "warning" not in on_ray.stderr.lower() and " E " not in on_ray.stderr, on_ray.stderr  # no noise of Ray's
 
-    from indexer.commands import model_for_index
+    from indexer.cli.commands import model_for_index
 
     model = model_for_index(None, None, tmp_path / "local")  # the default precision, as both builds used
     ours, theirs = keys_and_vectors(tmp_path / "local", model), keys_and_vectors(tmp_path / "ray", model)
@@ -214,7 +214,7 @@ def test_a_killed_driver_leaves_the_index_serving_and_the_next_run_reuses_its_ve
     cached = cached_rows(index)
 
     assert (index / "CURRENT").read_text() == before  # nothing published: the seed index still serves
-    from indexer.commands import model_for_index
+    from indexer.cli.commands import model_for_index
 
     model = model_for_index(None, None, index)
     hits = Searcher(open_reader(index, model), model).search(Query("why won't Russia stop"))

@@ -1,5 +1,5 @@
 """The `semsearch` command line: its arguments, and every error turned into one line and an exit code
-(the commands themselves: indexer/commands.py)."""
+(the commands themselves: indexer/cli/commands.py)."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def where(command: argparse.ArgumentParser, creates: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command, turning domain errors into one clear message and exit code."""
     args = parse(parser(), argv)
-    from indexer import commands
+    from indexer.cli import commands
 
     commands.FLAGS.clear()  # the flags stand over the environment's settings without being written into it
     for flag, variable in (("engine", "SEMSEARCH_ENGINE"), ("milvus_uri", "SEMSEARCH_MILVUS_URI")):
@@ -269,6 +269,3 @@ def rerun(argv: list[str] | None) -> str:
     """The command the user ran, to run again as typed."""
     return shlex.join([*program(), *(sys.argv[1:] if argv is None else argv)])
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""What each `semsearch` command does (indexer/cli.py parses the arguments and reports errors)."""
+"""What each `semsearch` command does (indexer/cli/main.py parses the arguments and reports errors)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from indexer.progress import count
 
 
 # The engine flags given (--engine, --milvus-uri), over SEMSEARCH_ENGINE and SEMSEARCH_MILVUS_URI;
-# None: unset for this command. Set by indexer/cli.py; never written into os.environ.
+# None: unset for this command. Set by indexer/cli/main.py; never written into os.environ.
 FLAGS: dict[str, str | None] = {}
 
 
@@ -231,7 +231,7 @@ def serve_settings(args: argparse.Namespace):
 
 def run_search(args: argparse.Namespace) -> int:
     from indexer.cli import DEFAULT_INDEX
-    from indexer.client import print_answer
+    from indexer.cli.client import print_answer
     from indexer.metadata import time_bound
 
     named, args.index = args.index is not None, args.index or DEFAULT_INDEX
@@ -249,7 +249,7 @@ def run_search(args: argparse.Namespace) -> int:
                              f"not {value!r}") from None
     facets = tuple(f.strip() for f in args.facets.split(",") if f.strip()) if args.facets else ()
     if args.url:  # a running server holds the model and the index already: no numpy, no loading here
-        from indexer.client import search
+        from indexer.cli.client import search
 
         answer = search(args.url, {
             "q": args.query, "k": args.k, "mode": args.mode, "exact": "true" if args.exact else None,
