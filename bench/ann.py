@@ -27,8 +27,8 @@ from bench.report import emit  # noqa: E402
 from indexer.engines.faiss import store  # noqa: E402
 from indexer.eval.beir import read_queries  # noqa: E402
 from indexer.engines.faiss.dense import DenseParams, DenseSegment, build_ann, exact  # noqa: E402
-from indexer.embedding import light_model_for  # noqa: E402
-from indexer.search import single_threaded_numpy  # noqa: E402
+from indexer.model.embedding import light_model_for  # noqa: E402
+from indexer.search.searcher import single_threaded_numpy  # noqa: E402
 
 
 def noisy_copies(base: np.ndarray, n: int, sigma: float, seed: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ The worker's forward pass overlaps the main thread's pooling, so the parts add u
 the wall time; profiling adds overhead to the Python parts, so treat them as upper bounds. Also:
 the share of the forward pass's token slots that are padding, for the same passages in the same
 batches (longest first by word pieces, BATCH_SIZE a batch, padded to a multiple of
-PAD_MULTIPLE, as indexer/pooling.py and indexer/onnx_encoder.py run them).
+PAD_MULTIPLE, as indexer/model/pooling.py and indexer/model/onnx_encoder.py run them).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
 from indexer.eval.beir import read_corpus  # noqa: E402
-from indexer.build import build_from_documents, chunk  # noqa: E402
-from indexer.documents import StoredDocument  # noqa: E402
-from indexer.embedding import default_precision, light_model_for  # noqa: E402
-from indexer.onnx_encoder import PAD_MULTIPLE, PRECISIONS, OnnxEncoder  # noqa: E402
-from indexer.pooling import BATCH_SIZE  # noqa: E402
+from indexer.index.build import build_from_documents, chunk  # noqa: E402
+from indexer.text.documents import StoredDocument  # noqa: E402
+from indexer.model.embedding import default_precision, light_model_for  # noqa: E402
+from indexer.model.onnx_encoder import PAD_MULTIPLE, PRECISIONS, OnnxEncoder  # noqa: E402
+from indexer.model.pooling import BATCH_SIZE  # noqa: E402
 
 # Main-thread parts: (name, function names whose cumulative time belongs to it, module).
 PARTS = [

@@ -18,7 +18,7 @@ and query p50 over 200 SciFact queries. Variants:
 - `ort-int8-7bit`: the same with 7-bit weights (reduce_range), which AVX2 without VNNI cannot saturate.
 - `ov-fp32`: OpenVINO on the fp32 export, f32 inference.
 - `bf16`, `int8`, `int8-static`: the project's own precisions, exactly as `semsearch index` runs them
-  (indexer/onnx_encoder.py; `int8`: int8 weights, activations quantized per token at run time).
+  (indexer/model/onnx_encoder.py; `int8`: int8 weights, activations quantized per token at run time).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
 from indexer.eval.beir import read_corpus, read_queries  # noqa: E402
-from indexer.embedding import light_model_for, onnx_copy, packaged_model_path  # noqa: E402
+from indexer.model.embedding import light_model_for, onnx_copy, packaged_model_path  # noqa: E402
 
 BATCH = 32
 MAX_TOKENS = 256

@@ -5,7 +5,7 @@ against the text a reader would call the article, before (all visible text) and 
 
 Each page `NAME.html` has its article in `articles/NAME.txt` (headline, subheadings and paragraphs,
 one per line; no captions, credits, menus or prompts). What the index keeps of a page is its
-title and the text of its passages (indexer/chunking.py, which also drops lines that look like
+title and the text of its passages (indexer/text/chunking.py, which also drops lines that look like
 page furniture), read the way `semsearch index` reads it. Scores are over word tokens (lower
 case, multiset overlap), summed over all pages (micro) and per page.
 """
@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
-from indexer.chunking import chunk_document  # noqa: E402
-from indexer.documents import Document, parse_html, visible_text  # noqa: E402
-from indexer.hashing_encoder import HashingEncoder  # noqa: E402
+from indexer.text.chunking import chunk_document  # noqa: E402
+from indexer.text.documents import Document, parse_html, visible_text  # noqa: E402
+from indexer.model.hashing_encoder import HashingEncoder  # noqa: E402
 
 PAGES = ROOT / "tests" / "extraction" / "pages"
 ARTICLES = ROOT / "tests" / "extraction" / "articles"

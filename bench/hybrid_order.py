@@ -29,9 +29,9 @@ def main() -> None:
     args = parser.parse_args()
     from indexer.eval.beir import read_queries
     from indexer.cli.commands import model_for_index
-    from indexer.cpu import read_cpu
-    from indexer.engine import open_engine
-    from indexer.search import FusionParams, Query, Searcher
+    from indexer.model.cpu import read_cpu
+    from indexer.index.engine import open_engine
+    from indexer.search.searcher import FusionParams, Query, Searcher
 
     model = model_for_index(None, None, args.index)
     reader = open_engine(args.index, model.name, model.dimension).reader()

@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
 from indexer.eval.beir import read_queries  # noqa: E402
-from indexer.embedding import default_precision, light_model_for  # noqa: E402
-from indexer.onnx_encoder import PRECISIONS  # noqa: E402
+from indexer.model.embedding import default_precision, light_model_for  # noqa: E402
+from indexer.model.onnx_encoder import PRECISIONS  # noqa: E402
 
 SEMSEARCH = Path(sys.executable).with_name("semsearch")
 ST_ENCODE = """
@@ -44,7 +44,7 @@ import json, sys, time
 from pathlib import Path
 from sentence_transformers import SentenceTransformer
 from indexer.eval.beir import read_corpus
-from indexer.embedding import packaged_model_path
+from indexer.model.embedding import packaged_model_path
 texts = [f"{d.title}\\n{d.text}" for d in read_corpus(Path(sys.argv[1]))]
 model = SentenceTransformer(packaged_model_path(), device="cpu", local_files_only=True)
 started = time.perf_counter()

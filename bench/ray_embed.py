@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import emit  # noqa: E402
 from indexer.eval.beir import read_corpus  # noqa: E402
-from indexer.build import LocalEmbedding, build_from_documents  # noqa: E402
+from indexer.index.build import LocalEmbedding, build_from_documents  # noqa: E402
 from indexer.cli.commands import model_for_index  # noqa: E402
-from indexer.cpu import read_cpu  # noqa: E402
-from indexer.embedding import choose_precision  # noqa: E402
+from indexer.model.cpu import read_cpu  # noqa: E402
+from indexer.model.embedding import choose_precision  # noqa: E402
 
 
 class Timed:
@@ -47,7 +47,7 @@ class Timed:
 
 
 def one_build(documents, model, actors: int | None) -> dict:
-    from indexer.ray_embed import RayEmbedding
+    from indexer.model.ray_embed import RayEmbedding
 
     remote = None
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as scratch:

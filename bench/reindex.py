@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import emit  # noqa: E402
 from indexer.eval.beir import read_corpus  # noqa: E402
-from indexer.build import build_from_documents  # noqa: E402
-from indexer.embedding import Embedder  # noqa: E402
+from indexer.index.build import build_from_documents  # noqa: E402
+from indexer.model.embedding import Embedder  # noqa: E402
 
 
 def timed_rebuild(dataset: Path, index: Path, embedder: Embedder) -> float:

@@ -35,12 +35,12 @@ sys.path.insert(0, str(ROOT))
 from bench.report import emit  # noqa: E402
 from indexer.engines.faiss import store  # noqa: E402
 from indexer.eval.beir import read_corpus, read_qrels, read_queries  # noqa: E402
-from indexer.build import build_from_documents, build_from_folder  # noqa: E402
-from indexer.embedding import light_model_for  # noqa: E402
-from indexer.onnx_encoder import PRECISIONS  # noqa: E402
+from indexer.index.build import build_from_documents, build_from_folder  # noqa: E402
+from indexer.model.embedding import light_model_for  # noqa: E402
+from indexer.model.onnx_encoder import PRECISIONS  # noqa: E402
 from indexer.eval.questions import read_off_topic, read_questions  # noqa: E402
-from indexer.relevance import SHIPPED, RelevanceParams, base_name, fit, relevance_for  # noqa: E402
-from indexer.search import Query, Searcher  # noqa: E402
+from indexer.search.relevance import SHIPPED, RelevanceParams, base_name, fit, relevance_for  # noqa: E402
+from indexer.search.searcher import Query, Searcher  # noqa: E402
 
 OFF_TOPIC = ROOT / "tests" / "questions" / "off_topic.txt"
 QUESTIONS = ROOT / "tests" / "questions" / "questions.jsonl"

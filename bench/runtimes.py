@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexer.engines.faiss import store  # noqa: E402
 from indexer.eval.beir import read_qrels, read_queries  # noqa: E402
-from indexer.embedding import Embedder, onnx_copy, packaged_model_path  # noqa: E402
+from indexer.model.embedding import Embedder, onnx_copy, packaged_model_path  # noqa: E402
 from indexer.eval.evaluation import rank_documents, score  # noqa: E402
-from indexer.search import Searcher  # noqa: E402
+from indexer.search.searcher import Searcher  # noqa: E402
 
 
 def int8_encoder(scratch: Path):

@@ -42,11 +42,11 @@ from bench.report import write_report  # noqa: E402
 from bench.serving import http_phase, peak_rss_mb  # noqa: E402
 from indexer.engines.faiss import store  # noqa: E402
 from indexer.eval.beir import read_corpus, read_queries  # noqa: E402
-from indexer.build import build_from_documents  # noqa: E402
-from indexer.chunking import sentence_spans  # noqa: E402
-from indexer.documents import Document  # noqa: E402
-from indexer.engine import open_engine  # noqa: E402
-from indexer.hashing_encoder import HashingEncoder  # noqa: E402
+from indexer.index.build import build_from_documents  # noqa: E402
+from indexer.text.chunking import sentence_spans  # noqa: E402
+from indexer.text.documents import Document  # noqa: E402
+from indexer.index.engine import open_engine  # noqa: E402
+from indexer.model.hashing_encoder import HashingEncoder  # noqa: E402
 from indexer.engines.faiss.merge import merge_all  # noqa: E402
 from indexer.engines.faiss.writer import SegmentStore  # noqa: E402
 from tests.conftest import start_server, stop_server  # noqa: E402
@@ -110,7 +110,7 @@ class ModelDistributionEncoder(TimedEncoder):
 def model_document_vectors(dataset: Path, workdir: Path) -> tuple[str, np.ndarray, dict[str, int]]:
     """The real model's name, its vector of each dataset document (title and text, embedded once and
     kept in workdir) and each sentence's document."""
-    from indexer.embedding import default_precision, light_model_for
+    from indexer.model.embedding import default_precision, light_model_for
 
     documents = list(read_corpus(dataset))
     model = light_model_for(precision=default_precision())
@@ -312,8 +312,8 @@ def measure(size: int, workdir: Path, sentences: Sentences, queries: list[str], 
 def encoder_speed(sentences: Sentences, repeats: int = 5) -> dict:
     """The stand-in encoder alone on 6,000 synthetic passages: the first (cold) pass and the median
     of the rest, passages a second (its word cache makes a warm encoder faster)."""
-    from indexer.build import chunk
-    from indexer.documents import StoredDocument
+    from indexer.index.build import chunk
+    from indexer.text.documents import StoredDocument
 
     rng = np.random.default_rng(7)
     encoder = HashingEncoder()

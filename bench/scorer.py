@@ -79,13 +79,13 @@ def candidates(searcher, reader, text: str, titles: dict, title_terms: dict, ans
 
 
 def build_tables(passage_input: str, model, scifact: Path) -> dict[str, list[list[tuple]]]:
-    from indexer import chunking
+    from indexer.text import chunking
     from indexer.eval.beir import read_corpus, read_qrels, read_queries
-    from indexer.build import build_from_documents
-    from indexer.documents import read_folder
-    from indexer.engine import open_engine
+    from indexer.index.build import build_from_documents
+    from indexer.text.documents import read_folder
+    from indexer.index.engine import open_engine
     from indexer.eval.questions import read_off_topic, read_questions
-    from indexer.search import Searcher
+    from indexer.search.searcher import Searcher
 
     original = chunking.context_of
     chunking.context_of = lambda title, section: original(*INPUTS[passage_input](title, section))
@@ -241,8 +241,8 @@ def main() -> None:
     parser.add_argument("--floor", type=float, default=0.1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from indexer.cpu import read_cpu
-    from indexer.embedding import default_precision, light_model_for
+    from indexer.model.cpu import read_cpu
+    from indexer.model.embedding import default_precision, light_model_for
 
     precision = default_precision()
     model = light_model_for(precision=precision)

@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
 from indexer.eval.beir import read_corpus, read_queries  # noqa: E402
-from indexer.build import build_from_documents  # noqa: E402
-from indexer.embedding import choose_precision, light_model_for  # noqa: E402
-from indexer.engine import built_with, open_engine  # noqa: E402
-from indexer.onnx_encoder import PRECISIONS  # noqa: E402
-from indexer.search import Query, Searcher  # noqa: E402
+from indexer.index.build import build_from_documents  # noqa: E402
+from indexer.model.embedding import choose_precision, light_model_for  # noqa: E402
+from indexer.index.engine import built_with, open_engine  # noqa: E402
+from indexer.model.onnx_encoder import PRECISIONS  # noqa: E402
+from indexer.search.searcher import Query, Searcher  # noqa: E402
 from tests.conftest import start_server, stop_server  # noqa: E402
 
 

@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexer.engines.faiss import store  # noqa: E402
 from indexer.eval.beir import read_qrels, read_queries  # noqa: E402
-from indexer.embedding import Embedder  # noqa: E402
+from indexer.model.embedding import Embedder  # noqa: E402
 from indexer.eval.evaluation import rank_documents, score  # noqa: E402
-from indexer.search import FusionParams, Searcher  # noqa: E402
+from indexer.search.searcher import FusionParams, Searcher  # noqa: E402
 
 GRID = [FusionParams(method="rrf", rrf_k=k, dense_weight=1.0, keyword_weight=1.0) for k in (5, 20, 60)] + \
     [FusionParams(method="rrf", rrf_k=60, dense_weight=1.0, keyword_weight=w) for w in (0.6, 0.8, 1.25)] + \

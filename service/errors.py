@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from indexer.documents import DocumentError
+from indexer.text.documents import DocumentError
 from indexer.errors import program
-from indexer.engine import IndexUnavailable
-from indexer.search import QueryError
+from indexer.index.engine import IndexUnavailable
+from indexer.search.searcher import QueryError
 
 log = logging.getLogger("semsearch.http")
 

@@ -13,9 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from indexer.build import UnknownDocument, update_documents
-from indexer.documents import Document
-from indexer.metadata import ALIASES, MAX_ITEMS, TIMES, Metadata, from_fields, parse_utc
+from indexer.index.build import UnknownDocument, update_documents
+from indexer.text.documents import Document
+from indexer.text.metadata import ALIASES, MAX_ITEMS, TIMES, Metadata, from_fields, parse_utc
 from service.errors import ApiError
 from service.guard import key_problem
 from service.runtime import Runtime

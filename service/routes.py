@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from indexer import search
+from indexer.search import searcher as search
 from service.errors import error_response, not_ready
 from service.schemas import (
     TOO_LARGE,

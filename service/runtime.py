@@ -7,12 +7,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from indexer.cpu import TABLE, UnknownClass, native, query_p50_ms, read_cpu
-from indexer.embedding import Embedder, ModelError, TextModel, choose_precision, light_model_for
-from indexer.engine import Engine, IndexUnavailable, built_with, open_engine
-from indexer.progress import count
-from indexer.relevance import CALIBRATION, RelevanceParams, not_fitted_notice, relevance_for
-from indexer.search import Searcher
+from indexer.model.cpu import TABLE, UnknownClass, native, query_p50_ms, read_cpu
+from indexer.model.embedding import Embedder, ModelError, TextModel, choose_precision, light_model_for
+from indexer.index.engine import Engine, IndexUnavailable, built_with, open_engine
+from indexer.index.progress import count
+from indexer.search.relevance import CALIBRATION, RelevanceParams, not_fitted_notice, relevance_for
+from indexer.search.searcher import Searcher
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 
@@ -230,7 +230,7 @@ def follower(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     import dataclasses
     from datetime import datetime, timezone
 
-    from indexer.build import update_documents
+    from indexer.index.build import update_documents
     from indexer.feeds.follow import poll
     from indexer.feeds.fetcher import FeedLimits
 

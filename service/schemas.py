@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from indexer.metadata import time_bound
-from indexer.search import FACETS
+from indexer.text.metadata import time_bound
+from indexer.search.searcher import FACETS
 from service.protocol import MAX_URL_BYTES
 
 MAX_QUERY_CHARS = 1000

@@ -10,8 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.engines import ENGINE_NAMES
 from indexer.feeds.fetcher import DEFAULT_MAX_DOCUMENT_CHARS
-from indexer.onnx_encoder import PRECISIONS
-from indexer.search import FusionParams
+from indexer.model.onnx_encoder import PRECISIONS
+from indexer.search.searcher import FusionParams
 
 
 class Settings(BaseSettings):

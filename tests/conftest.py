@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.build import build_from_folder
-from indexer.cache import CACHE_FILE
-from indexer.chunking import sentence_spans
-from indexer.documents import Document, read_folder
-from indexer.embedding import TextModel, light_model_for
-from indexer.engine import open_engine
+from indexer.index.build import build_from_folder
+from indexer.index.cache import CACHE_FILE
+from indexer.text.chunking import sentence_spans
+from indexer.text.documents import Document, read_folder
+from indexer.model.embedding import TextModel, light_model_for
+from indexer.index.engine import open_engine
 from indexer.engines.faiss import store
-from indexer.search import Searcher
+from indexer.search.searcher import Searcher
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"

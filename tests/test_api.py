@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.engines.faiss import store
-from indexer.onnx_encoder import OnnxEncoder
+from indexer.model.onnx_encoder import OnnxEncoder
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import segment_file

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.chunking import chunk_document, sentence_spans, split_long
-from indexer.documents import parse_text, read_folder
+from indexer.text.chunking import chunk_document, sentence_spans, split_long
+from indexer.text.documents import parse_text, read_folder
 from tests.conftest import SEED_FILE, word_spans
 
 

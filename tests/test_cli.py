@@ -14,7 +14,7 @@ import time
 import pytest
 
 from indexer.errors import program
-from indexer.onnx_encoder import variant
+from indexer.model.onnx_encoder import variant
 from tests.conftest import ROOT, SEED_FILE, STAND_IN, semsearch
 
 RUN = shlex.join(program())  # how fixes name the command: `semsearch` on PATH, else its path
@@ -186,10 +186,10 @@ def test_a_reindex_rebuilds_when_the_way_passages_are_cut_or_scored_changed(tmp_
 
 
 def test_a_build_that_is_not_on_a_terminal_logs_its_progress(tmp_path, monkeypatch, caplog):
-    from indexer import progress
-    from indexer.build import build_from_documents
-    from indexer.documents import Document
-    from indexer.embedding import light_model_for
+    from indexer.index import progress
+    from indexer.index.build import build_from_documents
+    from indexer.text.documents import Document
+    from indexer.model.embedding import light_model_for
 
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # a line at every step instead of every 10 s
     documents = [Document(f"d{n}", f"Note {n}", f"notes/{n}.txt", f"Note {n}\n" + "The harbour crane moved. " * 300)
@@ -211,7 +211,7 @@ def test_the_final_count_says_how_many_vectors_were_reused(folder_index):
 
 
 def test_time_left_counts_passages_when_documents_finish_out_of_order():
-    from indexer.progress import BuildProgress
+    from indexer.index.progress import BuildProgress
 
     shown = BuildProgress(10, show=False)
     shown.expect(10, 100)

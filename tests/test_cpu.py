@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer import cpu
-from indexer.build import build_from_folder
-from indexer.embedding import ModelError, choose_precision, default_precision, light_model_for
+from indexer.model import cpu
+from indexer.index.build import build_from_folder
+from indexer.model.embedding import ModelError, choose_precision, default_precision, light_model_for
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import SEED_FILE, SEEDS, semsearch
@@ -89,8 +89,8 @@ def test_each_precision_stays_close_to_fp32_on_this_cpu(precision, floor):
     """Passages and queries of each precision against fp32, on whatever CPU runs the tests (the
     table's bar is a mean cosine of 0.995; int8-static's passages measured 0.994 on AVX2, which
     is why that class does not get it)."""
-    from indexer.chunking import chunk_document
-    from indexer.documents import parse_text
+    from indexer.text.chunking import chunk_document
+    from indexer.text.documents import parse_text
 
     seed_document = parse_text(SEED_FILE.read_text(encoding="utf-8"), "seed", str(SEED_FILE))
     fp32, other = light_model_for(precision="fp32"), light_model_for(precision=precision)
@@ -114,7 +114,7 @@ def test_doctor_names_the_class_the_choice_and_how_the_index_runs(int8_index):
 
 
 def test_fp32_runs_where_it_is_fastest_with_the_same_vectors(monkeypatch):
-    from indexer.onnx_encoder import OpenVinoRunner, OrtRunner
+    from indexer.model.onnx_encoder import OpenVinoRunner, OrtRunner
 
     texts = ["The harbour reopened on Monday after a year of repairs.", "Why won't Russia stop?"]
     found = {}

@@ -1,5 +1,5 @@
 """Writes that survive a power cut, checked by their order instead of by cutting power: every
-publish step goes through indexer/durable.py, whose system calls a recorder watches here (each file
+publish step goes through indexer/index/durable.py, whose system calls a recorder watches here (each file
 flushed before the rename that publishes it, each folder flushed after a rename into it, before
 the call returns) and a fault injector breaks one at a time (the index stays whole and serves the
 old or the new documents, never a mix, and the write can be retried)."""
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from indexer import durable
-from indexer.build import build_from_folder, update_documents
-from indexer.documents import Document
-from indexer.engine import open_engine
-from indexer.hashing_encoder import HashingEncoder
+from indexer.index import durable
+from indexer.index.build import build_from_folder, update_documents
+from indexer.text.documents import Document
+from indexer.index.engine import open_engine
+from indexer.model.hashing_encoder import HashingEncoder
 from tests.conftest import ARTICLES, semsearch, write_seeds
 
 NEW = Document("ferry", "Ferry", "api", "The island ferry runs again from Monday after a month in dry dock.")
@@ -147,7 +147,7 @@ def test_check_warns_when_current_is_older_than_a_whole_generation_and_repair_se
 def test_a_cache_that_cannot_be_written_is_a_named_write_failure_with_nothing_published(tmp_path, embedder):
     """The engines and the embedding cache report a write they cannot make as WriteFailed (an
     OSError, so the CLI and the API say it as they say a full disk), never as a bare sqlite3 error."""
-    from indexer.cache import CACHE_FILE
+    from indexer.index.cache import CACHE_FILE
     from indexer.errors import WriteFailed
 
     model = embedder  # the real model keeps an embedding cache (the stand-in is faster than one)

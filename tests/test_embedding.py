@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from indexer.chunking import sentence_spans
-from indexer.embedding import Embedder, light_model_for
-from indexer.onnx_encoder import OnnxEncoder, variant
+from indexer.text.chunking import sentence_spans
+from indexer.model.embedding import Embedder, light_model_for
+from indexer.model.onnx_encoder import OnnxEncoder, variant
 from tests.conftest import ROOT, SEED_FILE
 
 # The sentence-transformers loads (about ten seconds each) happen once, on one worker.
@@ -131,8 +131,8 @@ def test_bf16_and_int8_vectors_stay_close_to_the_reference_pipeline(pipeline):
 def test_int8_static_is_named_by_its_calibration_so_an_index_never_mixes_two(tmp_path, monkeypatch):
     """The calibration text decides int8-static's vectors: other text is another model identity
     (manifest and embedding cache), and an index built with either still asks for int8-static."""
-    from indexer import onnx_encoder
-    from indexer.embedding import choose_precision
+    from indexer.model import onnx_encoder
+    from indexer.model.embedding import choose_precision
 
     shipped = light_model_for(precision="int8-static").name
     assert shipped.startswith("sentence-transformers/all-MiniLM-L6-v2@int8-static-")
@@ -152,7 +152,7 @@ def test_int8_static_is_named_by_its_calibration_so_an_index_never_mixes_two(tmp
 def test_an_unknown_precision_is_a_clear_error():
     import pytest
 
-    from indexer.embedding import ModelError
+    from indexer.model.embedding import ModelError
 
     with pytest.raises(ModelError, match="use one of fp32, bf16, int8"):
         light_model_for(precision="fp16")
@@ -164,7 +164,7 @@ def test_the_model_cache_keeps_one_copy_per_model_content_and_clears_out_the_res
     import os
     import time
 
-    from indexer import embedding
+    from indexer.model import embedding
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("SEMSEARCH_CACHE_DIR", str(cache))

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from bench.extraction import ARTICLES, PAGES, score
-from indexer.documents import parse_html, read_folder
+from indexer.text.documents import parse_html, read_folder
 from tests.conftest import STAND_IN, semsearch
 
 
@@ -75,7 +75,7 @@ def test_a_wire_page_keeps_no_dateline_credit_line_repeated_headline_or_more_lis
     """A wire-service layout: the dateline ("November 19, 2019 / 12:21 AM / Updated 14 hours
     ago") and the headline again as a heading above the body, the credit line and "More:" with
     links below it. None is a section or a passage; every paragraph is in the body's own section."""
-    from indexer.chunking import chunk_document
+    from indexer.text.chunking import chunk_document
     from tests.conftest import word_spans
 
     page = PAGES / "port-strike--wire-dateline.html"

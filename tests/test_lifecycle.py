@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.engines.faiss import store
-from indexer.engine import open_engine
-from indexer.build import build_from_folder
+from indexer.index.engine import open_engine
+from indexer.index.build import build_from_folder
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import (ARTICLES, ROOT, SEED_FILE, cached_rows, indexed_passages, segment_file, semsearch,
@@ -55,7 +55,7 @@ def test_second_build_embeds_nothing_and_changes_embed_only_what_changed(tmp_pat
 
 
 def test_a_rebuild_chunks_only_changed_documents_and_equals_a_full_build(tmp_path, embedder, monkeypatch):
-    from indexer import build
+    from indexer.index import build
 
     seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
     build_from_folder(seeds, index, embedder, progress=False)
@@ -73,7 +73,7 @@ def test_a_rebuild_chunks_only_changed_documents_and_equals_a_full_build(tmp_pat
 
 
 def keyword_scores(engine, embedder, query: str) -> list[tuple[str, int, float]]:
-    from indexer.search import Query, Searcher
+    from indexer.search.searcher import Query, Searcher
 
     hits = Searcher(engine.reader(), embedder).search(Query(query, k=20, mode="keyword", min_relevance=0))
     return sorted((round(h.keyword.score, 4), h.passage.doc_id, h.passage.paragraph) for h in hits)

@@ -325,7 +325,7 @@ def test_facet_counts_match_a_brute_force_count_over_all_matches(tmp_path):
 
 
 def test_publication_times_in_every_common_form_are_kept_in_utc():
-    from indexer.documents import document_from_record
+    from indexer.text.documents import document_from_record
 
     forms = {"2026-03-05T23:30:00-05:00": "2026-03-06T04:30:00Z", "2026-03-05T10:00:00.250Z": "2026-03-05T10:00:00Z",
              "2026-03-05 10:00": "2026-03-05T10:00:00Z", "2026-03-05": "2026-03-05T00:00:00Z",

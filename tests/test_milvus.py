@@ -12,13 +12,13 @@ import time
 import httpx
 import pytest
 
-from indexer.build import build_from_documents, update_documents
-from indexer.documents import Document, read_folder
-from indexer.embedding import light_model_for
-from indexer.engine import ChangeSet, open_engine
-from indexer.metadata import Metadata
+from indexer.index.build import build_from_documents, update_documents
+from indexer.text.documents import Document, read_folder
+from indexer.model.embedding import light_model_for
+from indexer.index.engine import ChangeSet, open_engine
+from indexer.text.metadata import Metadata
 from indexer.eval.questions import read_questions
-from indexer.search import MODES, Query, Searcher
+from indexer.search.searcher import MODES, Query, Searcher
 from tests.conftest import ROOT, SEEDS, STAND_IN, free_port, semsearch
 
 
@@ -221,7 +221,7 @@ def test_an_index_moves_to_milvus_and_back_without_embedding_again(tmp_path):
 def test_ingests_under_concurrent_searches_fail_no_request(tmp_path):
     import threading
 
-    from indexer.hashing_encoder import HashingEncoder
+    from indexer.model.hashing_encoder import HashingEncoder
     from tests.conftest import start_server, stop_server
     from tests.conftest import make_corpus
 
@@ -262,7 +262,7 @@ def test_ingests_under_concurrent_searches_fail_no_request(tmp_path):
 
 def test_a_damaged_milvus_index_is_found_by_check_and_repaired_from_its_documents(tmp_path):
     from indexer.engines.milvus.client import Names
-    from indexer.repair import repair_index
+    from indexer.index.repair import repair_index
 
     model = light_model_for("hashing")
     engine = open_engine(tmp_path, model.name, model.dimension, "milvus")

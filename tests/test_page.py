@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.build import build_from_folder
+from indexer.index.build import build_from_folder
 from tests.conftest import start_server, stop_server
 
 CHROMIUM = os.environ.get("SEMSEARCH_CHROMIUM", "/usr/bin/chromium")

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from indexer.eval.questions import DEPTH, read_questions
-from indexer.search import Query
+from indexer.search.searcher import Query
 from tests.conftest import QUESTIONS, SEEDS, searcher_of, semsearch
 
 
@@ -68,9 +68,9 @@ def test_eval_reports_hit_rates_for_every_mode_and_names_the_misses(report):
 @ON_REPORT
 def test_eval_figures_match_the_ranks_search_returns(report, tmp_path):
     """The report's hybrid figures recomputed from plain searches of an index of the same articles."""
-    from indexer.build import build_from_documents
-    from indexer.documents import read_folder
-    from indexer.embedding import default_precision, light_model_for
+    from indexer.index.build import build_from_documents
+    from indexer.text.documents import read_folder
+    from indexer.model.embedding import default_precision, light_model_for
 
     model = light_model_for(precision=default_precision())  # what `semsearch eval` builds a new index with
     documents = list(read_folder(SEEDS)) + list(read_folder(QUESTIONS / "articles"))

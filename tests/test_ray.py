@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.build import build_from_documents, chunk
-from indexer.documents import StoredDocument, content_hash, read_folder
-from indexer.engine import open_engine
-from indexer.search import Query, Searcher
+from indexer.index.build import build_from_documents, chunk
+from indexer.text.documents import StoredDocument, content_hash, read_folder
+from indexer.index.engine import open_engine
+from indexer.search.searcher import Query, Searcher
 from tests.conftest import CORPUS, ROOT, SEED_FILE, cached_rows, free_port, open_reader, semsearch
 
 TOKEN = {"RAY_AUTH_MODE": "token"}  # a client of a cluster with token authentication says so (Ray's rule)
@@ -169,7 +169,7 @@ def test_a_small_build_on_ray_says_nothing_of_rays_own(cluster, tmp_path):
 
 
 def test_an_actor_that_dies_is_replaced_and_its_batch_retried(cluster, tmp_path, embedder):
-    from indexer.ray_embed import RayEmbedding
+    from indexer.model.ray_embed import RayEmbedding
 
     documents = list(read_folder(bulletins(tmp_path / "articles", 40)))
     remote = KillingOneActor(RayEmbedding(embedder, None, "fp32", cluster, rows_per_call=8))

@@ -9,10 +9,10 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer.build import build_from_folder
+from indexer.index.build import build_from_folder
 from indexer.eval.questions import read_off_topic, read_questions
-from indexer.relevance import CALIBRATION, RelevanceParams, relevance_for
-from indexer.search import Query, Searcher
+from indexer.search.relevance import CALIBRATION, RelevanceParams, relevance_for
+from indexer.search.searcher import Query, Searcher
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import QUESTIONS, SEEDS, STAND_IN, searcher_of, semsearch
@@ -173,8 +173,8 @@ def test_relevance_never_rises_down_a_hybrid_ranking_on_every_question(tmp_path_
     """One score orders hybrid results and grades them: on every question of the three sets (the
     61, the news fit and test halves), over all their articles, a hit never shows more relevance
     than the one above it."""
-    from indexer.build import build_from_documents
-    from indexer.documents import read_folder
+    from indexer.index.build import build_from_documents
+    from indexer.text.documents import read_folder
 
     folders = (SEEDS, QUESTIONS / "articles", QUESTIONS / "news" / "articles")
     index = tmp_path_factory.mktemp("all-questions")

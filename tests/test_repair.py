@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from indexer.engines.faiss import store
-from indexer.build import build_from_folder, update_documents
-from indexer.documents import Document
-from indexer.embedding import light_model_for
+from indexer.index.build import build_from_folder, update_documents
+from indexer.text.documents import Document
+from indexer.model.embedding import light_model_for
 from indexer.errors import program
 from indexer.engines.faiss.merge import MergePolicy, merge_all
 from indexer.engines.faiss.writer import SegmentStore

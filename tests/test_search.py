@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.search import FusionParams, Query, QueryError, fuse, hit_record
+from indexer.search.searcher import FusionParams, Query, QueryError, fuse, hit_record
 from tests.conftest import searcher_of
 
 HEADINGS = {"Why Russia Won’t Stop", "The Costs and Risks Ahead", "An Endgame Still Out of Reach"}
@@ -86,8 +86,8 @@ def test_top_is_stable_for_ties():
 @pytest.fixture(scope="module")
 def sections_searcher(tmp_path_factory, embedder):
     """The seed article cut into one document per section: a small multi-document index."""
-    from indexer.build import build_from_documents
-    from indexer.documents import Document
+    from indexer.index.build import build_from_documents
+    from indexer.text.documents import Document
     from tests.conftest import SEED_FILE
 
     parts = SEED_FILE.read_text(encoding="utf-8").split("\n")
@@ -144,8 +144,8 @@ def test_highlight_is_the_answering_sentence_in_every_mode(searcher, mode):
 
 
 def test_an_index_whose_passages_have_no_keywords_still_builds_and_answers(tmp_path, embedder):
-    from indexer.build import build_from_documents
-    from indexer.documents import Document
+    from indexer.index.build import build_from_documents
+    from indexer.text.documents import Document
 
     build_from_documents([Document("a", "", "a.txt", "x"), Document("b", "", "b.txt", "!!")], tmp_path, embedder)
     found = searcher_of(tmp_path, embedder)
@@ -182,8 +182,8 @@ SHORT_NOTES = [(f"note-{i}", f"Notice {i}", text) for i, text in enumerate([
 
 def long_report_index(tmp_path, embedder):
     """The short notes, then the long report ingested over the API (a new segment)."""
-    from indexer.build import build_from_documents, update_documents
-    from indexer.documents import Document
+    from indexer.index.build import build_from_documents, update_documents
+    from indexer.text.documents import Document
 
     build_from_documents([Document(i, t, f"{i}.txt", x) for i, t, x in SHORT_NOTES], tmp_path, embedder)
     update_documents(tmp_path, embedder, [Document("culverts", "Culvert Survey", "api:culverts", LONG_REPORT)], [])
@@ -191,7 +191,7 @@ def long_report_index(tmp_path, embedder):
 
 
 def test_the_piece_holding_a_querys_words_ranks_above_its_siblings(tmp_path):
-    from indexer.hashing_encoder import HashingEncoder
+    from indexer.model.hashing_encoder import HashingEncoder
 
     searcher = long_report_index(tmp_path, HashingEncoder())  # keyword lists only
     hits = searcher.search(Query("zeppelin shell", k=10, mode="keyword"))
@@ -207,7 +207,7 @@ def test_the_piece_holding_a_querys_words_ranks_above_its_siblings(tmp_path):
 
 @pytest.mark.parametrize("mode", ["keyword", "hybrid"])
 def test_a_long_one_paragraph_article_is_found_first_by_its_own_words_right_after_ingest(tmp_path, embedder, mode):
-    from indexer.hashing_encoder import HashingEncoder
+    from indexer.model.hashing_encoder import HashingEncoder
 
     searcher = long_report_index(tmp_path, embedder if mode == "hybrid" else HashingEncoder())  # keywords only
     first_words = " ".join(LONG_REPORT.split()[:12])
@@ -216,10 +216,10 @@ def test_a_long_one_paragraph_article_is_found_first_by_its_own_words_right_afte
 
 
 def test_contractions_are_the_words_they_stand_for_in_passages_and_queries(tmp_path):
-    from indexer.build import build_from_documents
-    from indexer.documents import Document
-    from indexer.hashing_encoder import HashingEncoder
-    from indexer.keyword import Analyzer
+    from indexer.index.build import build_from_documents
+    from indexer.text.documents import Document
+    from indexer.model.hashing_encoder import HashingEncoder
+    from indexer.text.keyword import Analyzer
 
     analyzer = Analyzer()
     assert analyzer.query_terms("why won't Russia stop") == analyzer.query_terms("why will Russia not stop")

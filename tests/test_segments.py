@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from indexer.engines.faiss import store
-from indexer.build import build_from_documents, update_documents
+from indexer.index.build import build_from_documents, update_documents
 from indexer.engines.faiss.dense import DenseParams
 from indexer.engines.faiss.engine import FaissEngine
-from indexer.documents import Document
-from indexer.hashing_encoder import HashingEncoder
-from indexer.keyword import passage_terms
+from indexer.text.documents import Document
+from indexer.model.hashing_encoder import HashingEncoder
+from indexer.text.keyword import passage_terms
 from indexer.engines.faiss.merge import MergePolicy, merge_all
-from indexer.search import Query, Searcher
+from indexer.search.searcher import Query, Searcher
 from indexer.engines.faiss.writer import SegmentStore
 from tests.conftest import ROOT, make_corpus, searcher_of
 
@@ -60,10 +60,10 @@ def grown(tmp_path, model):
 
 
 def test_stand_in_encoder_is_deterministic_across_processes_and_never_the_default(model, tmp_path):
-    from indexer.embedding import light_model_for
+    from indexer.model.embedding import light_model_for
 
     texts = ["The harbour reopened.", "Drone production rose sharply."]
-    script = ("import json; from indexer.hashing_encoder import HashingEncoder; "
+    script = ("import json; from indexer.model.hashing_encoder import HashingEncoder; "
               f"print(json.dumps(HashingEncoder().embed({texts!r}).tolist()))")
     other = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     assert np.array_equal(np.array(json.loads(other.stdout), dtype=np.float32), model.embed(texts))
@@ -99,7 +99,7 @@ def test_bm25_over_segments_equals_a_from_scratch_build_and_bm25s(grown, model, 
         for passage_id, score in fresh_scores.items():
             assert grown_scores[passage_id] == pytest.approx(score, rel=1e-6)
     # bm25s, which the keyword index used to be, as the oracle over the same passages' terms
-    from indexer import keyword
+    from indexer.text import keyword
 
     loaded = store.load(scratch, model.name, model.dimension)
     passages = loaded.fetch(loaded.all_ids().tolist())
@@ -259,7 +259,7 @@ def test_index_check_over_a_segmented_index(tmp_path):
 
 
 def test_a_large_build_writes_several_segments_but_publishes_once(tmp_path, model, monkeypatch):
-    from indexer import build
+    from indexer.index import build
 
     corpus = make_corpus(120)
     whole = tmp_path / "whole"
@@ -324,7 +324,7 @@ def test_keyword_lists_at_any_depth_are_the_head_of_the_full_list(tmp_path, mode
 
 
 def test_hybrid_lists_computed_at_once_on_a_large_index_rank_the_same(grown, model, monkeypatch):
-    from indexer import search
+    from indexer.search import searcher as search
 
     index_dir, _, _ = grown
     serial = rankings(index_dir, model)

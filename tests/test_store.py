@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from indexer.engines.faiss import segment, store
-from indexer.build import build_from_documents
-from indexer.chunking import chunk_document, embedding_input, sentence_spans
-from indexer.documents import Document, read_folder
+from indexer.index.build import build_from_documents
+from indexer.text.chunking import chunk_document, embedding_input, sentence_spans
+from indexer.text.documents import Document, read_folder
 from indexer.errors import program
 from tests.conftest import SEEDS, segment_file
 

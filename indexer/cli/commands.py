@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from indexer.errors import DocumentError, IndexDamaged, QueryError, fix_command
-from indexer.progress import count
+from indexer.index.progress import count
 
 
 # The engine flags given (--engine, --milvus-uri), over SEMSEARCH_ENGINE and SEMSEARCH_MILVUS_URI;
@@ -24,9 +24,9 @@ def setting(variable: str) -> str | None:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from indexer.build import build_index, check, chunker_fingerprint
-    from indexer.documents import holds_articles, read_folder
-    from indexer.engine import IndexUnavailable
+    from indexer.index.build import build_index, check, chunker_fingerprint
+    from indexer.text.documents import holds_articles, read_folder
+    from indexer.index.engine import IndexUnavailable
 
     seeds, out = Path(args.folder), Path(args.out)
     elsewhere = fix_command("index", seeds, "--out", out.absolute().with_name(f"{out.absolute().name}-index"))
@@ -84,9 +84,9 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def ray_embedding(args: argparse.Namespace, model):
-    """The Ray cluster's actors for `index --ray` (indexer/ray_embed.py; Ray is imported only here)."""
-    from indexer.embedding import choose_precision
-    from indexer.ray_embed import RayEmbedding
+    """The Ray cluster's actors for `index --ray` (indexer/model/ray_embed.py; Ray is imported only here)."""
+    from indexer.model.embedding import choose_precision
+    from indexer.model.ray_embed import RayEmbedding
 
     if args.ray_actors is not None and args.ray_actors < 1:
         raise QueryError(f"--ray-actors must be 1 or more, not {args.ray_actors}")
@@ -95,8 +95,8 @@ def ray_embedding(args: argparse.Namespace, model):
 
 def run_move(args: argparse.Namespace) -> int:
     """Move the index at args.index to the engine args.to, reusing its vectors."""
-    from indexer.build import move_index
-    from indexer.engine import engine_class, engine_kind
+    from indexer.index.build import move_index
+    from indexer.index.engine import engine_class, engine_kind
 
     root = Path(args.index)
     FLAGS["SEMSEARCH_ENGINE"] = None  # the source is the index's own engine, the target --to
@@ -115,7 +115,7 @@ def run_move(args: argparse.Namespace) -> int:
 
 
 def run_repair(args: argparse.Namespace) -> int:
-    from indexer.engine import mend_record
+    from indexer.index.engine import mend_record
 
     index = Path(args.index)
     kind, options = engine_choice()
@@ -131,9 +131,9 @@ def run_repair(args: argparse.Namespace) -> int:
 def run_doctor(args: argparse.Namespace) -> int:
     """Print the CPU class, the precision table's choice for it and why, and, for an existing index,
     whether its precision runs natively here, with query embedding measured for both."""
-    from indexer.cpu import TABLE, UnknownClass, native, query_p50_ms, read_cpu
-    from indexer.embedding import choose_precision, light_model_for
-    from indexer.engine import built_with
+    from indexer.model.cpu import TABLE, UnknownClass, native, query_p50_ms, read_cpu
+    from indexer.model.embedding import choose_precision, light_model_for
+    from indexer.index.engine import built_with
 
     try:
         cpu = read_cpu()
@@ -164,7 +164,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 def print_cache() -> None:
     """The model cache's size: one copy per model content, shared by every install."""
-    from indexer.embedding import cache_root, cache_size
+    from indexer.model.embedding import cache_root, cache_size
 
     size, entries = cache_size()
     print(f"model cache {cache_root()}: {size / 1e6:,.0f} MB in {count(entries, 'folder')} (each model's ONNX "
@@ -172,7 +172,7 @@ def print_cache() -> None:
 
 
 def print_repair(index: Path, model, engine, accept_loss: bool) -> None:
-    from indexer.repair import repair_index, report
+    from indexer.index.repair import repair_index, report
 
     for line in report(repair_index(index, model, engine, accept_loss), index):
         print(line)
@@ -232,7 +232,7 @@ def serve_settings(args: argparse.Namespace):
 def run_search(args: argparse.Namespace) -> int:
     from indexer.cli import DEFAULT_INDEX
     from indexer.cli.client import print_answer
-    from indexer.metadata import time_bound
+    from indexer.text.metadata import time_bound
 
     named, args.index = args.index is not None, args.index or DEFAULT_INDEX
 
@@ -267,7 +267,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 def warn_of_damaged_cache(out: Path) -> None:
     """The embedding cache is derived data: damage there is said, never an error."""
-    from indexer.cache import CACHE_FILE, cache_problem
+    from indexer.index.cache import CACHE_FILE, cache_problem
 
     problem = cache_problem(out)
     if problem is not None:
@@ -279,7 +279,7 @@ def run_follow(args: argparse.Namespace) -> int:
     """Poll the feeds (once, or every --interval seconds until stopped) and index what changed."""
     import time
 
-    from indexer.build import update_documents
+    from indexer.index.build import update_documents
     from indexer.feeds.follow import poll
     from indexer.feeds.fetcher import FeedLimits
 
@@ -347,7 +347,7 @@ def stored_model(args: argparse.Namespace):
     """What opening the index to read stored text needs: the model the index records (no model
     loaded, a second less to start), or where it records none the model itself (whose engine then
     says what is missing)."""
-    from indexer.engine import recorded_model
+    from indexer.index.engine import recorded_model
 
     kind, options = engine_choice()
     try:
@@ -361,7 +361,7 @@ def stored_model(args: argparse.Namespace):
 
 def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:
     """The answer from the index folder itself, in the API's JSON form."""
-    from indexer.search import Query, hit_record
+    from indexer.search.searcher import Query, hit_record
 
     model = model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, Path(args.index))
     searcher = searcher_here(Path(args.index), model)
@@ -379,8 +379,8 @@ def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:
 def searcher_here(index: Path, model):
     """A searcher of the index folder with the relevance weights for it (its calibration, else
     the shipped ones); a calibration that cannot be used is said on stderr."""
-    from indexer.relevance import relevance_for
-    from indexer.search import Searcher
+    from indexer.search.relevance import relevance_for
+    from indexer.search.searcher import Searcher
 
     relevance, warning = relevance_for(model.name, index)
     if warning:
@@ -390,7 +390,7 @@ def searcher_here(index: Path, model):
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Fit the relevance weights on the index and keep them in its folder."""
-    from indexer import relevance
+    from indexer.search import relevance
     from indexer.eval.questions import read_off_topic, read_questions
 
     index = Path(args.index)
@@ -411,8 +411,8 @@ def model_for_index(model_path: str | None, precision: str | None, root: Path | 
     """The model to build or search the index at root with (None: a new index): at the precision
     asked for, else the one the index was built with, else the default. Without torch whenever the
     model's recipe is cached (about 4 s less to start)."""
-    from indexer.embedding import choose_precision, light_model_for
-    from indexer.engine import built_with
+    from indexer.model.embedding import choose_precision, light_model_for
+    from indexer.index.engine import built_with
 
     kind, options = engine_choice()
     try:
@@ -444,7 +444,7 @@ def engine_choice() -> tuple[str | None, dict]:
 
 def engine_from_environment(root: Path, model):
     """The index engine the service would use for root (engine_choice)."""
-    from indexer.engine import open_engine
+    from indexer.index.engine import open_engine
 
     kind, options = engine_choice()
     try:
@@ -455,7 +455,7 @@ def engine_from_environment(root: Path, model):
 
 def fusion_from_environment():
     """The service's fusion variables (service/settings.py), so `search` ranks as the API does."""
-    from indexer.search import FUSION_METHODS, FusionParams
+    from indexer.search.searcher import FUSION_METHODS, FusionParams
 
     default, env = FusionParams(), os.environ
     try:
@@ -498,8 +498,8 @@ def eval_questions(args: argparse.Namespace) -> dict:
     """hit@1, hit@3 and MRR@10 of a question file on an index (built first from --documents)."""
     import tempfile
 
-    from indexer.build import build_from_documents
-    from indexer.documents import read_folder
+    from indexer.index.build import build_from_documents
+    from indexer.text.documents import read_folder
     from indexer.eval.questions import evaluate_questions, format_report, read_questions
 
     questions = read_questions(Path(args.dataset))

@@ -1,4 +1,4 @@
-"""The index engines behind the seam (indexer/engine.py): each in its own package, imported only
+"""The index engines behind the seam (indexer/index/engine.py): each in its own package, imported only
 when chosen. This registry is all that anything outside the seam may read here: the command
 line's choices and the settings' type come from it."""
 

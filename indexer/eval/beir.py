@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from indexer.documents import Document, DocumentError, document_from_record
+from indexer.text.documents import Document, DocumentError, document_from_record
 
 
 def require(path: Path) -> Path:

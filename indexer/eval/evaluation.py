@@ -9,10 +9,10 @@ import warnings
 from pathlib import Path
 
 from indexer.eval.beir import read_corpus, read_qrels, read_queries
-from indexer.build import build_from_documents
-from indexer.embedding import TextModel
-from indexer.engine import open_engine
-from indexer.search import MODES, FusionParams, Query, Searcher
+from indexer.index.build import build_from_documents
+from indexer.model.embedding import TextModel
+from indexer.index.engine import open_engine
+from indexer.search.searcher import MODES, FusionParams, Query, Searcher
 
 log = logging.getLogger(__name__)
 METRICS = ("ndcg@10", "recall@100", "mrr@10")

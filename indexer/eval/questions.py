@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.documents import DocumentError
+from indexer.text.documents import DocumentError
 from indexer.eval.evaluation import mode_table
-from indexer.search import MODES, Hit, Query, Searcher
+from indexer.search.searcher import MODES, Hit, Query, Searcher
 
 DEPTH = 10  # MRR@10: a question answered below rank 10 counts as unanswered
 

@@ -1,5 +1,5 @@
 """Follow news feeds: read RSS 2.0, Atom and JSON Feed, fetch each new or changed item's page,
-extract its article (indexer/documents.py) and apply the changes through the same all-or-nothing
+extract its article (indexer/text/documents.py) and apply the changes through the same all-or-nothing
 path as POST /documents, a small batch at a time. The feeds' and pages' validators (ETag,
 Last-Modified) are kept in the index folder (FEED_STATE), so a poll downloads only what changed,
 and a page whose text is what the index already holds writes nothing.
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
 
-from indexer.documents import Document, content_hash, parse_html
-from indexer.durable import write_file
+from indexer.text.documents import Document, content_hash, parse_html
+from indexer.index.durable import write_file
 from indexer.feeds.fetch_policy import Origin, Refused, origin_of
 from indexer.feeds.fetcher import FeedLimits, Fetcher, FetchError
-from indexer.metadata import Metadata, from_fields, merged
+from indexer.text.metadata import Metadata, from_fields, merged
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from indexer.engines.faiss import store
 from indexer.engines.faiss.dense import DenseParams
-from indexer.documents import Document, StoredDocument, content_hash
-from indexer.engine import Damage
+from indexer.text.documents import Document, StoredDocument, content_hash
+from indexer.index.engine import Damage
 from indexer.engines.faiss.integrity import sha256_of
-from indexer.metadata import Metadata
+from indexer.text.metadata import Metadata
 from indexer.engines.faiss.rowfile import RowFile, load
 from indexer.engines.faiss.segment import TABLES, Segment, read_document_list
 from indexer.engines.faiss.writer import SegmentStore

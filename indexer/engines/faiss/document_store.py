@@ -9,7 +9,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from indexer.documents import Document
+from indexer.text.documents import Document
 
 LEGACY_FILE = "documents.sqlite"
 

@@ -1,6 +1,6 @@
 """The FAISS segments engine: immutable segments in index/segments/, generations listing them.
 
-The Engine (indexer/engine.py) over store.py (generations, the CURRENT pointer, checksums),
+The Engine (indexer/index/engine.py) over store.py (generations, the CURRENT pointer, checksums),
 segments.py (the reader), writer.py (the writer) and merge.py (upkeep). It keeps the segments
 this process has opened, shared by its readers and writers, so a reload or an ingest opens and
 checks only new segments.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from indexer.engines.faiss import damage, store
 from indexer.engines.faiss.dense import DenseParams
-from indexer.engine import Damage, IndexReader
-from indexer.progress import count
+from indexer.index.engine import Damage, IndexReader
+from indexer.index.progress import count
 from indexer.engines.faiss.merge import MergePolicy, merge_all
 from indexer.engines.faiss.segment import Segment
 from indexer.engines.faiss.segments import SegmentIndex, open_index

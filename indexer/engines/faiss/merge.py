@@ -22,7 +22,7 @@ import numpy as np
 
 from indexer.engines.faiss import postings, rowfile, store
 from indexer.engines.faiss.dense import DenseParams
-from indexer.durable import flush_tree
+from indexer.index.durable import flush_tree
 from indexer.engines.faiss.segment import (MINHASHES, TABLES, Segment, create_tables, finish, has_metadata, index_tables,
                              save_document_list, save_postings)
 from indexer.engines.faiss.writer import SegmentStore

@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from indexer.engines.faiss import rowfile
-from indexer.keyword import KeywordParams, idf  # noqa: F401 (segments.py names it postings.idf)
+from indexer.text.keyword import KeywordParams, idf  # noqa: F401 (segments.py names it postings.idf)
 
 MAX_TF = np.iinfo(np.uint16).max
 COMPILED_FROM = 50_000  # rows of a segment from which keyword scoring runs compiled (best_rows)

@@ -16,13 +16,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer import neardup
+from indexer.text import neardup
 from indexer.engines.faiss import rowfile
-from indexer.chunking import Passage
+from indexer.text.chunking import Passage
 from indexer.engines.faiss.dense import ANN_FILE, DenseParams, DenseSegment, build_ann
-from indexer.documents import StoredDocument
+from indexer.text.documents import StoredDocument
 from indexer.engines.faiss.integrity import checksums
-from indexer.metadata import NO_DATE, Filters, Metadata, epoch
+from indexer.text.metadata import NO_DATE, Filters, Metadata, epoch
 from indexer.engines.faiss.postings import Postings
 from indexer.engines.faiss.rowfile import RowFile
 

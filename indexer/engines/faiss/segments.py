@@ -1,4 +1,4 @@
-"""A generation of FAISS segments as one searchable snapshot (the IndexReader of indexer/engine.py).
+"""A generation of FAISS segments as one searchable snapshot (the IndexReader of indexer/index/engine.py).
 
 Every list is computed per live segment and merged by score; tombstoned rows never come back.
 BM25 uses statistics over all live segments (document frequency, passage count, average length),
@@ -13,13 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer import neardup
+from indexer.text import neardup
 from indexer.engines.faiss import postings
 from indexer.engines.faiss.dense import DenseParams, rescored, top
-from indexer.documents import Document
-from indexer.engine import IndexInfo, KeptDocument, Selection, StoredPassage
-from indexer.keyword import KeywordParams
-from indexer.metadata import NO_DATE, Filters, Metadata
+from indexer.text.documents import Document
+from indexer.index.engine import IndexInfo, KeptDocument, Selection, StoredPassage
+from indexer.text.keyword import KeywordParams
+from indexer.text.metadata import NO_DATE, Filters, Metadata
 from indexer.engines.faiss.segment import Segment
 
 

@@ -22,13 +22,13 @@ import numpy as np
 
 from indexer.engines.faiss import rowfile
 from indexer.engines.faiss.dense import DenseParams
-from indexer.engine import IndexDamaged, IndexUnavailable  # noqa: F401 (importers name them store.*)
-from indexer.documents import holds_articles
+from indexer.index.engine import IndexDamaged, IndexUnavailable  # noqa: F401 (importers name them store.*)
+from indexer.text.documents import holds_articles
 from indexer.errors import fix_command
-from indexer.durable import flush_tree, make_folder, move_into_place, write_file
+from indexer.index.durable import flush_tree, make_folder, move_into_place, write_file
 from indexer.engines.faiss.integrity import checksums, first_mismatch, sha256_of
 from indexer.engines.faiss.segment import INFO, Segment
-from indexer.folder import build_lock, sqlite_transaction  # noqa: F401 (the engine's modules name them store.*)
+from indexer.index.folder import build_lock, sqlite_transaction  # noqa: F401 (the engine's modules name them store.*)
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 3  # 3: segments with stable ids and tombstones

@@ -1,4 +1,4 @@
-"""Applies change sets to the FAISS segments in index/ (the IndexWriter of indexer/engine.py).
+"""Applies change sets to the FAISS segments in index/ (the IndexWriter of indexer/index/engine.py).
 
 A change set becomes one new segment (its documents, with fresh stable ids) plus tombstones for
 the passages it replaces or deletes, published as a new generation. Nothing it keeps is rewritten.
@@ -15,14 +15,14 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer import neardup
+from indexer.text import neardup
 from indexer.engines.faiss import postings, store
 from indexer.engines.faiss.dense import DenseParams
 from indexer.engines.faiss.document_store import forget_legacy, legacy_documents
-from indexer.documents import Document
-from indexer.engine import ChangeSet, IndexInfo, LiveDocument, PreparedDocument, WriteFailed
-from indexer.keyword import passage_terms
-from indexer.metadata import Metadata
+from indexer.text.documents import Document
+from indexer.index.engine import ChangeSet, IndexInfo, LiveDocument, PreparedDocument, WriteFailed
+from indexer.text.keyword import passage_terms
+from indexer.text.metadata import Metadata
 from indexer.engines.faiss.segment import TABLES, Segment, SegmentRows, has_metadata
 from indexer.engines.faiss.segment import write as write_segment
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class SegmentStore:
-    """The writing side of an index folder; call apply with the folder's build lock held (indexer/folder.py)."""
+    """The writing side of an index folder; call apply with the folder's build lock held (indexer/index/folder.py)."""
 
     def __init__(self, root: Path, model: str, dimension: int, params: DenseParams = DenseParams(),
                  opened: dict[str, Segment] | None = None) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from indexer.errors import EngineUnreachable
-from indexer.engine import IndexUnavailable
-from indexer.keyword import KeywordParams
-from indexer.metadata import NO_DATE, Filters
+from indexer.index.engine import IndexUnavailable
+from indexer.text.keyword import KeywordParams
+from indexer.text.metadata import NO_DATE, Filters
 
 log = logging.getLogger(__name__)
 # gRPC's C core prints notices on stderr (a fork while its threads run, for one); errors still show

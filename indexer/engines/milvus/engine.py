@@ -1,13 +1,13 @@
-"""The Milvus engine as the seam sees it (indexer/engine.py): opening, health, repair, upkeep."""
+"""The Milvus engine as the seam sees it (indexer/index/engine.py): opening, health, repair, upkeep."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from indexer.documents import content_hash
+from indexer.text.documents import content_hash
 from indexer.errors import fix_command
-from indexer.engine import Damage, IndexDamaged, IndexReader, IndexUnavailable
-from indexer.folder import read_record
+from indexer.index.engine import Damage, IndexDamaged, IndexReader, IndexUnavailable
+from indexer.index.folder import read_record
 from indexer.engines.milvus.client import (IN_VALUES, Milvus, Names, among, chunks, collection_name, default_uri,
                                            disconnect, visible)
 from indexer.engines.milvus.schema import generation_name, sentence_keys

@@ -6,11 +6,11 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer import neardup
-from indexer.documents import Document
-from indexer.engine import IndexInfo, KeptDocument, Selection, StoredPassage
-from indexer.keyword import bm25, idf
-from indexer.metadata import NO_DATE, Filters, Metadata
+from indexer.text import neardup
+from indexer.text.documents import Document
+from indexer.index.engine import IndexInfo, KeptDocument, Selection, StoredPassage
+from indexer.text.keyword import bm25, idf
+from indexer.text.metadata import NO_DATE, Filters, Metadata
 from indexer.engines.milvus.client import IN_VALUES, KEYWORD, Milvus, Names, among, chunks, filter_expression, visible
 from indexer.engines.milvus.schema import (PASSAGE_OUT, SENTENCES, generation_name, info_of, metadata_of, passage_of,
                                            sentence_keys, term_key)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
-from indexer import neardup
-from indexer.chunking import Passage
-from indexer.documents import StoredDocument
-from indexer.engine import IndexInfo
-from indexer.metadata import Metadata
+from indexer.text import neardup
+from indexer.text.chunking import Passage
+from indexer.text.documents import StoredDocument
+from indexer.index.engine import IndexInfo
+from indexer.text.metadata import Metadata
 from indexer.engines.milvus.client import ALIVE, FILTER_BYTES, PARTS, TEXT_PART, clip
 
 

@@ -8,11 +8,11 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer import neardup
-from indexer.documents import Document, StoredDocument
-from indexer.engine import ChangeSet, IndexInfo, IndexUnavailable, LiveDocument, PreparedDocument, WriteFailed
-from indexer.keyword import passage_terms
-from indexer.metadata import NO_DATE, epoch
+from indexer.text import neardup
+from indexer.text.documents import Document, StoredDocument
+from indexer.index.engine import ChangeSet, IndexInfo, IndexUnavailable, LiveDocument, PreparedDocument, WriteFailed
+from indexer.text.keyword import passage_terms
+from indexer.text.metadata import NO_DATE, epoch
 from indexer.engines.milvus.client import ALIVE, IN_VALUES, Milvus, Names, among, chunks, clip, visible
 from indexer.engines.milvus.schema import (DOCUMENT_FIELDS, PASSAGE_FIELDS, SENTENCES, SENTENCE_FIELDS, TERM_FIELDS,
                                            document_rows, generation_name, info_of, metadata_fields, metadata_of, term_key)

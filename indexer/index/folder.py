@@ -67,6 +67,6 @@ def read_record(root: Path) -> dict | None:
 
 def write_record(root: Path, record: dict) -> None:
     """Replace engine.json whole (written beside, then renamed)."""
-    from indexer.durable import write_file
+    from indexer.index.durable import write_file
 
     write_file(Path(root) / RECORD, json.dumps(record, indent=1) + "\n")

@@ -1,7 +1,7 @@
 """Compose read -> chunk -> embed -> store: a folder reindex, or a change to a few documents.
 
 Only documents that are new or changed are chunked and embedded; they go into a new segment and
-the engine replaces the versions they change (indexer/engine.py: ChangeSet). A full rebuild happens
+the engine replaces the versions they change (indexer/index/engine.py: ChangeSet). A full rebuild happens
 only when forced or when the chunking code, model or window changed.
 """
 
@@ -17,14 +17,15 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from indexer import chunking, keyword, pooling
-from indexer.cache import EmbeddingCache, cache_key
-from indexer.chunking import chunk_document, embedding_input, sentence_spans
-from indexer.documents import Document, DocumentError, StoredDocument, content_hash, read_folder
-from indexer.embedding import TextModel
-from indexer.engine import ChangeSet, Engine, IndexWriter, LiveDocument, PreparedDocument, open_engine, remember
-from indexer.folder import build_lock
-from indexer.progress import BuildProgress
+from indexer.text import chunking, keyword
+from indexer.model import pooling
+from indexer.index.cache import EmbeddingCache, cache_key
+from indexer.text.chunking import chunk_document, embedding_input, sentence_spans
+from indexer.text.documents import Document, DocumentError, StoredDocument, content_hash, read_folder
+from indexer.model.embedding import TextModel
+from indexer.index.engine import ChangeSet, Engine, IndexWriter, LiveDocument, PreparedDocument, open_engine, remember
+from indexer.index.folder import build_lock
+from indexer.index.progress import BuildProgress
 
 log = logging.getLogger(__name__)
 CACHE_FLUSH = 1024  # passages embedded between cache writes: a killed build keeps its progress
@@ -128,7 +129,7 @@ def build_index(root: Path, embedder: TextModel, folder: list[Document], progres
                 force: bool = False, origin: str = "input", engine: Engine | None = None, prune: bool = True,
                 remote: Embedding | None = None) -> BuildSummary:
     """Bring index/ up to date with folder (plus ingested documents), touching only what changed.
-    remote: where passages are embedded (default: here; indexer/ray_embed.py: a Ray cluster).
+    remote: where passages are embedded (default: here; indexer/model/ray_embed.py: a Ray cluster).
     prune=False refuses (PruneRefused, before writing) to remove more than half of the index's
     folder documents: pointing a reindex at the wrong folder must not empty a live index."""
     with build_lock(root):
@@ -215,7 +216,7 @@ def after_publish(root: Path, embedder: TextModel) -> None:
 
 def chunker_fingerprint(embedder: TextModel) -> str:
     """Changes whenever the passages of a document could: the chunking code, the token-span code
-    it is given, the keyword terms of a passage (indexer/keyword.py), the model (its tokenizer) or
+    it is given, the keyword terms of a passage (indexer/text/keyword.py), the model (its tokenizer) or
     its window. A change rebuilds every segment (reusing every vector whose input is unchanged)."""
     code = b"".join(Path(module.__file__).read_bytes() for module in (chunking, pooling, keyword))
     return hashlib.sha256(code + f"\x00{embedder.name}\x00{embedder.max_tokens}".encode()).hexdigest()[:16]
@@ -308,7 +309,7 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, roo
 
 
 class Embedding(Protocol):
-    """Where passages are embedded: here (LocalEmbedding) or on a Ray cluster (indexer/ray_embed.py)."""
+    """Where passages are embedded: here (LocalEmbedding) or on a Ray cluster (indexer/model/ray_embed.py)."""
 
     def embed(self, keys: Sequence[str], texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]
               ) -> Iterator[tuple[list[str], np.ndarray, list[np.ndarray]]]:

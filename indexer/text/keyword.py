@@ -152,7 +152,7 @@ def passage_terms(passages) -> list[list[str]]:
     it). Never the whole paragraph: its pieces then all tied for a word only one of them holds,
     and the paragraph's length pushed every piece down (a 1,000-word one-paragraph article was
     not found by its own first words)."""
-    from indexer.chunking import context_of
+    from indexer.text.chunking import context_of
 
     analyzer = Analyzer()
     texts = []

@@ -9,7 +9,7 @@ writes one for next time.
 
 Precisions (each its own model identity, so an index and its embedding cache never mix them):
 - `fp32`: the export's own arithmetic, the sentence-transformers pipeline's vectors: on ONNX Runtime,
-  or on OpenVINO (f32) on the CPU classes where that is faster (indexer/cpu.py: FP32_RUNTIME).
+  or on OpenVINO (f32) on the CPU classes where that is faster (indexer/model/cpu.py: FP32_RUNTIME).
 - `bf16`: OpenVINO on the same file, bf16 arithmetic where the CPU has it (AVX-512 BF16, AMX).
 - `int8`: OpenVINO with int8 weights (per output channel, symmetric; NNCF, made once and cached
   beside the recipe) and activations quantized to int8 per token as each batch runs, so the
@@ -19,7 +19,7 @@ Precisions (each its own model identity, so an index and its embedding cache nev
   (VPMADDUBSW), cannot saturate; each layer's feed-forward output projection stays fp32 (its
   inputs, after GELU, have the widest range: quantizing it too cost cosine 0.9935 against 0.9968).
   Made once from the export, no calibration text. Opt-in: 1.35x fp32 on AVX2, but SciFact dense
-  nDCG@10 0.6514 against 0.6627, so no CPU class chooses it (indexer/cpu.py).
+  nDCG@10 0.6514 against 0.6627, so no CPU class chooses it (indexer/model/cpu.py).
 - `int8-static` (the VNNI machines' choice for a new index): passages with int8 weights and activations at
   scales fixed once on the news text in calibration.txt (NNCF), so no per-batch quantizing, about
   15 % faster than `int8`; queries as `int8`. Its model identity carries a digest of that text.
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.pooling import PassageEmbedding
+from indexer.model.pooling import PassageEmbedding
 
 log = logging.getLogger(__name__)
 RECIPE = "recipe.json"
@@ -264,8 +264,8 @@ def load_recipe(folder: Path, name: str, threads: int, spin: bool, precision: st
 
 
 def fp32_runtime() -> str:
-    """Where fp32 runs on this CPU (indexer/cpu.py): the same vectors either way (cosine 1.00000)."""
-    from indexer.cpu import FP32_RUNTIME, UnknownClass, read_cpu
+    """Where fp32 runs on this CPU (indexer/model/cpu.py): the same vectors either way (cosine 1.00000)."""
+    from indexer.model.cpu import FP32_RUNTIME, UnknownClass, read_cpu
 
     try:
         return FP32_RUNTIME.get(read_cpu().cpu_class, "onnxruntime")

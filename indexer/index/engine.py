@@ -20,12 +20,12 @@ from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
-from indexer.chunking import Passage
-from indexer.documents import Document, StoredDocument
+from indexer.text.chunking import Passage
+from indexer.text.documents import Document, StoredDocument
 from indexer.engines import ENGINES  # the registry: names -> "module:class"
 from indexer.errors import IndexDamaged, IndexUnavailable, WriteFailed, fix_command  # noqa: F401 (importers name them here)
-from indexer.folder import RECORD, read_record, write_record
-from indexer.metadata import Filters, Metadata
+from indexer.index.folder import RECORD, read_record, write_record
+from indexer.text.metadata import Filters, Metadata
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ class IndexReader(Protocol):
         """Document number, article metadata and section heading of each passage id (for facets)."""
 
     def signatures(self, ids: Sequence[int]) -> np.ndarray:
-        """Near-duplicate signature (indexer/neardup.py) of each passage id, (len(ids), PERMUTATIONS)."""
+        """Near-duplicate signature (indexer/text/neardup.py) of each passage id, (len(ids), PERMUTATIONS)."""
 
     def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
               exact: bool = False) -> list[tuple[int, float]]: ...

@@ -152,7 +152,7 @@ class Calibration:
 def calibrate(searcher, questions: list, off_topic: list[str]) -> Calibration:
     """Fit the relevance weights on an index: each question's answering passage (when in the
     first FIT_DEPTH of the hybrid list) against each off-topic query's best hit."""
-    from indexer.search import Query
+    from indexer.search.searcher import Query
 
     if not questions or not off_topic:
         raise ValueError("calibrating needs at least one question and one off-topic query")
@@ -190,7 +190,7 @@ def calibrate(searcher, questions: list, off_topic: list[str]) -> Calibration:
 
 def save(calibration: Calibration, index: Path, model: str, questions: Path, off_topic: Path) -> Path:
     """Write the weights into the index folder (atomically), where searches of it find them."""
-    from indexer.durable import write_file
+    from indexer.index.durable import write_file
 
     path = Path(index) / CALIBRATION
     record = {"model": base_name(model), **calibration.params.record(),

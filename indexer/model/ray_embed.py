@@ -1,7 +1,7 @@
 """Passage embedding on a Ray cluster, for `semsearch index FOLDER --ray [ADDRESS]`.
 
 Reading, chunking, the embedding cache and the engine stay on the driver, exactly as in a local
-build (indexer/build.py); only the passages the cache and the index lack travel: a Ray Data
+build (indexer/index/build.py); only the passages the cache and the index lack travel: a Ray Data
 dataset of (cache key, model input, sentence spans), mapped in batches by a pool of actors. Each
 actor loads the index's own model and precision once, on ONNX Runtime or OpenVINO (no torch), from
 the very files the driver uses (the model's recipe folder and ONNX export, put in Ray's object store
@@ -82,8 +82,8 @@ def check_reachable(address: str | None, seconds: float = 5.0) -> None:
 def model_bundle(model, model_path: str | None) -> dict | None:
     """What an actor needs to load model: the files of its recipe folder and its ONNX export, with a
     digest naming them (None for the stand-in encoder, which needs no files)."""
-    from indexer.embedding import packaged_model_path, recipe_dir
-    from indexer.hashing_encoder import HashingEncoder
+    from indexer.model.embedding import packaged_model_path, recipe_dir
+    from indexer.model.hashing_encoder import HashingEncoder
 
     if isinstance(model, HashingEncoder):
         return None
@@ -132,8 +132,8 @@ class PassageActor:
     def __init__(self, bundle: list, name: str, precision: str, threads: int, code: str) -> None:
         import ray
 
-        from indexer.hashing_encoder import HashingEncoder
-        from indexer.onnx_encoder import load_recipe
+        from indexer.model.hashing_encoder import HashingEncoder
+        from indexer.model.onnx_encoder import load_recipe
 
         if code != vector_code_digest():
             raise RuntimeError(f"this Ray node runs another semsearch than the driver (vector code {vector_code_digest()}, "

@@ -1,6 +1,6 @@
 """The stand-in encoder (SEMSEARCH_MODEL_PATH=hashing): deterministic feature-hashing vectors.
 
-It has the model interface of indexer/onnx_encoder.py (queries, passages with sentence vectors,
+It has the model interface of indexer/model/onnx_encoder.py (queries, passages with sentence vectors,
 token spans for chunking) without a neural network, so tests of machinery and scale benchmarks
 can index a million passages in minutes. Texts that share words get similar vectors, which is
 enough to exercise ranking code; it is never the default and never a substitute for the model.
@@ -33,7 +33,7 @@ class HashingEncoder:
     name = NAME
     dimension = DIMENSION
     max_tokens = MAX_TOKENS
-    cache_vectors = False  # recomputing is cheaper than the build's progress cache (indexer/build.py)
+    cache_vectors = False  # recomputing is cheaper than the build's progress cache (indexer/index/build.py)
 
     def __init__(self) -> None:
         self.buckets: dict[bytes, int] = {}  # word -> signed coordinate + 1; words repeat a lot

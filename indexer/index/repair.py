@@ -1,6 +1,6 @@
 """Repair a damaged index through the engine seam: keep what is whole, rebuild what is not.
 
-The engine inspects the index (indexer/engine.py: Damage). Documents of its damaged parts that
+The engine inspects the index (indexer/index/engine.py: Damage). Documents of its damaged parts that
 can be read back whole are chunked and embedded again, reusing every vector read back from
 intact files, and published with the rest of the index in one commit. Nothing is dropped
 silently: documents ingested over HTTP that nothing holds whole stop the repair until the
@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.build import after_publish, chunker_fingerprint, prepare
-from indexer.embedding import TextModel
-from indexer.engine import ChangeSet, Damage, Engine, IndexDamaged
+from indexer.index.build import after_publish, chunker_fingerprint, prepare
+from indexer.model.embedding import TextModel
+from indexer.index.engine import ChangeSet, Damage, Engine, IndexDamaged
 from indexer.errors import fix_command
-from indexer.progress import count
-from indexer.folder import build_lock
+from indexer.index.progress import count
+from indexer.index.folder import build_lock
 
 SHOWN = 20  # documents named in a message
 

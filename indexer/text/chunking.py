@@ -7,7 +7,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from indexer.documents import Document
+from indexer.text.documents import Document
 
 # Lines up to this many words that are not sentences are headings (Title Case) or boilerplate.
 SHORT_LINE_WORDS = 12

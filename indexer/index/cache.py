@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 import numpy as np
 
 from indexer.errors import WriteFailed
-from indexer.folder import sqlite_transaction
+from indexer.index.folder import sqlite_transaction
 
 log = logging.getLogger(__name__)
 CACHE_FILE = "embeddings.sqlite"

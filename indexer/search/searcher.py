@@ -13,10 +13,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from indexer import keyword, neardup
-from indexer.chunking import Passage
-from indexer.embedding import TextModel
-from indexer.engine import IndexReader, Selection, StoredPassage
+from indexer.text import keyword, neardup
+from indexer.text.chunking import Passage
+from indexer.model.embedding import TextModel
+from indexer.index.engine import IndexReader, Selection, StoredPassage
 from indexer.errors import (  # noqa: F401 (importers name them here)
     COLLAPSE,
     FACETS,
@@ -26,8 +26,8 @@ from indexer.errors import (  # noqa: F401 (importers name them here)
     SORTS,
     QueryError,
 )
-from indexer.metadata import NO_DATE, Filters, Metadata, time_bound
-from indexer.relevance import RelevanceParams, relevance_for
+from indexer.text.metadata import NO_DATE, Filters, Metadata, time_bound
+from indexer.search.relevance import RelevanceParams, relevance_for
 
 FACET_VALUES = 20  # the most frequent values each facet lists
 # From this many passages, hybrid mode computes its two lists at once (on a small index the
@@ -87,7 +87,7 @@ FUSION_METHODS = ("relevance", "rrf", "convex")
 class FusionParams:
     """How hybrid mode orders the passages the dense and keyword lists found, each read to `depth`.
 
-    relevance (the default): by the relevance each is shown with (indexer/relevance.py), so order and
+    relevance (the default): by the relevance each is shown with (indexer/search/relevance.py), so order and
     grade never disagree; rrf: sum of weight / (rrf_k + rank); convex: sum of weight * score
     min-max scaled per list (the weights are rrf's and convex's only).
     """
@@ -229,12 +229,12 @@ def single_threaded_numpy() -> None:
 class Searcher:
     """An index snapshot plus the model: answers Queries. Shared by the CLI, the API and eval.
 
-    The index is any IndexReader (indexer/engine.py): this module names no engine.
+    The index is any IndexReader (indexer/index/engine.py): this module names no engine.
     """
 
     def __init__(self, index: IndexReader, embedder: TextModel, fusion: FusionParams = FusionParams(),
                  relevance: RelevanceParams | None = None) -> None:
-        """relevance: its weights (None: the shipped ones for the embedder's model, indexer/relevance.py)."""
+        """relevance: its weights (None: the shipped ones for the embedder's model, indexer/search/relevance.py)."""
         single_threaded_numpy()
         self.index = index
         self.embedder = embedder

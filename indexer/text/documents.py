@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from indexer.errors import DocumentError  # noqa: F401 (raised here; importers name it here)
-from indexer.metadata import Metadata, front_matter, from_fields, header_lines, json_ld, merged
+from indexer.text.metadata import Metadata, front_matter, from_fields, header_lines, json_ld, merged
 
 log = logging.getLogger(__name__)
 

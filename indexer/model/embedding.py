@@ -1,5 +1,5 @@
 """The one place that loads the model with sentence-transformers (offline): it makes the ONNX export
-and the recipe indexer/onnx_encoder.py runs from, and is the torch fallback."""
+and the recipe indexer/model/onnx_encoder.py runs from, and is the torch fallback."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from typing import Iterator
 import numpy as np
 
 from indexer.errors import ModelError  # noqa: F401 (raised here; importers name it here)
-from indexer.hashing_encoder import HashingEncoder
-from indexer.onnx_encoder import (PRECISIONS, OnnxEncoder, OrtRunner, PrecisionUnavailable, load_recipe, save_recipe,
+from indexer.model.hashing_encoder import HashingEncoder
+from indexer.model.onnx_encoder import (PRECISIONS, OnnxEncoder, OrtRunner, PrecisionUnavailable, load_recipe, save_recipe,
                                   session_options, variant)
-from indexer.pooling import PassageEmbedding
+from indexer.model.pooling import PassageEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def model_name_for(path: str | None, precision: str = "fp32") -> str:
 
 def default_precision() -> str:
     """A new index's precision when none is asked for: the measured choice for this CPU's class
-    (indexer/cpu.py). An existing index keeps the precision it was built with."""
-    from indexer.cpu import TABLE, UnknownClass, read_cpu
+    (indexer/model/cpu.py). An existing index keeps the precision it was built with."""
+    from indexer.model.cpu import TABLE, UnknownClass, read_cpu
 
     try:
         return TABLE[read_cpu().cpu_class].precision
@@ -185,7 +185,7 @@ def cache_size() -> tuple[int, int]:
 
 
 def recipe_dir(path: str) -> Path:
-    """Where the recipe of the model folder is kept (see indexer/onnx_encoder.py). The first call
+    """Where the recipe of the model folder is kept (see indexer/model/onnx_encoder.py). The first call
     in a process stamps the entry as used and clears out copies nothing uses (tidy_cache)."""
     cache = model_cache_dir(path)
     recipe = cache.with_name(cache.name + ".query")
@@ -247,7 +247,7 @@ def light_model_for(model_path: str | None = None, threads: int = 0, spin: bool 
     """The model without torch (OnnxEncoder) when it has a recipe, written by any earlier
     Embedder; else, at fp32, the Embedder. Both search, embed passages and cut text the same way.
     bf16 and int8 always run from the recipe (an Embedder is loaded once to write it).
-    model_path "hashing" is the stand-in encoder (indexer/hashing_encoder.py). shared: the model
+    model_path "hashing" is the stand-in encoder (indexer/model/hashing_encoder.py). shared: the model
     shares the cores with other work (a server's queries; see onnx_encoder.openvino_runner)."""
     if model_path == HashingEncoder.name:
         return HashingEncoder()
