@@ -195,3 +195,14 @@ def test_a_file_that_is_not_utf8_is_read_not_skipped(tmp_path, caplog):
     assert documents["cafe"].title == "Café Reopens" and "reopened on Monday – at last." in documents["cafe"].text
     assert "cafe.txt is not UTF-8" in caplog.text
     assert documents["bom"].title == "Harbour Reopens" and documents["bom"].text.startswith("Harbour")
+
+
+@pytest.mark.parametrize("line, dateline", [
+    ("November 19, 2019 / 12:21 AM / Updated 14 hours ago", True), ("Tue 19 Nov 2019 08.30 GMT", True),
+    ("Wednesday, 4 June 2025 09:15", True), ("Sept. 3, 2024", True), ("Updated 3 hours ago", True),
+    ("Since March 3", False), ("The May 4 vote", False), ("Monday", False), ("Marathon 10 tips", False),
+    ("Junior 12 Sunday", False), ("What happened on March 3", False)])
+def test_a_dateline_is_told_from_a_heading_with_a_date_in_it(line, dateline):
+    from indexer.text.chunking import is_dateline
+
+    assert is_dateline(line) is dateline

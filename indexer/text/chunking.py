@@ -33,11 +33,13 @@ CREDITS = re.compile(r"(?i)^(?:(?:additional )?reporting|writing|editing|compile
                      r"^(?:more|see also|also see|further reading|more on this story)\s*:?$")
 # A dateline: a date, a time, "14 hours ago", "Updated" (in any order, with separators), and
 # hardly a word more ("November 19, 2019 / 12:21 AM / Updated 14 hours ago").
-MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
+         r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\b\.?")  # a month's name, not "Marathon" or "Junior"
+WEEKDAY = r"(?:mon|tues?|wed(?:nes)?|thu(?:rs?)?|fri|sat(?:ur)?|sun)(?:day)?\b"
 DATE_PART = re.compile(rf"(?i)\b{MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\b|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTH}|"
                        r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}[:.]\d{2}\s*(?:am|pm|a\.m\.|p\.m\.)?|"
                        r"\b\d+\s+(?:seconds?|minutes?|mins?|hours?|hrs?|days?|weeks?)\s+ago\b|"
-                       r"\b(?:updated|published|posted|last modified)\b|\b(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\b,?")
+                       rf"\b(?:updated|published|posted|last modified)\b|\b{WEEKDAY},?")
 SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]»]*(?=\s|$)")
 WORD = re.compile(r"\S+")
 # text -> (start, end) char offsets of the word pieces the model sees (the model's tokenizer).
