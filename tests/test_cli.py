@@ -245,7 +245,7 @@ def test_counts_read_as_words_and_an_interrupted_build_says_what_it_left(tmp_pat
     built = semsearch("index", str(seeds), "--out", str(index))
     assert "indexed 1 document, 12 passages, 18 sentences" in built.stdout, built.stdout
     again = semsearch("index", str(seeds), "--out", str(index))
-    assert f"the index {index} is already up to date" in again.stdout and "index index" not in again.stdout
+    assert f"the index in {index}/ is already up to date" in again.stdout and "index index" not in again.stdout
     before = (index / "CURRENT").read_text()
     for n in range(40):  # about 1,500 passages: tens of seconds of embedding with the packaged model
         (seeds / f"report-{n}.txt").write_text(f"Report {n}\n" + " ".join(

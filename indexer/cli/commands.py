@@ -23,6 +23,12 @@ def setting(variable: str) -> str | None:
     return (FLAGS[variable] if variable in FLAGS else os.environ.get(variable)) or None
 
 
+def folder_name(path: str | Path) -> str:
+    """A folder as a message names it: with a trailing slash ("index/"), so "the index in index/"
+    never reads as "the index index"."""
+    return str(path).rstrip("/") + "/"
+
+
 def run_index(args: argparse.Namespace) -> int:
     from indexer.index.build import build_index, check, chunker_fingerprint
     from indexer.text.documents import holds_articles, read_folder
@@ -48,7 +54,8 @@ def run_index(args: argparse.Namespace) -> int:
         if damage.newer is not None:
             print(f"semsearch: warning: {damage.rolled_back(engine.current())}", file=sys.stderr)
         if not changes.stale:
-            print(f"the index {args.out} is up to date with {args.folder} ({count(changes.unchanged, 'document')})")
+            print(f"the index in {folder_name(args.out)} is up to date with {folder_name(args.folder)} "
+                  f"({count(changes.unchanged, 'document')})")
             return 0
         for label, ids in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)):
             if ids:
@@ -59,7 +66,7 @@ def run_index(args: argparse.Namespace) -> int:
     if not changes.stale and changes.unchanged and not args.force and health.chunker == chunker_fingerprint(model):
         passages = health.passages
         print(f"added 0, changed 0, removed 0, unchanged {changes.unchanged}; embedded 0 of {count(passages, 'passage')}")
-        print(f"the index {args.out} is already up to date: nothing written")
+        print(f"the index in {folder_name(args.out)} is already up to date: nothing written")
         return 0
     remote = ray_embedding(args, model) if args.ray is not None else None
     try:
@@ -76,7 +83,7 @@ def run_index(args: argparse.Namespace) -> int:
           f"embedded {summary.passages_embedded} of {count(summary.passages, 'passage')}"
           f"{f' ({reused} reused)' if reused > 0 and summary.generation is not None else ''} in {summary.seconds:.1f}s")
     if summary.generation is None:
-        print(f"the index {args.out} is already up to date: nothing written")
+        print(f"the index in {folder_name(args.out)} is already up to date: nothing written")
     else:
         print(f"indexed {count(summary.documents, 'document')}, {count(summary.passages, 'passage')}, "
               f"{count(summary.sentences, 'sentence')} -> {summary.generation}")
