@@ -36,7 +36,6 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("folder", nargs="?", default="seeds", metavar="FOLDER",
                        help="folder of articles: .txt, .md, .html and .jsonl files, read recursively (default: seeds)")
     index.add_argument("--out", default=DEFAULT_INDEX, help="index folder (default: index)")
-    index.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     index.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
     index.add_argument("--check", action="store_true",
                        help="change nothing; exit 1 naming the documents the index is stale for")
@@ -49,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
                             "started for this build (needs the ray extra: pip install 'semsearch[ray]')")
     index.add_argument("--ray-actors", type=int, default=None, metavar="N",
                        help="with --ray: embedding actors, one CPU each (default: one per CPU of the cluster)")
-    where(index, creates=True)
+    index_options(index, creates=True)
 
     repair = commands.add_parser(
         "repair", help="mend a damaged index, keeping every document that can be read back whole",
@@ -57,30 +56,28 @@ def parser() -> argparse.ArgumentParser:
                     "and indexes their documents again from what is intact (re-embedding only passages whose "
                     "vectors cannot be read back). Documents ingested over HTTP that nothing holds whole stop it, "
                     "named, unless --accept-loss is given.")
-    repair.add_argument("index", nargs="?", default=DEFAULT_INDEX, help="index folder (default: index)")
+    index_argument(repair, positional=True)
     repair.add_argument("--accept-loss", action="store_true", help=ACCEPT_LOSS_HELP)
-    repair.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
-    where(repair)
+    index_options(repair)
 
     move = commands.add_parser(
         "move", help="move an index to another engine (FAISS folder <-> Milvus) without embedding again",
         description="Copies every document the index serves, with its origin and vectors, into the other engine "
                     "in one commit; the index folder then records the new engine, and later commands use it. "
                     "The old engine's copy is left as it was.")
-    move.add_argument("index", nargs="?", default=DEFAULT_INDEX, help="index folder (default: index)")
+    index_argument(move, positional=True)
     move.add_argument("--to", required=True, choices=ENGINE_NAMES, help="the engine to move the index to")
     move.add_argument("--milvus-uri", help="with --to milvus: Milvus Lite file (.db) or http(s)://host:port "
                       "(SEMSEARCH_MILVUS_URI; default: milvus.db in the index folder)")
-    move.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    index_options(move, engine=False)  # the engine is --to's, and --milvus-uri is above
 
     serve = commands.add_parser("serve", help="run the HTTP API and search page")
-    serve.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
+    index_argument(serve)
     serve.add_argument("--host", default=os.environ.get("SEMSEARCH_HOST", "127.0.0.1"),
                        help="address to listen on (SEMSEARCH_HOST; default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=int(os.environ.get("SEMSEARCH_PORT", "8000")),
                        help="port to listen on (SEMSEARCH_PORT; default 8000)")
-    serve.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
-    where(serve, creates=True)  # with SEMSEARCH_API_KEY, a POST may start an index
+    index_options(serve, creates=True)  # with SEMSEARCH_API_KEY, a POST may start an index
 
     search = commands.add_parser("search", help="search the index from the terminal")
     search.add_argument("query")
@@ -102,17 +99,15 @@ def parser() -> argparse.ArgumentParser:
                         "matching passages")
     search.add_argument("--min-relevance", type=float, metavar="R",
                         help="leave out results below this relevance, 0..1 (default: the weak grade's floor; 0 keeps all)")
-    search.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
-    where(search)
+    index_options(search)
     search.add_argument("--url", default=os.environ.get("SEMSEARCH_URL") or None,
                         help="ask the semsearch server at this address (e.g. http://127.0.0.1:8000) instead of "
                              "loading the index here: much faster (default: SEMSEARCH_URL)")
 
     doctor = commands.add_parser(
         "doctor", help="this CPU's class, the precision a new index gets and why, and how the index's own precision runs here")
-    doctor.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
-    doctor.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
-    where(doctor)
+    index_argument(doctor)
+    index_options(doctor)
 
     follow = commands.add_parser("follow", help="index the articles of news feeds (RSS, Atom, JSON Feed) and keep "
                                  "them current")
@@ -121,16 +116,14 @@ def parser() -> argparse.ArgumentParser:
     follow.add_argument("--once", action="store_true", help="poll each feed once and exit (for cron and CI)")
     follow.add_argument("--interval", type=float, default=float(os.environ.get("SEMSEARCH_FEED_INTERVAL", 600)),
                         help="seconds between polls without --once (default: SEMSEARCH_FEED_INTERVAL or 600)")
-    follow.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     follow.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
-    where(follow, creates=True)
+    index_options(follow, creates=True)
 
     show = commands.add_parser("show", help="a stored document as the index keeps it: its text and its passages")
     show.add_argument("doc_id", nargs="?", help="the document's id (none: list the documents)")
-    show.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
+    index_argument(show)
     show.add_argument("--json", action="store_true", help="print it as JSON (GET /documents/{doc_id}'s shape)")
-    show.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
-    where(show)
+    index_options(show)
 
     calibrate = commands.add_parser(
         "calibrate", help="fit the relevance (its grades and \"no good match\") to the index's model and articles",
@@ -142,9 +135,8 @@ def parser() -> argparse.ArgumentParser:
                                              "(as for `semsearch eval`)")
     calibrate.add_argument("--off-topic", required=True, metavar="FILE",
                            help="queries the index has no answer for, one per line")
-    calibrate.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
-    calibrate.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
-    where(calibrate)
+    index_argument(calibrate)
+    index_options(calibrate)
 
     evaluate = commands.add_parser(
         "eval", help="score every retrieval mode on a BEIR-format dataset, or an index on your own questions",
@@ -160,9 +152,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--documents", action="append", metavar="FOLDER",
                           help="with a question file: index these folders first (repeatable), into --index "
                                "or a temporary folder")
-    evaluate.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
     evaluate.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
-    where(evaluate, creates=True)
+    index_options(evaluate, creates=True)
     return top
 
 
@@ -185,9 +176,21 @@ def parse(top: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Name
     return args
 
 
-def where(command: argparse.ArgumentParser, creates: bool = False) -> None:
-    """The engine options every command that opens an index takes (the environment's otherwise).
-    creates: the command may make a new index, which the engine option places."""
+def index_argument(command: argparse.ArgumentParser, positional: bool = False) -> None:
+    """The index folder a command works on: `--index DIR`, or a positional for repair and move."""
+    if positional:
+        command.add_argument("index", nargs="?", default=DEFAULT_INDEX, help="index folder (default: index)")
+    else:
+        command.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
+
+
+def index_options(command: argparse.ArgumentParser, creates: bool = False, engine: bool = True) -> None:
+    """The model and engine options every command that opens an index takes (the environment's
+    otherwise). creates: the command may make a new index, which the engine option places;
+    engine=False: the model only (move names its engine with --to)."""
+    command.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    if not engine:
+        return
     engine_help = ("index engine for a new index (SEMSEARCH_ENGINE; default faiss); an existing index keeps the "
                    "one its folder records" if creates else
                    "the engine the index is in (SEMSEARCH_ENGINE); not needed: the index folder records it, and "
