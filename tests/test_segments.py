@@ -185,7 +185,8 @@ def test_ingests_and_background_merges_under_concurrent_searches_fail_no_request
         with httpx.Client(base_url=url, timeout=60, headers={"Authorization": "Bearer k"}) as writer:
             for document in corpus[40:]:  # one small segment each: enough for merges to cascade
                 body = {"documents": [{"id": document.doc_id, "title": document.title, "text": document.text}]}
-                assert writer.post("/documents", json=body).status_code == 200
+                answer = writer.post("/documents", json=body)
+                assert answer.status_code == 200, answer.text + open(process.log_path).read()[-3000:]
             assert writer.delete("/documents/d45").status_code == 200
         segments = None
         for _ in range(100):  # merges run in the background: wait for them to settle
