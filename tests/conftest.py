@@ -54,7 +54,7 @@ def embedder() -> TextModel:
     return light_model_for()
 
 
-ENGINES = ("faiss", "milvus")
+from indexer.engines import ENGINES  # noqa: E402 (every engine the registry has)
 
 
 @pytest.fixture(scope="session", params=ENGINES)

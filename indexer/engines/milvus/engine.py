@@ -121,4 +121,6 @@ class MilvusEngine:
         return Damage(problems=tuple(problems), recoverable=whole, model=state["model"]["name"])
 
     def repairer(self, damage: Damage) -> MilvusWriter:
-        return MilvusWriter(self.milvus, self.model, self.dimension, rebuild=True)
+        """A damaged index is rebuilt from the documents read back (damage.recoverable, which the
+        repair upserts); an intact one has no damaged part to leave out, so it is written as is."""
+        return MilvusWriter(self.milvus, self.model, self.dimension, rebuild=not damage.intact)
