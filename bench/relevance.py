@@ -73,7 +73,7 @@ def scifact_evidence(searcher: Searcher, dataset: Path, split: str) -> np.ndarra
     qrels, queries = read_qrels(dataset, split), read_queries(dataset)
     found = []
     for query_id, judged in qrels.items():
-        hits = every_hit(searcher, queries[query_id], group_by_doc=True)[:10]
+        hits = every_hit(searcher, queries[query_id], group="document")[:10]
         hit = next((h for h in hits if judged.get(h.passage.doc_id, 0) > 0), None)
         if hit is not None:
             found.append(hit.evidence)

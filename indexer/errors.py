@@ -13,7 +13,8 @@ MODES = ("hybrid", "dense", "keyword")
 SORTS = ("relevance", "newest")
 FACETS = ("outlet", "month", "section", "author", "tag", "language")
 COLLAPSE = ("story",)
-GROUPS = ("article",)
+GROUPS = ("article", "document")
+FUSION_METHODS = ("relevance", "rrf", "convex")  # how hybrid mode orders (indexer/search/searcher.py FusionParams)
 MORE_PER_ARTICLE = 2  # with group=article: passages shown under an article's best one
 
 

@@ -16,7 +16,7 @@ from service import errors, ingest, routes
 from service.guard import RequestGuard
 from service.metrics import Metrics, RequestMetrics
 from service.runtime import Runtime, follower, merger, watch
-from service.settings import Settings
+from indexer.settings import Settings, current
 
 STATIC = Path(__file__).parent / "static"
 # Swagger UI as files from a package (fastapi-offline), so /docs works without internet and loads
@@ -26,7 +26,7 @@ DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing heavy happens until it starts."""
-    settings = settings or Settings()
+    settings = settings or current()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

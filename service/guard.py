@@ -16,7 +16,7 @@ import hmac
 from starlette.exceptions import HTTPException
 
 from service.errors import ApiError, error_response
-from service.settings import Settings
+from indexer.settings import Settings
 
 PROTECTED = ("/documents", "/admin/")
 PROBES = ("/healthz", "/readyz", "/metrics")

@@ -20,7 +20,7 @@ from service.errors import ApiError
 from service.guard import key_problem
 from service.runtime import Runtime
 from service.schemas import TOO_LARGE, WHITESPACE, DocumentList, DocumentOut, ErrorResponse
-from service.settings import Settings
+from indexer.settings import Settings
 
 log = logging.getLogger("semsearch.ingest")
 router = APIRouter()

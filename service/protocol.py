@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from http import HTTPStatus
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from indexer.settings import current
 from service.guard import CSP, SECURITY_HEADERS
 
-HEADER_TIMEOUT_VARIABLE = "SEMSEARCH_HEADER_TIMEOUT"
 MAX_URL_BYTES = 32_768
 log = logging.getLogger("semsearch.http")
 
@@ -32,7 +31,7 @@ class UrlTooLong(Exception):
 
 
 def header_timeout() -> float:
-    return float(os.environ.get(HEADER_TIMEOUT_VARIABLE, "10"))
+    return current().header_timeout
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):

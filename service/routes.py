@@ -43,12 +43,12 @@ def run_search(searcher: search.Searcher, params: SearchParams) -> JSONResponse:
     started = time.perf_counter()
     answer = searcher.answer(search.Query(
         text=params.q, k=params.k, offset=params.offset, mode=params.mode,
-        group_by_doc=params.group_by_doc, doc_ids=tuple(params.doc_id), sources=tuple(params.source),
+        doc_ids=tuple(params.doc_id), sources=tuple(params.source),
         exact=params.exact, published_after=params.published_after, published_before=params.published_before,
         outlets=tuple(params.outlet), authors=tuple(params.author), languages=tuple(params.language),
         tags=tuple(params.tag), sort=params.sort, recency_half_life_days=params.recency_half_life_days,
         facets=tuple(dict.fromkeys(params.facets.split(","))) if params.facets else (), collapse=params.collapse,
-        min_relevance=params.min_relevance, group=params.group))
+        min_relevance=params.min_relevance, group=params.grouping()))
     results = [search.hit_record(hit, explain=params.explain) for hit in answer.hits]
     took = round((time.perf_counter() - started) * 1000, 2)
     body = {"query": params.q, "took_ms": took, "results": results, "no_good_match": answer.no_good_match}

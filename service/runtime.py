@@ -12,9 +12,9 @@ from indexer.model.embedding import Embedder, ModelError, TextModel, choose_prec
 from indexer.index.engine import Engine, IndexUnavailable, built_with, open_engine
 from indexer.index.progress import count
 from indexer.search.relevance import CALIBRATION, RelevanceParams, not_fitted_notice, relevance_for
-from indexer.search.searcher import Searcher
+from indexer.search.searcher import FusionParams, Searcher
 from service.errors import ServiceUnavailable
-from service.settings import Settings
+from indexer.settings import Settings
 
 log = logging.getLogger("semsearch.service")
 
@@ -150,7 +150,7 @@ class Runtime:
                          else relevance.fitted)
             else:
                 log.warning("%s", not_fitted_notice(self.encoder.name))
-        return Searcher(index, self.encoder, self.settings.fusion(), relevance)
+        return Searcher(index, self.encoder, FusionParams.of(self.settings), relevance)
 
     def relevance_state(self) -> dict | None:
         """For /readyz: whether the relevance is fitted for the model, and by what."""
@@ -227,7 +227,6 @@ def follower(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     """With SEMSEARCH_FEEDS: poll the feeds now and every SEMSEARCH_FEED_INTERVAL seconds, index
     what changed through the same all-or-nothing path as POST /documents, and keep the figures.
     The feed list is configuration: no request can make the service fetch an address."""
-    import dataclasses
     from datetime import datetime, timezone
 
     from indexer.index.build import update_documents
@@ -239,8 +238,8 @@ def follower(runtime: Runtime, stop: threading.Event) -> threading.Thread:
                      "items_fetched": 0, "documents_changed": 0, "failures": 0, "refusals": 0, "last_failures": [],
                      "last_failed_feeds": [], "problem": None}
     try:
-        limits = dataclasses.replace(FeedLimits.from_environment(), max_document_chars=settings.max_document_chars)
-    except ValueError as exc:  # a bad SEMSEARCH_FEED_* setting: said once, and nothing is fetched
+        limits = FeedLimits.of(settings)
+    except ValueError as exc:  # a bad SEMSEARCH_FEED_HOSTS: said once, and nothing is fetched
         log.error("feeds not followed: %s", exc)
         runtime.feeds["problem"] = str(exc)
         limits = None

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from indexer.text.metadata import time_bound
-from indexer.search.searcher import FACETS
+from indexer.search.searcher import FACETS, GROUPS
 from service.protocol import MAX_URL_BYTES
 
 MAX_QUERY_CHARS = 1000
@@ -48,11 +48,12 @@ class SearchParams(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K, description="results per page")
     offset: int = Field(0, ge=0, le=1000, description="results to skip, for paging")
     mode: Literal["hybrid", "dense", "keyword"] = Field("hybrid", description="retrieval mode")
-    group_by_doc: bool = Field(False, description="at most one passage per article (each article's lists cut to "
-                               "its best passage before fusion, as the evaluation ranks documents)")
-    group: Literal["article"] | None = Field(None, description="article: each article once, ranked by its best "
-                                             "passage, with up to two more of its matching passages in `more` "
-                                             "(none with group_by_doc, which keeps only the best); k counts articles")
+    group: Literal[GROUPS] | None = Field(None, description="each article once (k counts articles). article: "
+                                          "ranked by its best passage, with up to two more of its matching passages "
+                                          "in `more`; document: ranked as the evaluation ranks documents, each list "
+                                          "cut to the article's best passage before the lists are combined")
+    group_by_doc: bool = Field(False, description="the older name of group=document (used when group is not given)",
+                               json_schema_extra={"deprecated": True})
     explain: bool = Field(False, description="add each retriever's rank and score, and the evidence behind "
                           "the relevance")
     min_relevance: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
@@ -105,6 +106,10 @@ class SearchParams(BaseModel):
         if not re.search(f"[^{NOT_WORD}]", value):  # only emoji, punctuation, invisible
             raise ValueError("query has no words to search for (letters or digits)")
         return value.strip()
+
+    def grouping(self) -> str | None:
+        """group, else group=document when the older group_by_doc asks for it."""
+        return self.group or ("document" if self.group_by_doc else None)
 
 
 class SearchBody(SearchParams):

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from indexer.engines.faiss import store
 from indexer.model.onnx_encoder import OnnxEncoder
 from service.app import create_app
-from service.settings import Settings
+from indexer.settings import Settings
 from tests.conftest import segment_file
 
 ERROR_KEYS = {"status", "code", "message"}

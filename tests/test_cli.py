@@ -92,7 +92,7 @@ def test_search_ranks_with_the_services_fusion_variables(tmp_path, seed_copy):
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from indexer.settings import Settings
 
     env = {"SEMSEARCH_FUSION_METHOD": "rrf", "SEMSEARCH_RRF_K": "5", "SEMSEARCH_DENSE_WEIGHT": "1.0"}
     printed = subprocess.run([sys.executable, "-m", "indexer.cli", "search", "drone production", "--index",
@@ -107,7 +107,7 @@ def test_search_ranks_with_the_services_fusion_variables(tmp_path, seed_copy):
     bad = subprocess.run([sys.executable, "-m", "indexer.cli", "search", "war", "--index", str(seed_index)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env=os.environ | {"SEMSEARCH_FUSION_METHOD": "magic"})
-    assert bad.returncode == 2 and "SEMSEARCH_FUSION_METHOD must be one of relevance, rrf, convex" in bad.stderr
+    assert bad.returncode == 2 and "SEMSEARCH_FUSION_METHOD is 'magic': it should be 'relevance' or 'rrf' or 'convex'" in bad.stderr
 
 
 def manifest_model(index) -> str:

@@ -103,7 +103,7 @@ def test_queries_without_words_are_a_422_and_answers_never_show_server_paths(fol
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from indexer.settings import Settings
 
     _, index = folder_index
     with TestClient(create_app(Settings(index_dir=index, model_path="hashing", reload_interval=0))) as client:

@@ -222,16 +222,15 @@ def test_followed_pages_obey_the_document_size_limit_and_are_written_in_batches(
         " characters, more than SEMSEARCH_MAX_DOCUMENT_CHARS (5000)")
 
 
-def test_the_service_stops_within_the_deadline_while_a_feed_drips(site, tmp_path, monkeypatch):
+def test_the_service_stops_within_the_deadline_while_a_feed_drips(site, tmp_path):
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from indexer.settings import Settings
 
-    monkeypatch.setenv("SEMSEARCH_FEED_TIMEOUT", "2")
     site.serve("/feed.xml", dripping(0.2))
     settings = Settings(index_dir=tmp_path / "index", model_path="hashing", reload_interval=0,
-                        feeds=f"{site.url}/feed.xml", feed_interval=3600)
+                        feeds=f"{site.url}/feed.xml", feed_interval=3600, feed_timeout=2)
     with TestClient(create_app(settings)):
         while "/feed.xml" not in site.paths():  # the follower is inside the fetch
             time.sleep(0.05)

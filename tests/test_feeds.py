@@ -97,19 +97,18 @@ def test_atom_and_json_feeds_give_their_items_with_the_feeds_metadata():
     assert item.metadata.authors == ("Helen Okoye",) and item.metadata.tags == ("energy",)
 
 
-def test_the_service_follows_its_configured_feeds_in_the_background(site, tmp_path, monkeypatch, engine_kind):
+def test_the_service_follows_its_configured_feeds_in_the_background(site, tmp_path, engine_kind):
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from indexer.settings import Settings
 
-    monkeypatch.setenv("SEMSEARCH_FEED_HOST_DELAY", "0")
     site.serve("/roof", ROOF)
     site.serve("/feed.xml", rss(site.url, [("/roof", "Roof", "Mon, 02 Mar 2026 09:00:00 GMT"),
                                            ("/gone", "Gone", "Mon, 02 Mar 2026 10:00:00 GMT")])
                .replace("</channel>", f"<item><link>http://localhost:{site.port}/roof</link></item></channel>"))
     settings = Settings(index_dir=tmp_path / "index", model_path="hashing", reload_interval=0, engine=engine_kind,
-                        feeds=f"{site.url}/feed.xml", feed_interval=3600)
+                        feeds=f"{site.url}/feed.xml", feed_interval=3600, feed_host_delay=0)
     with TestClient(create_app(settings)) as client:
         deadline = time.monotonic() + 60
         ready = client.get("/readyz").json()
@@ -131,4 +130,4 @@ def test_the_service_follows_its_configured_feeds_in_the_background(site, tmp_pa
 def test_a_feed_setting_that_is_not_a_number_is_a_clear_error(tmp_path):
     done = semsearch("follow", "http://127.0.0.1:9/feed.xml", "--index", str(tmp_path / "index"), "--once",
                      env={**STAND_IN, "SEMSEARCH_FEED_TIMEOUT": "soon"})
-    assert done.returncode == 2 and "SEMSEARCH_FEED_TIMEOUT must be a number, not 'soon'" in done.stderr
+    assert done.returncode == 2 and "SEMSEARCH_FEED_TIMEOUT is 'soon': it should be a number" in done.stderr

@@ -81,13 +81,14 @@ def test_engine_names_and_precisions_come_from_one_place_each():
     from indexer.cli import parser
     from indexer.engines import ENGINES
     from indexer.model.onnx_encoder import PRECISIONS
-    from service.settings import Settings
+    from indexer.settings import Settings, described
 
     commands = next(a for a in parser()._actions if a.dest == "command").choices
     engine_options = [a for name, command in commands.items() for a in command._actions if a.dest in ("engine", "to")]
     assert engine_options and all(tuple(a.choices) == tuple(ENGINES) for a in engine_options)
     assert all(Settings(engine=name).engine == name for name in ENGINES)
     assert all(Settings(precision=name).precision == name for name in PRECISIONS)  # int8-7bit was refused
+    assert all(name in described("precision") for name in PRECISIONS)  # the help names every one
 
 
 def test_no_test_module_imports_another():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from indexer.engines.faiss import store
 from indexer.index.engine import open_engine
 from indexer.index.build import build_from_folder
 from service.app import create_app
-from service.settings import Settings
+from indexer.settings import Settings
 from tests.conftest import (ARTICLES, ROOT, SEED_FILE, cached_rows, indexed_passages, segment_file, semsearch,
                             start_server, stop_server, write_seeds)
 
@@ -291,7 +292,7 @@ def test_a_damaged_embedding_cache_is_set_aside_and_never_fails_a_write(ingest_s
 def test_ingest_is_disabled_without_a_key_and_refused_with_a_wrong_one(ingest_settings):
     settings, _ = ingest_settings
     doc = {"documents": [{"id": "x1", "text": "Some text."}]}
-    with TestClient(create_app(settings.model_copy(update={"api_key": None}))) as client:
+    with TestClient(create_app(dataclasses.replace(settings, api_key=None))) as client:
         response = client.post("/documents", json=doc, headers={"Authorization": "Bearer s3cret"})
         assert response.status_code == 403 and response.json()["error"]["code"] == "disabled"
     with TestClient(create_app(settings)) as client:

@@ -190,7 +190,7 @@ def test_a_server_on_a_damaged_index_says_repair_and_serves_again_after_it(damag
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from indexer.settings import Settings
 
     seeds, index, before = damaged
     flip(segment_of(index, "ferry") / "vectors.npy")
@@ -253,7 +253,7 @@ def test_two_documents_with_one_id_in_one_request_are_refused_naming_the_second(
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from indexer.settings import Settings
 
     _, index, before = damaged
     settings = Settings(index_dir=index, model_path="hashing", reload_interval=0, api_key="k")

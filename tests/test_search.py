@@ -122,8 +122,8 @@ def test_paging_with_offset_is_stable(searcher, mode):
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
-def test_group_by_doc_returns_one_passage_per_article(sections_searcher, mode):
-    hits = sections_searcher.search(Query("Russia and the war", k=10, mode=mode, group_by_doc=True))
+def test_group_by_document_returns_one_passage_per_article(sections_searcher, mode):
+    hits = sections_searcher.search(Query("Russia and the war", k=10, mode=mode, group="document"))
     doc_ids = [h.passage.doc_id for h in hits]
     assert len(doc_ids) == len(set(doc_ids)) and len(doc_ids) >= 3
 

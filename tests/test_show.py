@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.settings import Settings
+from indexer.settings import Settings
 from tests.conftest import ROOT, STAND_IN, semsearch
 from bench.extraction import PAGES
 

@@ -2,4 +2,4 @@
 commands.py does what each command does, client.py asks a running server (`search --url`).
 The core never imports this package (tests/test_layers.py)."""
 
-from indexer.cli.main import DEFAULT_INDEX, main, parser  # noqa: F401 (the entry point, and what tests name)
+from indexer.cli.main import main, parser  # noqa: F401 (the entry point, and what tests name)

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
 from indexer.errors import DocumentError, IndexDamaged, QueryError, fix_command
 from indexer.index.progress import count
-
-
-# The engine flags given (--engine, --milvus-uri), over SEMSEARCH_ENGINE and SEMSEARCH_MILVUS_URI;
-# None: unset for this command. Set by indexer/cli/main.py; never written into os.environ.
-FLAGS: dict[str, str | None] = {}
-
-
-def setting(variable: str) -> str | None:
-    """A setting as this command sees it: its flag if given, else the environment's (empty: unset)."""
-    return (FLAGS[variable] if variable in FLAGS else os.environ.get(variable)) or None
+from indexer.settings import current
 
 
 def folder_name(path: str | Path) -> str:
@@ -42,7 +32,7 @@ def run_index(args: argparse.Namespace) -> int:
         raise IndexUnavailable(f"{out} holds articles, not an index: an index needs a folder of its own", elsewhere)
     model = model_for_index(args.model, args.precision, out)
     folder = list(read_folder(seeds))
-    engine = engine_from_environment(out, model)
+    engine = engine_here(out, model)
     damage = engine.inspect()
     if args.check and not damage.intact:
         raise IndexDamaged("; ".join(damage.problems), fix_command("repair", out))
@@ -106,18 +96,17 @@ def run_move(args: argparse.Namespace) -> int:
     from indexer.index.engine import engine_class, engine_kind
 
     root = Path(args.index)
-    FLAGS["SEMSEARCH_ENGINE"] = None  # the source is the index's own engine, the target --to
-    _, options = engine_choice()
-    model = model_for_index(args.model, None, root)
-    current = engine_kind(root, None, options.get("uri"))
-    if current == args.to:
+    options = current().engine_options()
+    model = model_for_index(args.model, None, root, own_engine=True)
+    held_by = engine_kind(root, None, options.get("uri"))
+    if held_by == args.to:
         raise QueryError(f"the index at {root} is already held by the {args.to} engine")
-    source = engine_from_environment(root, model)
+    source = engine_here(root, model, own_engine=True)  # the source is the index's own, the target --to
     target = engine_class(args.to)(root, model.name, model.dimension, **{k: v for k, v in options.items() if v})
     summary = move_index(root, model, source, target)
-    print(f"moved {count(summary.documents, 'document')}, {count(summary.passages, 'passage')} from {current} to {args.to} "
-          f"(embedded {summary.passages_embedded}) in {summary.seconds:.1f}s -> {summary.generation.name}")
-    print(f"the {current} copy is left as it was; later commands on {root} use {args.to}")
+    print(f"moved {count(summary.documents, 'document')}, {count(summary.passages, 'passage')} from {held_by} to "
+          f"{args.to} (embedded {summary.passages_embedded}) in {summary.seconds:.1f}s -> {summary.generation.name}")
+    print(f"the {held_by} copy is left as it was; later commands on {root} use {args.to}")
     return 0
 
 
@@ -131,7 +120,7 @@ def run_repair(args: argparse.Namespace) -> int:
         print(f"mended {index / 'engine.json'}, which could not be read: it names the {mended} engine again, "
               "which holds the index in this folder")
     model = model_for_index(args.model, None, index)
-    print_repair(index, model, engine_from_environment(index, model), args.accept_loss)
+    print_repair(index, model, engine_here(index, model), args.accept_loss)
     return 0
 
 
@@ -205,43 +194,20 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
     from service.logs import log_config
-    from service.protocol import HeadDeadlineProtocol, header_timeout
+    from service.protocol import HeadDeadlineProtocol
 
-    level = os.environ.get("SEMSEARCH_LOG_LEVEL", "info").lower()
-    if level not in ("debug", "info", "warning", "error"):
-        raise QueryError(f"SEMSEARCH_LOG_LEVEL must be debug, info, warning or error, not {level!r}")
-    try:
-        header_timeout()
-    except ValueError as exc:
-        raise QueryError(f"SEMSEARCH_HEADER_TIMEOUT is not a number: {exc}") from exc
-    app = create_app(serve_settings(args))
-    uvicorn.run(app, host=args.host, port=args.port, log_config=log_config(level), access_log=False,
+    settings = current().but(index_dir=Path(args.index), model_path=args.model, host=args.host, port=args.port)
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=log_config(settings.log_level), access_log=False,
                 http=HeadDeadlineProtocol)
     return 0
 
 
-def serve_settings(args: argparse.Namespace):
-    """The service's settings: the environment's, with the command's flags over them."""
-    from pydantic import ValidationError
-
-    from service.settings import Settings
-
-    flags = {"index_dir": Path(args.index), "model_path": args.model, "engine": setting("SEMSEARCH_ENGINE"),
-             "milvus_uri": setting("SEMSEARCH_MILVUS_URI")}
-    try:
-        return Settings(**{name: value for name, value in flags.items() if value is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        said = first["msg"].replace("Input should be", "it should be")
-        raise QueryError(f"SEMSEARCH_{str(first['loc'][0]).upper()} is {first.get('input')!r}: {said}") from None
-
-
 def run_search(args: argparse.Namespace) -> int:
-    from indexer.cli import DEFAULT_INDEX
     from indexer.cli.client import print_answer
     from indexer.text.metadata import time_bound
 
-    named, args.index = args.index is not None, args.index or DEFAULT_INDEX
+    named, args.index = args.index is not None, args.index or str(current().index_dir)
 
     if not 1 <= args.k <= 50:
         raise QueryError("-k must be between 1 and 50")
@@ -292,11 +258,11 @@ def run_follow(args: argparse.Namespace) -> int:
 
     root = Path(args.index)
     try:
-        limits = FeedLimits.from_environment()
+        limits = FeedLimits.of(current())
     except ValueError as exc:
         raise QueryError(str(exc)) from None
     model = model_for_index(args.model, args.precision, root)
-    engine = engine_from_environment(root, model)  # the one asked for (--engine), for a new index too
+    engine = engine_here(root, model)  # the one asked for (--engine), for a new index too
 
     def live_hashes(doc_ids: list[str]) -> dict[str, str]:
         if engine.current() is None:  # a new index: everything is new
@@ -317,7 +283,7 @@ def run_follow(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """A stored document (its text as kept and its passages), or with no id the list of them."""
-    reader = engine_from_environment(Path(args.index), stored_model(args)).reader()
+    reader = engine_here(Path(args.index), stored_model(args)).reader()
     if args.doc_id is None:
         total, page = reader.document_ids(0, 1_000_000)
         if args.json:
@@ -362,7 +328,7 @@ def stored_model(args: argparse.Namespace):
     except ValueError as exc:
         raise QueryError(str(exc)) from exc
     if recorded is None:
-        return model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, Path(args.index))
+        return model_for_index(args.model, current().precision, Path(args.index))
     return RecordedModel(recorded["name"], int(recorded["dimension"]))
 
 
@@ -370,7 +336,7 @@ def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:
     """The answer from the index folder itself, in the API's JSON form."""
     from indexer.search.searcher import Query, hit_record
 
-    model = model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, Path(args.index))
+    model = model_for_index(args.model, current().precision, Path(args.index))
     searcher = searcher_here(Path(args.index), model)
     answer = searcher.answer(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact,
                                    published_after=args.after, published_before=args.before,
@@ -387,12 +353,12 @@ def searcher_here(index: Path, model):
     """A searcher of the index folder with the relevance weights for it (its calibration, else
     the shipped ones); a calibration that cannot be used is said on stderr."""
     from indexer.search.relevance import relevance_for
-    from indexer.search.searcher import Searcher
+    from indexer.search.searcher import FusionParams, Searcher
 
     relevance, warning = relevance_for(model.name, index)
     if warning:
         print(f"semsearch: warning: {warning}", file=sys.stderr)
-    return Searcher(engine_from_environment(index, model).reader(), model, fusion_from_environment(), relevance)
+    return Searcher(engine_here(index, model).reader(), model, FusionParams.of(current()), relevance)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -402,7 +368,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     index = Path(args.index)
     questions, off_topic = read_questions(Path(args.questions)), read_off_topic(Path(args.off_topic))
-    model = model_for_index(args.model, os.environ.get("SEMSEARCH_PRECISION") or None, index)
+    model = model_for_index(args.model, current().precision, index)
     searcher = searcher_here(index, model)
     try:
         found = relevance.calibrate(searcher, questions, off_topic)
@@ -414,14 +380,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_for_index(model_path: str | None, precision: str | None, root: Path | None):
+def model_for_index(model_path: str | None, precision: str | None, root: Path | None, own_engine: bool = False):
     """The model to build or search the index at root with (None: a new index): at the precision
     asked for, else the one the index was built with, else the default. Without torch whenever the
     model's recipe is cached (about 4 s less to start)."""
     from indexer.model.embedding import choose_precision, light_model_for
     from indexer.index.engine import built_with
 
-    kind, options = engine_choice()
+    kind, options = engine_choice(own_engine)
     try:
         recorded = built_with(root, kind, **options) if root else None
     except ValueError as exc:
@@ -429,60 +395,27 @@ def model_for_index(model_path: str | None, precision: str | None, root: Path | 
     return light_model_for(model_path, precision=choose_precision(precision, recorded))
 
 
-def engine_choice() -> tuple[str | None, dict]:
-    """The engine asked for (SEMSEARCH_ENGINE or --engine; None: the index's own, else faiss) and
-    its options: SEMSEARCH_MILVUS_URI (or --milvus-uri), SEMSEARCH_MILVUS_TOKEN, and
-    SEMSEARCH_ANN_MIN_ROWS (when a FAISS segment gets an approximate index). Read here rather than
-    through service/settings.py, whose import (pydantic, 0.08 s) `show` and `doctor` would pay for
-    nothing; the engine names come from the registry, as the service's do."""
-    from indexer.engines import ENGINE_NAMES
-
-    env = os.environ
-    rows, kind = env.get("SEMSEARCH_ANN_MIN_ROWS"), setting("SEMSEARCH_ENGINE")
-    try:
-        ann_min_rows = int(rows) if rows else None
-    except ValueError:
-        raise QueryError(f"SEMSEARCH_ANN_MIN_ROWS is {rows!r}: it should be a whole number") from None
-    if kind is not None and kind not in ENGINE_NAMES:
-        raise QueryError(f"SEMSEARCH_ENGINE is {kind!r}: it should be " + " or ".join(map(repr, ENGINE_NAMES)))
-    return kind, {"uri": setting("SEMSEARCH_MILVUS_URI"), "token": env.get("SEMSEARCH_MILVUS_TOKEN") or None,
-                  "ann_min_rows": ann_min_rows}
+def engine_choice(own_engine: bool = False) -> tuple[str | None, dict]:
+    """The engine asked for (--engine or SEMSEARCH_ENGINE; None: the index's own, else faiss, as
+    always with own_engine) and its options (indexer/settings.py)."""
+    settings = current()
+    return None if own_engine else settings.engine, settings.engine_options()
 
 
-def engine_from_environment(root: Path, model):
+def engine_here(root: Path, model, own_engine: bool = False):
     """The index engine the service would use for root (engine_choice)."""
     from indexer.index.engine import open_engine
 
-    kind, options = engine_choice()
+    kind, options = engine_choice(own_engine)
     try:
         return open_engine(root, model.name, model.dimension, kind, **options)
     except ValueError as exc:
         raise QueryError(str(exc)) from exc
 
 
-def fusion_from_environment():
-    """The service's fusion variables (service/settings.py), so `search` ranks as the API does."""
-    from indexer.search.searcher import FUSION_METHODS, FusionParams
-
-    default, env = FusionParams(), os.environ
-    try:
-        params = FusionParams(
-            method=env.get("SEMSEARCH_FUSION_METHOD", default.method),
-            rrf_k=int(env.get("SEMSEARCH_RRF_K", default.rrf_k)),
-            depth=int(env.get("SEMSEARCH_FUSION_DEPTH", default.depth)),
-            dense_weight=float(env.get("SEMSEARCH_DENSE_WEIGHT", default.dense_weight)),
-            keyword_weight=float(env.get("SEMSEARCH_KEYWORD_WEIGHT", default.keyword_weight)))
-    except ValueError as exc:
-        raise QueryError(f"a SEMSEARCH_ fusion variable is not a number: {exc}") from exc
-    if params.method not in FUSION_METHODS or params.rrf_k < 1 or params.depth < 1 or \
-            min(params.dense_weight, params.keyword_weight) < 0:
-        raise QueryError(f"SEMSEARCH_FUSION_METHOD must be one of {', '.join(FUSION_METHODS)}, SEMSEARCH_RRF_K and "
-                         "SEMSEARCH_FUSION_DEPTH at least 1, the weights at least 0")
-    return params
-
-
 def run_eval(args: argparse.Namespace) -> int:
     from indexer.eval.evaluation import evaluate_dataset, format_table
+    from indexer.search.searcher import FusionParams
 
     if Path(args.dataset).is_file():
         report = eval_questions(args)
@@ -493,7 +426,7 @@ def run_eval(args: argparse.Namespace) -> int:
         model = model_for_index(args.model, args.precision, index)
         kind, options = engine_choice()
         report = evaluate_dataset(Path(args.dataset), args.split, model, index=index,
-                                  fusion=fusion_from_environment(), engine={"kind": kind, **options})
+                                  fusion=FusionParams.of(current()), engine={"kind": kind, **options})
         print(format_table(report))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -511,11 +444,11 @@ def eval_questions(args: argparse.Namespace) -> dict:
 
     questions = read_questions(Path(args.dataset))
     with tempfile.TemporaryDirectory(prefix="semsearch-questions-") as scratch:
-        index = Path(args.index or (scratch if args.documents else os.environ.get("SEMSEARCH_INDEX_DIR", "index")))
+        index = Path(args.index or (scratch if args.documents else current().index_dir))
         model = model_for_index(args.model, args.precision, index)
         if args.documents:
             documents = [d for folder in args.documents for d in read_folder(Path(folder))]
-            engine = engine_from_environment(index, model)
+            engine = engine_here(index, model)
             build_from_documents(documents, index, model, origin=", ".join(args.documents), engine=engine)
         searcher = searcher_here(index, model)
         report = evaluate_questions(searcher, questions, Path(args.dataset))

@@ -18,25 +18,25 @@ from pathlib import Path
 from indexer.engines import ENGINE_NAMES
 from indexer.errors import COLLAPSE, FACETS, GROUPS, MODES, SORTS, DocumentError, EngineUnreachable, \
     IndexUnavailable, ModelError, QueryError, fix_command, program
+from indexer.settings import SettingsError, current, described, override
 
-# Same variables the service's Settings read (prefix SEMSEARCH_), so both edges agree on defaults.
-DEFAULT_INDEX = os.environ.get("SEMSEARCH_INDEX_DIR", "index")
-DEFAULT_MODEL = os.environ.get("SEMSEARCH_MODEL_PATH") or None
-DEFAULT_PRECISION = os.environ.get("SEMSEARCH_PRECISION") or None
 ACCEPT_LOSS_HELP = "repair even if documents ingested over HTTP cannot be read back (they are named first)"
-PRECISION_HELP = ("model arithmetic: int8-static, int8, int8-7bit, bf16 or fp32 (default: the index's own; for a "
-                  "new index, the one measured best for this CPU: see `semsearch doctor`)")
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="semsearch", description="Semantic search over news articles.")
+    """The arguments of every command; defaults and the help of options that are settings come
+    from the settings table (indexer/settings.py), the environment's values as defaults."""
+    settings = current()
+    index_dir = str(settings.index_dir)
+    top = argparse.ArgumentParser(prog="semsearch", description="Semantic search over news articles; every "
+                                  "setting is also an environment variable (`python -m indexer.settings` lists them).")
     commands = top.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="build the index from a folder of articles")
     index.add_argument("folder", nargs="?", default="seeds", metavar="FOLDER",
                        help="folder of articles: .txt, .md, .html and .jsonl files, read recursively (default: seeds)")
-    index.add_argument("--out", default=DEFAULT_INDEX, help="index folder (default: index)")
-    index.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
+    index.add_argument("--out", default=index_dir, help=described("index_dir"))
+    index.add_argument("--precision", default=settings.precision, help=described("precision"))
     index.add_argument("--check", action="store_true",
                        help="change nothing; exit 1 naming the documents the index is stale for")
     index.add_argument("--force", action="store_true", help="write a new generation even if nothing changed")
@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
                     "and indexes their documents again from what is intact (re-embedding only passages whose "
                     "vectors cannot be read back). Documents ingested over HTTP that nothing holds whole stop it, "
                     "named, unless --accept-loss is given.")
-    index_argument(repair, positional=True)
+    index_argument(repair, index_dir, positional=True)
     repair.add_argument("--accept-loss", action="store_true", help=ACCEPT_LOSS_HELP)
     index_options(repair)
 
@@ -65,23 +65,20 @@ def parser() -> argparse.ArgumentParser:
         description="Copies every document the index serves, with its origin and vectors, into the other engine "
                     "in one commit; the index folder then records the new engine, and later commands use it. "
                     "The old engine's copy is left as it was.")
-    index_argument(move, positional=True)
+    index_argument(move, index_dir, positional=True)
     move.add_argument("--to", required=True, choices=ENGINE_NAMES, help="the engine to move the index to")
-    move.add_argument("--milvus-uri", help="with --to milvus: Milvus Lite file (.db) or http(s)://host:port "
-                      "(SEMSEARCH_MILVUS_URI; default: milvus.db in the index folder)")
+    move.add_argument("--milvus-uri", help="with --to milvus: " + described("milvus_uri"))
     index_options(move, engine=False)  # the engine is --to's, and --milvus-uri is above
 
     serve = commands.add_parser("serve", help="run the HTTP API and search page")
-    index_argument(serve)
-    serve.add_argument("--host", default=os.environ.get("SEMSEARCH_HOST", "127.0.0.1"),
-                       help="address to listen on (SEMSEARCH_HOST; default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("SEMSEARCH_PORT", "8000")),
-                       help="port to listen on (SEMSEARCH_PORT; default 8000)")
+    index_argument(serve, index_dir)
+    serve.add_argument("--host", default=settings.host, help=described("host"))
+    serve.add_argument("--port", type=int, default=settings.port, help=described("port"))
     index_options(serve, creates=True)  # with SEMSEARCH_API_KEY, a POST may start an index
 
     search = commands.add_parser("search", help="search the index from the terminal")
     search.add_argument("query")
-    search.add_argument("--index", help="index folder (default: index)")
+    search.add_argument("--index", help=described("index_dir"))
     search.add_argument("-k", type=int, default=5, help="number of results, 1..50 (default: 5)")
     search.add_argument("--mode", choices=MODES, default="hybrid")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -95,33 +92,31 @@ def parser() -> argparse.ArgumentParser:
                         help="boost recent articles: scores halve every DAYS days of age")
     search.add_argument("--facets", help=f"comma-separated, any of {','.join(FACETS)}: document counts per value")
     search.add_argument("--collapse", choices=COLLAPSE, help="story: near-identical passages of other articles once")
-    search.add_argument("--group", choices=GROUPS, help="article: each article once, with up to two more of its "
-                        "matching passages")
+    search.add_argument("--group", choices=GROUPS, help="each article once. article: with up to two more of its "
+                        "matching passages; document: ranked as the evaluation ranks articles")
     search.add_argument("--min-relevance", type=float, metavar="R",
                         help="leave out results below this relevance, 0..1 (default: the weak grade's floor; 0 keeps all)")
     index_options(search)
-    search.add_argument("--url", default=os.environ.get("SEMSEARCH_URL") or None,
-                        help="ask the semsearch server at this address (e.g. http://127.0.0.1:8000) instead of "
-                             "loading the index here: much faster (default: SEMSEARCH_URL)")
+    search.add_argument("--url", default=settings.url, help=described("url") + ": much faster")
 
     doctor = commands.add_parser(
         "doctor", help="this CPU's class, the precision a new index gets and why, and how the index's own precision runs here")
-    index_argument(doctor)
+    index_argument(doctor, index_dir)
     index_options(doctor)
 
     follow = commands.add_parser("follow", help="index the articles of news feeds (RSS, Atom, JSON Feed) and keep "
                                  "them current")
     follow.add_argument("feeds", nargs="+", metavar="FEED_URL")
-    follow.add_argument("--index", default=DEFAULT_INDEX, help="index folder, created if there is none (default: index)")
+    follow.add_argument("--index", default=index_dir, help=described("index_dir") + "; created if there is none")
     follow.add_argument("--once", action="store_true", help="poll each feed once and exit (for cron and CI)")
-    follow.add_argument("--interval", type=float, default=float(os.environ.get("SEMSEARCH_FEED_INTERVAL", 600)),
-                        help="seconds between polls without --once (default: SEMSEARCH_FEED_INTERVAL or 600)")
-    follow.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
+    follow.add_argument("--interval", type=float, default=settings.feed_interval,
+                        help="without --once: " + described("feed_interval"))
+    follow.add_argument("--precision", default=settings.precision, help=described("precision"))
     index_options(follow, creates=True)
 
     show = commands.add_parser("show", help="a stored document as the index keeps it: its text and its passages")
     show.add_argument("doc_id", nargs="?", help="the document's id (none: list the documents)")
-    index_argument(show)
+    index_argument(show, index_dir)
     show.add_argument("--json", action="store_true", help="print it as JSON (GET /documents/{doc_id}'s shape)")
     index_options(show)
 
@@ -135,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
                                              "(as for `semsearch eval`)")
     calibrate.add_argument("--off-topic", required=True, metavar="FILE",
                            help="queries the index has no answer for, one per line")
-    index_argument(calibrate)
+    index_argument(calibrate, index_dir)
     index_options(calibrate)
 
     evaluate = commands.add_parser(
@@ -152,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--documents", action="append", metavar="FOLDER",
                           help="with a question file: index these folders first (repeatable), into --index "
                                "or a temporary folder")
-    evaluate.add_argument("--precision", default=DEFAULT_PRECISION, help=PRECISION_HELP)
+    evaluate.add_argument("--precision", default=settings.precision, help=described("precision"))
     index_options(evaluate, creates=True)
     return top
 
@@ -176,19 +171,19 @@ def parse(top: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Name
     return args
 
 
-def index_argument(command: argparse.ArgumentParser, positional: bool = False) -> None:
+def index_argument(command: argparse.ArgumentParser, default: str, positional: bool = False) -> None:
     """The index folder a command works on: `--index DIR`, or a positional for repair and move."""
     if positional:
-        command.add_argument("index", nargs="?", default=DEFAULT_INDEX, help="index folder (default: index)")
+        command.add_argument("index", nargs="?", default=default, help=described("index_dir"))
     else:
-        command.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: index)")
+        command.add_argument("--index", default=default, help=described("index_dir"))
 
 
 def index_options(command: argparse.ArgumentParser, creates: bool = False, engine: bool = True) -> None:
     """The model and engine options every command that opens an index takes (the environment's
     otherwise). creates: the command may make a new index, which the engine option places;
     engine=False: the model only (move names its engine with --to)."""
-    command.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model folder")
+    command.add_argument("--model", default=current().model_path, help=described("model_path"))
     if not engine:
         return
     engine_help = ("index engine for a new index (SEMSEARCH_ENGINE; default faiss); an existing index keeps the "
@@ -196,19 +191,21 @@ def index_options(command: argparse.ArgumentParser, creates: bool = False, engin
                    "the engine the index is in (SEMSEARCH_ENGINE); not needed: the index folder records it, and "
                    "naming another is an error")
     command.add_argument("--engine", choices=ENGINE_NAMES, help=engine_help)
-    command.add_argument("--milvus-uri", help="Milvus Lite file (.db) or http(s)://host:port "
-                         "(SEMSEARCH_MILVUS_URI; default: milvus.db in the index folder)")
+    command.add_argument("--milvus-uri", help=described("milvus_uri"))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command, turning domain errors into one clear message and exit code."""
+    try:
+        settings = current()
+    except SettingsError as exc:  # a bad SEMSEARCH_ variable: before anything else, whatever the command
+        print(f"semsearch: error: {exc}\n  fix: {exc.fix}", file=sys.stderr)
+        return 2
     args = parse(parser(), argv)
     from indexer.cli import commands
 
-    commands.FLAGS.clear()  # the flags stand over the environment's settings without being written into it
-    for flag, variable in (("engine", "SEMSEARCH_ENGINE"), ("milvus_uri", "SEMSEARCH_MILVUS_URI")):
-        if getattr(args, flag, None):
-            commands.FLAGS[variable] = getattr(args, flag)
+    # The engine flags stand over the environment's settings, without being written into it.
+    override(engine=getattr(args, "engine", None), milvus_uri=getattr(args, "milvus_uri", None))
 
     for level in (logging.INFO, logging.WARNING, logging.ERROR):  # "semsearch: warning: ...", as printed ones read
         logging.addLevelName(level, logging.getLevelName(level).lower())
@@ -227,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         print(f"semsearch: error: {exc}\n  fix: {exc.fix}", file=sys.stderr)
     except (DocumentError, QueryError, OSError, sqlite3.Error) as exc:
-        index = getattr(args, "out", None) or getattr(args, "index", None) or DEFAULT_INDEX
+        index = getattr(args, "out", None) or getattr(args, "index", None) or settings.index_dir
         if full_disk(exc):
             print(f"semsearch: error: {disk_full(Path(index), exc)}\n  fix: {rerun(argv)}", file=sys.stderr)
         elif not isinstance(exc, sqlite3.Error):
@@ -243,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: say so in one line; the traceback on request
-        if os.environ.get("SEMSEARCH_DEBUG"):
+        if settings.debug:
             raise
         print(f"semsearch: unexpected error: {type(exc).__name__}: {exc}\n"
               "  this is a bug; rerun with SEMSEARCH_DEBUG=1 for the traceback and report it", file=sys.stderr)

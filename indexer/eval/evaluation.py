@@ -23,7 +23,7 @@ def rank_documents(searcher: Searcher, queries: dict[str, str], mode: str, k: in
     """query id -> {doc id: score} of the top k documents; a document ranks by its best passage."""
     run = {}
     for query_id, text in queries.items():
-        hits = searcher.search(Query(text=text, k=k, mode=mode, group_by_doc=True, min_relevance=0))
+        hits = searcher.search(Query(text=text, k=k, mode=mode, group="document", min_relevance=0))
         # Scores from the rank, so the metric library sees exactly our order (no tie reshuffling).
         run[query_id] = {hit.passage.doc_id: 1.0 / hit.rank for hit in hits}
     return run

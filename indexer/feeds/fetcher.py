@@ -12,7 +12,6 @@ the service's shutdown) longer than that. httpcore does the HTTP; this module ow
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import threading
@@ -23,10 +22,10 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpcore
 
+from indexer.settings import Settings
 from indexer.feeds.fetch_policy import FetchPolicy, Origin, Permit, Refused, Resolver, allowed_addresses, canonical_host
 
 REDIRECTS = (301, 302, 303, 307, 308)
-DEFAULT_MAX_DOCUMENT_CHARS = 200_000  # the longest article text kept, as POST /documents accepts
 
 
 class FetchError(Exception):
@@ -35,33 +34,22 @@ class FetchError(Exception):
 
 @dataclass(frozen=True)
 class FeedLimits:
-    timeout_s: float = 15.0  # the whole request: connect, headers, body and redirects
-    max_bytes: int = 5_000_000  # of a response body, counted raw and decoded
+    """What one poll may fetch (defaults: the settings table's)."""
+
+    timeout_s: float = Settings.feed_timeout  # the whole request: connect, headers, body and redirects
+    max_bytes: int = Settings.feed_max_bytes  # of a response body, counted raw and decoded
     max_redirects: int = 5
-    host_delay_s: float = 1.0  # between two requests to one host
-    max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS
+    host_delay_s: float = Settings.feed_host_delay  # between two requests to one host
+    max_document_chars: int = Settings.max_document_chars  # the longest article text kept
     policy: FetchPolicy = FetchPolicy()
 
     @classmethod
-    def from_environment(cls) -> "FeedLimits":
-        """SEMSEARCH_FEED_HOSTS, SEMSEARCH_FEED_TIMEOUT, SEMSEARCH_FEED_MAX_BYTES, SEMSEARCH_FEED_HOST_DELAY
-        and SEMSEARCH_MAX_DOCUMENT_CHARS, each defaulting to the values above; ValueError names a bad one."""
-
-        def number(name: str, default: float, least: float) -> float:
-            value = os.environ.get(name, default)
-            try:
-                parsed = float(value)
-            except ValueError:
-                raise ValueError(f"{name} must be a number, not {value!r}") from None
-            if not parsed >= least:
-                raise ValueError(f"{name} must be at least {least:g}, not {value!r}")
-            return parsed
-
-        return cls(timeout_s=number("SEMSEARCH_FEED_TIMEOUT", cls.timeout_s, 0.1),
-                   max_bytes=int(number("SEMSEARCH_FEED_MAX_BYTES", cls.max_bytes, 1024)),
-                   host_delay_s=number("SEMSEARCH_FEED_HOST_DELAY", cls.host_delay_s, 0),
-                   max_document_chars=int(number("SEMSEARCH_MAX_DOCUMENT_CHARS", cls.max_document_chars, 1)),
-                   policy=FetchPolicy.parse(os.environ.get("SEMSEARCH_FEED_HOSTS", "")))
+    def of(cls, settings: Settings) -> "FeedLimits":
+        """The limits settings give (SEMSEARCH_FEED_HOSTS, _FEED_TIMEOUT, _FEED_MAX_BYTES, _FEED_HOST_DELAY,
+        _MAX_DOCUMENT_CHARS); ValueError names a bad host list."""
+        return cls(timeout_s=settings.feed_timeout, max_bytes=settings.feed_max_bytes,
+                   host_delay_s=settings.feed_host_delay, max_document_chars=settings.max_document_chars,
+                   policy=FetchPolicy.parse(settings.feed_hosts))
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ SEMSEARCH_CPU_CLASS forces a class: tests take every path whatever CPU runs them
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+
+from indexer.settings import current
 
 VNNI, AVX512, AVX2, ARM_DOT, BASELINE = "avx512-vnni", "avx512", "avx2", "arm-dotprod", "baseline"
 CLASSES = (VNNI, AVX512, AVX2, ARM_DOT, BASELINE)
@@ -102,7 +103,7 @@ def read_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> Cpu:
                 name = value.strip()
     except OSError:
         pass
-    forced = os.environ.get("SEMSEARCH_CPU_CLASS", "").strip()
+    forced = (current().cpu_class or "").strip()
     if forced and forced not in CLASSES:
         raise UnknownClass(f"SEMSEARCH_CPU_CLASS must be one of {', '.join(CLASSES)}, not {forced!r}")
     return Cpu(name, forced or classify(frozenset(flags), platform.machine()), frozenset(flags), bool(forced))

@@ -24,6 +24,7 @@ from indexer.model.hashing_encoder import HashingEncoder
 from indexer.model.onnx_encoder import (PRECISIONS, OnnxEncoder, OrtRunner, PrecisionUnavailable, load_recipe, save_recipe,
                                   session_options, variant)
 from indexer.model.pooling import PassageEmbedding
+from indexer.settings import current
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def choose_precision(asked: str | None, built_with: str | None) -> str:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("SEMSEARCH_CACHE_DIR", Path.home() / ".cache" / "semsearch"))
+    return current().model_cache
 
 
 def model_cache_dir(path: str) -> Path:

@@ -30,6 +30,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from indexer.errors import ModelError
+from indexer.settings import current
 
 log = logging.getLogger(__name__)
 ROWS_PER_CALL = 128  # passages an actor embeds per call: the unit of retry, caching and progress
@@ -177,7 +178,7 @@ class RayEmbedding:
         self.model = model
         self.precision = precision
         self.rows_per_call = rows_per_call
-        address = address or os.environ.get("RAY_ADDRESS") or None
+        address = address or current().ray_address
         self.started_here = not ray.is_initialized()
         if self.started_here:
             try:

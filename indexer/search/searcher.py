@@ -26,6 +26,7 @@ from indexer.errors import (  # noqa: F401 (importers name them here)
     SORTS,
     QueryError,
 )
+from indexer.settings import Settings
 from indexer.text.metadata import NO_DATE, Filters, Metadata, time_bound
 from indexer.search.relevance import RelevanceParams, relevance_for
 
@@ -46,7 +47,6 @@ class Query:
     k: int = 10
     offset: int = 0
     mode: str = "hybrid"
-    group_by_doc: bool = False
     doc_ids: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     exact: bool = False  # dense list by exact search even where segments have an approximate index
@@ -62,8 +62,9 @@ class Query:
     # The matches: hits whose relevance is at least this (None: Searcher.floor; 0 keeps all).
     min_relevance: float | None = None
     collapse: str | None = None  # "story": near-duplicates of other articles under the best one
-    # "article": each article once (k counts articles), its best passage with up to
-    # MORE_PER_ARTICLE more of its matching passages in Hit.more
+    # Each article once (k counts articles): "article" shows its best passage with up to
+    # MORE_PER_ARTICLE more of its matching passages in Hit.more; "document" ranks articles as the
+    # evaluation does, each list cut to the article's best passage before the lists are combined.
     group: str | None = None
 
     def filters(self) -> Filters:
@@ -80,9 +81,6 @@ class Query:
                        languages=self.languages, tags=self.tags, **bounds)
 
 
-FUSION_METHODS = ("relevance", "rrf", "convex")
-
-
 @dataclass(frozen=True)
 class FusionParams:
     """How hybrid mode orders the passages the dense and keyword lists found, each read to `depth`.
@@ -94,11 +92,16 @@ class FusionParams:
 
     # relevance put the right paragraph first more often than convex on every question set and held
     # SciFact (docs/benchmarks.md, "One score"); convex 0.5/0.5 was tuned on SciFact train.
-    method: str = "relevance"
-    rrf_k: int = 60
-    depth: int = 200
-    dense_weight: float = 0.5
-    keyword_weight: float = 0.5
+    method: str = Settings.fusion_method
+    rrf_k: int = Settings.rrf_k
+    depth: int = Settings.fusion_depth
+    dense_weight: float = Settings.dense_weight
+    keyword_weight: float = Settings.keyword_weight
+
+    @classmethod
+    def of(cls, settings: Settings) -> "FusionParams":
+        return cls(method=settings.fusion_method, rrf_k=settings.rrf_k, depth=settings.fusion_depth,
+                   dense_weight=settings.dense_weight, keyword_weight=settings.keyword_weight)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ class Found:
 
     vector: np.ndarray                         # the query's
     weights: dict[str, float]                  # idf of each query term
-    key: Callable[[int], object]               # passage id -> ranked item (its document with group_by_doc)
+    key: Callable[[int], object]               # passage id -> ranked item (its document with group=document)
     dense_at: dict                             # item -> (rank, cosine) in the dense list
     sparse_at: dict                            # item -> (rank, BM25) in the keyword list
     ranked: list[tuple[int, float]]            # (passage id, score), best first
@@ -288,12 +291,13 @@ class Searcher:
     def retrieve(self, query: Query, selection: Selection | None) -> Found:
         """Stage 2: both lists (whatever the mode: the mode decides the order, both give the
         relevance), the candidates in the mode's order and each one's relevance and evidence."""
-        depth = max(self.fusion.depth, (query.offset + query.k) * (4 if query.group_by_doc or query.group else 1))
+        depth = max(self.fusion.depth, (query.offset + query.k) * (4 if query.group else 1))
         vector = self.embed_query(query.text)
         terms = self.analyzer.query_terms(query.text)
         dense, sparse = self.lists(vector, terms, depth, selection, query.exact)
         key: Callable[[int], object] = lambda passage_id: passage_id
-        if query.group_by_doc:
+        by_document = query.group == "document"
+        if by_document:
             documents = self.index.documents_of([i for i, _ in dense] + [i for i, _ in sparse])
             key = documents.__getitem__
             dense, sparse = first_per_doc(dense, documents), first_per_doc(sparse, documents)
@@ -304,7 +308,7 @@ class Searcher:
         else:  # every passage either list found (relevance orders them below)
             union = self.fusion if self.fusion.method != "relevance" else replace(self.fusion, method="convex")
             ranked = fuse([(dense, self.fusion.dense_weight), (sparse, self.fusion.keyword_weight)],
-                          union, key if query.group_by_doc else None)
+                          union, key if by_document else None)
         dense_at = {key(i): (r, s) for r, (i, s) in enumerate(dense, start=1)}
         sparse_at = {key(i): (r, s) for r, (i, s) in enumerate(sparse, start=1)}
         weights = self.index.term_weights(terms) if terms else {}
