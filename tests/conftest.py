@@ -24,7 +24,7 @@ from indexer.index.cache import CACHE_FILE
 from indexer.text.chunking import sentence_spans
 from indexer.text.documents import Document, read_folder
 from indexer.model.embedding import TextModel, light_model_for
-from indexer.index.engine import open_engine
+from indexer.index.engine import open_engine, recorded_model
 from indexer.engines.faiss import store
 from indexer.search.searcher import Searcher
 
@@ -200,7 +200,7 @@ def served(index: Path, env: dict | None = None):
 def live_server():
     """A real server on the index/ that `semsearch index seeds` built (the CI reindex)."""
     index = ROOT / "index"
-    if store.current_generation(index) is None:
+    if recorded_model(index) is None:
         pytest.fail("index/ is not built: run `semsearch index seeds` first (the README's test command does)")
     process, url = start_server(index)
     yield url
@@ -397,3 +397,10 @@ QUESTIONS = Path(__file__).parent / "questions"
 def searcher_of(index: Path, model) -> Searcher:
     """A searcher of the index at index through the seam, whatever its engine."""
     return Searcher(open_engine(index, model.name, model.dimension).reader(), model)
+
+
+def searched(query: str, index, k: int = 10) -> dict:
+    """`semsearch search --json` on index with the stand-in encoder: the results by doc_id."""
+    printed = semsearch("search", query, "--index", str(index), "--json", "-k", str(k), env=STAND_IN)
+    assert printed.returncode == 0, printed.stderr
+    return {r["doc_id"]: r for r in json.loads(printed.stdout)["results"]}

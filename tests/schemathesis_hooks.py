@@ -8,7 +8,7 @@ every value a URL can carry is still generated and checked.
 
 POST /documents takes one document per id (a repeated id is a 422 naming it), a rule JSON Schema
 cannot state for ids inside objects; bodies that repeat one are left out here and that 422 is
-tested in tests/test_repair.py.
+tested in tests/test_faiss_repair.py.
 """
 
 from __future__ import annotations

@@ -111,9 +111,9 @@ def test_search_ranks_with_the_services_fusion_variables(tmp_path, seed_copy):
 
 
 def manifest_model(index) -> str:
-    from indexer.engines.faiss import store
+    from indexer.index.engine import recorded_model
 
-    return store.read_manifest(index)["model"]["name"]
+    return recorded_model(index)["name"]
 
 
 def test_an_index_keeps_its_precision_and_never_mixes_vectors_of_two(tmp_path):
@@ -166,23 +166,6 @@ def test_search_piped_into_a_reader_that_stops_early_is_not_an_error(seed_copy):
     piped = subprocess.run(f"{sys.executable} -m indexer.cli search war --index {seed_index} -k 20 --json | head -1",
                            shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert piped.stdout.strip() == "{" and "Broken pipe" not in piped.stderr and "error" not in piped.stderr
-
-
-def test_a_reindex_rebuilds_when_the_way_passages_are_cut_or_scored_changed(tmp_path):
-    from indexer.engines.faiss import store
-    from tests.conftest import STAND_IN
-
-    seeds = tmp_path / "seeds"
-    seeds.mkdir()
-    shutil.copy(SEED_FILE, seeds / SEED_FILE.name)
-    index = tmp_path / "index"
-    assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
-    manifest = index / store.current_generation(index) / "manifest.json"
-    recorded = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**recorded, "chunker": "an-older-chunker"}))  # as an older version left it
-    again = semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)
-    assert again.returncode == 0 and "indexed 1 document," in again.stdout, again.stdout
-    assert store.read_manifest(index)["chunker"] == recorded["chunker"]
 
 
 def test_a_build_that_is_not_on_a_terminal_logs_its_progress(tmp_path, monkeypatch, caplog):

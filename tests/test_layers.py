@@ -91,6 +91,19 @@ def test_engine_names_and_precisions_come_from_one_place_each():
     assert all(name in described("precision") for name in PRECISIONS)  # the help names every one
 
 
+def test_engine_neutral_tests_reach_the_engines_only_through_the_seam():
+    """Only the modules named for an engine (test_faiss_*, test_milvus*) import its internals; the
+    rest, the contract (test_engines.py) among them, go through indexer/index/engine.py, and
+    conftest.py keeps the few helpers that damage a FAISS folder on purpose."""
+    import re
+
+    reaching = sorted(p.name for p in (ROOT / "tests").glob("test_*.py")
+                      if not p.name.startswith(("test_faiss_", "test_milvus"))
+                      and re.search(r"^\s*(from|import) indexer\.engines\.(faiss|milvus)", p.read_text(encoding="utf-8"),
+                                    re.M))
+    assert reaching == []
+
+
 def test_no_test_module_imports_another():
     """Shared helpers live in tests/conftest.py (and the site stand-in in tests/sites.py)."""
     import re

@@ -17,7 +17,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer.engines.faiss import store
 from indexer.index.engine import open_engine
 from indexer.index.build import build_from_folder
 from service.app import create_app
@@ -194,16 +193,6 @@ def test_running_server_switches_to_a_new_generation_without_failing_a_request(t
                 client.join()
     assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200][:5]}"
     assert "school" not in seen[0] and "school" in seen[-1]
-
-
-def test_old_generations_are_cleaned_up_but_never_the_current_one(tmp_path, embedder):
-    seeds, index = write_seeds(tmp_path / "seeds", ARTICLES), tmp_path / "index"
-    for n in range(5):
-        (seeds / "extra.txt").write_text(f"Extra Edition\nThis is edition number {n} of the extra.\n")
-        build_from_folder(seeds, index, embedder, progress=False)
-    generations = sorted(p.name for p in index.iterdir() if p.name.startswith("gen-"))
-    assert len(generations) == store.KEEP_GENERATIONS
-    assert store.current_generation(index) == generations[-1]
 
 
 def served_state(index, model) -> dict:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import httpx
 
-from indexer.engines.faiss import store
 
-from tests.conftest import ARCHIVE, STAND_IN, STORIES, archive_index, semsearch, served
+from tests.conftest import ARCHIVE, STAND_IN, STORIES, archive_index, searched, semsearch, served
 
 HTML = """<!doctype html><html lang="en-GB"><head><title>Drone output doubles | Harbour Times</title>
 <meta property="og:site_name" content="Harbour Times">
@@ -68,12 +66,6 @@ def news_folder(tmp_path):
     return seeds
 
 
-def results(query: str, index, k: int = 10) -> dict:
-    printed = semsearch("search", query, "--index", str(index), "--json", "-k", str(k), env=STAND_IN)
-    assert printed.returncode == 0, printed.stderr
-    return {r["doc_id"]: r for r in json.loads(printed.stdout)["results"]}
-
-
 def test_metadata_from_every_format_comes_back_with_every_result(tmp_path):
     seeds, index = news_folder(tmp_path), tmp_path / "index"
     built = semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)
@@ -82,7 +74,7 @@ def test_metadata_from_every_format_comes_back_with_every_result(tmp_path):
     assert "wire.jsonl" in built.stderr and "'the day before yesterday'" in built.stderr
     assert "indexed 6 documents" in built.stdout
 
-    found = results("drones grain ferry dam quake fair", index)
+    found = searched("drones grain ferry dam quake fair", index)
     assert set(found) == {"drones", "grain", "ferry", "dam", "quake", "fair"}
     assert {k: found["drones"][k] for k in ("published_at", "updated_at", "authors", "outlet", "language", "tags")} == {
         "published_at": "2026-03-05T12:30:00Z", "updated_at": "2026-03-06T08:00:00Z",
@@ -108,7 +100,7 @@ def test_a_metadata_change_alone_updates_the_article(tmp_path):
     (seeds / "dam.txt").write_text(TEXT.replace("Valley Post", "Valley Herald"), encoding="utf-8")
     rebuilt = semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)
     assert "changed 1" in rebuilt.stdout
-    assert results("dam visitors valley", index)["dam"]["outlet"] == "Valley Herald"
+    assert searched("dam visitors valley", index)["dam"]["outlet"] == "Valley Herald"
 
 
 def test_the_seed_article_without_metadata_gives_empty_fields(tmp_path):
@@ -118,7 +110,7 @@ def test_the_seed_article_without_metadata_gives_empty_fields(tmp_path):
     seeds.mkdir()
     (seeds / SEED_FILE.name).write_text(SEED_FILE.read_text(encoding="utf-8"), encoding="utf-8")
     assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
-    first = next(iter(results("Russia war", index).values()))
+    first = next(iter(searched("Russia war", index).values()))
     assert first["title"].startswith("Despite U.S. pressure")
     assert (first["published_at"], first["authors"], first["outlet"], first["tags"]) == (None, [], None, [])
 
@@ -148,59 +140,6 @@ def test_documents_posted_with_metadata_return_it_and_a_bad_date_is_a_warning(fo
         wrong = httpx.post(f"{url}/documents", headers=headers, timeout=30, json={"documents": [
             {"id": "x", "text": "Some text.", "authors": "Kim Lee"}]})
         assert wrong.status_code == 422  # a list, as the spec says
-
-
-def without_metadata_column(index) -> None:
-    """Make the index's segments look as written before metadata existed (no such column, no
-    near-duplicate signatures),
-    checksums and manifest updated to match, as an older version would have left them."""
-    import sqlite3
-
-    from indexer.engines.faiss import store
-    from indexer.engines.faiss.integrity import checksums, sha256_of
-
-    name = store.current_generation(index)
-    manifest_path = index / name / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    for entry in manifest["segments"]:
-        folder = index / store.SEGMENTS / entry["name"]
-        with sqlite3.connect(folder / "segment.sqlite") as db:
-            db.execute("ALTER TABLE documents DROP COLUMN metadata")
-        db.close()
-        (folder / "minhashes.npy").unlink()  # near-duplicate signatures came later still
-        info = json.loads((folder / "segment.json").read_text())
-        info["files"] = {k: v for k, v in checksums(folder).items() if k != "segment.json"}
-        (folder / "segment.json").write_text(json.dumps(info, indent=1))
-        entry["info_sha256"] = sha256_of(folder / "segment.json")
-    manifest_path.write_text(json.dumps(manifest))
-
-
-def test_an_index_from_before_metadata_still_searches_ingests_and_merges(faiss_folder_index):
-    seeds, index = faiss_folder_index
-    without_metadata_column(index)
-    assert semsearch("index", str(seeds), "--check", "--out", str(index), env=STAND_IN).returncode == 0
-    assert results("harbour", index)["harbour"]["published_at"] is None
-    headers = {"Authorization": "Bearer k"}
-    with served(index, {**STAND_IN, "SEMSEARCH_API_KEY": "k"}) as (_, url):
-        for n in range(6):  # enough small segments for the merger to fold old and new together
-            answer = httpx.post(f"{url}/documents", headers=headers, timeout=60, json={"documents": [
-                {"id": f"note-{n}", "text": f"Note {n} about the harbour crane.", "outlet": "Port Log"}]})
-            assert answer.status_code == 200, answer.text
-        hits = httpx.get(f"{url}/search", params={"q": "harbour crane note", "k": 20}, timeout=30).json()["results"]
-        outlets = {r["doc_id"]: r["outlet"] for r in hits}
-        assert outlets["harbour"] is None and all(outlets[f"note-{n}"] == "Port Log" for n in range(6))
-        deadline = time.monotonic() + 60
-        while len(store.read_manifest(index)["segments"]) > 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(store.read_manifest(index)["segments"]) == 1  # the old segment merged with the new ones
-        hits = httpx.get(f"{url}/search", params={"q": "harbour crane note", "k": 20}, timeout=30).json()["results"]
-        assert {r["doc_id"]: r["outlet"] for r in hits} == outlets
-        collapsed = httpx.get(f"{url}/search", params={"q": "harbour crane note", "k": 20, "collapse": "story"},
-                              timeout=30).json()["results"]  # signatures of the old rows made by the merge
-        assert {r["doc_id"] for r in collapsed} == set(outlets) and all(r["also_in"] == [] for r in collapsed)
-    rebuilt = semsearch("index", str(seeds), "--out", str(index), "--force", env=STAND_IN)
-    assert rebuilt.returncode == 0, rebuilt.stderr  # ingested documents come back with their metadata
-    assert results("harbour crane note", index, k=20)["note-3"]["outlet"] == "Port Log"
 
 
 def matching(index, *flags: str) -> list[str]:
@@ -344,7 +283,7 @@ def test_syndicated_copies_collapse_into_one_story_that_names_the_others(tmp_pat
                                               + "\n" for i, o, text in STORIES), encoding="utf-8")
     index = tmp_path / "index"
     assert semsearch("index", str(seeds), "--out", str(index), env=STAND_IN).returncode == 0
-    plain = results("grain corridor deal extended", index)
+    plain = searched("grain corridor deal extended", index)
     assert {"wire-grain", "harbour-grain", "coast-grain", "valley-grain"} <= set(plain)
     assert all("also_in" not in r for r in plain.values())  # only asked for with collapse
 

@@ -74,15 +74,6 @@ def test_convex_fusion_scales_each_list_to_0_1():
     assert fused == pytest.approx({1: 0.5, 2: 0.5, 3: 0.0})
 
 
-def test_top_is_stable_for_ties():
-    import numpy as np
-
-    from indexer.engines.faiss.dense import top
-
-    rows, scores = top(np.array([7, 3, 5, 4]), np.array([0.5, 0.9, 0.5, 0.5]), 3)
-    assert rows.tolist() == [3, 4, 5] and scores.tolist() == [0.9, 0.5, 0.5]
-
-
 @pytest.fixture(scope="module")
 def sections_searcher(tmp_path_factory, embedder):
     """The seed article cut into one document per section: a small multi-document index."""
