@@ -15,6 +15,7 @@ FACETS = ("outlet", "month", "section", "author", "tag", "language")
 COLLAPSE = ("story",)
 GROUPS = ("article", "document")
 FUSION_METHODS = ("relevance", "rrf", "convex")  # how hybrid mode orders (indexer/search/searcher.py FusionParams)
+MAX_K = 50  # results per page
 MORE_PER_ARTICLE = 2  # with group=article: passages shown under an article's best one
 
 
@@ -23,7 +24,12 @@ class DocumentError(ValueError):
 
 
 class QueryError(ValueError):
-    """A query the user has to change: empty, too long, unknown mode, bad paging."""
+    """A query the user has to change: empty, too long, unknown mode, bad paging; field names the
+    part of the request at fault (the API's name: q, k, published_after ...)."""
+
+    def __init__(self, message: str, field: str = "q") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ModelError(RuntimeError):

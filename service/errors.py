@@ -16,7 +16,7 @@ from starlette.routing import Match
 from indexer.text.documents import DocumentError
 from indexer.errors import program
 from indexer.index.engine import IndexUnavailable
-from indexer.search.searcher import QueryError
+from indexer.errors import QueryError
 
 log = logging.getLogger("semsearch.http")
 
@@ -113,7 +113,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(QueryError)
     async def bad_query(request: Request, exc: QueryError) -> JSONResponse:
-        return error_response(422, "invalid_request", str(exc), field="q")
+        return error_response(422, "invalid_request", str(exc), field=exc.field)
 
     @app.exception_handler(ServiceUnavailable)
     @app.exception_handler(IndexUnavailable)

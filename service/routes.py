@@ -49,12 +49,8 @@ def run_search(searcher: search.Searcher, params: SearchParams) -> JSONResponse:
         tags=tuple(params.tag), sort=params.sort, recency_half_life_days=params.recency_half_life_days,
         facets=tuple(dict.fromkeys(params.facets.split(","))) if params.facets else (), collapse=params.collapse,
         min_relevance=params.min_relevance, group=params.grouping()))
-    results = [search.hit_record(hit, explain=params.explain) for hit in answer.hits]
     took = round((time.perf_counter() - started) * 1000, 2)
-    body = {"query": params.q, "took_ms": took, "results": results, "no_good_match": answer.no_good_match}
-    if answer.facets is not None:
-        body["facets"] = answer.facets
-    return JSONResponse(body)
+    return JSONResponse(search.answer_record(params.q, answer, params.explain, took))
 
 
 async def answer(request: Request, searcher: search.Searcher, params: SearchParams) -> JSONResponse:

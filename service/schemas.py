@@ -8,11 +8,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from indexer.text.metadata import time_bound
-from indexer.search.searcher import FACETS, GROUPS
+from indexer.errors import FACETS, GROUPS, MAX_K
 from service.protocol import MAX_URL_BYTES
 
 MAX_QUERY_CHARS = 1000
-MAX_K = 50
 # Control characters (Unicode category Cc) other than tab, newline and carriage return.
 CONTROL = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
 # Whitespace as any regex dialect sees it (Unicode White_Space, ECMA-262's \s, Python's

@@ -18,7 +18,8 @@ from indexer.model.embedding import light_model_for
 from indexer.index.engine import ChangeSet, open_engine
 from indexer.text.metadata import Metadata
 from indexer.eval.questions import read_questions
-from indexer.search.searcher import MODES, Query, Searcher
+from indexer.errors import MODES
+from indexer.search.searcher import Query, Searcher
 from tests.conftest import ROOT, SEEDS, STAND_IN, free_port, semsearch
 
 

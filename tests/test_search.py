@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.search.searcher import FusionParams, Query, QueryError, fuse, hit_record
+from indexer.errors import QueryError
+from indexer.search.searcher import FusionParams, Query, fuse, hit_record
 from tests.conftest import searcher_of
 
 HEADINGS = {"Why Russia Won’t Stop", "The Costs and Risks Ahead", "An Endgame Still Out of Reach"}
@@ -237,3 +238,15 @@ def test_hybrid_results_are_ordered_by_the_relevance_they_show(searcher):
         hits = searcher.search(Query(question.text, k=20, min_relevance=0))
         assert [h.score for h in hits] == [h.relevance for h in hits]
         assert all(a.relevance >= b.relevance for a, b in zip(hits, hits[1:])), question.text
+
+
+@pytest.mark.parametrize("asked, field", [({"text": " "}, "q"), ({"k": 0}, "k"), ({"mode": "fuzzy"}, "mode"),
+                                          ({"group": "story"}, "group"), ({"facets": ("colour",)}, "facets"),
+                                          ({"min_relevance": 1.5}, "min_relevance"),
+                                          ({"published_before": "yesterday"}, "published_before"),
+                                          ({"recency_half_life_days": 0}, "recency_half_life_days")])
+def test_a_query_is_checked_in_one_place_that_names_the_field_at_fault(asked, field):
+    with pytest.raises(QueryError) as refused:
+        Query(**{"text": "flood", **asked}).check(50)
+    assert refused.value.field == field
+    assert Query("flood", k=200).check() is None  # deeper pages are the edges' limit (the evaluation reads 200)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from indexer.errors import DocumentError, IndexDamaged, QueryError, fix_command
+from indexer.errors import MAX_K, DocumentError, IndexDamaged, QueryError, fix_command
 from indexer.index.progress import count
 from indexer.settings import current
 
@@ -203,35 +203,40 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# The search options by the API's names for them, as QueryError names a field.
+FLAG_OF = {"q": "the query", "k": "-k", "min_relevance": "--min-relevance", "published_after": "--after",
+           "published_before": "--before", "recency_half_life_days": "--recency-half-life"}
+
+
 def run_search(args: argparse.Namespace) -> int:
     from indexer.cli.client import print_answer
-    from indexer.text.metadata import time_bound
+    from indexer.search.query import Query
 
     named, args.index = args.index is not None, args.index or str(current().index_dir)
-
-    if not 1 <= args.k <= 50:
-        raise QueryError("-k must be between 1 and 50")
-    if args.min_relevance is not None and not 0 <= args.min_relevance <= 1:
-        raise QueryError("--min-relevance must be between 0 and 1")
-    for flag, value in (("--after", args.after), ("--before", args.before)):
-        try:
-            if value is not None:
-                time_bound(value, flag == "--before")
-        except ValueError:
-            raise QueryError(f"{flag} must be an ISO 8601 date or date-time (2026-03-05 or 2026-03-05T14:00:00Z), "
-                             f"not {value!r}") from None
-    facets = tuple(f.strip() for f in args.facets.split(",") if f.strip()) if args.facets else ()
+    query = Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact, published_after=args.after,
+                  published_before=args.before, outlets=tuple(args.outlet), authors=tuple(args.author),
+                  languages=tuple(args.language), tags=tuple(args.tag), sort=args.sort,
+                  recency_half_life_days=args.recency_half_life,
+                  facets=tuple(f.strip() for f in args.facets.split(",") if f.strip()) if args.facets else (),
+                  collapse=args.collapse, min_relevance=args.min_relevance, group=args.group)
+    try:
+        query.check(MAX_K)  # the one validation, here before a server or the index is asked
+    except QueryError as exc:
+        name = FLAG_OF.get(exc.field, f"--{exc.field}")
+        raise QueryError(str(exc).replace(exc.field, name, 1) if str(exc).startswith(exc.field) else str(exc),
+                         exc.field) from None
     if args.url:  # a running server holds the model and the index already: no numpy, no loading here
         from indexer.cli.client import search
 
         answer = search(args.url, {
-            "q": args.query, "k": args.k, "mode": args.mode, "exact": "true" if args.exact else None,
-            "published_after": args.after, "published_before": args.before, "outlet": args.outlet,
-            "author": args.author, "language": args.language, "tag": args.tag, "sort": args.sort,
-            "recency_half_life_days": args.recency_half_life, "facets": ",".join(facets) or None,
-            "collapse": args.collapse, "min_relevance": args.min_relevance, "group": args.group})
+            "q": query.text, "k": query.k, "mode": query.mode, "exact": "true" if query.exact else None,
+            "published_after": query.published_after, "published_before": query.published_before,
+            "outlet": args.outlet, "author": args.author, "language": args.language, "tag": args.tag,
+            "sort": query.sort, "recency_half_life_days": query.recency_half_life_days,
+            "facets": ",".join(query.facets) or None, "collapse": query.collapse,
+            "min_relevance": query.min_relevance, "group": query.group})
     else:
-        answer = search_here(args, facets)
+        answer = search_here(args, query)
     searched = f"the index at {args.url}" if args.url else args.index.rstrip("/") + "/"
     print_answer(answer, args.json, sys.stdout.isatty() and not args.json, searched,
                  default=not args.url and not named)
@@ -332,21 +337,12 @@ def stored_model(args: argparse.Namespace):
     return RecordedModel(recorded["name"], int(recorded["dimension"]))
 
 
-def search_here(args: argparse.Namespace, facets: tuple[str, ...]) -> dict:
+def search_here(args: argparse.Namespace, query) -> dict:
     """The answer from the index folder itself, in the API's JSON form."""
-    from indexer.search.searcher import Query, hit_record
+    from indexer.search.searcher import answer_record
 
     model = model_for_index(args.model, current().precision, Path(args.index))
-    searcher = searcher_here(Path(args.index), model)
-    answer = searcher.answer(Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact,
-                                   published_after=args.after, published_before=args.before,
-                                   outlets=tuple(args.outlet), authors=tuple(args.author),
-                                   languages=tuple(args.language), tags=tuple(args.tag), sort=args.sort,
-                                   recency_half_life_days=args.recency_half_life, facets=facets,
-                                   collapse=args.collapse, min_relevance=args.min_relevance,
-                                   group=args.group))
-    return {"query": args.query, "results": [hit_record(h) for h in answer.hits], "facets": answer.facets,
-            "no_good_match": answer.no_good_match}
+    return answer_record(query.text, searcher_here(Path(args.index), model).answer(query))
 
 
 def searcher_here(index: Path, model):

@@ -12,7 +12,8 @@ from indexer.eval.beir import read_corpus, read_qrels, read_queries
 from indexer.index.build import build_from_documents
 from indexer.model.embedding import TextModel
 from indexer.index.engine import open_engine
-from indexer.search.searcher import MODES, FusionParams, Query, Searcher
+from indexer.errors import MODES
+from indexer.search.searcher import FusionParams, Query, Searcher
 
 log = logging.getLogger(__name__)
 METRICS = ("ndcg@10", "recall@100", "mrr@10")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from indexer.text.documents import DocumentError
 from indexer.eval.evaluation import mode_table
-from indexer.search.searcher import MODES, Hit, Query, Searcher
+from indexer.errors import MODES
+from indexer.search.searcher import Hit, Query, Searcher
 
 DEPTH = 10  # MRR@10: a question answered below rank 10 counts as unanswered
 

@@ -17,17 +17,10 @@ from indexer.text import keyword, neardup
 from indexer.text.chunking import Passage
 from indexer.model.embedding import TextModel
 from indexer.index.engine import IndexReader, Selection, StoredPassage
-from indexer.errors import (  # noqa: F401 (importers name them here)
-    COLLAPSE,
-    FACETS,
-    GROUPS,
-    MODES,
-    MORE_PER_ARTICLE,
-    SORTS,
-    QueryError,
-)
+from indexer.errors import MORE_PER_ARTICLE
 from indexer.settings import Settings
-from indexer.text.metadata import NO_DATE, Filters, Metadata, time_bound
+from indexer.search.query import Query  # noqa: F401 (importers name it here)
+from indexer.text.metadata import NO_DATE, Metadata
 from indexer.search.relevance import RelevanceParams, relevance_for
 
 FACET_VALUES = 20  # the most frequent values each facet lists
@@ -37,48 +30,6 @@ PARALLEL_LISTS_FROM = 200_000
 # How much a sentence's (idf-weighted) share of the query's keywords adds to its cosine when
 # marking the answer: sentence vectors alone can miss exact facts such as "casualties".
 HIGHLIGHT_KEYWORD_WEIGHT = 0.5
-
-
-@dataclass(frozen=True)
-class Query:
-    """One search request, already validated at the edge."""
-
-    text: str
-    k: int = 10
-    offset: int = 0
-    mode: str = "hybrid"
-    doc_ids: tuple[str, ...] = ()
-    sources: tuple[str, ...] = ()
-    exact: bool = False  # dense list by exact search even where segments have an approximate index
-    published_after: str | None = None  # ISO date or date-time, inclusive
-    published_before: str | None = None  # exclusive; a date alone takes in that whole day
-    outlets: tuple[str, ...] = ()
-    authors: tuple[str, ...] = ()
-    languages: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    sort: str = "relevance"  # or "newest": the matches newest first
-    recency_half_life_days: float | None = None  # scores times 0.5 ** (age in days / this)
-    facets: tuple[str, ...] = ()  # of FACETS: document counts over the matches
-    # The matches: hits whose relevance is at least this (None: Searcher.floor; 0 keeps all).
-    min_relevance: float | None = None
-    collapse: str | None = None  # "story": near-duplicates of other articles under the best one
-    # Each article once (k counts articles): "article" shows its best passage with up to
-    # MORE_PER_ARTICLE more of its matching passages in Hit.more; "document" ranks articles as the
-    # evaluation does, each list cut to the article's best passage before the lists are combined.
-    group: str | None = None
-
-    def filters(self) -> Filters:
-        """What the query lets through; raises QueryError for a date bound that cannot be read."""
-        bounds = {}
-        for name, upper in (("published_after", False), ("published_before", True)):
-            value = getattr(self, name)
-            try:
-                bounds[name] = None if value is None else time_bound(value, upper)
-            except ValueError:
-                raise QueryError(f"{name} must be an ISO 8601 date or date-time (2026-03-05 or "
-                                 f"2026-03-05T14:00:00Z), not {value!r}") from None
-        return Filters(doc_ids=self.doc_ids, sources=self.sources, outlets=self.outlets, authors=self.authors,
-                       languages=self.languages, tags=self.tags, **bounds)
 
 
 @dataclass(frozen=True)
@@ -269,7 +220,7 @@ class Searcher:
     def answer(self, query: Query) -> Answer:
         """The page of hits and, when the query asks, facet counts over all its matches: the
         stages in order (each a method below)."""
-        self.check(query)
+        query.check()
         nothing = Answer([], {name: [] for name in query.facets} if query.facets else None, no_good_match=True)
         selection = self.selection(query)
         if selection is not None and not selection.size:
@@ -364,27 +315,6 @@ class Searcher:
         return [hit(query.offset + n, i, tuple(hit(query.offset + n, j) for j, _ in more[i])
                     if query.group == "article" else None)
                 for n, (i, _) in enumerate(page, start=1)]
-
-    @staticmethod
-    def check(query: Query) -> None:
-        """QueryError for what the query asks that cannot be done."""
-        unknown = [name for name in query.facets if name not in FACETS]
-        if unknown:
-            raise QueryError(f"unknown facet {unknown[0]!r}; use any of {', '.join(FACETS)}")
-        if not query.text.strip():
-            raise QueryError("query is empty")
-        if query.mode not in MODES:
-            raise QueryError(f"unknown mode {query.mode!r}; use one of {', '.join(MODES)}")
-        if query.sort not in SORTS:
-            raise QueryError(f"unknown sort {query.sort!r}; use one of {', '.join(SORTS)}")
-        if query.recency_half_life_days is not None and not query.recency_half_life_days > 0:
-            raise QueryError("recency_half_life_days must be more than 0")
-        if query.group is not None and query.group not in GROUPS:
-            raise QueryError(f"unknown group {query.group!r}; use {', '.join(GROUPS)}")
-        if query.collapse is not None and query.collapse not in COLLAPSE:
-            raise QueryError(f"unknown collapse {query.collapse!r}; use {', '.join(COLLAPSE)}")
-        if query.min_relevance is not None and not 0 <= query.min_relevance <= 1:
-            raise QueryError("min_relevance must be between 0 and 1")
 
     def lists(self, vector: np.ndarray, terms: list[str], depth: int, selection, exact: bool
               ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -496,6 +426,16 @@ class Searcher:
                     scores[sentence] += HIGHLIGHT_KEYWORD_WEIGHT * sum(weights[t] for t in terms) / total
         start, end = (int(x) for x in spans[int(np.argmax(scores))])
         return Highlight(start, end, passage.text[start - passage.start:end - passage.start])
+
+
+def answer_record(text: str, answer: Answer, explain: bool = False, took_ms: float | None = None) -> dict:
+    """The JSON form of an answer (SearchResponse in service/schemas.py declares it), shared by the
+    API and `semsearch search --json`."""
+    body = {"query": text, **({"took_ms": took_ms} if took_ms is not None else {}),
+            "results": [hit_record(hit, explain) for hit in answer.hits], "no_good_match": answer.no_good_match}
+    if answer.facets is not None:
+        body["facets"] = answer.facets
+    return body
 
 
 def hit_record(hit: Hit, explain: bool = False) -> dict:

@@ -17,8 +17,6 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, timezone
 from typing import Iterable, Mapping
 
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 # Every name a source may use for a field (lowercase), by the field it fills.
@@ -245,7 +243,7 @@ def header_lines(text: str) -> tuple[dict[str, object], int]:
     return values, min(position, len(text))
 
 
-NO_DATE = np.iinfo(np.int64).min  # an article without a publication time, in epoch-second arrays
+NO_DATE = -(2**63)  # an article without a publication time, in epoch-second (int64) arrays
 
 
 def epoch(value: str) -> int:
