@@ -95,6 +95,8 @@ class Settings:
     milvus_uri: Optional[str] = setting(None, "Milvus Lite file (.db) or http(s)://host:port; unset: milvus.db in the "
                                         "index folder", "index and model")
     milvus_token: Optional[Secret] = setting(None, "Milvus token (user:password or an API key)", "index and model")
+    milvus_timeout: float = setting(10.0, "seconds one call to Milvus may take before it is given up (the "
+                                    "request then answers 503)", "index and model", above=0)
     ann_min_rows: int = setting(50_000, "segments with at least this many passages get an approximate index when "
                                 "ingest or a merge writes them", "index and model", least=1)
     ray_address: Optional[str] = setting(None, "Ray cluster for `semsearch index --ray` (host:port); unset: a local Ray "
@@ -119,7 +121,11 @@ class Settings:
                                             "pool (two searches share the cores)", "service", least=0)
     max_body_bytes: int = setting(4_000_000, "largest request body; larger ones get 413 before anything is read",
                                   "service", least=1024)
-    max_filter_values: int = setting(1000, "most doc_id or source values in one search", "service", least=1)
+    max_filter_values: int = setting(1000, "most doc_id or source values in one search (422 beyond)", "service",
+                                     least=1)
+    max_metadata_values: int = setting(100, "most outlet, author, language or tag values in one search (422 "
+                                       "beyond; each value is a condition the engine tests on every row)",
+                                       "service", least=1)
     max_document_chars: int = setting(200_000, "longest document text accepted by POST /documents or from a "
                                       "followed feed", "service", least=1)
     max_documents_per_call: int = setting(100, "most documents in one POST /documents", "service", least=1)
@@ -183,7 +189,7 @@ class Settings:
 
     def engine_options(self) -> dict:
         """What open_engine is given besides the folder and the model."""
-        return {"ann_min_rows": self.ann_min_rows, "uri": self.milvus_uri,
+        return {"ann_min_rows": self.ann_min_rows, "uri": self.milvus_uri, "timeout": self.milvus_timeout,
                 "token": self.milvus_token.get_secret_value() if self.milvus_token else None}
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
+from indexer.index.engine import ENGINE_CALLS
 from service.logs import log_request, request_id
 
 # Seconds; fine steps around a search's few milliseconds, coarse ones for ingest rebuilds.
@@ -33,6 +34,12 @@ class IndexCollector:
                                ("failures", "feeds and item pages that could not be read"),
                                ("refusals", "requests the feed fetch policy refused (counted in failures too)")):
                 yield CounterMetricFamily(f"semsearch_feed_{name}", what, value=feeds[name])
+        calls = CounterMetricFamily("semsearch_engine_calls", "calls the index engine made, by operation (Milvus: "
+                                    "round trips to its server; FAISS: reader operations in process)",
+                                    labels=["engine", "operation"])
+        for (engine, operation), count in sorted(ENGINE_CALLS.snapshot().items()):
+            calls.add_metric([engine, operation], count)
+        yield calls
         searcher = getattr(runtime, "searcher", None)
         yield GaugeMetricFamily("semsearch_ready", "1 when an index is loaded and searches are answered",
                                 value=int(searcher is not None))

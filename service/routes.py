@@ -61,13 +61,15 @@ async def answer(request: Request, searcher: search.Searcher, params: SearchPara
     of a search is FAISS and numpy, which release the GIL, so two searches can share the cores.
     """
     settings = request.app.state.runtime.settings
-    for name in ("doc_id", "source", "outlet", "author", "language", "tag"):
-        values = getattr(params, name)
-        if len(values) > settings.max_filter_values:
-            return error_response(422, "invalid_request", f"{name}: at most {settings.max_filter_values} values "
-                                  "(SEMSEARCH_MAX_FILTER_VALUES)", field=name)
-    if searcher.index.info.passages < settings.threaded_search_passages:
-        return run_search(searcher, params)
+    for names, most, variable in ((("doc_id", "source"), settings.max_filter_values, "SEMSEARCH_MAX_FILTER_VALUES"),
+                                  (("outlet", "author", "language", "tag"), settings.max_metadata_values,
+                                   "SEMSEARCH_MAX_METADATA_VALUES")):
+        for name in names:
+            if len(getattr(params, name)) > most:
+                return error_response(422, "invalid_request", f"{name}: at most {most} values ({variable})",
+                                      field=name)
+    if not searcher.index.remote and searcher.index.info.passages < settings.threaded_search_passages:
+        return run_search(searcher, params)  # on the event loop: no thread hand-off for a small local index
     return await run_in_threadpool(run_search, searcher, params)
 
 

@@ -404,3 +404,31 @@ def searched(query: str, index, k: int = 10) -> dict:
     printed = semsearch("search", query, "--index", str(index), "--json", "-k", str(k), env=STAND_IN)
     assert printed.returncode == 0, printed.stderr
     return {r["doc_id"]: r for r in json.loads(printed.stdout)["results"]}
+
+
+@contextmanager
+def milvus_server(data: Path):
+    """`milvus-lite server` on a free 127.0.0.1 port, as a Milvus server or cluster is reached
+    (over gRPC at http://host:port); yields (process, uri) once it listens."""
+    import socket
+    import time
+
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "milvus-lite"), "server", "--data-dir", str(data),
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield server, f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()

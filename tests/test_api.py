@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 
 import pytest
 from fastapi.testclient import TestClient
@@ -175,3 +176,30 @@ def test_a_misnamed_parameter_and_an_unknown_facet_are_named_in_words(client):
     assert {"field": "q", "message": "Field required"} in misnamed["details"]
     facet = client.get("/search", params={"q": "war", "facets": "colour"}).json()["error"]
     assert facet["message"] == "facets: a comma-separated list of outlet, month, section, author, tag, language"
+
+
+def test_metrics_count_the_engines_calls_by_operation(client):
+    """semsearch_engine_calls_total: Milvus's round trips, FAISS's reader operations, per search."""
+    client.get("/search", params={"q": "why won't Russia stop"})  # collections loaded, term statistics cached
+    before = metric_values(client.get("/metrics").text)
+    new_term = f"zq{uuid.uuid4().hex[:8]}"  # one term no search has asked for: its statistics are fetched
+    assert client.get("/search", params={"q": f"why won't Russia stop {new_term}", "k": 3}).json()["results"]
+    after = metric_values(client.get("/metrics").text)
+    made = {labels: after[(name, labels)] - before.get((name, labels), 0) for name, labels in after
+            if name == "semsearch_engine_calls_total" and after[(name, labels)] > before.get((name, labels), 0)}
+    operations = {dict(labels)["operation"] for labels in made}
+    engine = {dict(labels)["engine"] for labels in made}
+    assert len(engine) == 1 and made, made
+    if engine == {"faiss"}:  # the searcher's reader operations: both lists, the term weights, the page
+        assert {"dense", "keyword", "term_weights", "fetch"} <= operations
+    else:  # round trips: two searches (dense, keyword), and queries: the new term's statistics,
+        # the page's passages and their sentence vectors (5; docs/milvus.md: "Round trips")
+        assert made == {(("engine", "milvus"), ("operation", "search")): 2,
+                        (("engine", "milvus"), ("operation", "query")): 3}
+
+
+def test_metadata_filters_have_a_cap_of_their_own(client):
+    many = client.get("/search", params={"q": "war", "tag": [f"t{n}" for n in range(101)]})
+    error = assert_error_shape(many, 422, "invalid_request")
+    assert error["field"] == "tag" and "SEMSEARCH_MAX_METADATA_VALUES" in error["message"]
+    assert client.get("/search", params={"q": "war", "tag": [f"t{n}" for n in range(100)]}).status_code == 200

@@ -281,3 +281,45 @@ def test_a_damaged_milvus_index_is_found_by_check_and_repaired_from_its_document
     assert searcher.index.info.documents == 3
     assert {h.passage.doc_id for h in searcher.search(Query("harbour fees dredging", k=10, min_relevance=0))} == \
         {d.doc_id for d in HARBOUR}
+
+
+@pytest.mark.slow  # starts a Milvus Lite server
+def test_a_stalled_milvus_server_costs_a_request_its_deadline_and_never_holds_up_the_replica(tmp_path):
+    """Milvus stops answering (SIGSTOP): a search gives 503 with a fix after SEMSEARCH_MILVUS_TIMEOUT,
+    /healthz and /readyz answer at once meanwhile, and searches answer again when Milvus does."""
+    import signal
+    import threading
+
+    from tests.conftest import milvus_server, served
+
+    with milvus_server(tmp_path / "milvus") as (server, uri):
+        index = tmp_path / "index"
+        built = semsearch("index", str(SEEDS), "--out", str(index), "--engine", "milvus", "--milvus-uri", uri,
+                          env=STAND_IN)
+        assert built.returncode == 0, built.stderr
+        with served(index, STAND_IN | {"SEMSEARCH_MILVUS_TIMEOUT": "2"}) as (_, url):
+            assert httpx.get(f"{url}/search", params={"q": "war"}, timeout=30).status_code == 200
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                answers = []
+                asking = threading.Thread(target=lambda: answers.append(
+                    httpx.get(f"{url}/search", params={"q": "drone production"}, timeout=60)))
+                started = time.monotonic()
+                asking.start()
+                time.sleep(0.3)
+                probe = time.monotonic()
+                assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+                assert time.monotonic() - probe < 0.5  # the stalled search holds no one up
+                asking.join()
+                stalled = answers[0]
+                assert stalled.status_code == 503 and time.monotonic() - started < 15, stalled.text
+                assert "fix" in stalled.json()["error"] and "Milvus" in stalled.json()["error"]["message"]
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                again = httpx.get(f"{url}/search", params={"q": "drone production"}, timeout=30)
+                if again.status_code == 200:
+                    break
+                time.sleep(0.5)
+            assert again.status_code == 200 and again.json()["results"]

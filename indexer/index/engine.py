@@ -13,7 +13,10 @@ index, and where) belong to the caller, whatever the engine.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
@@ -151,6 +154,7 @@ class IndexReader(Protocol):
 
     generation: str
     info: IndexInfo
+    remote: bool  # searches wait on another process (a server): never run them on an event loop
 
     def select(self, filters: Filters) -> Selection: ...
 
@@ -244,6 +248,41 @@ class Engine(Protocol):
         """A writer whose next apply publishes the index without its damaged parts (plus whatever
         that change set upserts: the recovered documents), in one commit; its embedded() also
         gives the vectors of the damaged parts that were read back from intact files."""
+
+
+class EngineCalls:
+    """The calls engines made in this process, by engine and operation: Milvus's are round trips
+    to its server (or Milvus Lite), FAISS's the reader operations a search makes in process. The
+    service shows them in /metrics (semsearch_engine_calls_total)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def add(self, engine: str, operation: str) -> None:
+        with self.lock:
+            self.counts[(engine, operation)] += 1
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        with self.lock:
+            return dict(self.counts)
+
+
+ENGINE_CALLS = EngineCalls()
+
+
+def counted(engine: str):
+    """Count each call of the decorated reader method in ENGINE_CALLS, under its name."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            ENGINE_CALLS.add(engine, method.__name__)
+            return method(self, *args, **kwargs)
+
+        return call
+
+    return decorate
 
 
 def engine_class(kind: str):

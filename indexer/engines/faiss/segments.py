@@ -17,7 +17,7 @@ from indexer.text import neardup
 from indexer.engines.faiss import postings
 from indexer.engines.faiss.dense import DenseParams, rescored, top
 from indexer.text.documents import Document
-from indexer.index.engine import IndexInfo, KeptDocument, Selection, StoredPassage
+from indexer.index.engine import IndexInfo, KeptDocument, Selection, StoredPassage, counted
 from indexer.text.keyword import KeywordParams
 from indexer.text.metadata import NO_DATE, Filters, Metadata
 from indexer.engines.faiss.segment import Segment
@@ -49,6 +49,8 @@ class SegmentView:
 class SegmentIndex:
     """The live segments of one generation, searched together."""
 
+    remote = False  # in this process: a small index's search is fastest on the caller's own thread
+
     def __init__(self, generation: str, manifest: dict, views: list[SegmentView],
                  keyword_params: KeywordParams = KeywordParams()) -> None:
         self.generation, self.manifest, self.views = generation, manifest, views
@@ -63,6 +65,7 @@ class SegmentIndex:
         return IndexInfo(self.generation, (m.get("model") or {}).get("name"), m.get("chunker"), m["documents"],
                          self.total, m.get("sentences", 0), len(self.views), m.get("built_at"))
 
+    @counted("faiss")
     def select(self, filters: Filters) -> Selection:
         """Live rows of each segment whose passages match every given filter (via the id index,
         the documents' metadata in SQL and each row's publication time)."""
@@ -82,6 +85,7 @@ class SegmentIndex:
             parts[view.segment.name], size = rows, size + len(rows)
         return Selection(parts, size)
 
+    @counted("faiss")
     def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
               exact: bool = False) -> list[tuple[int, float]]:
         """Best passages by cosine. Approximate segments propose candidates by their 8-bit codes;
@@ -133,11 +137,13 @@ class SegmentIndex:
             per_view.append((rows, tfs, bounds))
         return per_view, dict(zip(distinct, df.tolist()))
 
+    @counted("faiss")
     def term_weights(self, terms: list[str]) -> dict[str, float]:
         """BM25 idf of each query term over the live passages (0 for terms found nowhere)."""
         df = self.document_frequencies(tuple(terms))
         return {t: postings.idf(df[t], self.total) for t in df}
 
+    @counted("faiss")
     def keyword(self, terms: list[str], depth: int, selection: Selection | None = None) -> list[tuple[int, float]]:
         """Best passages by BM25 over all live segments; passages sharing no term are left out."""
         if not terms or not self.total:
@@ -164,6 +170,7 @@ class SegmentIndex:
             view.norms = postings.length_norms(view.segment.lengths, self.average_length, self.keyword_params)
         return view.norms
 
+    @counted("faiss")
     def published(self, ids: Sequence[int]) -> np.ndarray:
         """The publication time (epoch seconds, NO_DATE: none) of each passage id's article."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -176,6 +183,7 @@ class SegmentIndex:
                 times[inside] = view.segment.published[rows[inside]]
         return times
 
+    @counted("faiss")
     def signatures(self, ids: Sequence[int]) -> np.ndarray:
         """The MinHash signature (neardup) of each passage id, read by row; EMPTY for unknown ids."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -188,6 +196,7 @@ class SegmentIndex:
                 marks[inside] = view.segment.signatures(rows[inside])
         return marks
 
+    @counted("faiss")
     def describe(self, ids: Sequence[int]) -> dict[int, tuple[int, Metadata, str]]:
         """Document number, article metadata and section heading of each passage id (for facets)."""
         found: dict[int, tuple[int, Metadata, str]] = {}
@@ -203,6 +212,7 @@ class SegmentIndex:
                 found[passage_id] = (numbers[passage_id], metadata.get(numbers[passage_id], Metadata()), section)
         return found
 
+    @counted("faiss")
     def documents_of(self, ids: Sequence[int]) -> dict[int, int]:
         """The document number of each passage id."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -214,6 +224,7 @@ class SegmentIndex:
             numbers.update(zip(ids[inside].tolist(), np.asarray(view.segment.doc_numbers[rows[inside]]).tolist()))
         return numbers
 
+    @counted("faiss")
     def fetch(self, ids: Sequence[int]) -> dict[int, StoredPassage]:
         """Passages with their sentences, read from disk for just these ids."""
         found: dict[int, StoredPassage] = {}
@@ -231,6 +242,7 @@ class SegmentIndex:
                                                   metadata.get(numbers[passage_id], Metadata()))
         return found
 
+    @counted("faiss")
     def document(self, doc_id: str) -> KeptDocument | None:
         """The live document with this id, its text as kept and its live passages in order."""
         for view in self.views:
@@ -247,6 +259,7 @@ class SegmentIndex:
                 return KeptDocument(kept, origin, tuple(sorted(passages.values(), key=lambda p: p.start)))
         return None
 
+    @counted("faiss")
     def document_ids(self, offset: int, limit: int) -> tuple[int, list[tuple[str, str, str, str]]]:
         """How many live documents, and a page of (doc_id, title, source, origin) in doc_id order."""
         live = []

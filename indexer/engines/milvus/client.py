@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from indexer.errors import EngineUnreachable
-from indexer.index.engine import IndexUnavailable
+from indexer.index.engine import ENGINE_CALLS, IndexUnavailable
 from indexer.text.keyword import KeywordParams
 from indexer.text.metadata import NO_DATE, Filters
 
@@ -33,6 +33,7 @@ IN_VALUES = 1000          # values per `in [...]` list
 QUERY_LIMIT = 16_384      # rows per query call (Milvus's limit)
 FILTER_BYTES = 512        # longest metadata value kept for filtering
 KEYWORD = KeywordParams()
+CALL_TIMEOUT = 10.0  # seconds (SEMSEARCH_MILVUS_TIMEOUT)
 LITE_ATTEMPTS = 6  # tries to open a Milvus Lite file, half a second apart
 FIX = "check that Milvus is running and SEMSEARCH_MILVUS_URI / --milvus-uri names it"
 
@@ -181,8 +182,9 @@ class Names:
 class Milvus:
     """The calls this engine makes, with Milvus's failures turned into IndexUnavailable."""
 
-    def __init__(self, uri: str, token: str | None, collection: str) -> None:
+    def __init__(self, uri: str, token: str | None, collection: str, timeout: float | None = None) -> None:
         self.uri, self.token, self.collection = uri, token, collection
+        self.timeout = timeout or CALL_TIMEOUT  # every call's deadline: a stalled server costs a request, not a replica
         self.state_name = f"{collection}_state"
         self.loaded: set[str] = set()
 
@@ -191,6 +193,8 @@ class Milvus:
         return connect(self.uri, self.token)
 
     def call(self, method: str, *args, **kwargs):
+        ENGINE_CALLS.add("milvus", method)
+        kwargs.setdefault("timeout", self.timeout)
         try:
             try:
                 return getattr(self.client, method)(*args, **kwargs)

@@ -20,12 +20,12 @@ class MilvusEngine:
     engine.json (this engine, its URI and collection)."""
 
     def __init__(self, root: Path, model: str, dimension: int, uri: str | None = None, token: str | None = None,
-                 collection: str | None = None, **_ignored) -> None:
+                 collection: str | None = None, timeout: float | None = None, **_ignored) -> None:
         record = read_record(root) or {}
         self.root, self.model, self.dimension = Path(root), model, dimension
         self.uri = uri or record.get("uri") or default_uri(root)
         self.collection = collection or record.get("collection") or collection_name(root)
-        self.milvus = Milvus(self.uri, token, self.collection)
+        self.milvus = Milvus(self.uri, token, self.collection, timeout)
 
     def describe(self) -> dict:
         """What the folder's engine.json records: the URI unless it is the folder's own Milvus Lite

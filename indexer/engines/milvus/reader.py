@@ -19,6 +19,8 @@ from indexer.engines.milvus.schema import (PASSAGE_OUT, SENTENCES, generation_na
 class MilvusReader:
     """One committed generation of the index, as search sees it (IndexReader)."""
 
+    remote = True  # every search is round trips to Milvus's server (Milvus Lite's too)
+
     def __init__(self, milvus: Milvus, state: dict) -> None:
         self.milvus, self.state = milvus, state
         self.names = Names.of(milvus.collection, state["build"])
