@@ -60,6 +60,11 @@ class WriteFailed(OSError):
     could not update): nothing of it was published, and the index serves what it served before."""
 
 
+class WriteBusy(WriteFailed):
+    """Another process (a replica on another machine, say) is writing the same index and did not
+    finish in time: nothing was written; the same write succeeds once it has."""
+
+
 class IndexDamaged(IndexUnavailable):
     """Files of a published index are missing, unreadable or fail their checksums: only a repair
     (never a fresh build, which would drop the documents ingested over HTTP) mends it."""

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from indexer.errors import WriteBusy
 from indexer.index.build import UnknownDocument, update_documents
 from indexer.text.documents import Document
 from indexer.text.metadata import ALIASES, MAX_ITEMS, TIMES, Metadata, from_fields, parse_utc
@@ -29,7 +30,8 @@ TEXT_PATTERN = f"^[^\\x00]*[^\\x00{WHITESPACE}][^\\x00]*$"  # some text besides 
 NO_NUL = r"^[^\x00]*$"  # NUL is refused everywhere, as files holding it and queries are
 AUTH_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 WRITE_ERRORS = {**AUTH_ERRORS, 503: {"model": ErrorResponse, "description": "the change could not be written "
-                                     "(a full disk, for example) and nothing was changed"}}
+                                     "(a full disk, for example; write_busy: another replica's write held the "
+                                     "index too long, with Retry-After) and nothing was changed"}}
 
 
 class DocumentIn(BaseModel):
@@ -119,6 +121,9 @@ def publish(runtime: Runtime, upserts: list[Document], deletes: list[str]) -> tu
     try:
         name, embedded = update_documents(runtime.settings.index_dir, runtime.embedder, upserts, deletes,
                                           runtime.engine, deletable="api")
+    except WriteBusy as exc:  # another replica's write held the index past the wait: the same call succeeds later
+        log.warning("write refused, nothing changed: %s", exc)
+        raise ApiError(503, "write_busy", f"{exc}; send the same request again", {"Retry-After": "5"})
     except OSError as exc:  # the OS's (a full disk) or the engine's WriteFailed
         log.error("write failed, nothing changed: %s", exc)
         reason = getattr(exc, "strerror", None) or str(exc)

@@ -31,12 +31,28 @@ STORIES = [
 ]
 
 
-@pytest.fixture(scope="module", params=tuple(ENGINES))
+# Every engine of the registry, and Milvus once more as a server (how replicas share an index): a
+# `milvus-lite server` on a free port, reached over gRPC as a Milvus cluster is (a slow check).
+TARGETS = (*ENGINES, pytest.param("milvus-server", marks=pytest.mark.slow))
+
+
+@pytest.fixture(scope="module")
+def milvus_uri(tmp_path_factory):
+    from tests.conftest import milvus_server
+
+    with milvus_server(tmp_path_factory.mktemp("milvus-server")) as (_, uri):
+        yield uri
+
+
+@pytest.fixture(scope="module", params=TARGETS)
 def built(request, tmp_path_factory):
-    """(engine, model) with STORIES built into a fresh index of each engine."""
+    """(engine, model, root) with STORIES built into a fresh index of each engine."""
     model = HashingEncoder()
     root = tmp_path_factory.mktemp(request.param)
-    engine = open_engine(root, model.name, model.dimension, request.param)
+    kind, options = request.param, {}
+    if kind == "milvus-server":
+        kind, options = "milvus", {"uri": request.getfixturevalue("milvus_uri")}
+    engine = open_engine(root, model.name, model.dimension, kind, **options)
     build_from_documents(STORIES, root, model, progress=False, engine=engine)
     yield engine, model, root
     engine.close()

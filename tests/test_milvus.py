@@ -323,3 +323,94 @@ def test_a_stalled_milvus_server_costs_a_request_its_deadline_and_never_holds_up
                     break
                 time.sleep(0.5)
             assert again.status_code == 200 and again.json()["results"]
+
+
+@pytest.mark.slow  # starts a Milvus Lite server and two replicas
+def test_two_replicas_on_one_milvus_server_share_every_write(tmp_path):
+    """Two `semsearch serve` replicas on one Milvus server (each with its own small folder naming
+    the index): a write to either is searchable on both within about a second, and writes sent to
+    both at once are all kept, with the index's counts whole."""
+    import shutil
+    import threading
+
+    from tests.conftest import milvus_server, served
+
+    key = {"SEMSEARCH_API_KEY": "k"}
+    with milvus_server(tmp_path / "milvus") as (_, uri):
+        first, second = tmp_path / "replica-1", tmp_path / "replica-2"
+        built = semsearch("index", str(SEEDS), "--out", str(first), "--engine", "milvus", "--milvus-uri", uri,
+                          env=STAND_IN)
+        assert built.returncode == 0, built.stderr
+        second.mkdir()
+        shutil.copy(first / "engine.json", second / "engine.json")  # the index's engine, URI and collection
+        with served(first, STAND_IN | key) as (_, one), served(second, STAND_IN | key) as (_, two):
+            base = httpx.get(f"{two}/readyz").json()["documents"]
+            posted = httpx.post(f"{one}/documents", headers={"Authorization": "Bearer k"}, timeout=60, json={
+                "documents": [{"id": "quay-note", "text": "Quay Note\nThe quayside kiosk reopens on Friday."}]})
+            assert posted.status_code == 200, posted.text
+            written, seen = time.monotonic(), None
+            while time.monotonic() - written < 10 and seen is None:
+                hits = httpx.get(f"{two}/search", params={"q": "quayside kiosk", "mode": "keyword"}).json()["results"]
+                seen = time.monotonic() - written if any(h["doc_id"] == "quay-note" for h in hits) else None
+            assert seen is not None and seen < 1.5, seen
+
+            failures: list = []
+
+            def write(url: str, name: str) -> None:
+                for n in range(8):
+                    answer = httpx.post(f"{url}/documents", headers={"Authorization": "Bearer k"}, timeout=120, json={
+                        "documents": [{"id": f"{name}-{n}", "text": f"Note {n}\nThe {name} harbour note number {n}."}]})
+                    if answer.status_code != 200:
+                        failures.append((name, n, answer.status_code, answer.text[:200]))
+
+            writers = [threading.Thread(target=write, args=(url, name)) for url, name in ((one, "east"), (two, "west"))]
+            for writer in writers:
+                writer.start()
+            for writer in writers:
+                writer.join()
+            assert failures == []
+            time.sleep(1.5)  # both replicas reload
+            for url in (one, two):
+                ready = httpx.get(f"{url}/readyz").json()
+                listed = httpx.get(f"{url}/documents", headers={"Authorization": "Bearer k"},
+                                   params={"limit": 1000}).json()
+                assert ready["documents"] == listed["total"] == base + 17, (ready, listed["total"])
+                assert {f"{side}-{n}" for side in ("east", "west") for n in range(8)} <= \
+                    {d["doc_id"] for d in listed["documents"]}
+        from indexer.model.hashing_encoder import HashingEncoder
+
+        stand_in = HashingEncoder()
+        engine = open_engine(first, stand_in.name, stand_in.dimension)
+        assert engine.inspect().intact, engine.inspect().problems
+
+
+@pytest.mark.slow  # starts a Milvus Lite server
+def test_a_write_waits_for_another_writers_lease_and_gives_up_naming_it(tmp_path, monkeypatch):
+    """The write lease (Milvus has no compare-and-set): a second writer waits while another holds
+    it, gives up with WriteBusy when told to wait no longer, and takes it once it is free, whatever
+    process held it; a holder that died frees it by expiry."""
+    from indexer.engines.milvus import client as milvus_client
+    from indexer.errors import WriteBusy
+    from indexer.model.hashing_encoder import HashingEncoder
+    from tests.conftest import milvus_server
+
+    stand_in = HashingEncoder()
+    with milvus_server(tmp_path / "milvus") as (_, uri):
+        engine = open_engine(tmp_path / "a", stand_in.name, stand_in.dimension, "milvus", uri=uri)
+        build_from_documents(HARBOUR, tmp_path / "a", stand_in, progress=False, engine=engine)
+        other = milvus_client.Milvus(uri, None, engine.collection)  # as another replica's process would
+        other.state_collection()
+        other.write_lease("replica-2:4242:abc")  # held elsewhere, renewed a moment ago
+        with pytest.raises(WriteBusy, match="another writer"):
+            with engine.milvus.lease(wait=1):
+                pass
+        assert engine.maintain() == []  # upkeep does not wait: it runs again later
+        other.write_lease(None)
+        with engine.milvus.lease(wait=5):
+            assert other.lease_holder() == engine.milvus.holder is not None
+        assert other.lease_holder() is None
+        monkeypatch.setattr(milvus_client, "LEASE_SECONDS", 2.0)
+        other.write_lease("replica-3:99:dead")  # killed while holding it: never renewed
+        time.sleep(2.1)
+        update_documents(tmp_path / "a", stand_in, [], ["harbour-fees"], engine=engine)
+        assert set(engine.writer().live_documents()) == {"harbour-crane", "harbour-festival"}

@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
+import socket
+import threading
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from indexer.errors import EngineUnreachable
+from indexer.errors import EngineUnreachable, WriteBusy, WriteFailed
 from indexer.index.engine import ENGINE_CALLS, IndexUnavailable
 from indexer.text.keyword import KeywordParams
 from indexer.text.metadata import NO_DATE, Filters
@@ -34,6 +39,10 @@ QUERY_LIMIT = 16_384      # rows per query call (Milvus's limit)
 FILTER_BYTES = 512        # longest metadata value kept for filtering
 KEYWORD = KeywordParams()
 CALL_TIMEOUT = 10.0  # seconds (SEMSEARCH_MILVUS_TIMEOUT)
+LEASE_ROW = 1             # the write lease's row in the state collection (the state is row 0)
+LEASE_SECONDS = 60.0      # a lease not renewed for this long is free (its holder died)
+SETTLE_SECONDS = 0.5      # longer than any writer takes between reading a free lease and writing it
+LEASE_WAIT = 60.0         # how long a write waits for another's before it gives up (WriteBusy)
 LITE_ATTEMPTS = 6  # tries to open a Milvus Lite file, half a second apart
 FIX = "check that Milvus is running and SEMSEARCH_MILVUS_URI / --milvus-uri names it"
 
@@ -185,6 +194,9 @@ class Milvus:
     def __init__(self, uri: str, token: str | None, collection: str, timeout: float | None = None) -> None:
         self.uri, self.token, self.collection = uri, token, collection
         self.timeout = timeout or CALL_TIMEOUT  # every call's deadline: a stalled server costs a request, not a replica
+        self.holder: str | None = None  # this process's name on the write lease while it holds it
+        self.holding = threading.RLock()  # and one thread of it at a time (a write, a merge, a feed's change)
+        self.renewed = 0.0
         self.state_name = f"{collection}_state"
         self.loaded: set[str] = set()
 
@@ -237,6 +249,7 @@ class Milvus:
                          filter=expression, output_fields=list(output_fields), search_params={"metric_type": metric})[0]
 
     def insert(self, name: str, rows: list[dict]) -> None:
+        self.renew()
         for part in chunks(rows, INSERT_ROWS):
             self.call("insert", name, list(part))
 
@@ -255,19 +268,92 @@ class Milvus:
         return bool(self.call("has_collection", name))
 
     def state(self) -> dict | None:
-        """The committed state (None: no index yet)."""
+        """The committed state (None: no index yet), as of the last commit anywhere."""
         if not self.exists(self.state_name):
             return None
         self.load(self.state_name)
-        rows = self.call("query", self.state_name, ids=[0], output_fields=["record"])
+        rows = self.call("query", self.state_name, ids=[0], output_fields=["record"], consistency_level="Strong")
         return json.loads(rows[0]["record"]) if rows else None
 
     def commit(self, record: dict) -> None:
+        self.state_collection()
+        if self.holder is not None and self.lease_holder() != self.holder:  # fencing: a lease lost is no commit
+            raise WriteFailed(f"Milvus at {self.uri}: this write's lease on {self.collection} expired and another "
+                              "writer took it; nothing more of it is committed")
+        self.call("upsert", self.state_name, [{"id": 0, "record": json.dumps(record), "v": [0.0, 0.0]}])
+        self.call("flush", self.state_name)
+
+    def state_collection(self) -> None:
         if not self.exists(self.state_name):
             self.create(self.state_name, [("record", "text")], dummy=True)
             self.load(self.state_name)
-        self.call("upsert", self.state_name, [{"id": 0, "record": json.dumps(record), "v": [0.0, 0.0]}])
-        self.call("flush", self.state_name)
+
+    def lease_holder(self) -> str | None:
+        """Who holds the write lease now (None: nobody, or a holder that stopped renewing it)."""
+        self.load(self.state_name)
+        rows = self.call("query", self.state_name, ids=[LEASE_ROW], output_fields=["record"], consistency_level="Strong")
+        lease = json.loads(rows[0]["record"]) if rows else {}
+        return lease.get("holder") if lease.get("expires", 0) > time.time() else None
+
+    def write_lease(self, holder: str | None) -> None:
+        self.renewed = time.monotonic()
+        record = {"holder": holder, "expires": time.time() + LEASE_SECONDS if holder else 0}
+        self.call("upsert", self.state_name, [{"id": LEASE_ROW, "record": json.dumps(record), "v": [0.0, 0.0]}])
+
+    @contextmanager
+    def lease(self, wait: float = LEASE_WAIT):
+        """One writer at a time on this index, across processes and machines (replicas share no
+        folder, so the folder's build lock cannot do it). Milvus has no compare-and-set, so this is
+        Fischer's timed mutual exclusion on one row: a writer that finds the lease free writes its
+        name, waits longer than any writer takes between looking and writing (SETTLE_SECONDS), and
+        holds the lease only if the row still names it. Held, it is renewed as the write goes on
+        (renew) and checked again at the commit; a holder killed mid-write frees it by expiry.
+        Raises WriteBusy when another writer keeps it past `wait` seconds."""
+        deadline = time.monotonic() + wait
+        acquired = self.holding.acquire(timeout=wait) if wait > 0 else self.holding.acquire(blocking=False)
+        if not acquired:
+            raise WriteBusy(f"another write of this process to the index in Milvus at {self.uri} did not finish "
+                            f"within {wait:.0f} s; nothing was written")
+        try:
+            if self.holder is not None:  # this thread holds it already (a write within a write)
+                yield
+                return
+            with self.held(deadline, wait):
+                yield
+        finally:
+            self.holding.release()
+
+    @contextmanager
+    def held(self, deadline: float, wait: float):
+        """The lease row taken for this process (see lease), and freed after."""
+        me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.state_collection()
+        while True:
+            if self.lease_holder() is None:
+                self.write_lease(me)
+                time.sleep(SETTLE_SECONDS)
+                if self.lease_holder() == me:
+                    break
+            if time.monotonic() >= deadline:
+                raise WriteBusy(f"another writer (a replica, or a build elsewhere) is writing the index in Milvus at "
+                                f"{self.uri} and did not finish within {wait:.0f} s; nothing was written")
+            time.sleep(random.uniform(0.05, 0.3))
+        self.holder = me
+        try:
+            yield
+        finally:
+            self.holder = None
+            try:
+                if self.lease_holder() == me:
+                    self.write_lease(None)
+            except Exception:  # Milvus gone: the lease expires by itself
+                log.warning("could not free the write lease on %s; it expires in %.0f s", self.collection,
+                            LEASE_SECONDS)
+
+    def renew(self) -> None:
+        """Keep a held lease while a long write goes on (called as its rows are written)."""
+        if self.holder is not None and time.monotonic() - self.renewed > LEASE_SECONDS / 4:
+            self.write_lease(self.holder)
 
     def create(self, name: str, fields: list[tuple], dimension: int = 0, dummy: bool = False) -> None:
         """A collection with an int64 primary key `id` and the given (name, kind, ...) fields."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from indexer.text.documents import content_hash
-from indexer.errors import fix_command
+from indexer.errors import WriteBusy, fix_command
 from indexer.index.engine import Damage, IndexDamaged, IndexReader, IndexUnavailable
 from indexer.index.folder import read_record
 from indexer.engines.milvus.client import (IN_VALUES, Milvus, Names, among, chunks, collection_name, default_uri,
@@ -71,6 +71,13 @@ class MilvusEngine:
     def maintain(self) -> list[str]:
         """Remove rows no search reads any more (replaced or deleted two generations ago or more)
         and a build that was replaced."""
+        try:
+            with self.milvus.lease(wait=0):  # upkeep never waits for a write: it runs again later
+                return self.tidy_up()
+        except WriteBusy:
+            return []
+
+    def tidy_up(self) -> list[str]:
         state, done = self.milvus.state(), []
         if state is None:
             return done

@@ -79,7 +79,8 @@ class MilvusWriter:
         """Write the change invisibly, flush, then commit the state: one generation more. A write
         Milvus refuses (a full disk, an outage) raises WriteFailed: the committed state is untouched."""
         try:
-            return self.write(changes)
+            with self.milvus.lease():  # one writer at a time, whichever replica or machine it runs on
+                return self.write(changes)
         except IndexUnavailable as exc:
             raise WriteFailed(f"{exc.message} (nothing was published)") from exc
 
