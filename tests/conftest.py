@@ -407,13 +407,13 @@ def searched(query: str, index, k: int = 10) -> dict:
 
 
 @contextmanager
-def milvus_server(data: Path):
-    """`milvus-lite server` on a free 127.0.0.1 port, as a Milvus server or cluster is reached
-    (over gRPC at http://host:port); yields (process, uri) once it listens."""
+def milvus_server(data: Path, port: int | None = None):
+    """`milvus-lite server` on a free 127.0.0.1 port (or this one: a restart), as a Milvus server or
+    cluster is reached (over gRPC at http://host:port); yields (process, uri) once it listens."""
     import socket
     import time
 
-    port = free_port()
+    port = port or free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "milvus-lite"), "server", "--data-dir", str(data),
                                "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -414,3 +414,54 @@ def test_a_write_waits_for_another_writers_lease_and_gives_up_naming_it(tmp_path
         time.sleep(2.1)
         update_documents(tmp_path / "a", stand_in, [], ["harbour-fees"], engine=engine)
         assert set(engine.writer().live_documents()) == {"harbour-crane", "harbour-festival"}
+
+        def embedding_slowly():
+            time.sleep(3)  # a large batch being embedded: longer than the lease's life
+            yield from ()
+
+        engine.writer().apply(ChangeSet(upserts=embedding_slowly(), deletes=["harbour-crane"]))  # renewed meanwhile
+        assert set(engine.writer().live_documents()) == {"harbour-festival"}
+
+
+@pytest.mark.slow  # starts, kills and restarts a Milvus Lite server
+def test_a_replica_answers_503_while_its_milvus_server_is_down_and_loses_nothing_acknowledged(tmp_path):
+    """Milvus killed with -9: searches and writes answer 503 with a fix at once (never 500, never a
+    hang), /healthz stays up; Milvus restarted on its data: the replica recovers by itself, with
+    every acknowledged write and none of the refused ones."""
+    from urllib.parse import urlsplit
+
+    from tests.conftest import milvus_server, served
+
+    key = {"Authorization": "Bearer k"}
+    index = tmp_path / "index"
+
+    def post(url: str, doc_id: str, text: str) -> httpx.Response:
+        return httpx.post(f"{url}/documents", headers=key, timeout=60,
+                          json={"documents": [{"id": doc_id, "text": text}]})
+
+    with milvus_server(tmp_path / "milvus") as (server, uri):
+        built = semsearch("index", str(SEEDS), "--out", str(index), "--engine", "milvus", "--milvus-uri", uri,
+                          env=STAND_IN)
+        assert built.returncode == 0, built.stderr
+        port = urlsplit(uri).port
+        with served(index, STAND_IN | {"SEMSEARCH_API_KEY": "k", "SEMSEARCH_MILVUS_TIMEOUT": "3"}) as (_, url):
+            assert post(url, "kept-note", "Kept Note\nThe lighthouse keeper logged the storm at dawn.").status_code == 200
+            server.kill()
+            server.wait()
+            started = time.monotonic()
+            searched = httpx.get(f"{url}/search", params={"q": "lighthouse keeper"}, timeout=60)
+            assert searched.status_code == 503 and "Milvus" in searched.json()["error"]["fix"], searched.text
+            refused = post(url, "refused-note", "Refused Note\nThe tide tables for May are printed.")
+            assert refused.status_code == 503 and "Milvus" in refused.json()["error"]["message"], refused.text
+            assert time.monotonic() - started < 30 and httpx.get(f"{url}/healthz").status_code == 200
+            with milvus_server(tmp_path / "milvus", port):  # the same server back, on its own data
+                deadline, found = time.monotonic() + 60, []
+                while time.monotonic() < deadline and not found:
+                    answered = httpx.get(f"{url}/search", params={"q": "lighthouse keeper", "mode": "keyword"},
+                                         timeout=60)
+                    found = [h["doc_id"] for h in answered.json()["results"]] if answered.status_code == 200 else []
+                    time.sleep(0.5)
+                assert "kept-note" in found
+                listed = httpx.get(f"{url}/documents", headers=key, params={"limit": 1000}).json()["documents"]
+                assert "refused-note" not in {d["doc_id"] for d in listed}
+                assert post(url, "after-note", "After Note\nThe harbour reopened after the storm.").status_code == 200

@@ -40,7 +40,7 @@ FILTER_BYTES = 512        # longest metadata value kept for filtering
 KEYWORD = KeywordParams()
 CALL_TIMEOUT = 10.0  # seconds (SEMSEARCH_MILVUS_TIMEOUT)
 LEASE_ROW = 1             # the write lease's row in the state collection (the state is row 0)
-LEASE_SECONDS = 60.0      # a lease not renewed for this long is free (its holder died)
+LEASE_SECONDS = 15.0      # a lease not renewed for this long is free (its holder died); renewed every quarter
 SETTLE_SECONDS = 0.5      # longer than any writer takes between reading a free lease and writing it
 LEASE_WAIT = 60.0         # how long a write waits for another's before it gives up (WriteBusy)
 LITE_ATTEMPTS = 6  # tries to open a Milvus Lite file, half a second apart
@@ -196,7 +196,6 @@ class Milvus:
         self.timeout = timeout or CALL_TIMEOUT  # every call's deadline: a stalled server costs a request, not a replica
         self.holder: str | None = None  # this process's name on the write lease while it holds it
         self.holding = threading.RLock()  # and one thread of it at a time (a write, a merge, a feed's change)
-        self.renewed = 0.0
         self.state_name = f"{collection}_state"
         self.loaded: set[str] = set()
 
@@ -249,7 +248,6 @@ class Milvus:
                          filter=expression, output_fields=list(output_fields), search_params={"metric_type": metric})[0]
 
     def insert(self, name: str, rows: list[dict]) -> None:
-        self.renew()
         for part in chunks(rows, INSERT_ROWS):
             self.call("insert", name, list(part))
 
@@ -296,7 +294,6 @@ class Milvus:
         return lease.get("holder") if lease.get("expires", 0) > time.time() else None
 
     def write_lease(self, holder: str | None) -> None:
-        self.renewed = time.monotonic()
         record = {"holder": holder, "expires": time.time() + LEASE_SECONDS if holder else 0}
         self.call("upsert", self.state_name, [{"id": LEASE_ROW, "record": json.dumps(record), "v": [0.0, 0.0]}])
 
@@ -306,8 +303,8 @@ class Milvus:
         folder, so the folder's build lock cannot do it). Milvus has no compare-and-set, so this is
         Fischer's timed mutual exclusion on one row: a writer that finds the lease free writes its
         name, waits longer than any writer takes between looking and writing (SETTLE_SECONDS), and
-        holds the lease only if the row still names it. Held, it is renewed as the write goes on
-        (renew) and checked again at the commit; a holder killed mid-write frees it by expiry.
+        holds the lease only if the row still names it. Held, a thread renews it as the write goes on
+        (keep) and checked again at the commit; a holder killed mid-write frees it by expiry.
         Raises WriteBusy when another writer keeps it past `wait` seconds."""
         deadline = time.monotonic() + wait
         acquired = self.holding.acquire(timeout=wait) if wait > 0 else self.holding.acquire(blocking=False)
@@ -338,10 +335,14 @@ class Milvus:
                 raise WriteBusy(f"another writer (a replica, or a build elsewhere) is writing the index in Milvus at "
                                 f"{self.uri} and did not finish within {wait:.0f} s; nothing was written")
             time.sleep(random.uniform(0.05, 0.3))
-        self.holder = me
+        self.holder, released = me, threading.Event()
+        renewing = threading.Thread(target=self.keep, args=(me, released), name="milvus-lease", daemon=True)
+        renewing.start()
         try:
             yield
         finally:
+            released.set()
+            renewing.join()
             self.holder = None
             try:
                 if self.lease_holder() == me:
@@ -350,10 +351,14 @@ class Milvus:
                 log.warning("could not free the write lease on %s; it expires in %.0f s", self.collection,
                             LEASE_SECONDS)
 
-    def renew(self) -> None:
-        """Keep a held lease while a long write goes on (called as its rows are written)."""
-        if self.holder is not None and time.monotonic() - self.renewed > LEASE_SECONDS / 4:
-            self.write_lease(self.holder)
+    def keep(self, me: str, released: threading.Event) -> None:
+        """Renew the lease every quarter of its life while the write holds it (embedding a large
+        batch between two inserts can take minutes); a killed process stops renewing it."""
+        while not released.wait(LEASE_SECONDS / 4):
+            try:
+                self.write_lease(me)
+            except Exception as exc:  # Milvus away: the write fails on its own; the commit's check decides
+                log.warning("could not renew the write lease on %s: %s", self.collection, exc)
 
     def create(self, name: str, fields: list[tuple], dimension: int = 0, dummy: bool = False) -> None:
         """A collection with an int64 primary key `id` and the given (name, kind, ...) fields."""
