@@ -3,6 +3,10 @@
     .venv/bin/python bench/scale.py --dataset "$SCIFACT" --sizes 10000 100000 300000 1000000 \
         --json bench-results/scale.json
     .venv/bin/python bench/scale.py --dataset "$SCIFACT" --sizes 100000 --engine milvus --queries 100
+    .venv/bin/python bench/scale.py --dataset "$SCIFACT" --sizes 100000 --engine milvus-server --queries 100
+
+milvus-server: Milvus over gRPC, as replicas reach a cluster (a `milvus-lite server` started for
+the run; its memory is reported beside the service's).
 
 Articles are real SciFact sentences recombined (3-4 per paragraph, 10 paragraphs per article:
 one passage per paragraph; each article keeps to one of 200 topics, --topics), built at the
@@ -21,6 +25,7 @@ is bench/ann.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -49,7 +54,11 @@ from indexer.index.engine import open_engine  # noqa: E402
 from indexer.model.hashing_encoder import HashingEncoder  # noqa: E402
 from indexer.engines.faiss.merge import merge_all  # noqa: E402
 from indexer.engines.faiss.writer import SegmentStore  # noqa: E402
-from tests.conftest import start_server, stop_server  # noqa: E402
+
+from tests.conftest import milvus_server, start_server, stop_server  # noqa: E402
+
+ENGINE_OF: dict[str, tuple[str, dict]] = {}  # --engine -> (engine, its options): milvus-server's URI
+MILVUS_SERVER: list = []  # (process, uri) of the milvus-lite server started for --engine milvus-server
 
 PARAGRAPHS = 10
 KEY = "bench"
@@ -240,7 +249,8 @@ def build(size: int, index: Path, sentences: Sentences, rng: np.random.Generator
     shutil.rmtree(index, ignore_errors=True)
     encoder.seconds = 0.0
     started = time.perf_counter()
-    engine = open_engine(index, encoder.name, encoder.dimension, kind)
+    engine_kind, options = ENGINE_OF.get(kind, (kind, {}))
+    engine = open_engine(index, encoder.name, encoder.dimension, engine_kind, **options)
     summary = build_from_documents(documents, index, encoder, progress=False, engine=engine)
     build_seconds = time.perf_counter() - started
     del documents
@@ -302,6 +312,9 @@ def measure(size: int, workdir: Path, sentences: Sentences, queries: list[str], 
         time.sleep(3)  # let the background merger settle after the writes
         report["background_merges_s"] = background_merges(process.log_path)
         report["rss_mb"] = rss_mb(process.pid)
+        if MILVUS_SERVER:
+            report["milvus_server_rss_mb"], report["milvus_server_peak_rss_mb"] = (rss_mb(MILVUS_SERVER[0].pid),
+                                                                                  peak_rss_mb(MILVUS_SERVER[0].pid))
         report["peak_rss_mb"] = peak_rss_mb(process.pid)
     finally:
         stop_server(process)
@@ -341,7 +354,8 @@ def main() -> None:
     parser.add_argument("--vectors", choices=["model", "hashing"], default="model",
                         help="model (default): passage vectors of the real model's distribution, queries and "
                              "ingests embedded by the real model; hashing: the stand-in encoder's for everything")
-    parser.add_argument("--engine", choices=("faiss", "milvus"), default="faiss", help="index engine (milvus: Lite)")
+    parser.add_argument("--engine", choices=("faiss", "milvus", "milvus-server"), default="faiss",
+                        help="index engine (milvus: Lite in the index folder; milvus-server: over gRPC)")
     parser.add_argument("--queries", type=int, default=1000, help="HTTP queries with 1 client (twice as many with 4)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -355,6 +369,15 @@ def main() -> None:
                else TimedEncoder())
     results: dict = {"stand_in_encoder": encoder_speed(sentences), "topics": len(sentences.pools), "sizes": {}}
     print("stand-in encoder", results["stand_in_encoder"], flush=True)
+    with contextlib.ExitStack() as stack:
+        if args.engine == "milvus-server":
+            MILVUS_SERVER[:] = stack.enter_context(milvus_server(workdir / "milvus-server"))
+            ENGINE_OF["milvus-server"] = ("milvus", {"uri": MILVUS_SERVER[1]})
+        run(args, workdir, sentences, queries, encoder, results)
+    print(json.dumps(results, indent=2))
+
+
+def run(args, workdir: Path, sentences, queries: list[str], encoder, results: dict) -> None:
     try:
         for size in args.sizes:
             if args.build_only:
@@ -368,7 +391,6 @@ def main() -> None:
         write_report(results, args.json)  # what was measured, even when a later size failed
         if not (args.keep or args.build_only) and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
     .venv/bin/python bench/serving.py --dataset "$SCIFACT"
     .venv/bin/python bench/serving.py --dataset "$SCIFACT" --engines faiss milvus --queries 60
+    .venv/bin/python bench/serving.py --dataset "$SCIFACT" --engines faiss milvus-server --queries 60
 
 With several --engines, each builds its own index of the corpus and answers the same queries, one
-after the other in the same run.
+after the other in the same run. milvus-server: Milvus over gRPC, as replicas reach a cluster (a
+`milvus-lite server` started for the run, its peak memory reported too). For every engine the
+in-process hybrid phase also reports the engine's calls and the time spent in them per search
+(indexer/index/engine.py ENGINE_CALLS): the rest of a search is this project's code.
 
 Every phase uses queries no earlier phase used, so the query-embedding cache never helps.
 Figures are medians/percentiles of one run; baselines (bare model call, /healthz) are measured
@@ -30,10 +34,10 @@ from bench.report import write_report  # noqa: E402
 from indexer.eval.beir import read_corpus, read_queries  # noqa: E402
 from indexer.index.build import build_from_documents  # noqa: E402
 from indexer.model.embedding import choose_precision, light_model_for  # noqa: E402
-from indexer.index.engine import built_with, open_engine  # noqa: E402
+from indexer.index.engine import ENGINE_CALLS, built_with, open_engine  # noqa: E402
 from indexer.model.onnx_encoder import PRECISIONS  # noqa: E402
 from indexer.search.searcher import Query, Searcher  # noqa: E402
-from tests.conftest import start_server, stop_server  # noqa: E402
+from tests.conftest import milvus_server, start_server, stop_server  # noqa: E402
 
 
 def percentiles(samples_ms: list[float]) -> dict:
@@ -101,7 +105,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="model precision (default: the index's own; for a new index the default)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--engines", nargs="+", choices=("faiss", "milvus"), default=None,
+    parser.add_argument("--engines", nargs="+", choices=("faiss", "milvus", "milvus-server"), default=None,
                         help="index engines to measure in turn (default: the --index's own, else faiss)")
     args = parser.parse_args()
 
@@ -121,6 +125,23 @@ def main() -> None:
 
 def measure(args, engine: str | None, embedder, precision: str, phases: list[list[str]], warmup: list[str]) -> dict:
     """Build (unless --index) with engine, then time searches in process and over HTTP."""
+    if engine != "milvus-server":
+        return measure_on(args, engine, {}, embedder, precision, phases, warmup)
+    with tempfile.TemporaryDirectory() as data, milvus_server(Path(data)) as (server, uri):
+        report = measure_on(args, "milvus", {"uri": uri}, embedder, precision, phases, warmup)
+        report["engine"], report["milvus_server_peak_rss_mb"] = "milvus-server", peak_rss_mb(server.pid)
+        return report
+
+
+def per_search(before: dict, after: dict, searches: int) -> dict:
+    """The engine's calls and the milliseconds spent in them, per search, between two snapshots."""
+    calls = sum(after[k][0] - before.get(k, (0, 0.0))[0] for k in after)
+    seconds = sum(after[k][1] - before.get(k, (0, 0.0))[1] for k in after)
+    return {"engine_calls": round(calls / searches, 2), "engine_ms": round(1000 * seconds / searches, 2)}
+
+
+def measure_on(args, engine: str | None, options: dict, embedder, precision: str, phases: list[list[str]],
+               warmup: list[str]) -> dict:
     report: dict = {"dataset": str(args.dataset), "precision": precision, "engine": engine}
     workdir = tempfile.TemporaryDirectory()
     index_dir = args.index
@@ -128,7 +149,8 @@ def measure(args, engine: str | None, embedder, precision: str, phases: list[lis
         index_dir = Path(workdir.name) / "index"
         documents = read_corpus(args.dataset)
         summary = build_from_documents(documents, index_dir, embedder,
-                                       engine=open_engine(index_dir, embedder.name, embedder.dimension, engine))
+                                       engine=open_engine(index_dir, embedder.name, embedder.dimension, engine,
+                                                          **options))
         texts = summary.passages + summary.sentences
         report["build"] = {"documents": summary.documents, "passages": summary.passages,
                            "sentences": summary.sentences, "seconds": round(summary.seconds, 1),
@@ -136,13 +158,15 @@ def measure(args, engine: str | None, embedder, precision: str, phases: list[lis
                            "texts_embedded_per_s": round(texts / summary.seconds, 1)}
         print("build", report["build"], flush=True)
 
-    opened = open_engine(index_dir, embedder.name, embedder.dimension, engine)
+    opened = open_engine(index_dir, embedder.name, embedder.dimension, engine, **options)
     searcher = Searcher(opened.reader(), embedder)
     for q in warmup[:20]:
         searcher.search(Query(q))
+    before = ENGINE_CALLS.snapshot()
+    hybrid = timed(lambda q: searcher.search(Query(q, k=10)), phases[1])
     report["in_process"] = {
         "baseline_embed_query": percentiles(timed(embedder.embed_query, phases[0])),
-        "hybrid": percentiles(timed(lambda q: searcher.search(Query(q, k=10)), phases[1])),
+        "hybrid": {**percentiles(hybrid), **per_search(before, ENGINE_CALLS.snapshot(), len(hybrid))},
         "dense": percentiles(timed(lambda q: searcher.search(Query(q, k=10, mode="dense")), phases[2])),
     }
     print("in-process", report["in_process"], flush=True)

@@ -37,9 +37,13 @@ class IndexCollector:
         calls = CounterMetricFamily("semsearch_engine_calls", "calls the index engine made, by operation (Milvus: "
                                     "round trips to its server; FAISS: reader operations in process)",
                                     labels=["engine", "operation"])
-        for (engine, operation), count in sorted(ENGINE_CALLS.snapshot().items()):
+        spent = CounterMetricFamily("semsearch_engine_call_seconds", "time spent in those calls", labels=["engine",
+                                                                                                         "operation"])
+        for (engine, operation), (count, seconds) in sorted(ENGINE_CALLS.snapshot().items()):
             calls.add_metric([engine, operation], count)
+            spent.add_metric([engine, operation], seconds)
         yield calls
+        yield spent
         searcher = getattr(runtime, "searcher", None)
         yield GaugeMetricFamily("semsearch_ready", "1 when an index is loaded and searches are answered",
                                 value=int(searcher is not None))

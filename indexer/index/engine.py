@@ -16,10 +16,12 @@ from __future__ import annotations
 import functools
 import importlib
 import threading
+import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -258,14 +260,25 @@ class EngineCalls:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.seconds: Counter[tuple[str, str]] = Counter()  # time spent in them: how much of a search is the engine's
 
-    def add(self, engine: str, operation: str) -> None:
+    def add(self, engine: str, operation: str, seconds: float = 0.0) -> None:
         with self.lock:
             self.counts[(engine, operation)] += 1
+            self.seconds[(engine, operation)] += seconds
 
-    def snapshot(self) -> dict[tuple[str, str], int]:
+    def snapshot(self) -> dict[tuple[str, str], tuple[int, float]]:
+        """(calls, seconds) by (engine, operation)."""
         with self.lock:
-            return dict(self.counts)
+            return {key: (count, self.seconds[key]) for key, count in self.counts.items()}
+
+    @contextmanager
+    def timing(self, engine: str, operation: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(engine, operation, time.perf_counter() - started)
 
 
 ENGINE_CALLS = EngineCalls()
@@ -277,8 +290,8 @@ def counted(engine: str):
     def decorate(method):
         @functools.wraps(method)
         def call(self, *args, **kwargs):
-            ENGINE_CALLS.add(engine, method.__name__)
-            return method(self, *args, **kwargs)
+            with ENGINE_CALLS.timing(engine, method.__name__):
+                return method(self, *args, **kwargs)
 
         return call
 

@@ -204,8 +204,11 @@ class Milvus:
         return connect(self.uri, self.token)
 
     def call(self, method: str, *args, **kwargs):
-        ENGINE_CALLS.add("milvus", method)
         kwargs.setdefault("timeout", self.timeout)
+        with ENGINE_CALLS.timing("milvus", method):
+            return self.calling(method, *args, **kwargs)
+
+    def calling(self, method: str, *args, **kwargs):
         try:
             try:
                 return getattr(self.client, method)(*args, **kwargs)
