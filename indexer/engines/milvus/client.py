@@ -315,8 +315,8 @@ class Milvus:
             raise WriteBusy(f"another write of this process to the index in Milvus at {self.uri} did not finish "
                             f"within {wait:.0f} s; nothing was written")
         try:
-            if self.holder is not None:  # this thread holds it already (a write within a write)
-                yield
+            if self.holder is not None or "://" not in self.uri:  # held by this thread already, or Milvus
+                yield  # Lite, whose file one process opens at a time: the lock above is all it needs
                 return
             with self.held(deadline, wait):
                 yield
