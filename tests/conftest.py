@@ -57,10 +57,27 @@ def embedder() -> TextModel:
 from indexer.engines import ENGINES  # noqa: E402 (every engine the registry has)
 
 
-@pytest.fixture(scope="session", params=ENGINES)
-def engine_kind(request) -> str:
+# Every engine of the registry, and Milvus once more as a server, as replicas reach a cluster (a
+# slow check: a `milvus-lite server` per worker, SEMSEARCH_MILVUS_URI naming it while its tests run).
+ENGINE_TARGETS = (*ENGINES, pytest.param("milvus-server", marks=pytest.mark.slow))
+
+
+@pytest.fixture(scope="session", params=ENGINE_TARGETS)
+def engine_kind(request, tmp_path_factory):
     """The engine a new index is built with (SEMSEARCH_ENGINE for the command line)."""
-    return request.param
+    if request.param != "milvus-server":
+        yield request.param
+        return
+    with milvus_server(tmp_path_factory.mktemp("milvus-server")) as (_, uri):
+        before = os.environ.get("SEMSEARCH_MILVUS_URI")
+        os.environ["SEMSEARCH_MILVUS_URI"] = uri  # in-process engines and every command started meanwhile
+        try:
+            yield "milvus"
+        finally:
+            if before is None:
+                os.environ.pop("SEMSEARCH_MILVUS_URI", None)
+            else:
+                os.environ["SEMSEARCH_MILVUS_URI"] = before
 
 
 # For a test whose Milvus Lite run takes long (Lite starts a server in every process that opens it):
@@ -236,16 +253,20 @@ def two_articles_built(tmp_path_factory):
     built = {}
 
     def get(engine_kind: str) -> tuple[Path, Path]:
-        if engine_kind not in built:
-            built[engine_kind] = two_articles(tmp_path_factory.mktemp(f"two-articles-{engine_kind}"), engine_kind)
-        return built[engine_kind]
+        where = (engine_kind, os.environ.get("SEMSEARCH_MILVUS_URI"))  # Milvus Lite or a server
+        if where not in built:
+            built[where] = two_articles(tmp_path_factory.mktemp(f"two-articles-{engine_kind}"), engine_kind)
+        return built[where]
     return get
 
 
 @pytest.fixture()
 def folder_index(tmp_path, engine_kind, two_articles_built):
     """A folder of two articles indexed by `semsearch index` with the stand-in encoder, on each
-    engine: a private copy the test may change."""
+    engine: a private copy the test may change (on a Milvus server, whose collections a copied
+    folder would share, a private build)."""
+    if os.environ.get("SEMSEARCH_MILVUS_URI"):
+        return two_articles(tmp_path, engine_kind)
     return copy_of(two_articles_built(engine_kind), tmp_path)
 
 

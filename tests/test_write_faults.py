@@ -14,6 +14,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import STAND_IN, semsearch, served, start_server, stop_server
 
@@ -38,6 +39,8 @@ def fsize(pid: int, limit: str) -> None:
 
 
 def test_writes_that_fail_on_a_full_disk_change_nothing_and_succeed_when_retried(folder_index):
+    if os.environ.get("SEMSEARCH_MILVUS_URI"):
+        pytest.skip("a Milvus server writes to its own disk; this fills the service's")
     seeds, index = folder_index
     server, url = start_server(index, STAND_IN | {"SEMSEARCH_API_KEY": KEY})
     try:

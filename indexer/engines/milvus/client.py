@@ -3,6 +3,7 @@ names of an index's collections, and filter expressions."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +20,8 @@ from typing import Iterable, Sequence
 
 from indexer.errors import EngineUnreachable, WriteBusy, WriteFailed
 from indexer.index.engine import ENGINE_CALLS, IndexUnavailable
+from indexer.index.folder import read_record
+from indexer.settings import current
 from indexer.text.keyword import KeywordParams
 from indexer.text.metadata import NO_DATE, Filters
 
@@ -52,10 +55,27 @@ def default_uri(root: Path) -> str:
     return str(Path(root).resolve() / "milvus.db")
 
 
-def collection_name(root: Path) -> str:
-    """A collection name for the index folder: letters, digits and underscores."""
-    name = re.sub(r"\W", "_", Path(root).resolve().name or "index")
-    return ("semsearch_" + name)[:200]
+def collection_name(root: Path, uri: str) -> str:
+    """A collection name for a new index in the folder root: letters, digits and underscores. In a
+    server, which many folders on many machines share, it is made unique by the machine and the
+    folder's path (two folders named index/ are two indexes); replicas take it from engine.json."""
+    name = re.sub(r"\W", "_", Path(root).resolve().name or "index")[:160]
+    if "://" not in uri:  # Milvus Lite: a file of the folder's own
+        return "semsearch_" + name
+    where = hashlib.sha256(f"{socket.gethostname()}:{Path(root).resolve()}".encode()).hexdigest()[:10]
+    return f"semsearch_{name}_{where}"
+
+
+def located(root: Path, uri: str | None) -> str:
+    """Where the index in root lives: the URI given; else the one its engine.json records (none
+    recorded: the folder's own Milvus Lite file); else, for a new index, SEMSEARCH_MILVUS_URI or
+    that file."""
+    record = read_record(root) or {}
+    if uri:
+        return uri
+    if record.get("engine") == "milvus":
+        return record.get("uri") or default_uri(root)
+    return current().milvus_uri or default_uri(root)
 
 
 _clients: dict[tuple[str, str], object] = {}

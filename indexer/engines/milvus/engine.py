@@ -9,7 +9,7 @@ from indexer.errors import WriteBusy, fix_command
 from indexer.index.engine import Damage, IndexDamaged, IndexReader, IndexUnavailable
 from indexer.index.folder import read_record
 from indexer.engines.milvus.client import (IN_VALUES, Milvus, Names, among, chunks, collection_name, default_uri,
-                                           disconnect, visible)
+                                           disconnect, located, visible)
 from indexer.engines.milvus.schema import generation_name, sentence_keys
 from indexer.engines.milvus.reader import MilvusReader
 from indexer.engines.milvus.writer import MilvusWriter, read_documents
@@ -23,8 +23,8 @@ class MilvusEngine:
                  collection: str | None = None, timeout: float | None = None, **_ignored) -> None:
         record = read_record(root) or {}
         self.root, self.model, self.dimension = Path(root), model, dimension
-        self.uri = uri or record.get("uri") or default_uri(root)
-        self.collection = collection or record.get("collection") or collection_name(root)
+        self.uri = located(root, uri)
+        self.collection = collection or record.get("collection") or collection_name(root, self.uri)
         self.milvus = Milvus(self.uri, token, self.collection, timeout)
 
     def describe(self) -> dict:
@@ -40,10 +40,10 @@ class MilvusEngine:
     @staticmethod
     def recorded_model(root: Path, uri: str | None = None, token: str | None = None, **_options) -> dict | None:
         record = read_record(root) or {}
-        uri = uri or record.get("uri") or default_uri(root)
+        uri = located(root, uri)
         if "://" not in uri and not Path(uri).exists():
             return None  # Milvus Lite makes its file on first use: no file, no index
-        state = Milvus(uri, token, record.get("collection") or collection_name(root)).state()
+        state = Milvus(uri, token, record.get("collection") or collection_name(root, uri)).state()
         return state["model"] if state else None
 
     def reader(self) -> IndexReader:
