@@ -58,26 +58,29 @@ from indexer.engines import ENGINES  # noqa: E402 (every engine the registry has
 
 
 # Every engine of the registry, and Milvus once more as a server, as replicas reach a cluster (a
-# slow check: a `milvus-lite server` per worker, SEMSEARCH_MILVUS_URI naming it while its tests run).
+# slow check: a `milvus-lite server` per worker).
 ENGINE_TARGETS = (*ENGINES, pytest.param("milvus-server", marks=pytest.mark.slow))
 
 
 @pytest.fixture(scope="session", params=ENGINE_TARGETS)
-def engine_kind(request, tmp_path_factory):
-    """The engine a new index is built with (SEMSEARCH_ENGINE for the command line)."""
+def engine_target(request, tmp_path_factory):
+    """(engine, Milvus server URI or None) for each target; the server lives for the session."""
     if request.param != "milvus-server":
-        yield request.param
+        yield request.param, None
         return
     with milvus_server(tmp_path_factory.mktemp("milvus-server")) as (_, uri):
-        before = os.environ.get("SEMSEARCH_MILVUS_URI")
-        os.environ["SEMSEARCH_MILVUS_URI"] = uri  # in-process engines and every command started meanwhile
-        try:
-            yield "milvus"
-        finally:
-            if before is None:
-                os.environ.pop("SEMSEARCH_MILVUS_URI", None)
-            else:
-                os.environ["SEMSEARCH_MILVUS_URI"] = before
+        yield "milvus", uri
+
+
+@pytest.fixture()
+def engine_kind(engine_target, monkeypatch) -> str:
+    """The engine a new index is built with (SEMSEARCH_ENGINE for the command line); for the
+    server target, SEMSEARCH_MILVUS_URI names the server while the test runs (in this process and
+    every command it starts)."""
+    kind, uri = engine_target
+    if uri:
+        monkeypatch.setenv("SEMSEARCH_MILVUS_URI", uri)
+    return kind
 
 
 # For a test whose Milvus Lite run takes long (Lite starts a server in every process that opens it):
@@ -85,9 +88,9 @@ def engine_kind(request, tmp_path_factory):
 MILVUS_SLOW = pytest.mark.parametrize("engine_kind", ["faiss", pytest.param("milvus", marks=pytest.mark.slow)])
 
 
-def build_seeds(out: Path, embedder, kind: str) -> Path:
+def build_seeds(out: Path, embedder, kind: str, uri: str | None = None) -> Path:
     build_from_folder(SEEDS, out, embedder, progress=False,
-                      engine=open_engine(out, embedder.name, embedder.dimension, kind))
+                      engine=open_engine(out, embedder.name, embedder.dimension, kind, uri=uri))
     return out
 
 
@@ -97,9 +100,11 @@ def open_reader(index: Path, model):
 
 
 @pytest.fixture(scope="session")
-def seed_index(tmp_path_factory, embedder, engine_kind) -> Path:
-    """An index of seeds/ built with the same code as `semsearch index`, on each engine."""
-    return build_seeds(tmp_path_factory.mktemp(f"seed-index-{engine_kind}"), embedder, engine_kind)
+def seed_index(tmp_path_factory, embedder, engine_target) -> Path:
+    """An index of seeds/ built with the same code as `semsearch index`, on each engine (its
+    engine.json names a Milvus server's URI: later commands and services find it there)."""
+    kind, uri = engine_target
+    return build_seeds(tmp_path_factory.mktemp(f"seed-index-{kind}"), embedder, kind, uri)
 
 
 @pytest.fixture(scope="session")

@@ -108,6 +108,16 @@ def connect(uri: str, token: str | None):
     return _clients[key]
 
 
+def drop_client(uri: str, token: str | None) -> None:
+    """Forget the process's client for a server's uri (its connection is gone); the next call connects again."""
+    client = _clients.pop((uri, token or ""), None)
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # already closed by the server
+            pass
+
+
 def disconnect(uri: str, token: str | None) -> None:
     """Close the process's client for uri (Milvus Lite then releases its file)."""
     client = _clients.pop((uri, token or ""), None)
@@ -233,6 +243,11 @@ class Milvus:
             try:
                 return getattr(self.client, method)(*args, **kwargs)
             except Exception as exc:
+                if "://" in self.uri and "too many pings" in reason(exc).lower():
+                    # The server closed this connection for its keep-alive pings (a milvus-lite server
+                    # allows one each 5 minutes, pymilvus sends one each 10 s): a new connection, once.
+                    drop_client(self.uri, self.token)
+                    return getattr(self.client, method)(*args, **kwargs)
                 if "released" not in reason(exc) or method not in ("query", "search"):
                     raise
                 self.client.load_collection(args[0])  # another client of this file closed and reopened it
