@@ -16,6 +16,7 @@ fix.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 import typing
@@ -226,7 +227,7 @@ def parsed(item, value: Any) -> Any:
                 raise ValueError
         elif kind is float:
             value = float(text) if text is not None else value
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError
         elif kind is Path:
             value = Path(value)

@@ -40,6 +40,7 @@ def test_values_are_parsed_by_type_and_checked_against_their_bounds():
                                   ("SEMSEARCH_MERGE", "maybe", "it should be true or false"),
                                   ("SEMSEARCH_BODY_TIMEOUT", "0", "it should be a number, above 0"),
                                   ("SEMSEARCH_FEED_TIMEOUT", "nan", "it should be a number"),
+                                  ("SEMSEARCH_RELOAD_INTERVAL", "inf", "it should be a number"),
                                   ("SEMSEARCH_FUSION_METHOD", "magic", "'relevance' or 'rrf' or 'convex'"),
                                   ("SEMSEARCH_LOG_LEVEL", "loud", "'debug' or 'info' or 'warning' or 'error'")]:
         with pytest.raises(SettingsError) as refused:
