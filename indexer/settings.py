@@ -115,7 +115,8 @@ class Settings:
     port: int = setting(8000, "port `semsearch serve` listens on", "service", least=1, most=65535)
     api_key: Optional[Secret] = setting(None, "Bearer key for POST/DELETE /documents and /admin; unset: those are "
                                         "disabled", "service")
-    reload_interval: float = setting(1.0, "seconds between checks for a new index generation; 0: never", "service",
+    reload_interval: float = setting(0.5, "seconds between checks for a new index generation (a write elsewhere is "
+                                     "served within about this); 0: never", "service",
                                      least=0)
     merge: bool = setting(True, "merge small segments in the background after ingests", "service")
     threaded_search_passages: int = setting(200_000, "indexes with at least this many passages search in the thread "
