@@ -12,11 +12,11 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from indexer.settings import Settings, current
 from service import errors, ingest, routes
 from service.guard import RequestGuard
 from service.metrics import Metrics, RequestMetrics
 from service.runtime import Runtime, follower, merger, watch
-from indexer.settings import Settings, current
 
 STATIC = Path(__file__).parent / "static"
 # Swagger UI as files from a package (fastapi-offline), so /docs works without internet and loads

@@ -15,8 +15,8 @@ import hmac
 
 from starlette.exceptions import HTTPException
 
-from service.errors import ApiError, error_response
 from indexer.settings import Settings
+from service.errors import ApiError, error_response
 
 PROTECTED = ("/documents", "/admin/")
 PROBES = ("/healthz", "/readyz", "/metrics")

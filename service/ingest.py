@@ -17,11 +17,11 @@ from indexer.errors import WriteBusy
 from indexer.index.build import UnknownDocument, update_documents
 from indexer.text.documents import Document
 from indexer.text.metadata import ALIASES, MAX_ITEMS, TIMES, Metadata, from_fields, parse_utc
+from indexer.settings import Settings
 from service.errors import ApiError
 from service.guard import key_problem
 from service.runtime import Runtime
 from service.schemas import TOO_LARGE, WHITESPACE, DocumentList, DocumentOut, ErrorResponse
-from indexer.settings import Settings
 
 log = logging.getLogger("semsearch.ingest")
 router = APIRouter()

@@ -13,8 +13,8 @@ from indexer.index.engine import Engine, IndexUnavailable, built_with, open_engi
 from indexer.index.progress import count
 from indexer.search.relevance import CALIBRATION, RelevanceParams, not_fitted_notice, relevance_for
 from indexer.search.searcher import FusionParams, Searcher
-from service.errors import ServiceUnavailable
 from indexer.settings import Settings
+from service.errors import ServiceUnavailable
 
 log = logging.getLogger("semsearch.service")
 

@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.model.onnx_encoder import OnnxEncoder
-from service.app import create_app
 from indexer.settings import Settings
+from service.app import create_app
 
 ERROR_KEYS = {"status", "code", "message"}
 

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from indexer.model import cpu
 from indexer.index.build import build_from_folder
 from indexer.model.embedding import ModelError, choose_precision, default_precision, light_model_for
-from service.app import create_app
 from indexer.settings import Settings
+from service.app import create_app
 from tests.conftest import SEED_FILE, SEEDS, semsearch
 
 FLAGS = {  # what /proc/cpuinfo lists on each kind of machine (the part that decides)

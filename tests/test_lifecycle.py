@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 
 from indexer.index.engine import open_engine
 from indexer.index.build import build_from_folder
-from service.app import create_app
 from indexer.settings import Settings
+from service.app import create_app
 from tests.conftest import (ARTICLES, ROOT, SEED_FILE, cached_rows, indexed_passages, segment_file, semsearch,
                             start_server, stop_server, write_seeds)
 

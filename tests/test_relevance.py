@@ -13,8 +13,8 @@ from indexer.index.build import build_from_folder
 from indexer.eval.questions import read_off_topic, read_questions
 from indexer.search.relevance import CALIBRATION, RelevanceParams, relevance_for
 from indexer.search.searcher import Query, Searcher
-from service.app import create_app
 from indexer.settings import Settings
+from service.app import create_app
 from tests.conftest import QUESTIONS, SEEDS, STAND_IN, searcher_of, semsearch
 
 NONSENSE = "flibbertigibbet zorkmid quux"

@@ -11,8 +11,8 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
 from indexer.settings import Settings
+from service.app import create_app
 from tests.conftest import ROOT, STAND_IN, semsearch
 from bench.extraction import PAGES
 
