@@ -458,3 +458,37 @@ def milvus_server(data: Path, port: int | None = None):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@contextmanager
+def searching(url: str, clients: int, query: str = "war and peace", timeout: float = 60):
+    """`clients` threads searching url over and over while the with-block runs (writes, merges);
+    yields the list their answers' status codes go into, complete once the block has ended."""
+    import threading
+
+    import httpx
+
+    stop, statuses = threading.Event(), []
+
+    def search() -> None:
+        with httpx.Client(base_url=url, timeout=timeout) as client:
+            while not stop.is_set():
+                statuses.append(client.get("/search", params={"q": query, "k": 5}).status_code)
+
+    threads = [threading.Thread(target=search) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def post_each(writer, documents) -> None:
+    """POST /documents once per document (one small change each), every answer 200."""
+    for document in documents:
+        body = {"documents": [{"id": document.doc_id, "title": document.title, "text": document.text}]}
+        answer = writer.post("/documents", json=body)
+        assert answer.status_code == 200, answer.text

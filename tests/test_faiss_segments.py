@@ -161,44 +161,32 @@ def test_filters_on_an_approximate_segment_return_only_matching_passages(tmp_pat
 
 
 def test_ingests_and_background_merges_under_concurrent_searches_fail_no_request(tmp_path, model):
-    import threading
+    import time
 
     import httpx
 
-    from tests.conftest import start_server, stop_server
+    from tests.conftest import post_each, searching, start_server, stop_server
 
     corpus = make_corpus(60)
     build_from_documents(corpus[:40], tmp_path, model, progress=False)
     process, url = start_server(tmp_path, {"SEMSEARCH_MODEL_PATH": "hashing", "SEMSEARCH_API_KEY": "k",
                                            "SEMSEARCH_RELOAD_INTERVAL": "0.2"})
-    stop, statuses = threading.Event(), []
-
-    def search() -> None:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            while not stop.is_set():
-                statuses.append(client.get("/search", params={"q": "war and peace", "k": 5}).status_code)
-
-    clients = [threading.Thread(target=search) for _ in range(4)]
     try:
-        for client in clients:
-            client.start()
-        with httpx.Client(base_url=url, timeout=60, headers={"Authorization": "Bearer k"}) as writer:
-            for document in corpus[40:]:  # one small segment each: enough for merges to cascade
-                body = {"documents": [{"id": document.doc_id, "title": document.title, "text": document.text}]}
-                answer = writer.post("/documents", json=body)
-                assert answer.status_code == 200, answer.text + open(process.log_path).read()[-3000:]
+        with searching(url, clients=4) as statuses, \
+                httpx.Client(base_url=url, timeout=60, headers={"Authorization": "Bearer k"}) as writer:
+            try:
+                post_each(writer, corpus[40:])  # one small segment each: enough for merges to cascade
+            except AssertionError as refused:  # with what the server said of it
+                raise AssertionError(f"{refused}\n{open(process.log_path).read()[-3000:]}") from None
             assert writer.delete("/documents/d45").status_code == 200
-        segments = None
-        for _ in range(100):  # merges run in the background: wait for them to settle
-            ready = httpx.get(url + "/readyz", timeout=5).json()
-            if ready["segments"] == segments:
-                break
-            segments = ready["segments"]
-            threading.Event().wait(0.5)
+            segments = None
+            for _ in range(100):  # merges run in the background: wait for them to settle
+                ready = httpx.get(url + "/readyz", timeout=5).json()
+                if ready["segments"] == segments:
+                    break
+                segments = ready["segments"]
+                time.sleep(0.5)
     finally:
-        stop.set()
-        for client in clients:
-            client.join()
         log = open(process.log_path).read()
         stop_server(process)
     assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200][:5]}"

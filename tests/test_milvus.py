@@ -220,32 +220,18 @@ def test_an_index_moves_to_milvus_and_back_without_embedding_again(tmp_path):
 
 
 def test_ingests_under_concurrent_searches_fail_no_request(tmp_path):
-    import threading
-
     from indexer.model.hashing_encoder import HashingEncoder
-    from tests.conftest import start_server, stop_server
-    from tests.conftest import make_corpus
+    from tests.conftest import make_corpus, post_each, searching, start_server, stop_server
 
     corpus, model = make_corpus(46), HashingEncoder()  # 6 ingests under load (each ~2 s on Milvus Lite)
     engine = open_engine(tmp_path, model.name, model.dimension, "milvus")
     build_from_documents(corpus[:40], tmp_path, model, progress=False, engine=engine)
     engine.close()  # the server opens the Milvus Lite file next
     process, url = start_server(tmp_path, {**STAND_IN, "SEMSEARCH_API_KEY": "k", "SEMSEARCH_RELOAD_INTERVAL": "0.2"})
-    stop, statuses = threading.Event(), []
-
-    def search() -> None:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            while not stop.is_set():
-                statuses.append(client.get("/search", params={"q": "war and peace", "k": 5}).status_code)
-
-    clients = [threading.Thread(target=search) for _ in range(3)]
     try:
-        for client in clients:
-            client.start()
-        with httpx.Client(base_url=url, timeout=120, headers={"Authorization": "Bearer k"}) as writer:
-            for document in corpus[40:]:
-                body = {"documents": [{"id": document.doc_id, "title": document.title, "text": document.text}]}
-                assert writer.post("/documents", json=body).status_code == 200
+        with searching(url, clients=3) as statuses, \
+                httpx.Client(base_url=url, timeout=120, headers={"Authorization": "Bearer k"}) as writer:
+            post_each(writer, corpus[40:])
             assert writer.delete("/documents/d45").status_code == 200
             ready = httpx.get(url + "/readyz", timeout=10).json()
             for document in corpus[40:]:
@@ -253,9 +239,6 @@ def test_ingests_under_concurrent_searches_fail_no_request(tmp_path):
                                                       "min_relevance": 0}).json()["results"]
                 assert bool(found) == (document.doc_id != "d45")
     finally:
-        stop.set()
-        for client in clients:
-            client.join()
         stop_server(process)
     assert statuses and set(statuses) == {200}, f"failed requests: {[s for s in statuses if s != 200][:5]}"
     assert ready["documents"] == 45
