@@ -164,9 +164,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(index: Path, env: dict | None = None):
+def start_server(index: Path, env: dict | None = None, attempts: int = 3):
     """Start `semsearch serve` on index as a user would (env: extra variables); returns (process,
-    base URL) once ready."""
+    base URL) once ready. A free port can be taken by another process (a Milvus server another test
+    starts) before the server binds it: then it is started again on another."""
+    for _ in range(attempts):
+        started = start_server_once(index, env)
+        if started is not None:
+            return started
+    pytest.fail(f"server could not bind a port in {attempts} tries")
+
+
+def start_server_once(index: Path, env: dict | None):
+    """(process, base URL) of a server on a free port, or None when that port was taken meanwhile."""
     import os
     import subprocess
     import sys
@@ -195,7 +205,10 @@ def start_server(index: Path, env: dict | None = None):
         break  # it answers, so loading is over: not ready means it will not become ready
     process.kill()
     process.wait()
-    pytest.fail(f"server did not become ready:\n{Path(log.name).read_text()}")
+    printed = Path(log.name).read_text()
+    if "address already in use" in printed.lower():
+        return None
+    pytest.fail(f"server did not become ready:\n{printed}")
 
 
 def stop_server(process) -> None:
