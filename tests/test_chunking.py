@@ -176,6 +176,41 @@ def test_reads_markdown_html_and_jsonl_and_skips_unknown_types(tmp_path, caplog)
     assert documents["story"].source == f"{tmp_path.name}/story.md" and str(tmp_path) not in documents["page"].source
 
 
+def test_hidden_folders_are_passed_over_and_a_folder_removed_while_it_is_walked_is_no_error(tmp_path, caplog):
+    import shutil
+    import threading
+
+    from indexer.text.documents import holds_articles
+
+    (tmp_path / "news").mkdir()
+    (tmp_path / "news" / "dam.txt").write_text("Dam Opens\n\nThe dam opened today.\n")
+    (tmp_path / ".git" / "objects").mkdir(parents=True)
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (tmp_path / ".git" / "notes.txt").write_text("Not an article\n\nA file under a hidden folder.\n")
+    with caplog.at_level(logging.WARNING):
+        assert [d.doc_id for d in read_folder(tmp_path)] == ["news/dam"]
+    assert ".git" not in caplog.text  # not even "skipping ... unsupported file type"
+
+    # An index folder is walked (is it a folder of articles?) while its writers create and remove
+    # unfinished folders: a folder that vanishes between being listed and being read is passed over.
+    done = threading.Event()
+
+    def write_and_remove():
+        while not done.is_set():
+            unfinished = tmp_path / "news" / f".building-{threading.get_ident()}"
+            (unfinished / "seg" / "rows").mkdir(parents=True)
+            (unfinished / "seg" / "rows" / "vectors.npy").write_bytes(b"0")
+            shutil.rmtree(unfinished)
+
+    writer = threading.Thread(target=write_and_remove)
+    writer.start()
+    try:
+        assert all(holds_articles(tmp_path) for _ in range(2000))
+    finally:
+        done.set()
+        writer.join()
+
+
 @pytest.mark.parametrize("text", ["Dam opens on Monday", "Dam Opens\n\nShort note", "breaking: dam opens"])
 def test_a_note_too_short_to_look_like_an_article_is_kept_whole(text):
     document = parse_text(text, "note", "note.txt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import time
@@ -195,3 +196,23 @@ def test_top_is_stable_for_ties():
 
     rows, scores = top(np.array([7, 3, 5, 4]), np.array([0.5, 0.9, 0.5, 0.5]), 3)
     assert rows.tolist() == [3, 4, 5] and scores.tolist() == [0.9, 0.5, 0.5]
+
+
+def test_a_new_write_removes_what_killed_writers_left_but_never_a_running_writers_folder(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])  # a writer that has ended: its pid runs nothing
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        left = tmp_path / f".building-seg-old-{dead.pid}"
+        running = tmp_path / f".building-seg-busy-{alive.pid}"
+        mine = tmp_path / f".building-seg-mine-{os.getpid()}"
+        for folder in (left, running, mine):
+            (folder / "seg").mkdir(parents=True)
+        staging = store.new_staging(tmp_path, "seg-new")
+        assert staging.is_dir() and running.is_dir() and mine.is_dir()
+        assert not left.exists()
+    finally:
+        alive.kill()
+        alive.wait()

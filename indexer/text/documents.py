@@ -6,6 +6,7 @@ import hashlib
 import html.parser
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,18 @@ class Document:
 def holds_articles(folder: Path) -> bool:
     """Whether folder (or a folder in it) holds files `semsearch index` reads as articles (a README
     that says what the folder is for is not one: the project's own index/ has one)."""
-    folder = Path(folder)
-    return folder.is_dir() and any(p.suffix.lower() in SUPPORTED_SUFFIXES and not skipped(p) and p.is_file()
-                                   for p in folder.rglob("*"))
+    return any(p.suffix.lower() in SUPPORTED_SUFFIXES and not skipped(p) for p in files_under(Path(folder)))
+
+
+def files_under(folder: Path) -> list[Path]:
+    """The files under folder, sorted. Hidden folders are passed over (.git, an index's unfinished
+    writes), and so is a folder removed while it is walked (another process's write finishing):
+    walking a folder something else writes to must not fail."""
+    found = []
+    for top, folders, names in os.walk(folder):  # os.walk passes over folders it cannot list
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found.extend(path for name in names if (path := Path(top, name)).is_file())
+    return sorted(found)
 
 
 def skipped(path: Path) -> bool:
@@ -53,7 +63,7 @@ def read_folder(folder: Path) -> Iterator[Document]:
         where = "" if folder.is_absolute() else f" (looked for in {Path.cwd()})"
         raise DocumentError(f"folder not found: {folder}{where}; give the folder of articles to index, e.g. "
                             "semsearch index seeds")
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in files_under(folder):
         if skipped(path):
             continue
         suffix = path.suffix.lower()

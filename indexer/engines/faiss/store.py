@@ -48,11 +48,23 @@ def new_staging(root: Path, name: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(".building-*"):
         pid = leftover.name.rsplit("-", 1)[-1]
-        if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+        if not (pid.isdigit() and running(int(pid))):
             shutil.rmtree(leftover, ignore_errors=True)
     staging = root / f".building-{name}-{os.getpid()}"
     staging.mkdir()
     return staging
+
+
+def running(pid: int) -> bool:
+    """Whether a process pid runs (asked of the kernel, not of /proc, which another system or a
+    container may not have or may show for another set of processes)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's: running
+    return True
 
 
 def rebuild_hint(root: Path) -> str:
@@ -169,10 +181,9 @@ current_manifest = read_manifest
 def verify(root: Path, model: str, dimension: int) -> tuple[str, dict]:
     """Check the current generation's format, model and its own files; returns its name and manifest."""
     root = Path(root)
-    fix = rebuild_hint(root)
     name = current_generation(root)
     if name is None and not generations(root):
-        raise IndexUnavailable(f"no index found in {root}/", fix)
+        raise IndexUnavailable(f"no index found in {root}/", rebuild_hint(root))
     if name is None:
         raise IndexDamaged(f"the index pointer {root / POINTER} is missing", repair_hint(root))
     manifest = read_manifest(root, name) if name.startswith("gen-") and "/" not in name else None
@@ -181,12 +192,12 @@ def verify(root: Path, model: str, dimension: int) -> tuple[str, dict]:
                            "with a readable manifest", repair_hint(root))
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexUnavailable(f"index format {manifest.get('format_version')} is not the supported "
-                               f"format {FORMAT_VERSION}", fix)
+                               f"format {FORMAT_VERSION}", rebuild_hint(root))
     built_with = manifest.get("model", {})
     if built_with.get("name") != model or built_with.get("dimension") != dimension:
         raise IndexUnavailable(f"index was built with model {built_with.get('name')} "
                                f"({built_with.get('dimension')} dimensions) but the service uses "
-                               f"{model} ({dimension} dimensions)", fix)
+                               f"{model} ({dimension} dimensions)", rebuild_hint(root))
     broken = generation_damage(root, name, manifest)
     if broken is not None:
         raise IndexDamaged(f"index file {broken} in {name} is missing or corrupt (checksum mismatch)",
