@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from indexer.index.build import build_from_documents, update_documents
+from indexer.index.build import build_from_documents, build_index, update_documents
 from indexer.text.documents import Document, read_folder
 from indexer.model.embedding import light_model_for
 from indexer.index.engine import ChangeSet, open_engine
@@ -127,6 +127,92 @@ def test_writes_replace_and_delete_and_a_failed_one_changes_nothing(tmp_path, em
     update_documents(tmp_path, embedder, [], ["harbour-crane"], engine=engine)  # the next writer tidies up
     assert set(engine.writer().live_documents()) == {"harbour-fees"}
     assert engine.maintain()  # replaced rows are removed once no search reads them
+
+
+def test_a_services_term_statistics_follow_every_write_and_leave_out_a_write_never_committed(tmp_path):
+    """A service keeps every term's document frequency (engine.prepare), read again only for the
+    terms each write changed: its keyword weights equal those a reader asks Milvus for, term by term."""
+    from indexer.engines.milvus.reader import MilvusReader
+    from indexer.model.hashing_encoder import HashingEncoder
+    from indexer.text.keyword import Analyzer
+
+    model, analyzer = HashingEncoder(), Analyzer()  # the stand-in: only counts are under test
+    engine = open_engine(tmp_path, model.name, model.dimension, "milvus")
+    build_from_documents(HARBOUR, tmp_path, model, progress=False, engine=engine)
+    crane = "The crane at the quay is mended; ships unload again and dredging goes on."
+    words = analyzer.terms(" ".join(d.text for d in HARBOUR) + " " + crane + " festival zebra")
+
+    def weights_agree() -> dict[str, float]:
+        engine.prepare()
+        kept, state = engine.reader(), engine.milvus.state()
+        assert kept.table is not None  # searches ask nothing about terms
+        asked = MilvusReader(engine.milvus, state)
+        assert asked.table is None
+        weights = kept.term_weights(words)
+        assert weights == asked.term_weights(words)
+        return weights
+
+    first = weights_agree()
+    update_documents(tmp_path, model, [dated("harbour-crane", crane, "2026-03-03T08:00:00Z", "Coast Herald")],
+                     ["harbour-festival"], engine=engine)
+    after = weights_agree()
+    assert after["festiv"] == 0 < first["festiv"] and after["mend"] > 0 == first.get("mend", 0)
+
+    writer = engine.writer()
+    count_terms = writer.count_terms
+
+    def counted_then_died(*args):  # rows and term counts written, then the write dies before its commit
+        count_terms(*args)
+        raise OSError("disk full")
+
+    writer.count_terms = counted_then_died
+    zebra = dated("zebra-crossing", "A zebra crossing is painted by the quay.", "2026-04-01T08:00:00Z", "Coast Herald")
+    with pytest.raises(OSError):
+        writer.apply(ChangeSet(upserts=list(prepare_of(engine, model, [zebra])), deletes=[]))
+    assert weights_agree()["zebra"] == 0
+    update_documents(tmp_path, model, [], ["harbour-fees"], engine=engine)  # committed after the failed one
+    assert weights_agree()["zebra"] == 0  # the failed write's counts never became current
+
+
+def test_an_index_built_before_sentence_vectors_moved_into_passage_rows_still_searches_and_takes_writes(
+        tmp_path, monkeypatch):
+    from indexer.engines.milvus import writer as milvus_writer
+    from indexer.model.hashing_encoder import HashingEncoder
+
+    model = HashingEncoder()
+    engines = {}
+    for layout in (1, 2):
+        monkeypatch.setattr(milvus_writer, "LAYOUT", layout)
+        engines[layout] = open_engine(tmp_path / f"layout{layout}", model.name, model.dimension, "milvus")
+        build_from_documents(HARBOUR, tmp_path / f"layout{layout}", model, progress=False, engine=engines[layout])
+    monkeypatch.undo()  # writes from here on are the code's own: a build keeps its layout
+    fees = dated("harbour-fees", "Harbour fees fall after all. The state pays for the dredging. Ships come back.",
+                 "2026-06-01T09:00:00Z", "Daily Ledger")
+    for layout, engine in engines.items():
+        update_documents(engine.root, model, [fees], [], engine=engine)
+
+    def answers(engine):
+        hits = Searcher(engine.reader(), model).search(Query("who pays for the dredging", k=5, min_relevance=0))
+        return [(h.passage.passage_id, round(h.relevance, 4), h.highlight) for h in hits]
+
+    assert answers(engines[1]) == answers(engines[2]) and answers(engines[1])
+    for layout, engine in engines.items():
+        reader = engine.reader()
+        assert reader.state["layout"] == layout
+        sentence_rows = engine.milvus.count(reader.names.sentences, "id >= 0")
+        assert (sentence_rows > 0) == (layout == 1)
+    before = answers(engines[1])
+    rebuilt = build_index(engines[1].root, model, [HARBOUR[0], HARBOUR[2]], force=True, engine=engines[1])
+    assert engines[1].reader().state["layout"] == 2 and rebuilt.passages_embedded == 0  # every vector reused
+    assert answers(engines[1]) == before
+
+
+def prepare_of(engine, model, documents):
+    from indexer.index.build import prepare
+    from indexer.text.documents import StoredDocument, content_hash
+
+    stored = [StoredDocument(d, "api", content_hash(d)) for d in documents]
+    return prepare(stored, model, engine.writer(), engine.root, False, [0])
 
 
 def test_the_commands_use_the_recorded_engine(tmp_path):

@@ -32,6 +32,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 # process holds; connect() says that in one line
 logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite lacks AllocTimestamp; clients cope
+logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)  # the same, said by an iterator
 
 ALIVE = 2 ** 62           # died of a live row
 TEXT_PART = 16_000        # characters of a document's text per row (a VARCHAR holds 65,535 bytes)
@@ -238,8 +239,20 @@ class Milvus:
         with ENGINE_CALLS.timing("milvus", method):
             return self.calling(method, *args, **kwargs)
 
-    def calling(self, method: str, *args, **kwargs):
+    @contextmanager
+    def failures(self, method: str):
+        """pymilvus's and gRPC's errors as EngineUnreachable, naming the call."""
         try:
+            yield
+        except IndexUnavailable:
+            raise
+        except Exception as exc:
+            if type(exc).__module__.startswith(("pymilvus", "grpc")):
+                raise EngineUnreachable(f"Milvus at {self.uri}: {method} failed: {reason(exc)}", FIX) from exc
+            raise
+
+    def calling(self, method: str, *args, **kwargs):
+        with self.failures(method):
             try:
                 return getattr(self.client, method)(*args, **kwargs)
             except Exception as exc:
@@ -252,12 +265,6 @@ class Milvus:
                     raise
                 self.client.load_collection(args[0])  # another client of this file closed and reopened it
                 return getattr(self.client, method)(*args, **kwargs)
-        except IndexUnavailable:
-            raise
-        except Exception as exc:
-            if type(exc).__module__.startswith(("pymilvus", "grpc")):
-                raise EngineUnreachable(f"Milvus at {self.uri}: {method} failed: {reason(exc)}", FIX) from exc
-            raise
 
     def load(self, name: str) -> None:
         if name not in self.loaded:
@@ -274,6 +281,20 @@ class Milvus:
             rows += page
             if len(page) < QUERY_LIMIT:
                 return rows
+
+    def scan(self, name: str, expression: str, fields: list[str]) -> Iterable[dict]:
+        """Every row matching expression, however many (an iterator over pages of QUERY_LIMIT)."""
+        self.load(name)
+        pages = self.call("query_iterator", name, batch_size=QUERY_LIMIT, filter=expression, output_fields=fields)
+        try:
+            while True:
+                with ENGINE_CALLS.timing("milvus", "query_iterator"), self.failures("query_iterator"):
+                    page = pages.next()
+                if not page:
+                    return
+                yield from page
+        finally:
+            pages.close()
 
     def count(self, name: str, expression: str) -> int:
         self.load(name)
@@ -422,6 +443,9 @@ class Milvus:
             elif kind == "strings":
                 schema.add_field(name_, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=size[0],
                                  max_length=FILTER_BYTES)
+            elif kind == "blobs":  # (capacity, length of each)
+                schema.add_field(name_, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=size[0],
+                                 max_length=size[1])
             elif kind == "ints":
                 schema.add_field(name_, DataType.ARRAY, element_type=DataType.INT64, max_capacity=size[0])
             elif kind == "vector":

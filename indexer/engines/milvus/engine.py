@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 from indexer.text.documents import content_hash
 from indexer.errors import WriteBusy, fix_command
+from indexer.index.progress import count
 from indexer.index.engine import Damage, IndexDamaged, IndexReader, IndexUnavailable
 from indexer.index.folder import read_record
 from indexer.engines.milvus.client import (IN_VALUES, Milvus, Names, among, chunks, collection_name, default_uri,
                                            disconnect, located, visible)
-from indexer.engines.milvus.schema import generation_name, sentence_keys
-from indexer.engines.milvus.reader import MilvusReader
+from indexer.engines.milvus.schema import generation_name, layout_of, sentence_keys
+from indexer.engines.milvus.reader import MilvusReader, TermTable
 from indexer.engines.milvus.writer import MilvusWriter, read_documents
+
+log = logging.getLogger(__name__)
 
 
 class MilvusEngine:
@@ -26,6 +31,7 @@ class MilvusEngine:
         self.uri = located(root, uri)
         self.collection = collection or record.get("collection") or collection_name(root, self.uri)
         self.milvus = Milvus(self.uri, token, self.collection, timeout)
+        self.terms = TermTable()  # kept once prepare() is called: by a service, not by a one-off command
 
     def describe(self) -> dict:
         """What the folder's engine.json records: the URI unless it is the folder's own Milvus Lite
@@ -56,7 +62,7 @@ class MilvusEngine:
             raise IndexUnavailable(f"the index in Milvus at {self.uri} was built with {state['model']['name']}, "
                                    f"not {self.model}", fix_command("index", "FOLDER", "--out", self.root, "--force",
                                                                    note="FOLDER: the folder of your articles"))
-        reader = MilvusReader(self.milvus, state)
+        reader = MilvusReader(self.milvus, state, self.terms)
         for name in reader.names.all():
             if not self.milvus.exists(name):
                 raise IndexDamaged(f"Milvus collection {name} is missing", fix_command("repair", self.root))
@@ -66,7 +72,18 @@ class MilvusEngine:
         return MilvusWriter(self.milvus, self.model, self.dimension)
 
     def prepare(self) -> None:
-        return None
+        """Bring the term frequencies to the newest generation (every term once, then the terms each
+        write changed), so that the service's searches make no call for them. Problems are left for
+        reader()."""
+        try:
+            state = self.milvus.state()
+            if state is not None and self.terms.of(state) is None:
+                started, rows = time.perf_counter(), self.terms.follow(self.milvus, state)
+                if rows > 10_000:
+                    log.info("read %s of %s in %.1f s", count(rows, "term"), generation_name(state),
+                             time.perf_counter() - started)
+        except IndexUnavailable:
+            return
 
     def maintain(self) -> list[str]:
         """Remove rows no search reads any more (replaced or deleted two generations ago or more)
@@ -91,7 +108,8 @@ class MilvusEngine:
         dead = self.milvus.query(names.passages, f"died < {before}", ["id", "spans"])
         if dead:
             ids = [int(r["id"]) for r in dead]
-            for part in chunks(sentence_keys({int(r["id"]): r for r in dead}), IN_VALUES):
+            for part in chunks(sentence_keys({int(r["id"]): r for r in dead}) if layout_of(state) < 2 else [],
+                               IN_VALUES):
                 self.milvus.delete(names.sentences, among("id", part))
             for part in chunks(ids, IN_VALUES):
                 self.milvus.delete(names.passages, among("id", part))

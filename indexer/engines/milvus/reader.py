@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -12,8 +13,8 @@ from indexer.index.engine import IndexInfo, KeptDocument, Selection, StoredPassa
 from indexer.text.keyword import bm25, idf
 from indexer.text.metadata import NO_DATE, Filters, Metadata
 from indexer.engines.milvus.client import IN_VALUES, KEYWORD, Milvus, Names, among, chunks, filter_expression, visible
-from indexer.engines.milvus.schema import (PASSAGE_OUT, SENTENCES, generation_name, info_of, metadata_of, passage_of,
-                                           sentence_keys, term_key)
+from indexer.engines.milvus.schema import (PASSAGE_OUT, SENTENCES, generation_name, info_of, layout_of, metadata_of,
+                                           passage_of, sentence_keys, term_key, unpacked)
 
 
 class MilvusReader:
@@ -21,13 +22,16 @@ class MilvusReader:
 
     remote = True  # every search is round trips to Milvus's server (Milvus Lite's too)
 
-    def __init__(self, milvus: Milvus, state: dict) -> None:
+    def __init__(self, milvus: Milvus, state: dict, table: TermTable | None = None) -> None:
         self.milvus, self.state = milvus, state
         self.names = Names.of(milvus.collection, state["build"])
         self.G = int(state["generation"])
         self.generation = generation_name(state)
         self.live = visible(self.G)
         self.frequencies: dict[str, int] = {}
+        # Every term's document frequency as of this generation, when the engine keeps them (a
+        # service does): then a search asks Milvus nothing about terms.
+        self.table = table.of(state) if table is not None else None
 
     @property
     def info(self) -> IndexInfo:
@@ -76,6 +80,8 @@ class MilvusReader:
     def term_weights(self, terms: list[str]) -> dict[str, float]:
         """BM25 idf of each query term over the live passages (0 for terms found nowhere), from the
         build's document frequencies as of this generation."""
+        if self.table is not None:
+            return {t: idf(self.table.get(term_key(t), 0), self.state["passages"]) for t in dict.fromkeys(terms)}
         wanted = [t for t in dict.fromkeys(terms) if t not in self.frequencies]
         if wanted:
             if len(self.frequencies) > 4096:
@@ -110,11 +116,16 @@ class MilvusReader:
         return {i: int(row["doc_number"]) for i, row in self.rows(ids, ["doc_number"]).items()}
 
     def fetch(self, ids: Sequence[int]) -> dict[int, StoredPassage]:
-        rows = self.rows(ids, PASSAGE_OUT[1:])
-        sentences = sentence_vectors(self.milvus, self.names, rows, self.state["model"]["dimension"])
+        """The passages with their sentences: one query (a layout 1 build: two)."""
+        dimension = self.state["model"]["dimension"]
+        if layout_of(self.state) >= 2:
+            rows = self.rows(ids, [*PASSAGE_OUT[1:], "sentence_vectors"])
+            sentences = {i: unpacked(row["sentence_vectors"], dimension) for i, row in rows.items()}
+        else:
+            rows = self.rows(ids, PASSAGE_OUT[1:])
+            sentences = sentence_vectors(self.milvus, self.names, rows, dimension)
         return {i: StoredPassage(i, passage_of(row), np.asarray(row["spans"], np.int64).reshape(-1, 2),
-                                 sentences.get(i, np.zeros((0, self.state["model"]["dimension"]), np.float32)),
-                                 metadata_of(row))
+                                 sentences.get(i, np.zeros((0, dimension), np.float32)), metadata_of(row))
                 for i, row in rows.items()}
 
     def document(self, doc_id: str) -> KeptDocument | None:
@@ -143,6 +154,40 @@ def sentence_vectors(milvus: Milvus, names: Names, rows: dict[int, dict], dimens
             found.setdefault(int(row["id"]) // SENTENCES, []).append((int(row["id"]), row["vector"]))
     return {i: np.array([v for _, v in sorted(found[i])], dtype=np.float32).reshape(-1, dimension)
             for i in rows if i in found}
+
+
+class TermTable:
+    """Every term's document frequency as of one generation of one build, kept by a long-running
+    process (the service) so that searches need not ask. A term's row records the generation of
+    the write that last changed it, so moving to a newer generation reads only the rows changed
+    since (one query per write, made by the service's watcher, not by a search). The values of a
+    generation are never changed: a move makes a new dict, and readers of the old one keep it."""
+
+    def __init__(self) -> None:
+        self.snapshot: tuple[str | None, int, dict[int, int]] = (None, -1, {})  # replaced whole
+        self.moving = threading.Lock()
+
+    def of(self, state: dict) -> dict[int, int] | None:
+        """The frequencies as of state's generation, if the table is there."""
+        build, generation, values = self.snapshot
+        return values if (build, generation) == (state["build"], int(state["generation"])) else None
+
+    def follow(self, milvus: Milvus, state: dict) -> int:
+        """Bring the table to state's generation; returns the term rows read."""
+        with self.moving:
+            build, at, values = self.snapshot
+            generation = int(state["generation"])
+            if (build, at) == (state["build"], generation):
+                return 0
+            whole = build != state["build"] or generation < at
+            values = {} if whole else dict(values)
+            rows = 0
+            for row in milvus.scan(Names.of(milvus.collection, state["build"]).terms,
+                                   "" if whole else f"generation > {at}", ["id", "df", "generation", "previous"]):
+                values[int(row["id"])] = int(row["df"] if row["generation"] <= generation else row["previous"])
+                rows += 1
+            self.snapshot = (state["build"], generation, values)
+            return rows
 
 
 def frequencies(milvus: Milvus, names: Names, terms: Sequence[str], generation: int) -> dict[str, int]:

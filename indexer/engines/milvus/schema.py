@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+
+import numpy as np
 
 from indexer.text import neardup
 from indexer.text.chunking import Passage
@@ -20,7 +23,11 @@ PASSAGE_FIELDS = [("born", "int"), ("died", "int"), ("doc_number", "int"), ("doc
                   ("language", "text", FILTER_BYTES), ("language_base", "text", FILTER_BYTES),
                   ("authors", "strings", 256), ("tags", "strings", 256),
                   ("signature", "ints", neardup.PERMUTATIONS), ("spans", "ints", 4096)]
-SENTENCE_FIELDS = [("born", "int"), ("vector", "vector")]  # id: passage id * SENTENCES + position
+SENTENCE_FIELDS = [("born", "int"), ("vector", "vector")]  # id: passage id * SENTENCES + position (layout 1)
+# Layout 2 (builds since sentence vectors moved): a passage row holds its sentences' vectors, so the
+# page of a search is one query. Layout 1 builds keep them in a collection of their own.
+LAYOUT = 2
+
 TERM_FIELDS = [("term", "text", 8192), ("df", "int"), ("generation", "int"), ("previous", "int")]
 SENTENCES = 4096  # sentence keys per passage (a passage of 256 tokens holds far fewer)
 DOCUMENT_FIELDS = [("born", "int"), ("died", "int"), ("doc_number", "int"), ("part", "int"),
@@ -43,6 +50,35 @@ def passage_of(row: dict) -> Passage:
 
 def metadata_of(row: dict) -> Metadata:
     return Metadata.from_json(row["metadata"]) if row.get("metadata") else Metadata()
+
+
+def fields_of(layout: int, dimension: int) -> list[tuple]:
+    """A build's passage fields (layout 2: with its sentences' vectors, SENTENCES at most)."""
+    vectors = ("sentence_vectors", "blobs", SENTENCES, packed_length(dimension))
+    return PASSAGE_FIELDS + [vectors] if layout >= 2 else PASSAGE_FIELDS
+
+
+def layout_of(state: dict) -> int:
+    return int(state.get("layout", 1))
+
+
+def packed(vectors: np.ndarray) -> list[str]:
+    """Sentence vectors as a passage row keeps them: each one half precision (as the FAISS engine
+    keeps them: they only pick the answering sentence), in base64."""
+    halves = np.asarray(vectors, dtype=np.float16)
+    return [base64.b64encode(v.tobytes()).decode("ascii") for v in halves]
+
+
+def unpacked(items: list[str], dimension: int) -> np.ndarray:
+    """A passage row's sentence vectors, float32 (m, dimension)."""
+    if not items:
+        return np.zeros((0, dimension), np.float32)
+    return np.frombuffer(b"".join(base64.b64decode(i) for i in items), np.float16).astype(np.float32).reshape(-1, dimension)
+
+
+def packed_length(dimension: int) -> int:
+    """The base64 characters of one half-precision vector."""
+    return 4 * -(-2 * dimension // 3)
 
 
 def sentence_keys(rows: dict[int, dict]) -> list[int]:

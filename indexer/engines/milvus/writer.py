@@ -14,8 +14,9 @@ from indexer.index.engine import ChangeSet, IndexInfo, IndexUnavailable, LiveDoc
 from indexer.text.keyword import passage_terms
 from indexer.text.metadata import NO_DATE, epoch
 from indexer.engines.milvus.client import ALIVE, IN_VALUES, Milvus, Names, among, chunks, clip, visible
-from indexer.engines.milvus.schema import (DOCUMENT_FIELDS, PASSAGE_FIELDS, SENTENCES, SENTENCE_FIELDS, TERM_FIELDS,
-                                           document_rows, generation_name, info_of, metadata_fields, metadata_of, term_key)
+from indexer.engines.milvus.schema import (DOCUMENT_FIELDS, LAYOUT, SENTENCES, SENTENCE_FIELDS, TERM_FIELDS,
+                                           document_rows, fields_of, generation_name, info_of, layout_of,
+                                           metadata_fields, metadata_of, packed, term_key, unpacked)
 from indexer.engines.milvus.reader import MilvusReader, frequencies, sentence_vectors
 
 
@@ -62,10 +63,14 @@ class MilvusWriter:
         state = self.state()
         if state is None or not keys:
             return {}
-        names, rows = Names.of(self.milvus.collection, state["build"]), {}
+        names, rows, inline = Names.of(self.milvus.collection, state["build"]), {}, layout_of(state) >= 2
+        fields = ["key", "vector", "spans", *(["sentence_vectors"] if inline else [])]
         for part in chunks(list(dict.fromkeys(keys)), IN_VALUES):
-            for row in self.milvus.query(names.passages, among("key", part), ["key", "vector", "spans"]):
+            for row in self.milvus.query(names.passages, among("key", part), fields):
                 rows.setdefault(row["key"], row)
+        if inline:
+            return {key: (np.asarray(row["vector"], np.float32), unpacked(row["sentence_vectors"], self.dimension))
+                    for key, row in rows.items()}
         sentences = sentence_vectors(self.milvus, names, {int(r["id"]): r for r in rows.values()}, self.dimension)
         return {key: (np.asarray(row["vector"], np.float32),
                       sentences.get(int(row["id"]), np.zeros((0, self.dimension), np.float32)))
@@ -97,8 +102,10 @@ class MilvusWriter:
         record = {**(committed or {}), "pending": build if fresh else None, "next_generation": generation + 1}
         if committed is not None:
             milvus.commit(record)  # a crash from here on leaves rows the next writer removes
+        layout = LAYOUT if fresh else layout_of(state)
         if fresh:
-            for name, fields in zip(names.all(), (PASSAGE_FIELDS, SENTENCE_FIELDS, DOCUMENT_FIELDS, TERM_FIELDS)):
+            passage_fields = fields_of(layout, self.dimension)
+            for name, fields in zip(names.all(), (passage_fields, SENTENCE_FIELDS, DOCUMENT_FIELDS, TERM_FIELDS)):
                 milvus.drop(name)
                 milvus.create(name, fields, self.dimension, dummy=name in (names.documents, names.terms))
         counts = {key: int(base[key]) for key in ("next_id", "documents", "passages", "sentences")}
@@ -113,11 +120,12 @@ class MilvusWriter:
             if reader is not None:
                 self.retire(reader, [d.stored.document.doc_id for d in batch], generation, counts, counted, retired)
             if batch:
-                self.insert(names, batch, generation, counts, counted)
+                self.insert(names, batch, generation, counts, counted, layout)
         self.count_terms(names, counted, generation, int((committed or {}).get("generation", 0)) if not fresh else 0)
         for name in names.all():
             milvus.call("flush", name)
         new = {**(committed or {}), "generation": generation, "next_generation": generation + 1, "build": build,
+               "layout": layout,
                "pending": None, "previous_build": (committed or {}).get("build") if fresh else
                (committed or {}).get("previous_build"),
                "model": {"name": self.model, "dimension": self.dimension},
@@ -160,7 +168,7 @@ class MilvusWriter:
                 counts["terms_total"] -= sum(len(r["terms"].split()) for r in passages)
 
     def insert(self, names: Names, batch: Sequence[PreparedDocument], generation: int, counts: dict,
-               counted: Counter) -> None:
+               counted: Counter, layout: int) -> None:
         passages, sentences, documents = [], [], []
         for prepared in batch:
             number = counts["next_id"]
@@ -175,9 +183,11 @@ class MilvusWriter:
             for n, (passage, key, count) in enumerate(zip(prepared.passages, prepared.keys, prepared.sentence_counts)):
                 passage_id = number + 1 + n
                 spans = prepared.sentence_spans[first:first + count]
-                for position, vector in enumerate(prepared.sentence_vectors[first:first + count]):
-                    sentences.append({"id": passage_id * SENTENCES + position, "born": generation,
-                                      "vector": np.asarray(vector, np.float32).tolist()})
+                vectors = prepared.sentence_vectors[first:first + count]
+                if layout < 2:
+                    sentences += [{"id": passage_id * SENTENCES + position, "born": generation,
+                                   "vector": np.asarray(vector, np.float32).tolist()}
+                                  for position, vector in enumerate(vectors)]
                 first += count
                 counted.update(set(terms[n]))
                 passages.append({
@@ -189,14 +199,16 @@ class MilvusWriter:
                     "vector": np.asarray(prepared.vectors[n], np.float32).tolist(), "key": key,
                     "published": published, "metadata": meta.to_json() or "", **filters,
                     "signature": signatures[n].astype(np.int64).tolist(),
-                    "spans": np.asarray(spans, np.int64).reshape(-1).tolist()})
+                    "spans": np.asarray(spans, np.int64).reshape(-1).tolist(),
+                    **({"sentence_vectors": packed(vectors)} if layout >= 2 else {})})
             counts["documents"] += 1
             counts["passages"] += len(prepared.passages)
             counts["sentences"] += int(sum(prepared.sentence_counts))
             if "terms_total" in counts:
                 counts["terms_total"] += sum(len(clip(" ".join(t), 65_535).split()) for t in terms)
         self.milvus.insert(names.documents, documents)
-        self.milvus.insert(names.sentences, sentences)
+        if sentences:
+            self.milvus.insert(names.sentences, sentences)
         self.milvus.insert(names.passages, passages)
 
 
@@ -233,3 +245,8 @@ def tidy(milvus: Milvus, state: dict) -> None:
     for name in (names.passages, names.documents):
         dying = milvus.query(name, f"died > {generation} and died < {ALIVE}", ["id"])
         milvus.mark(name, [int(r["id"]) for r in dying], ALIVE)
+    # Term rows that write changed go back to their previous value, as of the committed generation
+    # (left as they were, a later commit would make the value that was never committed current).
+    changed = milvus.query(names.terms, f"generation > {generation}", ["id", "term", "previous"])
+    milvus.upsert(names.terms, [{"id": int(r["id"]), "term": r["term"], "df": int(r["previous"]), "generation": generation,
+                                 "previous": int(r["previous"]), "v": [0.0, 0.0]} for r in changed])
