@@ -16,6 +16,7 @@ COLLAPSE = ("story",)
 GROUPS = ("article", "document")
 FUSION_METHODS = ("relevance", "rrf", "convex")  # how hybrid mode orders (indexer/search/searcher.py FusionParams)
 MAX_K = 50  # results per page
+MOST_ENTRIES = 50  # entries of a search's Atom feed (articles)
 MORE_PER_ARTICLE = 2  # with group=article: passages shown under an article's best one
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from indexer.text.metadata import time_bound
-from indexer.errors import FACETS, GROUPS, MAX_K
+from indexer.errors import FACETS, GROUPS, MAX_K, MOST_ENTRIES
 from service.protocol import MAX_URL_BYTES
 
 MAX_QUERY_CHARS = 1000
@@ -109,6 +109,13 @@ class SearchParams(BaseModel):
     def grouping(self) -> str | None:
         """group, else group=document when the older group_by_doc asks for it."""
         return self.group or ("document" if self.group_by_doc else None)
+
+
+class FeedParams(SearchParams):
+    """GET /search.atom: the parameters of GET /search; the feed is its own order (newest first,
+    each article once), so sort, group, offset, facets, explain and the recency boost are not used."""
+
+    k: int = Field(MOST_ENTRIES, ge=1, le=MOST_ENTRIES, description="the most entries (articles) the feed lists")
 
 
 class SearchBody(SearchParams):

@@ -28,14 +28,15 @@ class ServerUnreachable(OSError):
     """No server answers at the URL given."""
 
 
-def search(url: str, params: dict) -> dict:
-    """The server's GET /search answer for params (lists become repeated parameters); its errors
-    raised as the CLI's own (QueryError for a 4xx, IndexUnavailable for a 503 with its fix)."""
+def search(url: str, path: str, params: dict) -> bytes:
+    """The server's answer to GET path (/search, /search.atom) for params (lists become repeated
+    parameters); its errors raised as the CLI's own (QueryError for a 4xx, IndexUnavailable for a
+    503 with its fix)."""
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v not in (None, (), [], False)}, doseq=True)
-    address = f"{url.rstrip('/')}/search?{query}"
+    address = f"{url.rstrip('/')}{path}?{query}"
     try:
         with urllib.request.urlopen(address, timeout=TIMEOUT) as response:
-            return json.load(response)
+            return response.read()
     except urllib.error.HTTPError as exc:
         try:
             error = json.load(exc).get("error", {})

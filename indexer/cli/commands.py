@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from indexer.errors import MAX_K, DocumentError, IndexDamaged, QueryError, fix_command
+from indexer.errors import MAX_K, MOST_ENTRIES, DocumentError, IndexDamaged, QueryError, fix_command
 from indexer.index.progress import count
 from indexer.settings import current
 
@@ -213,7 +213,8 @@ def run_search(args: argparse.Namespace) -> int:
     from indexer.search.query import Query
 
     named, args.index = args.index is not None, args.index or str(current().index_dir)
-    query = Query(text=args.query, k=args.k, mode=args.mode, exact=args.exact, published_after=args.after,
+    k = args.k if args.k is not None else MOST_ENTRIES if args.atom else 5
+    query = Query(text=args.query, k=k, mode=args.mode, exact=args.exact, published_after=args.after,
                   published_before=args.before, outlets=tuple(args.outlet), authors=tuple(args.author),
                   languages=tuple(args.language), tags=tuple(args.tag), sort=args.sort,
                   recency_half_life_days=args.recency_half_life,
@@ -225,21 +226,46 @@ def run_search(args: argparse.Namespace) -> int:
         name = FLAG_OF.get(exc.field, f"--{exc.field}")
         raise QueryError(str(exc).replace(exc.field, name, 1) if str(exc).startswith(exc.field) else str(exc),
                          exc.field) from None
+    if args.atom:
+        return print_feed(args, query)
     if args.url:  # a running server holds the model and the index already: no numpy, no loading here
         from indexer.cli.client import search
 
-        answer = search(args.url, {
-            "q": query.text, "k": query.k, "mode": query.mode, "exact": "true" if query.exact else None,
-            "published_after": query.published_after, "published_before": query.published_before,
-            "outlet": args.outlet, "author": args.author, "language": args.language, "tag": args.tag,
-            "sort": query.sort, "recency_half_life_days": query.recency_half_life_days,
-            "facets": ",".join(query.facets) or None, "collapse": query.collapse,
-            "min_relevance": query.min_relevance, "group": query.group})
+        answer = json.loads(search(args.url, "/search", api_params(query)))
     else:
         answer = search_here(args, query)
     searched = f"the index at {args.url}" if args.url else args.index.rstrip("/") + "/"
     print_answer(answer, args.json, sys.stdout.isatty() and not args.json, searched,
                  default=not args.url and not named)
+    return 0
+
+
+def api_params(query) -> dict:
+    """A Query as the API's query parameters."""
+    return {"q": query.text, "k": query.k, "mode": query.mode, "exact": "true" if query.exact else None,
+            "published_after": query.published_after, "published_before": query.published_before,
+            "outlet": query.outlets, "author": query.authors, "language": query.languages, "tag": query.tags,
+            "sort": query.sort, "recency_half_life_days": query.recency_half_life_days,
+            "facets": ",".join(query.facets) or None, "collapse": query.collapse,
+            "min_relevance": query.min_relevance, "group": query.group}
+
+
+def print_feed(args: argparse.Namespace, query) -> int:
+    """The search as GET /search.atom gives it: asked of the server (--url), or built here."""
+    if args.url:
+        from indexer.cli.client import search
+
+        params = {name: value for name, value in api_params(query).items()
+                  if name not in ("sort", "group", "facets", "recency_half_life_days")}  # the feed's own
+        sys.stdout.buffer.write(search(args.url, "/search.atom", params))
+        return 0
+    from indexer.search.atom import feed_query, search_feed
+
+    model = model_for_index(args.model, current().precision, Path(args.index))
+    searcher = searcher_here(Path(args.index), model)
+    query = feed_query(query)
+    feed = search_feed(query, searcher.answer(query), searcher.index.info.built_at, self_url=args.feed_url)
+    sys.stdout.buffer.write(feed.body)
     return 0
 
 

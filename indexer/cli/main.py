@@ -79,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="search the index from the terminal")
     search.add_argument("query")
     search.add_argument("--index", help=described("index_dir"))
-    search.add_argument("-k", type=int, default=5, help="number of results, 1..50 (default: 5)")
+    search.add_argument("-k", type=int, help="number of results, 1..50 (default: 5; with --atom, 50 entries)")
     search.add_argument("--mode", choices=MODES, default="hybrid")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     search.add_argument("--exact", action="store_true", help="exact dense search, never the approximate index")
@@ -96,6 +96,10 @@ def parser() -> argparse.ArgumentParser:
                         "matching passages; document: ranked as the evaluation ranks articles")
     search.add_argument("--min-relevance", type=float, metavar="R",
                         help="leave out results below this relevance, 0..1 (default: the weak grade's floor; 0 keeps all)")
+    search.add_argument("--atom", action="store_true", help="print the search as an Atom feed: the newest articles "
+                        "that answer it, one entry each (GET /search.atom's feed; for a cron job that publishes it)")
+    search.add_argument("--feed-url", metavar="URL", help="with --atom: the address the feed will be read at (its "
+                        "self link)")
     index_options(search)
     search.add_argument("--url", default=settings.url, help=described("url") + ": much faster")
 
