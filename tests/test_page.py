@@ -226,6 +226,38 @@ def test_dates_outlets_and_facet_links_narrow_the_search_and_stay_in_the_address
         assert console_errors == []
 
 
+def test_the_page_offers_its_search_to_browsers_and_each_search_as_a_feed(browser, tmp_path):
+    import feedparser
+
+    with archive_site(browser, tmp_path) as (page, url, console_errors):
+        page.goto(url + "/")
+        described = page.locator('link[rel="search"]')
+        assert described.get_attribute("type") == "application/opensearchdescription+xml"
+        description = page.request.get(url + described.get_attribute("href"))
+        assert description.ok and "search.atom?q={searchTerms}" in description.text()
+        assert not page.locator("a#follow").is_visible()  # nothing to follow before a search
+        page.fill("#q", "harbour port workers")
+        page.press("#q", "Enter")
+        page.locator("li.result").first.wait_for()
+        follow = page.locator("a#follow")
+        assert follow.is_visible() and follow.inner_text() == "Follow this search"
+        alternate = page.locator('link[rel="alternate"][type="application/atom+xml"]')
+        assert alternate.get_attribute("href") == follow.get_attribute("href")
+        assert "q=harbour+port+workers" in follow.get_attribute("href")
+        feed = page.request.get(url + follow.get_attribute("href"))
+        parsed = feedparser.parse(feed.body())
+        assert feed.ok and not parsed.bozo and parsed.feed.title == "semsearch: harbour port workers"
+        shown = {t.strip() for t in page.locator("li.result .title").all_inner_texts()}
+        assert {e.title for e in parsed.entries} <= shown  # dated matches, as the page shows them
+        page.fill("#after", "2026-03-05")  # a narrower search: a feed of its own
+        page.locator("#after").dispatch_event("change")
+        page.wait_for_url("**published_after=2026-03-05**")
+        page.wait_for_function("document.querySelector('a#follow').href.includes('published_after=2026-03-05')")
+        narrowed = feedparser.parse(page.request.get(url + page.locator("a#follow").get_attribute("href")).body())
+        assert {e.title for e in narrowed.entries} == {"Harbour report a1", "Harbour report a2", "Harbour report a6"}
+        assert console_errors == []
+
+
 def test_a_syndicated_story_shows_once_and_says_where_else_it_ran(browser, tmp_path):
     from tests.conftest import STAND_IN
     from tests.conftest import semsearch

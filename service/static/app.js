@@ -13,6 +13,7 @@ const filtersLine = document.getElementById("filters");
 const facetsPanel = document.getElementById("facets");
 const timeline = document.getElementById("timeline");
 const notice = document.getElementById("notice");
+const follow = document.getElementById("follow");
 const SVG = "http://www.w3.org/2000/svg";
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 let outlets = []; // outlets chosen from the facet links (or a shared link)
@@ -232,8 +233,25 @@ function statusText(body, params) {
 
 let latest = 0; // only the newest search may render: answers can arrive out of order
 
+function offerFeed(state) {
+  // The search as an Atom feed: for feed readers (the head's alternate link) and for people (a link).
+  const address = "/search.atom?" + new URLSearchParams(state).toString();
+  let alternate = document.querySelector('link[rel="alternate"][type="application/atom+xml"]');
+  if (!alternate) {
+    alternate = document.createElement("link");
+    alternate.rel = "alternate";
+    alternate.type = "application/atom+xml";
+    document.head.append(alternate);
+  }
+  alternate.href = address;
+  alternate.title = "semsearch: " + state.get("q");
+  follow.href = address;
+  follow.parentElement.hidden = false;
+}
+
 async function runSearch(state) {
   const ticket = ++latest;
+  offerFeed(state);
   list.replaceChildren();
   timeline.replaceChildren();
   renderFilters();
