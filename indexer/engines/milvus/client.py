@@ -32,7 +32,6 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 # process holds; connect() says that in one line
 logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite lacks AllocTimestamp; clients cope
-logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)  # the same, said by an iterator
 
 ALIVE = 2 ** 62           # died of a live row
 TEXT_PART = 16_000        # characters of a document's text per row (a VARCHAR holds 65,535 bytes)
@@ -88,6 +87,9 @@ def connect(uri: str, token: str | None):
     if key not in _clients:
         from pymilvus import MilvusClient
 
+        # Milvus Lite lacks AllocTimestamp, and a query iterator says so each time (set here: importing
+        # pymilvus resets the levels of its loggers)
+        logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
         if "://" not in uri:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         attempts = LITE_ATTEMPTS if "://" not in uri else 1
