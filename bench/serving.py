@@ -56,7 +56,8 @@ def timed(call, items) -> list[float]:
     return samples
 
 
-def http_phase(url: str, queries: list[str], clients: int, mode: str = "hybrid", path: str = "/search") -> dict:
+def http_phase(url: str, queries: list[str], clients: int, mode: str = "hybrid", path: str = "/search",
+               params: dict | None = None) -> dict:
     """Send queries from `clients` threads, each over its own keep-alive connection.
 
     The client is the standard library's http.client: it shares the 2 cores with the server,
@@ -71,7 +72,7 @@ def http_phase(url: str, queries: list[str], clients: int, mode: str = "hybrid",
 
         def ask(q: str) -> None:
             nonlocal failed
-            connection.request("GET", path + "?" + urllib.parse.urlencode({"q": q, "k": 10, "mode": mode}))
+            connection.request("GET", path + "?" + urllib.parse.urlencode({"q": q, "k": 10, "mode": mode, **(params or {})}))
             response = connection.getresponse()
             response.read()
             if response.status != 200:
@@ -159,6 +160,7 @@ def measure_on(args, engine: str | None, options: dict, embedder, precision: str
         print("build", report["build"], flush=True)
 
     opened = open_engine(index_dir, embedder.name, embedder.dimension, engine, **options)
+    opened.prepare()  # as a service opens it (Milvus: every term's document frequency kept)
     searcher = Searcher(opened.reader(), embedder)
     for q in warmup[:20]:
         searcher.search(Query(q))
