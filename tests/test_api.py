@@ -187,8 +187,14 @@ def test_metrics_count_the_engines_calls_by_operation(seed_index):
         new_term = f"zq{uuid.uuid4().hex[:8]}"  # a term no search has asked for
         assert client.get("/search", params={"q": f"why won't Russia stop {new_term}", "k": 3}).json()["results"]
         after = metric_values(client.get("/metrics").text)
-    made = {labels: after[(name, labels)] - before.get((name, labels), 0) for name, labels in after
-            if name == "semsearch_engine_calls_total" and after[(name, labels)] > before.get((name, labels), 0)}
+        # The page's search: each article once, copies collapsed, facets, newest first
+        assert client.get("/search", params={"q": "why won't Russia stop", "group": "article", "collapse": "story",
+                                             "facets": "outlet,month", "sort": "newest"}).json()["results"]
+        paged = metric_values(client.get("/metrics").text)
+    made, page = (
+        {labels: later[(name, labels)] - earlier.get((name, labels), 0) for name, labels in later
+         if name == "semsearch_engine_calls_total" and later[(name, labels)] > earlier.get((name, labels), 0)}
+        for earlier, later in ((before, after), (after, paged)))
     operations = {dict(labels)["operation"] for labels in made}
     engine = {dict(labels)["engine"] for labels in made}
     assert len(engine) == 1 and made, made
@@ -198,6 +204,9 @@ def test_metrics_count_the_engines_calls_by_operation(seed_index):
         # sentence vectors; the service keeps every term's statistics (docs/milvus.md: "Round trips")
         assert made == {(("engine", "milvus"), ("operation", "search")): 2,
                         (("engine", "milvus"), ("operation", "query")): 1}
+        # what grouping, collapsing, facets and dates need of every match: one query more
+        assert page == {(("engine", "milvus"), ("operation", "search")): 2,
+                        (("engine", "milvus"), ("operation", "query")): 2}
 
 
 def test_metadata_filters_have_a_cap_of_their_own(client):

@@ -17,6 +17,10 @@ from indexer.engines.milvus.schema import (PASSAGE_OUT, SENTENCES, generation_na
                                            passage_of, sentence_keys, term_key, unpacked)
 
 
+META = ("doc_number", "published", "signature", "metadata", "section")
+META_KEPT = 50_000  # passages whose META fields a reader keeps (about 1 KB each)
+
+
 class MilvusReader:
     """One committed generation of the index, as search sees it (IndexReader)."""
 
@@ -32,6 +36,7 @@ class MilvusReader:
         # Every term's document frequency as of this generation, when the engine keeps them (a
         # service does): then a search asks Milvus nothing about terms.
         self.table = table.of(state) if table is not None else None
+        self.described: dict[int, dict] = {}  # META fields of passages looked up (rows never change them)
 
     @property
     def info(self) -> IndexInfo:
@@ -96,12 +101,24 @@ class MilvusReader:
                 found[int(row["id"])] = row
         return found
 
+    def meta(self, ids: Sequence[int]) -> dict[int, dict]:
+        """The META fields of these passages: every one a search's stages ask about (grouping,
+        collapsing, facets, dates) fetched in one query the first time any of them is asked for."""
+        known = self.described  # only ever added to; a full one is replaced whole, never emptied
+        wanted = [i for i in dict.fromkeys(int(i) for i in ids) if i not in known]
+        found = self.rows(wanted, list(META)) if wanted else {}
+        if len(known) > META_KEPT:
+            self.described = found
+        else:
+            known.update(found)
+        return {int(i): row for i in ids if (row := found.get(int(i)) or known.get(int(i))) is not None}
+
     def published(self, ids: Sequence[int]) -> np.ndarray:
-        rows = self.rows(ids, ["published"])
+        rows = self.meta(ids)
         return np.array([rows[int(i)]["published"] if int(i) in rows else NO_DATE for i in ids], dtype=np.int64)
 
     def signatures(self, ids: Sequence[int]) -> np.ndarray:
-        rows = self.rows(ids, ["signature"])
+        rows = self.meta(ids)
         marks = np.full((len(ids), neardup.PERMUTATIONS), neardup.EMPTY, dtype=np.uint32)
         for n, i in enumerate(ids):
             if int(i) in rows:
@@ -109,11 +126,10 @@ class MilvusReader:
         return marks
 
     def describe(self, ids: Sequence[int]) -> dict[int, tuple[int, Metadata, str]]:
-        return {i: (int(row["doc_number"]), metadata_of(row), row["section"])
-                for i, row in self.rows(ids, ["doc_number", "metadata", "section"]).items()}
+        return {i: (int(row["doc_number"]), metadata_of(row), row["section"]) for i, row in self.meta(ids).items()}
 
     def documents_of(self, ids: Sequence[int]) -> dict[int, int]:
-        return {i: int(row["doc_number"]) for i, row in self.rows(ids, ["doc_number"]).items()}
+        return {i: int(row["doc_number"]) for i, row in self.meta(ids).items()}
 
     def fetch(self, ids: Sequence[int]) -> dict[int, StoredPassage]:
         """The passages with their sentences: one query (a layout 1 build: two)."""
