@@ -38,6 +38,7 @@ class Query:
     # MORE_PER_ARTICLE more of its matching passages in Hit.more; "document" ranks articles as the
     # evaluation does, each list cut to the article's best passage before the lists are combined.
     group: str | None = None
+    more: bool = True  # group=article: with the article's further matching passages (a feed wants none)
 
     def check(self, most: int | None = None) -> None:
         """QueryError, naming the field (its .field), for the first thing asked that cannot be done.

@@ -291,6 +291,7 @@ class Searcher:
         more: dict[int, list[tuple[int, float]]] = {}
         if query.group == "article":
             matches, more = self.by_article(matches, {i: found.graded[i][0] for i, _ in matches})
+            more = more if query.more else {i: [] for i in more}
         return Arranged(matches, more, copies)
 
     def present(self, query: Query, page: list[tuple[int, float]], shown: Arranged, found: Found) -> list[Hit]:
