@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape, quoteattr
 
 from indexer.search.query import Query
 from indexer.search.searcher import Answer, Hit
@@ -98,55 +99,50 @@ def search_feed(query: Query, answer: Answer, changed: str | None = None, self_u
     document_url: a link for an article that has no URL of its own (None: its passage is the content).
     """
     dated = [(hit, published) for hit in answer.hits if (published := seconds(hit.metadata.published_at)) is not None]
-    feed = ElementTree.Element("feed", {"xmlns": ATOM})  # children in its namespace by default
-    add = ElementTree.SubElement
-
-    def text_element(parent, name: str, value: str, **attributes) -> None:
-        add(parent, name, attributes).text = clean(value)
-
     entries = [(hit, published, max(published, seconds(hit.metadata.updated_at) or published))
                for hit, published in dated[:MOST_ENTRIES]]
     newest = max((updated for _, _, updated in entries), default=None)
-    text_element(feed, "title", f"semsearch: {query.text}")
     undated = len(answer.hits) - len(dated)
-    text_element(feed, "subtitle", f"The newest articles that answer “{query.text}”, newest first"
-                 + (f"; {count(undated, 'more article')} without a publication time not listed" if undated else ""))
-    text_element(feed, "id", feed_id(query))
-    text_element(feed, "updated", rfc3339(newest) if newest is not None else changed or rfc3339(0))
+    lines = ['<?xml version="1.0" encoding="utf-8"?>', f"<feed xmlns={quoteattr(ATOM)}>",
+             element("title", f"semsearch: {query.text}"),
+             element("subtitle", f"The newest articles that answer “{query.text}”, newest first"
+                     + (f"; {count(undated, 'more article')} without a publication time not listed" if undated else "")),
+             element("id", feed_id(query)),
+             element("updated", rfc3339(newest) if newest is not None else changed or rfc3339(0))]
     if self_url:
-        add(feed, "link", {"rel": "self", "type": "application/atom+xml", "href": clean(self_url)})
+        lines.append(element("link", rel="self", type="application/atom+xml", href=self_url))
     if page_url:
-        add(feed, "link", {"rel": "alternate", "type": "text/html", "href": clean(page_url)})
-    text_element(add(feed, "author"), "name", "semsearch")
-    text_element(feed, "generator", "semsearch")
+        lines.append(element("link", rel="alternate", type="text/html", href=page_url))
+    lines += [" <author>", element("name", "semsearch", 2), " </author>", element("generator", "semsearch")]
     for hit, published, updated in entries:
         passage, meta = hit.passage, hit.metadata
-        entry = add(feed, "entry")
-        text_element(entry, "id", entry_id(passage.doc_id))
-        text_element(entry, "title", passage.title or passage.doc_id)
         link = passage.source if re.match(r"https?://", passage.source or "") else document_url(passage.doc_id)
+        lines += [" <entry>", element("id", entry_id(passage.doc_id), 2),
+                  element("title", passage.title or passage.doc_id, 2)]
         if link:
-            add(entry, "link", {"rel": "alternate", "type": "text/html", "href": clean(link)})
-        text_element(entry, "published", rfc3339(published))
-        text_element(entry, "updated", rfc3339(updated))
+            lines.append(element("link", depth=2, rel="alternate", type="text/html", href=link))
+        lines += [element("published", rfc3339(published), 2), element("updated", rfc3339(updated), 2)]
         for name in filter(str.strip, map(clean, meta.authors)):
-            text_element(add(entry, "author"), "name", name)
-        for tag in filter(str.strip, map(clean, meta.tags)):
-            add(entry, "category", {"term": tag})
-        text_element(entry, "summary", marked(hit), type="html")
+            lines += ["  <author>", element("name", name, 3), "  </author>"]
+        lines += [element("category", depth=2, term=tag) for tag in filter(str.strip, map(clean, meta.tags))]
+        lines.append(element("summary", marked(hit), 2, type="html"))
         if not link:  # an entry without a link must hold its content (RFC 4287, 4.1.2)
-            text_element(entry, "content", marked(hit), type="html")
+            lines.append(element("content", marked(hit), 2, type="html"))
         if meta.outlet:
-            text_element(add(entry, "source"), "title", meta.outlet)
-    ElementTree.indent(feed, space=" ")
-    body = written(feed)
+            lines += ["  <source>", element("title", meta.outlet, 3), "  </source>"]
+        lines.append(" </entry>")
+    lines.append("</feed>\n")
+    body = "\n".join(lines).encode()
     return Feed(body, f'"{hashlib.sha256(body).hexdigest()[:32]}"', len(entries), undated)
 
 
-def written(root: ElementTree.Element) -> bytes:
-    """The document as UTF-8 (serialised to text first: ElementTree writing bytes resets a codec
-    for every piece, which took half of a 50-entry feed's time)."""
-    return ('<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n").encode()
+def element(name: str, text: str | None = None, depth: int = 1, **attributes: str) -> str:
+    """One element on a line of its own, its text and attributes escaped (and cleaned of what XML
+    cannot hold); no text: an empty element. Written by hand, not by ElementTree: a 50-entry feed
+    took 1.5 ms to serialise there, a fifth of a search on a million passages."""
+    values = "".join(f" {key}={quoteattr(clean(value))}" for key, value in attributes.items())
+    opened = f"{' ' * depth}<{name}{values}"
+    return f"{opened}/>" if text is None else f"{opened}>{escape(clean(text))}</{name}>"
 
 
 def opensearch_description(base: str) -> bytes:
@@ -166,4 +162,4 @@ def opensearch_description(base: str) -> bytes:
     add("Url", type="application/json", template=f"{base}search?q={{searchTerms}}")
     add("Query", role="example", searchTerms="why won't Russia stop")
     ElementTree.indent(root, space=" ")
-    return written(root)
+    return ('<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n").encode()

@@ -231,13 +231,14 @@ class SegmentIndex:
         wanted = np.asarray(ids, dtype=np.int64)
         for view in self.views:
             segment = view.segment
-            here = segment.ids[segment.rows_of(wanted)]
-            if not len(here):
+            rows = segment.rows_of(wanted)
+            if not len(rows):
                 continue
-            numbers = dict(zip(here.tolist(), segment.doc_numbers[segment.rows_of(here)].tolist()))
+            row_of = dict(zip(segment.ids[rows].tolist(), rows.tolist()))
+            numbers = dict(zip(row_of, segment.doc_numbers[rows].tolist()))
             metadata = segment.metadata(list(numbers.values()))
-            for passage_id, passage in segment.passages(here.tolist()).items():
-                spans, vectors = segment.sentences(int(segment.rows_of(np.array([passage_id]))[0]))
+            for passage_id, passage in segment.passages(list(row_of)).items():
+                spans, vectors = segment.sentences(row_of[passage_id])
                 found[passage_id] = StoredPassage(passage_id, passage, spans, vectors,
                                                   metadata.get(numbers[passage_id], Metadata()))
         return found
