@@ -50,6 +50,7 @@ from indexer.eval.beir import read_corpus, read_queries  # noqa: E402
 from indexer.index.build import build_from_documents  # noqa: E402
 from indexer.text.chunking import sentence_spans  # noqa: E402
 from indexer.text.documents import Document  # noqa: E402
+from indexer.text.metadata import Metadata  # noqa: E402
 from indexer.index.engine import open_engine  # noqa: E402
 from indexer.model.hashing_encoder import HashingEncoder  # noqa: E402
 from indexer.engines.faiss.merge import merge_all  # noqa: E402
@@ -170,13 +171,18 @@ def corpus_sentences(dataset: Path, topics: int = TOPICS) -> Sentences:
     return Sentences([pools[i] for i in kept], [titles[i] for i in kept])
 
 
+EPOCH = 1_577_836_800  # 2020-01-01T00:00:00Z: article n is published 10 n minutes later
+
+
 def article(n: int, rng: np.random.Generator, sentences: Sentences, paragraphs: int = PARAGRAPHS) -> Document:
     """An article on one topic: paragraphs of 3-4 sentences drawn from that topic's pool."""
     topic = int(rng.integers(len(sentences.pools)))
     pool, titles = sentences.pools[topic], sentences.titles[topic]
     body = "\n".join(" ".join(pool[i] for i in rng.integers(0, len(pool), rng.integers(3, 5)))
                      for _ in range(paragraphs))
-    return Document(f"a{n}", titles[n % len(titles)], f"https://news.example/{n % 97}/{n}", body)
+    published = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(EPOCH + 600 * n))  # ten minutes apart
+    return Document(f"a{n}", titles[n % len(titles)], f"https://news.example/{n % 97}/{n}", body,
+                    Metadata(published_at=published))
 
 
 def long_article(n: int, rng: np.random.Generator, sentences: list[str], words: int = 1000) -> dict:
@@ -307,6 +313,7 @@ def measure(size: int, workdir: Path, sentences: Sentences, queries: list[str], 
         report["hybrid_1_client"] = http_phase(url, queries[100:100 + n], clients=1)
         report["hybrid_4_clients"] = http_phase(url, queries[100 + n:100 + 3 * n], clients=4)
         report["dense_recall_at_10_vs_exact"] = dense_recall(url, queries[100 + 3 * n:200 + 3 * n])
+        report["feed"] = feed_against_search(url, queries[200 + 3 * n:200 + 4 * n])
         bodies = [long_article(n, rng, sentences.all) for n in range(5)]
         report["ingest_1000_words"] = ingest_and_delete(url, bodies)
         time.sleep(3)  # let the background merger settle after the writes
@@ -320,6 +327,21 @@ def measure(size: int, workdir: Path, sentences: Sentences, queries: list[str], 
         stop_server(process)
     print(size, "served", {k: v for k, v in report.items() if k not in ("post_build_merges",)}, flush=True)
     return report
+
+
+def feed_against_search(url: str, queries: list[str]) -> dict:
+    """GET /search.atom (50 entries) against GET /search (k 10) of the same query, both with
+    min_relevance 0 (so that every feed has 50 entries), 1 client. First each on half of the
+    queries, asked for the first time (each pays for embedding its query); then both on all of
+    them again (the service has every query's vector cached: what differs is the feed's work)."""
+    half, every = len(queries) // 2, {"min_relevance": 0}
+    feed = {"k": 50, **every}
+    first = {"search_k10": http_phase(url, queries[:half], clients=1, params=every),
+             "feed_50": http_phase(url, queries[half:], clients=1, path="/search.atom", params=feed)}
+    again = {"search_k10": http_phase(url, queries, clients=1, params=every),
+             "feed_50": http_phase(url, queries, clients=1, path="/search.atom", params=feed)}
+    entries = [httpx.get(url + "/search.atom", params={"q": q, **feed}).text.count("<entry>") for q in queries[:20]]
+    return {"first_ask": first, "asked_again": again, "feed_entries_median": statistics.median(entries)}
 
 
 def encoder_speed(sentences: Sentences, repeats: int = 5) -> dict:
