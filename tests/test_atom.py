@@ -183,3 +183,23 @@ def test_the_command_line_writes_the_feed_the_service_serves(client, archive):
     assert feedparser.parse(body).feed.links[0].href == "https://example.org/harbour.atom"
     # Without a URL of their own or a service to link to, entries carry their passage as content
     assert Counter(e.find(f"{A}content") is not None for e in mine.findall(f"{A}entry")) == Counter({True: 5})
+
+
+def test_the_command_line_asks_a_running_server_for_its_feed(archive):
+    import httpx
+
+    from tests.conftest import start_server, stop_server
+
+    process, url = start_server(archive, STAND_IN)
+    try:
+        printed = semsearch("search", "harbour port workers", "--atom", "--min-relevance", "0", "--outlet", "Wire Daily",
+                            "--url", url, env=STAND_IN)
+        served = httpx.get(url + "/search.atom", params={**QUERY, "outlet": "Wire Daily"}).content
+    finally:
+        stop_server(process)
+    assert printed.returncode == 0, printed.stderr
+    mine, theirs = valid_atom(printed.stdout.encode()), ElementTree.fromstring(served)
+    assert [e.find(f"{A}link").get("href") for e in mine.findall(f"{A}entry")] == \
+           [e.find(f"{A}link").get("href") for e in theirs.findall(f"{A}entry")] == \
+           [f"{url}/documents/a2", f"{url}/documents/a3"]  # the server links articles without a URL
+    assert mine.find(f"{A}link[@rel='self']").get("href").startswith(url + "/search.atom?q=harbour")
