@@ -534,3 +534,80 @@ def test_a_replica_answers_503_while_its_milvus_server_is_down_and_loses_nothing
                 listed = httpx.get(f"{url}/documents", headers=key, params={"limit": 1000}).json()["documents"]
                 assert "refused-note" not in {d["doc_id"] for d in listed}
                 assert post(url, "after-note", "After Note\nThe harbour reopened after the storm.").status_code == 200
+
+
+@pytest.mark.slow  # starts a Milvus Lite server and two replicas, and waits out a dead writer's lease
+def test_a_replica_killed_in_the_middle_of_a_write_loses_nothing_acknowledged(tmp_path):
+    """Replica 1 is killed (-9) once its write has put rows into Milvus but before it commits:
+    every write acknowledged before is still there, the killed write is all or nothing, replica 2
+    writes again once the dead writer's lease has expired, and the next write tidies away what the
+    killed one left, so the index checks whole."""
+    import contextlib
+    import shutil
+    import signal
+    import threading
+
+    from indexer.engines.milvus.client import LEASE_SECONDS, Milvus, Names
+    from indexer.engines.milvus.writer import MilvusWriter
+    from indexer.index.folder import read_record
+    from indexer.model.hashing_encoder import HashingEncoder
+    from tests.conftest import milvus_server, served, start_server, stop_server
+
+    key, stand_in = {"Authorization": "Bearer k"}, HashingEncoder()
+    first, second = tmp_path / "replica-1", tmp_path / "replica-2"
+
+    def post(url: str, documents: list[dict]) -> httpx.Response:
+        return httpx.post(f"{url}/documents", headers=key, timeout=120, json={"documents": documents})
+
+    def note(name: str, words: int = 12) -> dict:
+        return {"id": name, "text": f"{name.title()}\n" + " ".join(f"The {name} harbour note {n}." for n in range(words))}
+
+    with milvus_server(tmp_path / "milvus") as (_, uri):
+        assert semsearch("index", str(SEEDS), "--out", str(first), "--engine", "milvus", "--milvus-uri", uri,
+                         env=STAND_IN).returncode == 0
+        second.mkdir()
+        shutil.copy(first / "engine.json", second / "engine.json")
+        watcher = Milvus(uri, None, read_record(first)["collection"])  # the test's own view of the index
+        env = STAND_IN | {"SEMSEARCH_API_KEY": "k"}
+        victim, one = start_server(first, env)
+        try:
+            with served(second, env) as (_, two):
+                acknowledged = [f"kept-{n}" for n in range(4)]
+                for n, name in enumerate(acknowledged):
+                    assert post(one if n % 2 else two, [note(name)]).status_code == 200
+                committed = watcher.state()
+                names = Names.of(watcher.collection, committed["build"])
+                batch = [note(f"batch-{n}", 200) for n in range(100)]  # about 2,000 passages: a long write
+
+                def send() -> None:
+                    with contextlib.suppress(httpx.HTTPError):  # its replica dies before it answers
+                        post(one, batch)
+
+                threading.Thread(target=send, daemon=True).start()
+                deadline = time.monotonic() + 60  # its documents' rows are the write's first
+                while time.monotonic() < deadline and not watcher.count(names.documents,
+                                                                        f"born > {committed['generation']}"):
+                    time.sleep(0.02)
+                victim.send_signal(signal.SIGKILL)  # rows written, nothing committed yet
+                victim.wait()
+                after = watcher.state()
+                assert after["generation"] == committed["generation"], "the write committed before the kill"
+
+                started = time.monotonic()  # the dead writer's lease expires; replica 2 writes again
+                assert post(two, [note("after-kill")]).status_code == 200
+                waited = time.monotonic() - started
+                assert waited <= LEASE_SECONDS + 10, waited
+                listed = {d["doc_id"] for d in httpx.get(f"{two}/documents", headers=key,
+                                                         params={"limit": 1000}).json()["documents"]}
+                assert set(acknowledged) | {"after-kill"} <= listed
+                assert not {d["id"] for d in batch} & listed  # the killed write left nothing searchable
+                found = httpx.get(f"{two}/search", params={"q": "batch-7 harbour note", "mode": "keyword",
+                                                            "min_relevance": 0}).json()["results"]
+                assert not any(h["doc_id"].startswith("batch-") for h in found)
+        finally:
+            if victim.poll() is None:
+                stop_server(victim)
+        engine = MilvusWriter(watcher, stand_in.name, stand_in.dimension)
+        assert watcher.count(names.documents, f"born > {watcher.state()['generation']}") == 0  # tidied
+        assert open_engine(first, stand_in.name, stand_in.dimension).inspect().intact
+        assert {"after-kill", *acknowledged} <= set(engine.live_documents())
