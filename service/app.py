@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Semantic search over news articles: ranked passages with their sources "
                               "and the sentence that answers.")
     app.state.metrics = Metrics(lambda: getattr(app.state, "runtime", None))
+    app.state.feeds = routes.FeedCache()
     app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: it counts refusals too
     errors.install(app)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -115,17 +117,45 @@ async def search_atom(request: Request, params: Annotated[FeedParams, Query()], 
     refused = refusal(request, params)
     if refused is not None:
         return refused
-    query = atom.feed_query(query_of(params))
-    found = await in_turn(request, searcher, lambda: searcher.answer(query))
-    changed = searcher.index.info.built_at
-    feed = atom.search_feed(query, found, changed, self_url=str(request.url),
-                            page_url=str(request.url.replace(path="/")),
-                            document_url=lambda doc_id: f"{request.base_url}documents/{quote(doc_id, safe='')}")
-    modified = parsed_time(changed)
+    address, feeds = str(request.url), request.app.state.feeds
+    feed = feeds.get(searcher, address)
+    if feed is None:
+        query = atom.feed_query(query_of(params))
+        feed = await in_turn(request, searcher, lambda: atom.search_feed(
+            query, searcher.answer(query), searcher.index.info.built_at, self_url=address,
+            page_url=str(request.url.replace(path="/")),
+            document_url=lambda doc_id: f"{request.base_url}documents/{quote(doc_id, safe='')}"))
+        feeds.put(searcher, address, feed)
+    modified = parsed_time(searcher.index.info.built_at)
     headers = {"ETag": feed.etag, **({"Last-Modified": format_datetime(modified, usegmt=True)} if modified else {})}
     if not_modified(request, feed.etag, modified):
         return Response(status_code=304, headers=headers)
     return Response(feed.body, media_type=atom.CONTENT_TYPE, headers=headers)
+
+
+class FeedCache:
+    """The feeds written for the searcher in use, by address: feed readers ask for the same
+    address again and again, and its answer changes only when the index (or the relevance
+    calibration) does, which brings a new searcher. At most `size` feeds, the least recently
+    asked for dropped first."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size, self.entries, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, searcher: search.Searcher, address: str) -> atom.Feed | None:
+        with self.lock:
+            found = self.entries.get(address)
+            if found is None or found[0] is not searcher:
+                return None
+            self.entries.move_to_end(address)
+            return found[1]
+
+    def put(self, searcher: search.Searcher, address: str, feed: atom.Feed) -> None:
+        with self.lock:
+            self.entries[address] = (searcher, feed)
+            self.entries.move_to_end(address)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
 
 
 def parsed_time(stamp: str | None) -> datetime | None:

@@ -505,3 +505,11 @@ def post_each(writer, documents) -> None:
         body = {"documents": [{"id": document.doc_id, "title": document.title, "text": document.text}]}
         answer = writer.post("/documents", json=body)
         assert answer.status_code == 200, answer.text
+
+
+def metric_values(text: str) -> dict:
+    """{(sample name, sorted labels): value} from Prometheus text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from indexer.model.onnx_encoder import OnnxEncoder
 from indexer.settings import Settings
 from service.app import create_app
+from tests.conftest import metric_values
 
 ERROR_KEYS = {"status", "code", "message"}
 
@@ -116,14 +117,6 @@ def test_explain_paging_and_filters_over_http(client):
     assert page[0]["rank"] == 4
     none = client.post("/search", json={"q": "war", "doc_id": ["no-such-article"]}).json()
     assert none["results"] == [] and none["no_good_match"] is True
-
-
-def metric_values(text: str) -> dict:
-    """{(sample name, sorted labels): value} from Prometheus text."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def test_metrics_count_requests_by_route_and_status_and_describe_the_index(seed_index):

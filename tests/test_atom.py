@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from indexer.settings import Secret, Settings
 from service.app import create_app
-from tests.conftest import ARCHIVE, STAND_IN, archive_index, semsearch
+from tests.conftest import ARCHIVE, STAND_IN, archive_index, metric_values, semsearch
 
 A = "{http://www.w3.org/2005/Atom}"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
@@ -130,6 +130,27 @@ def test_entries_keep_their_ids_and_a_304_holds_until_a_matching_article_arrives
     assert raw.find(f"{A}title").text == "Harbour workers & port <news>"
     assert "\x0b" not in changed.text and "<strong>" in raw.find(f"{A}summary").text
     client.delete("/documents/a7", headers={"Authorization": f"Bearer {KEY}"})
+
+
+def test_a_feed_asked_for_again_is_written_once_until_the_index_changes(client):
+    def engine_calls() -> float:
+        return sum(value for (name, _), value in metric_values(client.get("/metrics").text).items()
+                   if name == "semsearch_engine_calls_total")
+
+    params = {**QUERY, "outlet": "Harbour Times"}
+    first = client.get("/search.atom", params=params)
+    before = engine_calls()
+    assert client.get("/search.atom", params=params).content == first.content  # many readers, one search
+    assert engine_calls() == before
+    client.get("/search.atom", params={**params, "k": 3})  # another address: its own feed
+    assert engine_calls() > before
+    posted = client.post("/documents", headers={"Authorization": f"Bearer {KEY}"}, json={"documents": [{
+        "id": "a8", "title": "Harbour report a8", "text": "Harbour workers and port news, item a8.",
+        "published_at": "2026-03-08T08:00:00Z", "outlet": "Harbour Times"}]})
+    assert posted.status_code == 200
+    client.post("/admin/reload", headers={"Authorization": f"Bearer {KEY}"})
+    assert entries_of(client.get("/search.atom", params=params).content)[0].title == "Harbour report a8"
+    client.delete("/documents/a8", headers={"Authorization": f"Bearer {KEY}"})
 
 
 def test_a_search_nothing_answers_is_a_feed_without_entries_and_errors_are_the_apis(client):
