@@ -18,7 +18,7 @@ from indexer.engines.milvus.schema import (PASSAGE_OUT, SENTENCES, generation_na
 
 
 META = ("doc_number", "published", "signature", "metadata", "section")
-META_KEPT = 50_000  # passages whose META fields a reader keeps (about 1 KB each)
+META_KEPT = 10_000  # passages whose META fields a reader keeps (a few KB each, the signature most)
 
 
 class MilvusReader:
