@@ -171,6 +171,11 @@ def test_filters_mode_and_the_floor_apply_to_the_feed_as_to_the_search(client):
     assert {r["title"] for r in searched["results"]} == {e.title for e in narrowed}
     few = entries_of(client.get("/search.atom", params={**QUERY, "k": 2}).content)
     assert len(few) == 2
+    for options in ({"mode": "keyword"}, {"mode": "dense"}, {"collapse": "story"}):
+        other = client.get("/search.atom", params={**QUERY, **options}).content
+        valid_atom(other)
+        assert {e.title for e in entries_of(other)} == \
+               {e.title for e in entries_of(client.get("/search.atom", params=QUERY).content)}  # all match at 0
     strict = client.get("/search", params={"q": "harbour port workers", "k": 50, "group": "article"}).json()
     floor = entries_of(client.get("/search.atom", params={"q": "harbour port workers"}).content)
     assert {e.title for e in floor} <= {r["title"] for r in strict["results"]}  # only matches above the floor
