@@ -17,7 +17,9 @@ ERROR_KEYS = {"status", "code", "message"}
 
 @pytest.fixture(scope="module")
 def client(seed_index):
-    with TestClient(create_app(Settings(index_dir=seed_index))) as test_client:
+    # No watcher: nothing here waits for a new generation, and a watcher's looks are engine calls
+    # that test_metrics_count_the_engines_calls_by_operation would count as another search's
+    with TestClient(create_app(Settings(index_dir=seed_index, reload_interval=3600))) as test_client:
         yield test_client
 
 
@@ -173,33 +175,41 @@ def test_a_misnamed_parameter_and_an_unknown_facet_are_named_in_words(client):
 
 def test_metrics_count_the_engines_calls_by_operation(seed_index):
     """semsearch_engine_calls_total: Milvus's round trips, FAISS's reader operations, per search."""
-    # No watcher looking for new generations meanwhile: only the search's calls are counted
-    with TestClient(create_app(Settings(index_dir=seed_index, reload_interval=3600))) as client:
-        client.get("/search", params={"q": "why won't Russia stop"})  # collections loaded
+
+    def calls_of(client: TestClient, params: dict) -> dict:
         before = metric_values(client.get("/metrics").text)
-        new_term = f"zq{uuid.uuid4().hex[:8]}"  # a term no search has asked for
-        assert client.get("/search", params={"q": f"why won't Russia stop {new_term}", "k": 3}).json()["results"]
+        assert client.get("/search", params=params).json()["results"]
         after = metric_values(client.get("/metrics").text)
-        # The page's search: each article once, copies collapsed, facets, newest first
-        assert client.get("/search", params={"q": "why won't Russia stop", "group": "article", "collapse": "story",
-                                             "facets": "outlet,month", "sort": "newest"}).json()["results"]
-        paged = metric_values(client.get("/metrics").text)
-    made, page = (
-        {labels: later[(name, labels)] - earlier.get((name, labels), 0) for name, labels in later
-         if name == "semsearch_engine_calls_total" and later[(name, labels)] > earlier.get((name, labels), 0)}
-        for earlier, later in ((before, after), (after, paged)))
-    operations = {dict(labels)["operation"] for labels in made}
+        return {labels: after[(name, labels)] - before.get((name, labels), 0) for name, labels in after
+                if name == "semsearch_engine_calls_total" and after[(name, labels)] > before.get((name, labels), 0)}
+
+    def measured() -> tuple[dict, dict]:
+        # No watcher looking for new generations meanwhile: only the searches' calls are counted
+        with TestClient(create_app(Settings(index_dir=seed_index, reload_interval=3600))) as client:
+            client.get("/search", params={"q": "why won't Russia stop"})  # collections loaded
+            plain = calls_of(client, {"q": f"why won't Russia stop zq{uuid.uuid4().hex[:8]}", "k": 3})  # a new term
+            # The page's search: each article once, copies collapsed, facets, newest first
+            page = calls_of(client, {"q": "why won't Russia stop", "group": "article", "collapse": "story",
+                                     "facets": "outlet,month", "sort": "newest"})
+        return plain, page
+
+    def operations(calls: dict) -> dict[str, float]:
+        return {dict(labels)["operation"]: n for labels, n in calls.items()}
+
+    plain_milvus = {"search": 2, "query": 1}  # the two lists, then the page's passages with their sentence vectors
+    page_milvus = {"search": 2, "query": 2}  # and what grouping, collapsing, facets and dates need of every match
+    for _ in range(3):  # another thread of this process (another test's server) may call its engine meanwhile
+        made, page = measured()
+        if {dict(labels)["engine"] for labels in made} == {"faiss"} or \
+                (operations(made), operations(page)) == (plain_milvus, page_milvus):
+            break
     engine = {dict(labels)["engine"] for labels in made}
     assert len(engine) == 1 and made, made
     if engine == {"faiss"}:  # the searcher's reader operations: both lists, the term weights, the page
-        assert {"dense", "keyword", "term_weights", "fetch"} <= operations
-    else:  # round trips: two searches (dense, keyword) and one query, the page's passages with their
-        # sentence vectors; the service keeps every term's statistics (docs/milvus.md: "Round trips")
-        assert made == {(("engine", "milvus"), ("operation", "search")): 2,
-                        (("engine", "milvus"), ("operation", "query")): 1}
-        # what grouping, collapsing, facets and dates need of every match: one query more
-        assert page == {(("engine", "milvus"), ("operation", "search")): 2,
-                        (("engine", "milvus"), ("operation", "query")): 2}
+        assert {"dense", "keyword", "term_weights", "fetch"} <= set(operations(made))
+    else:  # round trips; the service keeps every term's statistics (docs/milvus.md: "Round trips")
+        assert operations(made) == plain_milvus, made
+        assert operations(page) == page_milvus, page
 
 
 def test_metadata_filters_have_a_cap_of_their_own(client):
