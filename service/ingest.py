@@ -177,7 +177,7 @@ def serving(runtime: Runtime):
     return runtime.searcher.index
 
 
-@router.get("/documents/{doc_id}", response_model=DocumentOut, responses={**AUTH_ERRORS, 404: {"model": ErrorResponse}},
+@router.get("/documents/{doc_id:path}", response_model=DocumentOut, responses={**AUTH_ERRORS, 404: {"model": ErrorResponse}},
             summary="A stored document: its text as kept and its passages")
 def get_document(doc_id: str, runtime: AuthorizedRuntime) -> dict:
     kept = serving(runtime).document(doc_id)
@@ -194,7 +194,7 @@ def list_documents(runtime: AuthorizedRuntime, offset: Annotated[int, Query(ge=0
         {"doc_id": doc_id, "title": title, "source": source, "origin": origin} for doc_id, title, source, origin in page]}
 
 
-@router.delete("/documents/{doc_id}", response_model=IngestResponse,
+@router.delete("/documents/{doc_id:path}", response_model=IngestResponse,
                responses={**WRITE_ERRORS, 404: {"model": ErrorResponse}}, summary="Delete an ingested document")
 def delete_document(doc_id: str, runtime: AuthorizedRuntime) -> IngestResponse:
     try:

@@ -102,7 +102,8 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            matched = scope.get("route")  # its template without converters: /documents/{doc_id}
+            route = getattr(matched, "path_format", None) or getattr(matched, "path", None) or "unmatched"
             seconds = time.perf_counter() - started
             self.metrics.observe(scope["method"], route, status, seconds)
             log_request(scope, request, route, status, seconds)

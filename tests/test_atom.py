@@ -229,3 +229,19 @@ def test_the_command_line_asks_a_running_server_for_its_feed(archive):
            [e.find(f"{A}link").get("href") for e in theirs.findall(f"{A}entry")] == \
            [f"{url}/documents/a2", f"{url}/documents/a3"]  # the server links articles without a URL
     assert mine.find(f"{A}link[@rel='self']").get("href").startswith(url + "/search.atom?q=harbour")
+
+
+def test_an_entrys_link_reaches_a_stored_document_whose_id_has_a_slash(tmp_path):
+    """Articles indexed from a folder of folders have ids like news/harbour-9: their entries link
+    to GET /documents/news%2Fharbour-9, which must find them."""
+    (tmp_path / "articles" / "news").mkdir(parents=True)
+    (tmp_path / "articles" / "news" / "harbour-9.md").write_text(
+        "---\ntitle: Harbour report 9\npublished_at: 2026-03-09T08:00:00Z\n---\n\n"
+        "Harbour workers and port news, item nine.\n")
+    assert semsearch("index", str(tmp_path / "articles"), "--out", str(tmp_path / "index"), env=STAND_IN).returncode == 0
+    settings = Settings(index_dir=tmp_path / "index", model_path="hashing", api_key=Secret(KEY), reload_interval=3600)
+    with TestClient(create_app(settings)) as client:
+        entries = entries_of(client.get("/search.atom", params=QUERY).content)
+        assert [e.link for e in entries] == ["http://testserver/documents/news%2Fharbour-9"]
+        stored = client.get(entries[0].link.removeprefix("http://testserver"), headers={"Authorization": f"Bearer {KEY}"})
+        assert stored.status_code == 200 and stored.json()["doc_id"] == "news/harbour-9"
