@@ -169,11 +169,14 @@ class IndexReader(Protocol):
     def signatures(self, ids: Sequence[int]) -> np.ndarray:
         """Near-duplicate signature (indexer/text/neardup.py) of each passage id, (len(ids), PERMUTATIONS)."""
 
+    # described=True: the search will ask documents_of, published, signatures or describe about
+    # what the lists find (grouping, collapsing, facets, dates); an engine whose every call is a
+    # round trip (Milvus) brings those fields back with the lists, a local one ignores it.
     def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
-              exact: bool = False) -> list[tuple[int, float]]: ...
+              exact: bool = False, described: bool = False) -> list[tuple[int, float]]: ...
 
-    def keyword(self, terms: list[str], depth: int,
-                selection: Selection | None = None) -> list[tuple[int, float]]: ...
+    def keyword(self, terms: list[str], depth: int, selection: Selection | None = None,
+                described: bool = False) -> list[tuple[int, float]]: ...
 
     def term_weights(self, terms: list[str]) -> dict[str, float]: ...
 

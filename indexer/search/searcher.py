@@ -245,7 +245,9 @@ class Searcher:
         depth = max(self.fusion.depth, (query.offset + query.k) * (4 if query.group else 1))
         vector = self.embed_query(query.text)
         terms = self.analyzer.query_terms(query.text)
-        dense, sparse = self.lists(vector, terms, depth, selection, query.exact)
+        described = bool(query.group or query.collapse or query.facets or query.sort == "newest"
+                         or query.recency_half_life_days is not None)  # stages that ask about every match
+        dense, sparse = self.lists(vector, terms, depth, selection, query.exact, described)
         key: Callable[[int], object] = lambda passage_id: passage_id
         by_document = query.group == "document"
         if by_document:
@@ -317,18 +319,20 @@ class Searcher:
                     if query.group == "article" else None)
                 for n, (i, _) in enumerate(page, start=1)]
 
-    def lists(self, vector: np.ndarray, terms: list[str], depth: int, selection, exact: bool
-              ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-        """The dense and the keyword list, each `depth` deep."""
+    def lists(self, vector: np.ndarray, terms: list[str], depth: int, selection, exact: bool,
+              described: bool = False) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """The dense and the keyword list, each `depth` deep (described: later stages will ask
+        about the passages found, see IndexReader.dense)."""
         with self.running() as others:
             if not others and self.index.info.passages >= PARALLEL_LISTS_FROM:
                 # A large index and no other search running: the dense list (FAISS, which releases
                 # the GIL) on the other core while this thread scores keywords. With other searches
                 # running the cores are busy anyway, and the hand-off only adds thread switches.
-                pending = self.lists_pool.submit(self.index.dense, vector, depth, selection, exact)
-                sparse = self.index.keyword(terms, depth, selection)
+                pending = self.lists_pool.submit(self.index.dense, vector, depth, selection, exact, described)
+                sparse = self.index.keyword(terms, depth, selection, described)
                 return pending.result(), sparse
-            return self.index.dense(vector, depth, selection, exact), self.index.keyword(terms, depth, selection)
+            return (self.index.dense(vector, depth, selection, exact, described),
+                    self.index.keyword(terms, depth, selection, described))
 
     def keyword_total(self, terms: list[str], weights: dict[str, float]) -> float:
         """The most BM25 score a passage could reach for these terms, as a sum of idf (each

@@ -87,7 +87,7 @@ class SegmentIndex:
 
     @counted("faiss")
     def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
-              exact: bool = False) -> list[tuple[int, float]]:
+              exact: bool = False, described: bool = False) -> list[tuple[int, float]]:
         """Best passages by cosine. Approximate segments propose candidates by their 8-bit codes;
         only the best of all segments' candidates are read back and rescored exactly, so a query
         reads a few hundred vectors whatever the number of segments."""
@@ -144,8 +144,10 @@ class SegmentIndex:
         return {t: postings.idf(df[t], self.total) for t in df}
 
     @counted("faiss")
-    def keyword(self, terms: list[str], depth: int, selection: Selection | None = None) -> list[tuple[int, float]]:
-        """Best passages by BM25 over all live segments; passages sharing no term are left out."""
+    def keyword(self, terms: list[str], depth: int, selection: Selection | None = None,
+                described: bool = False) -> list[tuple[int, float]]:
+        """Best passages by BM25 over all live segments; passages sharing no term are left out.
+        (described: nothing to bring back here; the segments answer documents_of and the rest in memory.)"""
         if not terms or not self.total:
             return []
         per_view, df = self.matches(terms)

@@ -53,12 +53,21 @@ class MilvusReader:
         return self.where(selection.parts["expression"] if selection is not None else "")
 
     def dense(self, vector: np.ndarray, depth: int, selection: Selection | None = None,
-              exact: bool = False) -> list[tuple[int, float]]:
+              exact: bool = False, described: bool = False) -> list[tuple[int, float]]:
         found = self.milvus.search(self.names.passages, [np.asarray(vector, np.float32).tolist()], "vector", "IP",
-                                   depth, self.restricted(selection))
+                                   depth, self.restricted(selection), META if described else ())
+        self.remember(found, described)
         return [(int(hit["id"]), float(hit["distance"])) for hit in found]
 
-    def keyword(self, terms: list[str], depth: int, selection: Selection | None = None) -> list[tuple[int, float]]:
+    def remember(self, found: list[dict], described: bool) -> None:
+        """Keep the META fields a list brought back (described), for the stages that ask next."""
+        if described and found:
+            known = self.described if len(self.described) <= META_KEPT else {}
+            known.update((int(hit["id"]), {"id": int(hit["id"]), **hit["entity"]}) for hit in found)
+            self.described = known
+
+    def keyword(self, terms: list[str], depth: int, selection: Selection | None = None,
+                described: bool = False) -> list[tuple[int, float]]:
         """The passages Milvus's BM25 finds, scored again with this generation's statistics.
 
         Milvus scores with statistics of every row it holds, rows of replaced and deleted documents
@@ -71,7 +80,9 @@ class MilvusReader:
             return []
         exact = "terms_total" in self.state
         found = self.milvus.search(self.names.passages, [" ".join(terms)], "sparse", "BM25", depth,
-                                   self.restricted(selection), ["terms"] if exact else ())
+                                   self.restricted(selection), [*(["terms"] if exact else []),
+                                                                *(META if described else ())])
+        self.remember(found, described)
         if not exact:
             # Milvus Lite gives BM25 negated, and with the (k1 + 1) factor Lucene's BM25 (and the FAISS
             # engine's) leaves out
