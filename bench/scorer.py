@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -78,47 +79,71 @@ def candidates(searcher, reader, text: str, titles: dict, title_terms: dict, ans
     return rows
 
 
+def query_sets(scifact: Path) -> dict[str, list[tuple[str, Callable]]]:
+    """Every query set by name, in the order of its evidence table: (query text, what answers it)."""
+    from indexer.eval.beir import read_qrels, read_queries
+    from indexer.eval.questions import read_off_topic, read_questions
+
+    sets: dict[str, list[tuple[str, Callable]]] = {}
+    for name, path in NEWS_SETS.items():
+        sets[name] = [(q.text, lambda p, q=q: p.doc_id in q.doc_ids and any(a in p.text for a in q.answers))
+                      for q in read_questions(ROOT / path)]
+    queries = read_queries(scifact)
+    for split in ("train", "test"):
+        sets[f"scifact_{split}"] = [(queries[q], lambda p, j=judged: j.get(p.doc_id, 0) > 0)
+                                    for q, judged in read_qrels(scifact, split).items() if q in queries]
+    off_topic = [(text, lambda p: False) for text in read_off_topic(ROOT / OFF_TOPIC)]
+    sets["off_topic_news"] = sets["off_topic_scifact"] = off_topic
+    return sets
+
+
+def news_documents() -> list:
+    from indexer.text.documents import read_folder
+
+    return [d for f in FOLDERS for d in read_folder(ROOT / f)]
+
+
 def build_tables(passage_input: str, model, scifact: Path) -> dict[str, list[list[tuple]]]:
     from indexer.text import chunking
-    from indexer.eval.beir import read_corpus, read_qrels, read_queries
+    from indexer.eval.beir import read_corpus
     from indexer.index.build import build_from_documents
-    from indexer.text.documents import read_folder
     from indexer.index.engine import open_engine
-    from indexer.eval.questions import read_off_topic, read_questions
     from indexer.search.searcher import Searcher
 
     original = chunking.context_of
     chunking.context_of = lambda title, section: original(*INPUTS[passage_input](title, section))
     tables: dict[str, list[list[tuple]]] = {}
-    off_topic = read_off_topic(ROOT / OFF_TOPIC)
+    sets = query_sets(scifact)
     try:
         with tempfile.TemporaryDirectory(prefix="semsearch-scorer-") as work:
-            for corpus, documents in (("news", [d for f in FOLDERS for d in read_folder(ROOT / f)]),
-                                      ("scifact", list(read_corpus(scifact)))):
+            for corpus, documents in (("news", news_documents()), ("scifact", list(read_corpus(scifact)))):
                 build_from_documents(documents, Path(work) / corpus, model, progress=False)
                 engine = open_engine(Path(work) / corpus, model.name, model.dimension)
                 reader = engine.reader()
                 searcher = Searcher(reader, model)
                 titles = dict(zip([d.doc_id for d in documents], model.embed([d.title for d in documents], progress=False)))
                 title_terms = {d.doc_id: set(searcher.analyzer.terms(d.title)) for d in documents}
-
-                def table(queries):
-                    return [candidates(searcher, reader, text, titles, title_terms, answers) for text, answers in queries]
-
-                if corpus == "news":
-                    for name, path in NEWS_SETS.items():
-                        tables[name] = table([(q.text, lambda p, q=q: p.doc_id in q.doc_ids and any(a in p.text for a in q.answers))
-                                              for q in read_questions(ROOT / path)])
-                else:
-                    queries = read_queries(scifact)
-                    for split in ("train", "test"):
-                        qrels = read_qrels(scifact, split)
-                        tables[f"scifact_{split}"] = table([(queries[q], lambda p, j=judged: j.get(p.doc_id, 0) > 0)
-                                                            for q, judged in qrels.items() if q in queries])
-                tables[f"off_topic_{corpus}"] = table([(text, lambda p: False) for text in off_topic])
+                names = (*NEWS_SETS, "off_topic_news") if corpus == "news" else ("scifact_train", "scifact_test",
+                                                                                  "off_topic_scifact")
+                for name in names:
+                    tables[name] = [candidates(searcher, reader, text, titles, title_terms, answers)
+                                    for text, answers in sets[name]]
                 engine.close()
     finally:
         chunking.context_of = original
+    return tables
+
+
+def cached_tables(passage_input: str, model, precision: str, scifact: Path, cache: Path) -> dict:
+    """The evidence tables of a passage input, built once and kept in cache."""
+    cache.mkdir(parents=True, exist_ok=True)
+    cached = cache / f"{passage_input}-{precision}.pickle"
+    if cached.exists():
+        return pickle.loads(cached.read_bytes())
+    started = time.perf_counter()
+    tables = build_tables(passage_input, model, scifact)
+    cached.write_bytes(pickle.dumps(tables))
+    print(f"{passage_input}: evidence in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return tables
 
 
@@ -139,14 +164,16 @@ def value(row: tuple, column: str, rows: list[tuple]) -> float:
     return max((r[cosine] for r in same if r[paragraph] == row[paragraph] - 1), default=floor)
 
 
-def fit(tables: dict, columns, c: float = 1.0):
+def fit(tables: dict, columns, c: float = 1.0, matrix_of: Callable = None):
     """A logistic regression of the training sets' answers against everything else they and the
-    off-topic queries found; each training set's queries weigh the same in total."""
+    off-topic queries found; each training set's queries weigh the same in total. matrix_of(name,
+    columns): the per-query evidence of a set (default: the table's own columns)."""
     from sklearn.linear_model import LogisticRegression
 
+    matrix_of = matrix_of or (lambda name, columns: matrix(tables[name], columns))
     xs, ys, ws = [], [], []
     for name in ("fit", "scifact_train", "off_topic_news", "off_topic_scifact"):
-        per_query = matrix(tables[name], columns)
+        per_query = matrix_of(name, columns)
         for x, y, _ in per_query:
             xs.append(x)
             ys.append(y)
@@ -211,20 +238,25 @@ def ndcg(per_query, score, qrels: list[dict]) -> float:
     return round(total / len(per_query), 4)
 
 
-def evaluate(tables: dict, columns, score, floor: float, scifact: Path) -> dict:
+def evaluate(tables: dict, columns, score, floor: float, scifact: Path, matrix_of: Callable = None,
+             grade: Callable = None) -> dict:
+    """Figures of a scorer: score(x) orders a query's passages; grade(x) (default: score) is the
+    relevance the floor is applied to, which must keep score's order within a query."""
     from indexer.eval.beir import read_qrels, read_queries
 
+    matrix_of = matrix_of or (lambda name, columns: matrix(tables[name], columns))
+    grade = grade or score
     queries = read_queries(scifact)
     test_qrels = [judged for q, judged in read_qrels(scifact, "test").items() if q in queries]
-    report = {name: ranking_figures(matrix(tables[name], columns), score) for name in ("61", "fit", "test")}
-    report["scifact_test_ndcg@10"] = ndcg(matrix(tables["scifact_test"], columns), score, test_qrels)
+    report = {name: ranking_figures(matrix_of(name, columns), score) for name in ("61", "fit", "test")}
+    report["scifact_test_ndcg@10"] = ndcg(matrix_of("scifact_test", columns), score, test_qrels)
     for corpus in ("news", "scifact"):
-        best = [score(x).max() if len(x) else 0.0 for x, _, _ in matrix(tables[f"off_topic_{corpus}"], columns)]
+        best = [grade(x).max() if len(x) else 0.0 for x, _, _ in matrix_of(f"off_topic_{corpus}", columns)]
         report[f"off_topic_{corpus}_nothing"] = round(float(np.mean(np.array(best) < floor)), 3)
     for name in ("61", "test", "scifact_test"):
         kept = []
-        for x, y, docs in matrix(tables[name], columns):
-            s = score(x)
+        for x, y, docs in matrix_of(name, columns):
+            s = grade(x)
             order = np.lexsort((np.arange(len(s)), -s))[:10]
             answer = next((s[i] for i in order if y[i]), None)
             if answer is not None:
@@ -247,20 +279,12 @@ def main() -> None:
     precision = default_precision()
     model = light_model_for(precision=precision)
     report = {"cpu": read_cpu().describe(), "model": model.name, "precision": precision, "inputs": {}}
-    args.cache.mkdir(parents=True, exist_ok=True)
     scorers = {"cosine": ("cosine",), "cosine+keyword": ("cosine", "keyword"),
                "passage": ("cosine", "sentence", "keyword"),
                "passage+title": ("cosine", "sentence", "keyword", "title", "title_keyword"),
                "all": FEATURES + DERIVED}
     for passage_input in args.inputs:
-        cached = args.cache / f"{passage_input}-{precision}.pickle"
-        if cached.exists():
-            tables = pickle.loads(cached.read_bytes())
-        else:
-            started = time.perf_counter()
-            tables = build_tables(passage_input, model, args.scifact)
-            cached.write_bytes(pickle.dumps(tables))
-            print(f"{passage_input}: evidence in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        tables = cached_tables(passage_input, model, precision, args.scifact, args.cache)
         results = {}
         for label, columns in [*scorers.items(), *((f"{label}, shipped way", columns) for label, columns in scorers.items()
                                                    if label in ("cosine+keyword", "passage"))]:
