@@ -174,8 +174,8 @@ def test_results_by_article_over_http_and_in_the_terminal(news_index):
 @pytest.mark.xdist_group("news-questions")
 def test_relevance_never_rises_down_a_hybrid_ranking_on_every_question(tmp_path_factory, embedder):
     """One score orders hybrid results and grades them: on every question of the three sets (the
-    61, the news fit and test halves), over all their articles, a hit never shows more relevance
-    than the one above it."""
+    61, the news fit and test halves) and every off-topic query, over all their articles, a hit
+    never shows more relevance than the one above it."""
     from indexer.index.build import build_from_documents
     from indexer.text.documents import read_folder
 
@@ -185,7 +185,8 @@ def test_relevance_never_rises_down_a_hybrid_ranking_on_every_question(tmp_path_
     searcher = searcher_of(index, embedder)
     questions = [q for name in ("questions.jsonl", "news/fit.jsonl", "news/test.jsonl")
                  for q in read_questions(QUESTIONS / name)]
-    assert len(questions) >= 290
-    for q in questions:
-        shown = [h.relevance for h in searcher.search(Query(q.text, k=50, min_relevance=0))]
-        assert shown == sorted(shown, reverse=True), q.text
+    queries = [q.text for q in questions] + read_off_topic(QUESTIONS / "off_topic.txt")
+    assert len(questions) >= 290 and len(queries) >= 340
+    for text in queries:
+        shown = [h.relevance for h in searcher.search(Query(text, k=50, min_relevance=0))]
+        assert shown == sorted(shown, reverse=True), text
