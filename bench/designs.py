@@ -20,6 +20,13 @@ bench/scorer.py fits a logistic regression over a passage's evidence. This scrip
    the relevance keeps the order; across queries it grades.
 4. What the title costs a build: word pieces the model sees per passage with the title and section
    before the text, with the section only and with the text alone (news articles and SciFact).
+5. Late interaction: each passage kept as its word pieces' vectors (the model's own token vectors
+   from the forward pass that embeds it, the passage's own pieces read in the context of its title
+   and section), a query scored against a passage by the mean over the query's pieces of the best
+   cosine to any of the passage's (as ColBERT scores, with a model not trained for it); the
+   vectors whole (384 numbers), or projected to 128 or 64 by a PCA fitted on SciFact's pieces
+   (the news articles never fit it), in 8 bits. Added to every candidate of bench/scorer.py's
+   tables as evidence and fitted as there.
 
 The news test half, the 61 and SciFact test are only measured, never fitted on.
 """
@@ -266,6 +273,108 @@ def title_tokens(model, scifact: Path) -> dict:
     return report
 
 
+def token_vectors(model, passages) -> list[np.ndarray]:
+    """Unit vectors of each passage's own word pieces, from the forward pass over its model input
+    (title and section before it), as float16."""
+    from indexer.model.pooling import BATCH_SIZE
+    from indexer.text.chunking import embedding_input
+
+    inputs = [embedding_input(p) for p in passages]
+    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i][0]))
+    kept: list[np.ndarray] = [np.zeros((0, model.dimension), np.float16)] * len(inputs)
+    for first in range(0, len(order), BATCH_SIZE):
+        batch = order[first:first + BATCH_SIZE]
+        _, tokens, offsets = model.forward([inputs[i][0] for i in batch])
+        for row, i in enumerate(batch):
+            own = (offsets[row, :, 1] > offsets[row, :, 0]) & (offsets[row, :, 0] >= inputs[i][1])
+            vectors = tokens[row][own]
+            kept[i] = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16)
+    return kept
+
+
+def query_tokens(model, text: str) -> np.ndarray:
+    _, tokens, offsets = model.forward([text])
+    real = offsets[0, :, 1] > offsets[0, :, 0]
+    return (tokens[0][real] / np.linalg.norm(tokens[0][real], axis=1, keepdims=True)).astype(np.float32)
+
+
+def projected(vectors: list[np.ndarray], basis: np.ndarray | None) -> list[np.ndarray]:
+    """Vectors projected on basis (rows), unit length again, then rounded to 8 bits a number
+    (one scale per vector), as an index would keep them."""
+    result = []
+    for v in vectors:
+        v = v.astype(np.float32) if basis is None else v.astype(np.float32) @ basis.T
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        scale = np.abs(v).max(axis=1, keepdims=True) / 127
+        result.append((np.round(v / scale) * scale).astype(np.float32))
+    return result
+
+
+def late_interaction(model, tables: dict, scifact: Path, floor: float) -> dict:
+    """Late interaction as evidence beside bench/scorer.py's, at each vector size."""
+    from sklearn.decomposition import PCA
+
+    from indexer.eval.beir import read_corpus
+    from indexer.text.chunking import chunk_document
+
+    corpora = {"news": scorer.news_documents(), "scifact": list(read_corpus(scifact))}
+    passages = {c: [p for d in docs for p in chunk_document(d, model.token_spans, model.max_tokens)]
+                for c, docs in corpora.items()}
+    tokens = {c: token_vectors(model, ps) for c, ps in passages.items()}
+    pieces = {c: float(np.mean([len(t) for t in ts])) for c, ts in tokens.items()}
+    sample = np.vstack(tokens["scifact"][::10]).astype(np.float32)
+    sets = scorer.query_sets(scifact)
+    corpus_of = {name: "news" if name in scorer.NEWS_SETS or name == "off_topic_news" else "scifact" for name in tables}
+    paragraph_at = scorer.FEATURES.index("paragraph") + 3
+    report: dict = {"word pieces per passage": {c: round(v, 1) for c, v in pieces.items()}}
+    for size in (None, 128, 64):
+        basis = None if size is None else PCA(size, random_state=0).fit(sample).components_
+        kept = {c: projected(ts, basis) for c, ts in tokens.items()}
+        where = {c: {} for c in kept}
+        for c, ps in passages.items():
+            for i, p in enumerate(ps):
+                where[c].setdefault((p.doc_id, p.paragraph), []).append(i)
+        late = {}
+        for name, table in tables.items():
+            c = corpus_of[name]
+            scores = []
+            for (text, _), rows in zip(sets[name], table):
+                q = query_tokens(model, text)
+                q = q if basis is None else q @ basis.T
+                q /= np.linalg.norm(q, axis=1, keepdims=True)
+
+                def best(row, q=q, c=c) -> float:  # a cut paragraph's pieces: the best of them
+                    found = where[c].get((row[1], int(row[paragraph_at])), [])
+                    return max((float((q @ kept[c][i].T).max(axis=1).mean()) for i in found if len(kept[c][i])),
+                               default=0.0)
+
+                scores.append([best(r) for r in rows])
+            late[name] = scores
+
+        def matrix_of(name: str, columns, late=late) -> list:
+            plain = [c for c in columns if c != "late"]
+            result = []
+            plain_rows = scorer.matrix(tables[name], plain) if plain else [
+                (np.zeros((len(rows), 0)), np.array([r[2] for r in rows], bool), [r[1] for r in rows])
+                for rows in tables[name]]
+            for (x, y, docs), extra in zip(plain_rows, late[name]):
+                column = np.array(extra, dtype=np.float64).reshape(-1, 1)
+                result.append((np.hstack([column, x]) if len(x) else np.zeros((0, len(columns))), y, docs))
+            return result
+
+        label = "whole (384)" if size is None else str(size)
+        figures = {"bytes per word piece": (model.dimension if size is None else size) + 4}
+        for columns in (("late",), ("late", "keyword"), ("late", "cosine", "keyword"),
+                        ("late", "cosine", "sentence", "keyword")):
+            bias, weights = scorer.fit(tables, columns, matrix_of=matrix_of)
+            score = lambda x, b=bias, w=weights: scorer.relevance(b, w, x)  # noqa: E731
+            figures[" + ".join(columns)] = {"weights": np.round(weights, 2).tolist(),
+                                            **scorer.evaluate(tables, columns, score, floor, scifact, matrix_of)}
+        report[label] = figures
+        print(label, figures, file=sys.stderr, flush=True)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scifact", type=Path, required=True)
@@ -281,7 +390,8 @@ def main() -> None:
     tables = scorer.cached_tables("title+section", model, precision, args.scifact, args.cache)
     report = {"cpu": read_cpu().describe(), "model": model.name, "precision": precision,
               "views": views(model, tables), "combined": combined(tables, args.scifact, args.floor),
-              "tokens": title_tokens(model, args.scifact)}
+              "tokens": title_tokens(model, args.scifact),
+              "late interaction": late_interaction(model, tables, args.scifact, args.floor)}
     emit(report, args.json)
 
 
