@@ -310,6 +310,19 @@ def projected(vectors: list[np.ndarray], basis: np.ndarray | None) -> list[np.nd
     return result
 
 
+def rescored(x: np.ndarray, depth: int) -> np.ndarray:
+    """Columns late, cosine, keyword: the first depth passages by today's shipped relevance, ordered
+    by late interaction, above the rest in today's order (an order only, not a grade)."""
+    from indexer.search.relevance import RelevanceParams
+
+    shipped = RelevanceParams()
+    today = shipped.bias + shipped.cosine_weight * x[:, 1] + shipped.keyword_weight * x[:, 2]
+    first = np.argsort(-today, kind="stable")[:depth]
+    order = today - 1000.0
+    order[first] = 1000.0 + x[first, 0]
+    return order
+
+
 def late_interaction(model, tables: dict, scifact: Path, floor: float) -> dict:
     """Late interaction as evidence beside bench/scorer.py's, at each vector size."""
     from sklearn.decomposition import PCA
@@ -370,6 +383,14 @@ def late_interaction(model, tables: dict, scifact: Path, floor: float) -> dict:
             score = lambda x, b=bias, w=weights: scorer.relevance(b, w, x)  # noqa: E731
             figures[" + ".join(columns)] = {"weights": np.round(weights, 2).tolist(),
                                             **scorer.evaluate(tables, columns, score, floor, scifact, matrix_of)}
+        for columns in (("late", "keyword"), ("late", "cosine", "keyword")):
+            bias, weights = scorer.fit_shipped_way(tables, columns, matrix_of=matrix_of)
+            score = lambda x, b=bias, w=weights: scorer.relevance(b, w, x)  # noqa: E731
+            figures[" + ".join(columns) + ", shipped way"] = {
+                "weights": np.round(weights, 2).tolist(), **scorer.evaluate(tables, columns, score, floor, scifact, matrix_of)}
+        for depth in (30, 50):  # today's relevance order, its first passages rescored by late interaction alone
+            figures[f"today's first {depth} rescored by late"] = scorer.evaluate(
+                tables, ("late", "cosine", "keyword"), lambda x, depth=depth: rescored(x, depth), floor, scifact, matrix_of)
         report[label] = figures
         print(label, figures, file=sys.stderr, flush=True)
     return report

@@ -185,21 +185,22 @@ def fit(tables: dict, columns, c: float = 1.0, matrix_of: Callable = None):
     return float(model.intercept_[0]), model.coef_[0].astype(float)
 
 
-def fit_shipped_way(tables: dict, columns):
+def fit_shipped_way(tables: dict, columns, matrix_of: Callable = None):
     """As the shipped weights are fitted (bench/relevance.py --fit): SciFact train's answers in
     the first 10 against each off-topic query's best hit, classes weighted equally."""
     from sklearn.linear_model import LogisticRegression
 
-    bias, weights = fit(tables, columns)  # an order to find "the first 10" and "the best hit" by
+    matrix_of = matrix_of or (lambda name, columns: matrix(tables[name], columns))
+    bias, weights = fit(tables, columns, matrix_of=matrix_of)  # an order to find "the first 10" and "the best hit" by
     positives, negatives = [], []
-    for x, y, _ in matrix(tables["scifact_train"], columns):
+    for x, y, _ in matrix_of("scifact_train", columns):
         s = relevance(bias, weights, x)
         top = np.lexsort((np.arange(len(s)), -s))[:10]
         answer = next((i for i in top if y[i]), None)
         if answer is not None:
             positives.append(x[answer])
     for name in ("off_topic_news", "off_topic_scifact"):
-        negatives += [x[np.argmax(relevance(bias, weights, x))] for x, _, _ in matrix(tables[name], columns) if len(x)]
+        negatives += [x[np.argmax(relevance(bias, weights, x))] for x, _, _ in matrix_of(name, columns) if len(x)]
     x = np.vstack([positives, negatives])
     y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
     model = LogisticRegression(class_weight="balanced", C=10.0).fit(x, y)
