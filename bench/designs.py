@@ -24,8 +24,9 @@ bench/scorer.py fits a logistic regression over a passage's evidence. This scrip
    from the forward pass that embeds it, the passage's own pieces read in the context of its title
    and section), a query scored against a passage by the mean over the query's pieces of the best
    cosine to any of the passage's (as ColBERT scores, with a model not trained for it); the
-   vectors whole (384 numbers), or projected to 128 or 64 by a PCA fitted on SciFact's pieces
-   (the news articles never fit it), in 8 bits. Added to every candidate of bench/scorer.py's
+   vectors whole (384 numbers), or projected to 128 or 64 numbers, by a PCA fitted on SciFact's
+   pieces (the news articles never fit it) or by a random orthogonal basis (seeded: no data fits
+   it), in 8 bits. Added to every candidate of bench/scorer.py's
    tables as evidence and fitted as there.
 
 The news test half, the 61 and SciFact test are only measured, never fitted on.
@@ -340,8 +341,13 @@ def late_interaction(model, tables: dict, scifact: Path, floor: float) -> dict:
     corpus_of = {name: "news" if name in scorer.NEWS_SETS or name == "off_topic_news" else "scifact" for name in tables}
     paragraph_at = scorer.FEATURES.index("paragraph") + 3
     report: dict = {"word pieces per passage": {c: round(v, 1) for c, v in pieces.items()}}
-    for size in (None, 128, 64):
-        basis = None if size is None else PCA(size, random_state=0).fit(sample).components_
+    for label, size in (("whole (384)", None), ("128", 128), ("128, random basis", 128), ("64", 64)):
+        if size is None:
+            basis = None
+        elif label.endswith("random basis"):
+            basis = np.linalg.qr(np.random.default_rng(0).standard_normal((model.dimension, size)))[0].T
+        else:
+            basis = PCA(size, random_state=0).fit(sample).components_
         kept = {c: projected(ts, basis) for c, ts in tokens.items()}
         where = {c: {} for c in kept}
         for c, ps in passages.items():
@@ -375,7 +381,6 @@ def late_interaction(model, tables: dict, scifact: Path, floor: float) -> dict:
                 result.append((np.hstack([column, x]) if len(x) else np.zeros((0, len(columns))), y, docs))
             return result
 
-        label = "whole (384)" if size is None else str(size)
         figures = {"bytes per word piece": (model.dimension if size is None else size) + 4}
         for columns in (("late",), ("late", "keyword"), ("late", "cosine", "keyword"),
                         ("late", "cosine", "sentence", "keyword")):
