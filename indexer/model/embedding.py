@@ -324,6 +324,11 @@ class Embedder(PassageEmbedding):
             return self.forward([text])[0][0]
         return self.onnx.embed_query(text)
 
+    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        if self.onnx is None:
+            return super().embed_query_pieces(text)
+        return self.onnx.embed_query_pieces(text)
+
     def onnx_session(self):
         """The ONNX session, when the pipeline is transformer + mean pooling (+ normalize), so an
         OnnxEncoder can run it."""

@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from indexer.model.pieces import codes, query_pieces
+
 NAME = "hashing"
 DIMENSION = 384
 MAX_TOKENS = 256  # the real model's window, so chunking cuts passages of the same size
@@ -80,10 +82,19 @@ class HashingEncoder:
     def embed(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
         return self.unit(self.raw([words(t) for t in texts]).toarray())
 
+    def word_vectors(self, text: str) -> np.ndarray:
+        """One unit vector per word: the stand-in's token vectors."""
+        found = words(text)
+        return self.raw([[w] for w in found]).toarray() if found else np.zeros((0, DIMENSION), np.float32)
+
+    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.embed_query(text), query_pieces(self.word_vectors(text))
+
     def embed_passages(self, inputs: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
-                       progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       progress: bool | None = None, pieces: bool = False) -> tuple:
         """Vectors for inputs plus one per (start, end) char span of each input, as the model gives
-        (a span without words gets its passage's vector, as a truncated sentence does).
+        (a span without words gets its passage's vector, as a truncated sentence does); with
+        pieces, each input's words inside its spans as late-interaction codes.
 
         Each input is cut once at its span boundaries, so every word is hashed once: a span's
         vector is its piece's, the input's the sum of its pieces.
@@ -111,4 +122,7 @@ class HashingEncoder:
         empty = ~sentences.any(axis=1)
         sentences = self.unit(sentences)
         sentences[empty] = passages[np.repeat(np.arange(len(inputs)), [len(w) for w in spans])[empty]]
-        return passages, sentences
+        if not pieces:
+            return passages, sentences
+        return passages, sentences, [codes(self.word_vectors(" ".join(text[a:b] for a, b in wanted)))
+                                     for text, wanted in zip(inputs, spans)]

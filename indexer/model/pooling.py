@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from indexer.model.pieces import PIECE_DIMENSION, codes, query_pieces
+
 BATCH_SIZE = 32
 
 
@@ -43,17 +45,26 @@ class PassageEmbedding:
         vectors, _ = self.embed_passages(texts, [[] for _ in texts], progress)
         return vectors
 
+    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """A query's vector and its word pieces for late interaction (indexer/model/pieces.py)."""
+        pooled, tokens, offsets = self.forward([text])
+        real = offsets[0, :, 1] > offsets[0, :, 0]  # no special or padding tokens
+        return pooled[0], query_pieces(tokens[0][real])
+
     def embed_passages(self, inputs: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
-                       progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors for inputs, plus one vector per (start, end) char span of each input.
+                       progress: bool | None = None, pieces: bool = False) -> tuple:
+        """Vectors for inputs, plus one vector per (start, end) char span of each input; with
+        pieces, also each input's word pieces inside its spans as int8 codes (indexer/model/pieces.py).
 
         A span's vector is the mean of the passage's contextual token vectors inside it: the
-        same forward pass gives both, so marking the answering sentence costs nothing to build.
+        same forward pass gives all three, so neither marking the answering sentence nor late
+        interaction costs an embedding more.
         """
         from tqdm import tqdm
 
         passage_vectors = np.zeros((len(inputs), self.dimension), dtype=np.float32)
         span_vectors: list[list[np.ndarray]] = [[] for _ in inputs]
+        piece_codes: list[np.ndarray] = [np.zeros((0, PIECE_DIMENSION), np.int8)] * len(inputs)
         prepared, pieces = self.tokenize(list(inputs))
         order = sorted(range(len(inputs)), key=lambda i: -pieces[i])
         batches = [order[first:first + BATCH_SIZE] for first in range(0, len(order), BATCH_SIZE)]
@@ -64,6 +75,8 @@ class PassageEmbedding:
             for row, i in enumerate(batch):
                 passage_vectors[i] = pooled[row]
                 span_vectors[i] = pool_spans(tokens[row], offsets[row], spans[i], pooled[row])
+                if pieces:
+                    piece_codes[i] = codes(tokens[row][inside_spans(offsets[row], spans[i])])
             bar.update(len(batch))
 
         # The model runs one batch in a worker thread (the runtimes release the GIL) while this
@@ -80,7 +93,16 @@ class PassageEmbedding:
                 collect(*previous)
         flat = [vector for vectors in span_vectors for vector in vectors]
         sentences = np.vstack(flat).astype(np.float32) if flat else np.zeros((0, self.dimension), np.float32)
-        return passage_vectors, sentences
+        return (passage_vectors, sentences, piece_codes) if pieces else (passage_vectors, sentences)
+
+
+def inside_spans(offsets: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Which tokens (by char offsets) are real and lie inside one of the spans."""
+    real = offsets[:, 1] > offsets[:, 0]
+    inside = np.zeros(len(offsets), dtype=bool)
+    for start, end in spans:
+        inside |= (offsets[:, 0] >= start) & (offsets[:, 1] <= end)
+    return real & inside
 
 
 def pool_spans(tokens: np.ndarray, offsets: np.ndarray, spans: Sequence[tuple[int, int]],

@@ -1,0 +1,66 @@
+"""Late interaction: a passage kept as its own word pieces' vectors, a query scored against it by
+the mean over the query's pieces of the best cosine to any of the passage's (as ColBERT scores).
+
+The pieces' vectors are the model's token vectors from the forward pass that embeds the passage
+(read in the context of its title and section, as the passage vector is), projected on a fixed
+random orthogonal basis of PIECE_DIMENSION numbers (seeded: no data fits it, every index and
+every model of a dimension gets the same one) and kept in 8 bits, one code a number: 128 bytes a
+piece. A cosine needs only the direction, so no scale is kept. docs/benchmarks.md ("Designs
+beyond the scorer", late interaction) has the measurements behind these choices.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+PIECE_DIMENSION = 128
+SEED = 0
+
+
+@lru_cache(maxsize=4)
+def basis(dimension: int) -> np.ndarray:
+    """(min(PIECE_DIMENSION, dimension), dimension) float32 with orthonormal rows, the same every time."""
+    size = min(PIECE_DIMENSION, dimension)
+    q, _ = np.linalg.qr(np.random.default_rng(SEED).standard_normal((dimension, size)))
+    return np.ascontiguousarray(q.T, dtype=np.float32)
+
+
+def project(tokens: np.ndarray) -> np.ndarray:
+    """Token vectors (n, dimension) -> unit vectors on the basis (n, PIECE_DIMENSION) float32."""
+    tokens = np.asarray(tokens, dtype=np.float32).reshape(len(tokens), -1)
+    projected = tokens @ basis(tokens.shape[1]).T
+    norms = np.linalg.norm(projected, axis=1, keepdims=True)
+    return projected / np.where(norms > 0, norms, 1.0)
+
+
+def codes(tokens: np.ndarray) -> np.ndarray:
+    """Token vectors (n, dimension) -> int8 codes (n, PIECE_DIMENSION): each piece's projected
+    direction, its largest number at +-127."""
+    projected = project(tokens)
+    top = np.abs(projected).max(axis=1, keepdims=True)
+    return np.round(projected * (127.0 / np.where(top > 0, top, 1.0))).astype(np.int8)
+
+
+def query_pieces(tokens: np.ndarray) -> np.ndarray:
+    """A query's token vectors (m, dimension) -> its pieces as late() takes them (unit, float32)."""
+    return project(tokens)
+
+
+def late(query: np.ndarray, passages: Sequence[np.ndarray]) -> np.ndarray:
+    """Late-interaction score of each passage (its int8 codes) for a query's pieces: the mean over
+    the query's pieces of the best cosine to any of the passage's; 0 for a passage without pieces
+    or a query without any."""
+    scores = np.zeros(len(passages), dtype=np.float64)
+    sizes = np.fromiter((len(p) for p in passages), dtype=np.int64, count=len(passages))
+    if not len(query) or not sizes.any():
+        return scores
+    held = np.flatnonzero(sizes)
+    stacked = np.concatenate([passages[i] for i in held]).astype(np.float32)
+    stacked /= np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
+    similarity = query.astype(np.float32) @ stacked.T  # (query pieces, all pieces)
+    starts = np.concatenate([[0], np.cumsum(sizes[held])[:-1]])
+    scores[held] = np.maximum.reduceat(similarity, starts, axis=1).mean(axis=0)
+    return scores
