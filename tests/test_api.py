@@ -111,7 +111,7 @@ def test_explain_paging_and_filters_over_http(client):
     every = {"q": "drone production", "min_relevance": 0}
     explained = client.get("/search", params={**every, "k": 12, "explain": "true"}).json()
     explains = [r["explain"] for r in explained["results"]]
-    assert all(set(e) == {"dense", "keyword", "cosine", "keyword_share"} and e["dense"]["rank"] >= 1
+    assert all(set(e) == {"dense", "keyword", "cosine", "keyword_share", "late"} and e["dense"]["rank"] >= 1
                for e in explains)
     assert any(e["keyword"] is None and e["keyword_share"] == 0 for e in explains)
     page = client.get("/search", params={**every, "k": 3, "offset": 3}).json()["results"]
@@ -187,7 +187,8 @@ def test_metrics_count_the_engines_calls_by_operation(seed_index):
         # No watcher looking for new generations meanwhile: only the searches' calls are counted
         with TestClient(create_app(Settings(index_dir=seed_index, reload_interval=3600))) as client:
             client.get("/search", params={"q": "why won't Russia stop"})  # collections loaded
-            plain = calls_of(client, {"q": f"why won't Russia stop zq{uuid.uuid4().hex[:8]}", "k": 3})  # a new term
+            plain = calls_of(client, {"q": f"why won't Russia stop zq{uuid.uuid4().hex[:8]}", "k": 3,  # a new term
+                                      "min_relevance": 0})
             # The page's search: each article once, copies collapsed, facets, newest first
             page = calls_of(client, {"q": "why won't Russia stop", "group": "article", "collapse": "story",
                                      "facets": "outlet,month", "sort": "newest"})
@@ -196,7 +197,9 @@ def test_metrics_count_the_engines_calls_by_operation(seed_index):
     def operations(calls: dict) -> dict[str, float]:
         return {dict(labels)["operation"]: n for labels, n in calls.items()}
 
-    plain_milvus = {"search": 2, "query": 1}  # the two lists, then the page's passages with their sentence vectors
+    # the two lists, the first passages' word pieces (late interaction), then the page's passages
+    # with their sentence vectors
+    plain_milvus = {"search": 2, "query": 2}
     page_milvus = plain_milvus  # what grouping, collapsing, facets and dates need of every match comes with the lists
     for _ in range(3):  # another thread of this process (another test's server) may call its engine meanwhile
         made, page = measured()
@@ -206,7 +209,7 @@ def test_metrics_count_the_engines_calls_by_operation(seed_index):
     engine = {dict(labels)["engine"] for labels in made}
     assert len(engine) == 1 and made, made
     if engine == {"faiss"}:  # the searcher's reader operations: both lists, the term weights, the page
-        assert {"dense", "keyword", "term_weights", "fetch"} <= set(operations(made))
+        assert {"dense", "keyword", "term_weights", "pieces", "fetch"} <= set(operations(made))
     else:  # round trips; the service keeps every term's statistics (docs/milvus.md: "Round trips")
         assert operations(made) == plain_milvus, made
         assert operations(page) == page_milvus, page

@@ -10,7 +10,8 @@ import pytest
 from indexer.engines import ENGINES
 from indexer.index.build import build_from_documents, chunk, update_documents
 from indexer.index.engine import ChangeSet, IndexInfo, StoredDocument, engine_class, open_engine
-from indexer.model.hashing_encoder import HashingEncoder
+from indexer.model.hashing_encoder import HashingEncoder, words
+from indexer.model.pieces import PIECE_DIMENSION
 from indexer.text.documents import Document
 from indexer.text.keyword import Analyzer
 from indexer.text.metadata import Filters, Metadata, time_bound
@@ -89,6 +90,11 @@ def test_a_reader_searches_fetches_and_describes_its_passages(built):
     numbers = reader.documents_of(ids)
     assert set(numbers) == set(ids) and len(set(numbers.values())) == 3
     assert reader.signatures(ids).shape[0] == len(ids)
+    held = reader.pieces(ids)  # late interaction: each passage's own word pieces, 8 bits a number
+    assert set(held) == set(ids) and all(h.dtype == np.int8 and h.shape[1] == PIECE_DIMENSION and len(h) for h in
+                                         held.values())
+    assert len(held[dense[0][0]]) == len(words(stored[dense[0][0]].passage.text))  # the stand-in's pieces: words
+    assert reader.pieces([]) == {}
     published = dict(zip(ids, reader.published(ids).tolist()))
     described = reader.describe(ids)
     for i in ids:
@@ -128,6 +134,7 @@ def test_the_writer_reuses_vectors_and_applies_a_change_as_one_new_snapshot(buil
     keys = chunk(StoredDocument(STORIES[2], "input", ""), model)[4]  # what the model saw for its passage
     reused = writer.embedded(keys)
     assert set(reused) == set(keys) and np.asarray(reused[keys[0]][0]).shape == (model.dimension,)
+    assert reused[keys[0]][2].dtype == np.int8 and len(reused[keys[0]][2])  # its word pieces
     note = Document("ferry-note", "Ferry Note", "api:ferry-note", "Ferry Note\nThe night ferry is cancelled "
                     "tonight because of fog in the harbour.")
     generation, _ = update_documents(root, model, [note], ["choir-tour"], engine=engine, deletable=None)

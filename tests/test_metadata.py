@@ -233,15 +233,16 @@ def brute_force_facets(hits: list[dict]) -> dict[str, dict[str, int]]:
 
 def test_facet_counts_match_a_brute_force_count_over_all_matches(tmp_path):
     index = archive_index(tmp_path)
+    query = "workers news about cranes and wages"  # every item matches some of it, one all of it
     everything = "outlet,month,section,author,tag,language"
     # The stand-in's relevance is not calibrated, so its floor is 0 unless asked: every hit is a
     # match, then only those at or above a floor between the hits' relevances (the grade counts).
     relevances = sorted(r["relevance"] for r in json.loads(semsearch(
-        "search", "harbour port workers item", "--index", str(index), "--json", "-k", "50", env=STAND_IN).stdout)["results"])
+        "search", query, "--index", str(index), "--json", "-k", "50", env=STAND_IN).stdout)["results"])
     floor = str(relevances[len(relevances) // 2])
     for mode, flags in (("dense", ()), ("hybrid", ()), ("keyword", ()), ("dense", ("--outlet", "wire daily")),
                         ("hybrid", ("--min-relevance", floor))):
-        printed = semsearch("search", "harbour port workers item", "--index", str(index), "--json", "-k", "50",
+        printed = semsearch("search", query, "--index", str(index), "--json", "-k", "50",
                             "--mode", mode, "--facets", everything, *flags, env=STAND_IN)
         assert printed.returncode == 0, printed.stderr
         answer = json.loads(printed.stdout)
@@ -253,7 +254,7 @@ def test_facet_counts_match_a_brute_force_count_over_all_matches(tmp_path):
         for counts in answer["facets"].values():  # most frequent first
             assert [c["count"] for c in counts] == sorted((c["count"] for c in counts), reverse=True)
     # Over every match, not only the page: one result shown, the counts still cover the rest.
-    one = json.loads(semsearch("search", "harbour port workers item", "--index", str(index), "--json", "-k", "1",
+    one = json.loads(semsearch("search", query, "--index", str(index), "--json", "-k", "1",
                                "--mode", "dense", "--facets", "outlet", env=STAND_IN).stdout)
     assert len(one["results"]) == 1 and sum(c["count"] for c in one["facets"]["outlet"]) > 1
     with served(index, STAND_IN) as (_, url):

@@ -174,14 +174,19 @@ def test_a_services_term_statistics_follow_every_write_and_leave_out_a_write_nev
     assert weights_agree()["zebra"] == 0  # the failed write's counts never became current
 
 
-def test_an_index_built_before_sentence_vectors_moved_into_passage_rows_still_searches_and_takes_writes(
+def test_indexes_built_before_sentence_vectors_or_word_pieces_moved_into_passage_rows_still_search_and_take_writes(
         tmp_path, monkeypatch):
+    """Layout 1 keeps sentence vectors in a collection of their own, layout 2 in the passage rows,
+    layout 3 adds word pieces (late interaction). Older builds search and take writes as they are
+    (without late interaction: they have no pieces); `index --force` moves them to the newest
+    layout, reusing every vector it can and embedding only for the pieces they lack."""
     from indexer.engines.milvus import writer as milvus_writer
+    from indexer.engines.milvus.schema import LAYOUT
     from indexer.model.hashing_encoder import HashingEncoder
 
     model = HashingEncoder()
     engines = {}
-    for layout in (1, 2):
+    for layout in (1, 2, LAYOUT):
         monkeypatch.setattr(milvus_writer, "LAYOUT", layout)
         engines[layout] = open_engine(tmp_path / f"layout{layout}", model.name, model.dimension, "milvus")
         build_from_documents(HARBOUR, tmp_path / f"layout{layout}", model, progress=False, engine=engines[layout])
@@ -196,15 +201,19 @@ def test_an_index_built_before_sentence_vectors_moved_into_passage_rows_still_se
         return [(h.passage.passage_id, round(h.relevance, 4), h.highlight) for h in hits]
 
     assert answers(engines[1]) == answers(engines[2]) and answers(engines[1])
+    assert answers(engines[LAYOUT]) and [a[0] for a in answers(engines[LAYOUT])][0] == answers(engines[1])[0][0]
     for layout, engine in engines.items():
         reader = engine.reader()
         assert reader.state["layout"] == layout
         sentence_rows = engine.milvus.count(reader.names.sentences, "id >= 0")
         assert (sentence_rows > 0) == (layout == 1)
-    before = answers(engines[1])
+        assert bool(reader.pieces(list(range(1, 50)))) == (layout >= 3)
     rebuilt = build_index(engines[1].root, model, [HARBOUR[0], HARBOUR[2]], force=True, engine=engines[1])
-    assert engines[1].reader().state["layout"] == 2 and rebuilt.passages_embedded == 0  # every vector reused
-    assert answers(engines[1]) == before
+    assert engines[1].reader().state["layout"] == LAYOUT
+    assert rebuilt.passages_embedded == rebuilt.passages  # the pieces were never stored: embedded for them
+    kept = build_index(engines[LAYOUT].root, model, [HARBOUR[0], HARBOUR[2]], force=True, engine=engines[LAYOUT])
+    assert kept.passages_embedded == 0  # every vector and piece reused
+    assert answers(engines[1]) == answers(engines[LAYOUT])
 
 
 def prepare_of(engine, model, documents):

@@ -98,7 +98,7 @@ def test_explain_gives_each_lists_rank_and_none_where_a_list_missed(searcher):
     both = [h for h in hits if h.keyword is not None]
     assert both and all(h.keyword.rank >= 1 and h.keyword.score > 0 for h in both)
     record = hit_record(hits[0], explain=True)
-    assert set(record["explain"]) == {"dense", "keyword", "cosine", "keyword_share"}
+    assert set(record["explain"]) == {"dense", "keyword", "cosine", "keyword_share", "late"}
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])

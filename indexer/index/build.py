@@ -18,8 +18,9 @@ from typing import Iterable, Iterator, Protocol, Sequence
 import numpy as np
 
 from indexer.text import chunking, keyword
-from indexer.model import pooling
+from indexer.model import pieces, pooling
 from indexer.index.cache import EmbeddingCache, cache_key
+from indexer.model.pieces import PIECE_DIMENSION
 from indexer.text.chunking import chunk_document, embedding_input, sentence_spans
 from indexer.text.documents import Document, DocumentError, StoredDocument, content_hash, read_folder
 from indexer.model.embedding import TextModel
@@ -216,9 +217,9 @@ def after_publish(root: Path, embedder: TextModel) -> None:
 
 def chunker_fingerprint(embedder: TextModel) -> str:
     """Changes whenever the passages of a document could: the chunking code, the token-span code
-    it is given, the keyword terms of a passage (indexer/text/keyword.py), the model (its tokenizer) or
-    its window. A change rebuilds every segment (reusing every vector whose input is unchanged)."""
-    code = b"".join(Path(module.__file__).read_bytes() for module in (chunking, pooling, keyword))
+    it is given, the word pieces kept for late interaction (indexer/model/pieces.py), the keyword terms
+    of a passage (indexer/text/keyword.py), the model (its tokenizer) or its window. A change rebuilds every segment (reusing every vector whose input is unchanged)."""
+    code = b"".join(Path(module.__file__).read_bytes() for module in (chunking, pooling, pieces, keyword))
     return hashlib.sha256(code + f"\x00{embedder.name}\x00{embedder.max_tokens}".encode()).hexdigest()[:16]
 
 
@@ -270,7 +271,8 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, roo
     all_keys = [k for job in jobs for k in job[4]]
     # The cache carries a killed build's progress; an encoder faster than the cache opts out.
     cache = EmbeddingCache(root, embedder.name, embedder.dimension) if getattr(embedder, "cache_vectors", True) else None
-    found = writer.embedded(all_keys)
+    # What an index built before word pieces holds lacks them (None): embedded again.
+    found = {key: held for key, held in writer.embedded(all_keys).items() if held[2] is not None}
     if cache is not None:
         found.update(cache.get_many([k for k in all_keys if k not in found]))
     missing = [(i, j) for i, job in enumerate(jobs) for j, key in enumerate(job[4]) if key not in found]
@@ -285,11 +287,11 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, roo
     shown.advance(len(jobs) - len(left))
     keys = list(inputs)
     stream = (remote or LocalEmbedding(embedder)).embed(keys, [inputs[k][0] for k in keys], [inputs[k][1] for k in keys])
-    for done_keys, vectors, sentences in stream:
-        fresh = list(zip(done_keys, vectors, sentences))
+    for done_keys, vectors, sentences, codes in stream:
+        fresh = list(zip(done_keys, vectors, sentences, codes))
         if cache is not None:
             cache.put_many(fresh)
-        found.update((key, (v, s)) for key, v, s in fresh)
+        found.update((key, (v, s, p)) for key, v, s, p in fresh)
         finished = 0
         for key in done_keys:
             for i in holders[key]:
@@ -304,7 +306,8 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, roo
         sentence_spans=np.array([s for spans_ in document_spans for s in spans_], dtype=np.int64).reshape(-1, 2),
         sentence_vectors=np.vstack([np.asarray(found[k][1], np.float32).reshape(-1, dimension) for k in keys]
                                    or [np.zeros((0, dimension), np.float32)]),
-        sentence_counts=tuple(len(s) for s in document_spans))
+        sentence_counts=tuple(len(s) for s in document_spans),
+        pieces=tuple(np.asarray(found[k][2], np.int8).reshape(-1, PIECE_DIMENSION) for k in keys))
         for stored, passages, _, _, keys, document_spans in jobs]
 
 
@@ -312,8 +315,9 @@ class Embedding(Protocol):
     """Where passages are embedded: here (LocalEmbedding) or on a Ray cluster (indexer/model/ray_embed.py)."""
 
     def embed(self, keys: Sequence[str], texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]
-              ) -> Iterator[tuple[list[str], np.ndarray, list[np.ndarray]]]:
-        """(keys, their vectors, each one's sentence vectors), a part at a time, in any order."""
+              ) -> Iterator[tuple[list[str], np.ndarray, list[np.ndarray], list[np.ndarray]]]:
+        """(keys, their vectors, each one's sentence vectors, each one's word piece codes), a part
+        at a time, in any order."""
 
 
 class LocalEmbedding:
@@ -325,8 +329,10 @@ class LocalEmbedding:
     def embed(self, keys, texts, spans):
         for first in range(0, len(keys), CACHE_FLUSH):
             part = slice(first, first + CACHE_FLUSH)
-            vectors, sentences = self.embedder.embed_passages(list(texts[part]), list(spans[part]), False)
-            yield list(keys[part]), vectors, np.split(sentences, np.cumsum([len(s) for s in spans[part]])[:-1])
+            vectors, sentences, codes = self.embedder.embed_passages(list(texts[part]), list(spans[part]), False,
+                                                                     pieces=True)
+            yield (list(keys[part]), vectors, np.split(sentences, np.cumsum([len(s) for s in spans[part]])[:-1]),
+                   codes)
 
 
 class VectorsOf:
@@ -335,7 +341,7 @@ class VectorsOf:
     def __init__(self, writer: IndexWriter) -> None:
         self.writer = writer
 
-    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         return self.writer.embedded(keys)
 
 

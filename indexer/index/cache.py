@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 import numpy as np
 
 from indexer.errors import WriteFailed
+from indexer.model.pieces import PIECE_DIMENSION
 from indexer.index.folder import sqlite_transaction
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def cache_key(text: str, spans: Sequence[tuple[int, int]]) -> str:
 
 
 class EmbeddingCache:
-    """Passage vector plus sentence vectors per (model, key); one SQLite file, safe to kill mid-write."""
+    """Passage vector, sentence vectors and word pieces per (model, key); one SQLite file, safe to kill mid-write."""
 
     def __init__(self, root: Path, model: str, dimension: int) -> None:
         Path(root).mkdir(parents=True, exist_ok=True)
@@ -56,8 +57,11 @@ class EmbeddingCache:
     def create(self) -> None:
         try:
             with sqlite_transaction(self.path) as db:
+                columns = [row[1] for row in db.execute("PRAGMA table_info(vectors)")]
+                if columns and "pieces" not in columns:  # a cache from before word pieces: embedded again
+                    db.execute("DROP TABLE vectors")
                 db.execute("CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vector BLOB, "
-                           "sentences BLOB, PRIMARY KEY (model, key))")
+                           "sentences BLOB, pieces BLOB, PRIMARY KEY (model, key))")
         except sqlite3.OperationalError as exc:
             raise WriteFailed(f"the embedding cache {self.path} could not be written ({exc})") from exc
 
@@ -78,29 +82,30 @@ class EmbeddingCache:
             self.create()
             return use()
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Cached (vector, sentence vectors) for the keys that are present."""
+    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Cached (vector, sentence vectors, word piece codes) for the keys that are present."""
 
-        def read() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-            found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        def read() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            found: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
             with sqlite_transaction(self.path) as db:
                 for first in range(0, len(keys), 500):
                     chunk = list(keys[first:first + 500])
-                    rows = db.execute(f"SELECT key, vector, sentences FROM vectors WHERE model = ? AND key IN "
+                    rows = db.execute(f"SELECT key, vector, sentences, pieces FROM vectors WHERE model = ? AND key IN "
                                       f"({','.join('?' * len(chunk))})", [self.model, *chunk])
-                    for key, vector, sentences in rows:
+                    for key, vector, sentences, pieces in rows:
                         found[key] = (np.frombuffer(vector, dtype=np.float32),
-                                      np.frombuffer(sentences, dtype=np.float32).reshape(-1, self.dimension))
+                                      np.frombuffer(sentences, dtype=np.float32).reshape(-1, self.dimension),
+                                      np.frombuffer(pieces, dtype=np.int8).reshape(-1, PIECE_DIMENSION))
             return found
         return self.mended(read)
 
-    def put_many(self, items: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> None:
-        rows = [(self.model, key, np.asarray(v, np.float32).tobytes(), np.asarray(s, np.float32).tobytes())
-                for key, v, s in items]
+    def put_many(self, items: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        rows = [(self.model, key, np.asarray(v, np.float32).tobytes(), np.asarray(s, np.float32).tobytes(),
+                 np.asarray(p, np.int8).tobytes()) for key, v, s, p in items]
 
         def write() -> None:
             with sqlite_transaction(self.path) as db:
-                db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+                db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?)", rows)
         self.mended(write)
 
     def clear(self) -> None:

@@ -97,6 +97,7 @@ class PreparedDocument:
     sentence_spans: np.ndarray        # (sentences, 2)
     sentence_vectors: np.ndarray      # (sentences, dim)
     sentence_counts: tuple[int, ...]  # sentences of each passage, in order
+    pieces: tuple[np.ndarray, ...] = ()  # per passage: its word pieces' int8 codes (indexer/model/pieces.py)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,10 @@ class IndexReader(Protocol):
 
     def fetch(self, ids: Sequence[int]) -> dict[int, StoredPassage]: ...
 
+    def pieces(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Each passage id's word piece codes for late interaction (int8, (k, PIECE_DIMENSION));
+        passages stored without them are left out."""
+
     def document(self, doc_id: str) -> KeptDocument | None:
         """The live document with this id as kept, or None."""
 
@@ -201,7 +206,9 @@ class IndexWriter(Protocol):
         """Documents added over the API that the newest snapshot serves, with their text (the
         index is their only store: publishing is the one commit). Whatever model built it."""
 
-    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]: ...
+    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(vector, sentence vectors, word piece codes or None: stored before them) already held
+        for these embedding-input keys."""
 
     def apply(self, changes: ChangeSet) -> str:
         """Publish the change as one new snapshot and return its name; all or nothing: a write that

@@ -65,8 +65,8 @@ class PassageEmbedding:
         passage_vectors = np.zeros((len(inputs), self.dimension), dtype=np.float32)
         span_vectors: list[list[np.ndarray]] = [[] for _ in inputs]
         piece_codes: list[np.ndarray] = [np.zeros((0, PIECE_DIMENSION), np.int8)] * len(inputs)
-        prepared, pieces = self.tokenize(list(inputs))
-        order = sorted(range(len(inputs)), key=lambda i: -pieces[i])
+        prepared, lengths = self.tokenize(list(inputs))
+        order = sorted(range(len(inputs)), key=lambda i: -lengths[i])
         batches = [order[first:first + BATCH_SIZE] for first in range(0, len(order), BATCH_SIZE)]
         show = sys.stderr.isatty() and len(inputs) > BATCH_SIZE if progress is None else progress
 

@@ -29,6 +29,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from indexer.model.pieces import PIECE_DIMENSION
 from indexer.errors import ModelError
 from indexer.settings import current
 
@@ -151,10 +152,11 @@ class PassageActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spans = [json.loads(s) for s in batch["spans"]]
-        vectors, sentences = self.model.embed_passages(list(batch["text"]), spans, False)
+        vectors, sentences, pieces = self.model.embed_passages(list(batch["text"]), spans, False, pieces=True)
         parts = np.split(sentences.astype(np.float32), np.cumsum([len(s) for s in spans])[:-1])
         return {"key": batch["key"], "vector": vectors.astype(np.float32),
-                "sentences": np.array([p.tobytes() for p in parts], dtype=object)}
+                "sentences": np.array([p.tobytes() for p in parts], dtype=object),
+                "pieces": np.array([np.asarray(p, np.int8).tobytes() for p in pieces], dtype=object)}
 
 
 class RayEmbedding:
@@ -206,8 +208,9 @@ class RayEmbedding:
         log.info("embedding on %s: %d actors, %d CPUs in the cluster", where, self.actors, cpus)
 
     def embed(self, keys: Sequence[str], texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]
-              ) -> Iterator[tuple[list[str], np.ndarray, list[np.ndarray]]]:
-        """(keys, vectors, sentence vectors of each) in batches, in the order the actors finish them."""
+              ) -> Iterator[tuple[list[str], np.ndarray, list[np.ndarray], list[np.ndarray]]]:
+        """(keys, vectors, sentence vectors of each, word piece codes of each) in batches, in the
+        order the actors finish them."""
         if not keys:
             return
         ray = self.ray
@@ -225,7 +228,8 @@ class RayEmbedding:
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 yield ([str(k) for k in batch["key"]], np.asarray(batch["vector"], np.float32).reshape(-1, dimension),
-                       [np.frombuffer(s, np.float32).reshape(-1, dimension) for s in batch["sentences"]])
+                       [np.frombuffer(s, np.float32).reshape(-1, dimension) for s in batch["sentences"]],
+                       [np.frombuffer(p, np.int8).reshape(-1, PIECE_DIMENSION) for p in batch["pieces"]])
         except Exception as exc:  # noqa: BLE001 - an actor that cannot start, a lost cluster ...
             raise RayUnavailable(f"embedding on Ray failed: {exc}", "check the cluster (`ray status`), "
                                  "or index without --ray") from exc

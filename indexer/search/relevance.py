@@ -2,8 +2,16 @@
 
     relevance = sigmoid(bias + cosine_weight * cosine + keyword_weight * keyword)
 
+and, for the first RESCORE_DEPTH passages by it, when the index keeps word pieces:
+
+    relevance = sigmoid(late_bias + late_weight * late + late_keyword_weight * keyword)
+
 cosine: the passage's dense similarity to the query; keyword: the share of the query's keyword
-weight it holds (its BM25 score over the sum of the query terms' idf). Cosines differ from model
+weight it holds (its BM25 score over the sum of the query terms' idf); late: its late-interaction
+score (indexer/model/pieces.py), which tells the paragraph that holds the answer from its
+siblings far better than one pooled vector does (docs/benchmarks.md). The passages after the
+first RESCORE_DEPTH keep the first relevance, scaled below the lowest rescored one (in their
+order), so relevance never rises down a ranking. Cosines differ from model
 to model, so the weights belong to a model: the packaged model's ship in relevance.json beside
 this file (fitted by bench/relevance.py --fit on SciFact train against off-topic queries);
 `semsearch calibrate` fits them for another model or a corpus of one's own from a question file
@@ -34,15 +42,26 @@ class RelevanceParams:
     were fitted ("packaged" or the calibration file); None: not fitted for this model (the
     packaged model's weights stand in for ordering, and no floor applies)."""
 
-    bias: float = -8.18
-    cosine_weight: float = 17.16
-    keyword_weight: float = 8.62
+    bias: float = -7.0
+    cosine_weight: float = 16.3
+    keyword_weight: float = 7.31
     strong: float = 0.5
     weak: float = 0.1
     fitted: str | None = None
+    # The late stage (None: off, as for weights fitted before it, which grade without it).
+    late_bias: float | None = -10.77
+    late_weight: float | None = 18.11
+    late_keyword_weight: float | None = 6.84
 
     def of(self, cosines: np.ndarray, shares: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-(self.bias + self.cosine_weight * cosines + self.keyword_weight * shares)))
+
+    @property
+    def late(self) -> bool:
+        return self.late_weight is not None
+
+    def of_late(self, lates: np.ndarray, shares: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(self.late_bias + self.late_weight * lates + self.late_keyword_weight * shares)))
 
     @property
     def floor(self) -> float:
@@ -50,7 +69,7 @@ class RelevanceParams:
         return self.weak if self.fitted else 0.0
 
     def record(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if key != "fitted"}
+        return {key: value for key, value in asdict(self).items() if key != "fitted" and value is not None}
 
 
 def base_name(model: str) -> str:
@@ -68,12 +87,20 @@ def read_params(path: Path) -> dict:
     return found
 
 
+LATE = ("late_bias", "late_weight", "late_keyword_weight")
+NO_LATE = dict.fromkeys(LATE)
+
+
 def weights_from(found: object, fitted: str) -> RelevanceParams:
-    names = [key for key in asdict(RelevanceParams()) if key != "fitted"]
+    """Weights as a file keeps them; a file without the late stage's (fitted before it) grades
+    without it."""
+    names = [key for key in asdict(RelevanceParams()) if key != "fitted" and key not in LATE]
+    late = isinstance(found, dict) and any(n in found for n in LATE)
+    names += LATE if late else []  # all three or none
     if not isinstance(found, dict) or not all(isinstance(found.get(n), (int, float)) and math.isfinite(found[n])
                                               for n in names):
         raise ValueError(f"{fitted}: relevance weights need numbers {', '.join(names)}")
-    return RelevanceParams(**{n: float(found[n]) for n in names}, fitted=fitted)
+    return RelevanceParams(**{**({} if late else NO_LATE), **{n: float(found[n]) for n in names}}, fitted=fitted)
 
 
 def relevance_for(model: str, index: Path | None = None) -> tuple[RelevanceParams, str | None]:
@@ -101,16 +128,49 @@ def not_fitted_notice(model: str) -> str:
             f"off-topic hits are shown and \"no good match\" is never said; fit it with `semsearch calibrate`")
 
 
-def fit(positives: np.ndarray, negatives: np.ndarray, params: RelevanceParams) -> RelevanceParams:
-    """A logistic regression of answers' (cosine, keyword share) against off-topic hits', the two
-    classes weighted equally."""
+def logistic(positives: np.ndarray, negatives: np.ndarray) -> tuple[float, ...]:
+    """(bias, weight of each column) of a logistic regression of positives against negatives,
+    the two classes weighted equally."""
     from sklearn.linear_model import LogisticRegression
 
     x = np.vstack([positives, negatives])
     y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
     model = LogisticRegression(class_weight="balanced", C=10.0).fit(x, y)
-    return replace(params, bias=round(float(model.intercept_[0]), 2), cosine_weight=round(float(model.coef_[0, 0]), 2),
-                   keyword_weight=round(float(model.coef_[0, 1]), 2))
+    return round(float(model.intercept_[0]), 2), *(round(float(w), 2) for w in model.coef_[0])
+
+
+def fit(positives: np.ndarray, negatives: np.ndarray, params: RelevanceParams) -> RelevanceParams:
+    """The first stage: answers' (cosine, keyword share) against off-topic hits'. With a third
+    column (late interaction; NaN where a hit was not graded again), the late stage too, from the
+    rows that have it: (late, keyword share)."""
+    positives, negatives = np.asarray(positives, float), np.asarray(negatives, float)
+    bias, cosine, keyword = logistic(positives[:, :2], negatives[:, :2])
+    params = replace(params, bias=bias, cosine_weight=cosine, keyword_weight=keyword)
+    if positives.shape[1] < 3:
+        return params
+    late_p, late_n = positives[~np.isnan(positives[:, 2])], negatives[~np.isnan(negatives[:, 2])]
+    if len(late_p) < 2 or not len(late_n):
+        return replace(params, **NO_LATE)
+    bias, late, keyword = logistic(late_p[:, [2, 1]], late_n[:, [2, 1]])
+    return replace(params, late_bias=bias, late_weight=late, late_keyword_weight=keyword)
+
+
+def shown(params: RelevanceParams, rows: np.ndarray) -> np.ndarray:
+    """The relevance of hits with evidence rows (cosine, keyword share[, late]) as a search shows
+    it: the late stage's where a hit was graded again, else the first, scaled below the lowest of those."""
+    rows = np.asarray(rows, float)
+    first = params.of(rows[:, 0], rows[:, 1])
+    again = ~np.isnan(rows[:, 2]) if rows.shape[1] >= 3 and params.late else np.zeros(len(rows), bool)
+    if again.any():
+        first[again] = params.of_late(rows[again, 2], rows[again, 1])
+        first[~again] = below(first[~again], float(first[again].min()))
+    return first
+
+
+def below(relevance: np.ndarray, lowest: float) -> np.ndarray:
+    """Relevances scaled (when they must be) so none is above lowest, in the same order."""
+    top = float(relevance.max()) if len(relevance) else 0.0
+    return relevance * (lowest / top) if top > lowest else relevance
 
 
 def with_floor(params: RelevanceParams, answers: np.ndarray, off_topic: np.ndarray) -> RelevanceParams:
@@ -141,7 +201,9 @@ class Calibration:
         p = self.params
         said = [f"fitted on {self.answered} of {self.questions} questions (answer in the first {FIT_DEPTH}) "
                 f"and {self.off_topic} off-topic queries",
-                f"weights: bias {p.bias:g}, cosine {p.cosine_weight:g}, keyword {p.keyword_weight:g}; floor {p.weak:g}",
+                f"weights: bias {p.bias:g}, cosine {p.cosine_weight:g}, keyword {p.keyword_weight:g}"
+                + (f"; late interaction: bias {p.late_bias:g}, late {p.late_weight:g}, keyword {p.late_keyword_weight:g}"
+                   if p.late else "") + f"; floor {p.weak:g}",
                 f"answers kept: {self.kept:.1%}; off-topic queries answered with nothing: {self.nothing:.1%}"]
         if self.before is not None:
             said.append(f"with the weights before: answers kept {self.before[0]:.1%}, off-topic answered with "
@@ -157,9 +219,21 @@ def calibrate(searcher, questions: list, off_topic: list[str]) -> Calibration:
     if not questions or not off_topic:
         raise ValueError("calibrating needs at least one question and one off-topic query")
 
+    before = searcher.relevance
+    if not before.late:  # weights fitted before late interaction: its stage is fitted too
+        searcher.relevance = replace(before, **{n: getattr(RelevanceParams(), n) for n in LATE})
+
     def evidence(text: str) -> list:
         return searcher.search(Query(text, k=200, min_relevance=0))
 
+    try:
+        return calibrated(evidence, questions, off_topic, before)
+    finally:
+        searcher.relevance = before
+
+
+def calibrated(evidence, questions: list, off_topic: list[str], before: RelevanceParams) -> Calibration:
+    """calibrate() on evidence(text), a search's hits with their evidence."""
     answers = []
     for q in questions:
         hit = next((h for h in evidence(q.text)[:FIT_DEPTH] if q.answered_by(h)), None)
@@ -168,19 +242,19 @@ def calibrate(searcher, questions: list, off_topic: list[str]) -> Calibration:
     if len(answers) < 2:
         raise ValueError(f"only {len(answers)} of {len(questions)} questions have their answer in the first "
                          f"{FIT_DEPTH}: check that the questions' doc_ids and answers match this index")
-    positives = np.array(answers)
-    per_query = [np.array([h.evidence for h in evidence(text)]).reshape(-1, 2) for text in off_topic]
-    before = searcher.relevance
-    best = np.array([rows[np.argmax(before.of(rows[:, 0], rows[:, 1]))] for rows in per_query if len(rows)])
+    positives = np.array(answers, float)
+    per_query = [np.array([h.evidence for h in evidence(text)], float).reshape(-1, 3) for text in off_topic]
+    best = np.array([rows[np.argmax(shown(before, rows))] for rows in per_query if len(rows)])
     if not len(best):
-        best = np.zeros((1, 2))
+        best = np.full((1, 3), np.nan)
+        best[0, :2] = 0.0
     params = fit(positives, best, replace(before, fitted="calibrated"))
-    params = with_floor(params, params.of(positives[:, 0], positives[:, 1]),
-                        np.array([params.of(rows[:, 0], rows[:, 1]).max() if len(rows) else 0.0 for rows in per_query]))
+    params = with_floor(params, shown(params, positives),
+                        np.array([shown(params, rows).max() if len(rows) else 0.0 for rows in per_query]))
 
     def figures(p: RelevanceParams) -> tuple[float, float]:
-        kept = float((p.of(positives[:, 0], positives[:, 1]) >= p.weak).mean())
-        nothing = float(np.mean([not len(rows) or p.of(rows[:, 0], rows[:, 1]).max() < p.weak for rows in per_query]))
+        kept = float((shown(p, positives) >= p.weak).mean())
+        nothing = float(np.mean([not len(rows) or shown(p, rows).max() < p.weak for rows in per_query]))
         return kept, nothing
 
     kept, nothing = figures(params)

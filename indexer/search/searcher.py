@@ -15,15 +15,19 @@ import numpy as np
 
 from indexer.text import keyword, neardup
 from indexer.text.chunking import Passage
+from indexer.model import pieces
 from indexer.model.embedding import TextModel
 from indexer.index.engine import IndexReader, Selection, StoredPassage
 from indexer.errors import MORE_PER_ARTICLE
 from indexer.settings import Settings
 from indexer.search.query import Query  # noqa: F401 (importers name it here)
 from indexer.text.metadata import NO_DATE, Metadata
-from indexer.search.relevance import RelevanceParams, relevance_for
+from indexer.search.relevance import RelevanceParams, below, relevance_for
 
 FACET_VALUES = 20  # the most frequent values each facet lists
+# Passages graded again with late interaction: every answer of the news questions' test half is
+# within the first 30 by the first relevance (docs/benchmarks.md, late interaction).
+RESCORE_DEPTH = 50
 # From this many passages, hybrid mode computes its two lists at once (on a small index the
 # thread hand-off costs more than the overlap saves).
 PARALLEL_LISTS_FROM = 200_000
@@ -90,7 +94,8 @@ class Hit:
     more: tuple[Hit, ...] | None = None  # with group=article: the article's further matching passages
     relevance: float = 0.0  # RelevanceParams: the same scale for every query
     match: str = "none"  # "strong", "weak" or "none"
-    evidence: tuple[float, float] = (0.0, 0.0)  # (cosine, keyword share) behind the relevance
+    # (cosine, keyword share, late interaction: NaN when not graded again) behind the relevance
+    evidence: tuple[float, float, float] = (0.0, 0.0, math.nan)
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class Found:
     dense_at: dict                             # item -> (rank, cosine) in the dense list
     sparse_at: dict                            # item -> (rank, BM25) in the keyword list
     ranked: list[tuple[int, float]]            # (passage id, score), best first
-    graded: dict[int, tuple[float, float, float]]  # passage id -> (relevance, cosine, keyword share)
+    graded: dict[int, tuple[float, float, float, float]]  # passage id -> (relevance, cosine, keyword share, late)
 
 
 @dataclass(frozen=True)
@@ -196,10 +201,14 @@ class Searcher:
         self.relevance = relevance if relevance is not None else relevance_for(embedder.name)[0]
         self.floor = self.relevance.floor  # the weak grade's when fitted for the model, else none
         self.analyzer = keyword.Analyzer()
-        self.embed_query = lru_cache(maxsize=1024)(embedder.embed_query)
+        self.embed_query_pieces = lru_cache(maxsize=1024)(embedder.embed_query_pieces)
         self.lists_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dense-list")
         self.searching = 0  # searches computing their lists now, in any thread
         self.searching_lock = threading.Lock()
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """The query's vector (cached with its word pieces)."""
+        return self.embed_query_pieces(text)[0]
 
     @contextmanager
     def running(self) -> Iterator[int]:
@@ -267,8 +276,10 @@ class Searcher:
         weights = self.index.term_weights(terms) if terms else {}
         cosines, shares = self.evidence([key(i) for i, _ in ranked], dense, sparse, dense_at, sparse_at,
                                         self.keyword_total(terms, weights), depth)
-        graded = {i: (r, c, k) for (i, _), r, c, k in
+        graded = {i: (r, c, k, math.nan) for (i, _), r, c, k in
                   zip(ranked, self.relevance_of(cosines, shares).tolist(), cosines.tolist(), shares.tolist())}
+        if self.relevance.late and graded:
+            graded = self.rescored(graded, self.embed_query_pieces(query.text)[1])
         if query.mode == "hybrid" and self.fusion.method == "relevance":  # one score: the order is the grade's
             ranked = sorted(((i, graded[i][0]) for i, _ in ranked), key=lambda h: (-h[1], h[0]))
         return Found(vector, weights, key, dense_at, sparse_at, ranked, graded)
@@ -351,6 +362,25 @@ class Searcher:
         cosines = np.fromiter((dense_at[i][1] if i in dense_at else last_cosine for i in items), np.float64, len(items))
         keyword = np.fromiter((sparse_at[i][1] if i in sparse_at else last_keyword for i in items), np.float64, len(items))
         return cosines, np.minimum(keyword / keyword_total, 1.0) if keyword_total > 0 else keyword * 0
+
+    def rescored(self, graded: dict[int, tuple[float, float, float, float]], query_pieces: np.ndarray
+                 ) -> dict[int, tuple[float, float, float, float]]:
+        """The first RESCORE_DEPTH passages by relevance graded again with late interaction
+        (indexer/search/relevance.py); the rest scaled below the lowest of them in their order, so
+        the order the relevance gives is still the grade's. Passages stored without word pieces keep theirs."""
+        first = sorted(graded, key=lambda i: (-graded[i][0], i))[:RESCORE_DEPTH]
+        held = self.index.pieces(first)
+        ids = [i for i in first if i in held]
+        if not ids:
+            return graded
+        shares = np.array([graded[i][2] for i in ids])
+        lates = pieces.late(query_pieces, [held[i] for i in ids])
+        again = self.relevance.of_late(lates, shares)
+        rest = [i for i in graded if i not in held]
+        scaled = below(np.array([graded[i][0] for i in rest]), float(again.min()))
+        out = {i: (float(r), *graded[i][1:]) for i, r in zip(rest, scaled)}
+        out.update((i, (float(r), graded[i][1], graded[i][2], float(n))) for i, r, n in zip(ids, again, lates))
+        return out
 
     def relevance_of(self, cosines: np.ndarray, shares: np.ndarray) -> np.ndarray:
         return self.relevance.of(cosines, shares)
@@ -459,5 +489,6 @@ def hit_record(hit: Hit, explain: bool = False) -> dict:
     if explain:
         record["explain"] = {**{name: None if at is None else {"rank": at.rank, "score": round(at.score, 6)}
                                 for name, at in (("dense", hit.dense), ("keyword", hit.keyword))},
-                             "cosine": round(hit.evidence[0], 4), "keyword_share": round(hit.evidence[1], 4)}
+                             "cosine": round(hit.evidence[0], 4), "keyword_share": round(hit.evidence[1], 4),
+                             "late": None if math.isnan(hit.evidence[2]) else round(hit.evidence[2], 4)}
     return record

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -24,7 +24,7 @@ from indexer.index.engine import Damage
 from indexer.engines.faiss.integrity import sha256_of
 from indexer.text.metadata import Metadata
 from indexer.engines.faiss.rowfile import RowFile, load
-from indexer.engines.faiss.segment import TABLES, Segment, read_document_list
+from indexer.engines.faiss.segment import PIECE_BOUNDS, PIECE_CODES, TABLES, Segment, read_document_list
 from indexer.engines.faiss.writer import SegmentStore
 
 BLOCK = 500  # passages whose vectors are read back at a time
@@ -72,7 +72,7 @@ def inspect(root: Path, params: DenseParams, opened: dict[str, Segment]) -> Dama
     healed = {**manifest, "segments": kept,
               **counts([(opened[e["name"]], tombstones[e["name"]]) for e in kept])}
     return Damage(tuple(problems), tuple(found.recovered), tuple(lost + found.lost), tuple(found.lost_from_folders),
-                  (manifest.get("model") or {}).get("name"), Plan((base, healed), found.intact_folders), newer)
+                  (manifest.get("model") or {}).get("name"), Plan((base, healed), found.intact_folders, found.intact_pieces), newer)
 
 
 def newest_whole(root: Path, names: list[str]) -> str | None:
@@ -96,6 +96,7 @@ class Plan:
 
     base: tuple[str, dict] | None
     vector_folders: list[Path]
+    intact_pieces: dict = field(default_factory=dict)  # folder -> whether its word piece files are whole too
 
 
 class RepairingStore(SegmentStore):
@@ -110,13 +111,13 @@ class RepairingStore(SegmentStore):
     def state(self) -> tuple[str, dict] | None:
         return self.plan.base
 
-    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Vectors the whole segments hold, and those of the damaged ones read back from intact files."""
         found = super().embedded(keys)
         for folder in self.plan.vector_folders:
             missing = [k for k in keys if k not in found]
             if missing:
-                found.update(intact_vectors(folder, missing))
+                found.update(intact_vectors(folder, missing, self.plan.intact_pieces.get(folder, False)))
         return found
 
 
@@ -148,6 +149,7 @@ class Salvage:
         self.lost: list[str] = []
         self.lost_from_folders: list[str] = []
         self.intact_folders: list[Path] = []  # damaged segments whose vector files are whole
+        self.intact_pieces: dict[Path, bool] = {}
 
     def segment(self, root: Path, entry: dict, dead: np.ndarray) -> None:
         """Take back the live documents of one damaged segment (from it, else from another segment
@@ -176,6 +178,8 @@ class Salvage:
         if all(intact(folder, info, f) for f in ("ids.npy", "vectors.npy", "sentence_bounds.npy",
                                                  "sentence_vectors.npy", TABLES)):
             self.intact_folders.append(folder)
+            # its word pieces too, when it has them and they are whole (else they are embedded again)
+            self.intact_pieces[folder] = all(intact(folder, info, f) for f in (PIECE_CODES, PIECE_BOUNDS))
 
 
 def intact(folder: Path, info: dict | None, file: str) -> bool:
@@ -243,15 +247,19 @@ def elsewhere(root: Path, damaged: Path, number: int, expected: str | None) -> S
     return None
 
 
-def intact_vectors(folder: Path, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(vector, sentence vectors) by embedding key, for those of keys that a damaged segment whose
-    vector files are intact holds."""
+def intact_vectors(folder: Path, keys: Sequence[str], with_pieces: bool = False
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(vector, sentence vectors, word piece codes or None) by embedding key, for those of keys
+    that a damaged segment whose vector files are intact holds (pieces when with_pieces: its
+    piece files are intact too)."""
     db = connect(folder / TABLES)
     if db is None:
         return {}
     found = {}
     ids, bounds = load(folder / "ids.npy"), load(folder / "sentence_bounds.npy")
     vectors, sentences = RowFile(folder / "vectors.npy"), RowFile(folder / "sentence_vectors.npy")
+    pieces = RowFile(folder / PIECE_CODES) if with_pieces else None
+    piece_bounds = load(folder / PIECE_BOUNDS) if with_pieces else None
     try:
         for first in range(0, len(keys), BLOCK):
             part = list(keys[first:first + BLOCK])
@@ -260,11 +268,14 @@ def intact_vectors(folder: Path, keys: Sequence[str]) -> dict[str, tuple[np.ndar
                 row = int(np.searchsorted(ids, passage_id))
                 if row < len(ids) and ids[row] == passage_id:
                     found[key] = (vectors[row].astype(np.float32),
-                                  sentences[int(bounds[row]):int(bounds[row + 1])].astype(np.float32))
+                                  sentences[int(bounds[row]):int(bounds[row + 1])].astype(np.float32),
+                                  None if pieces is None else pieces[int(piece_bounds[row]):int(piece_bounds[row + 1])])
     except sqlite3.Error:
         pass  # what was read is whole; the rest is embedded again
     finally:
         db.close()
         vectors.close()
         sentences.close()
+        if pieces is not None:
+            pieces.close()
     return found

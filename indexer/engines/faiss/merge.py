@@ -23,7 +23,7 @@ import numpy as np
 from indexer.engines.faiss import postings, rowfile, store
 from indexer.engines.faiss.dense import DenseParams
 from indexer.index.durable import flush_tree
-from indexer.engines.faiss.segment import (MINHASHES, TABLES, Segment, create_tables, finish, has_metadata, index_tables,
+from indexer.engines.faiss.segment import (MINHASHES, PIECE_BOUNDS, PIECE_CODES, TABLES, Segment, create_tables, finish, has_metadata, index_tables,
                              save_document_list, save_postings)
 from indexer.engines.faiss.writer import SegmentStore
 
@@ -164,15 +164,14 @@ def write_merged(folder: Path, sources: list[tuple[Segment, np.ndarray]], model:
     np.save(folder / "ids.npy", ids)
     np.save(folder / "doc_numbers.npy", gather([s.doc_numbers for s, _ in sources], source_of, row_of))
     copy_rows(folder / "vectors.npy", [s.dense.vectors for s, _ in sources], source_of, row_of)
-    counts = gather([np.diff(np.asarray(s.sentence_bounds)) for s, _ in sources], source_of, row_of)
-    np.save(folder / "sentence_bounds.npy", np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-    # Sentence rows follow their passages: expand each passage's range of source sentence rows.
-    firsts = gather([np.asarray(s.sentence_bounds[:-1]) for s, _ in sources], source_of, row_of)
-    sentence_source = np.repeat(source_of, counts)
-    sentence_row = np.repeat(firsts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + \
-        np.arange(int(counts.sum()))
+    bounds, sentence_source, sentence_row = ranges([s.sentence_bounds for s, _ in sources], source_of, row_of)
+    np.save(folder / "sentence_bounds.npy", bounds)
     copy_rows(folder / "sentence_spans.npy", [s.sentence_spans for s, _ in sources], sentence_source, sentence_row)
     copy_rows(folder / "sentence_vectors.npy", [s.sentence_vectors for s, _ in sources], sentence_source, sentence_row)
+    if all(s.piece_codes is not None for s, _ in sources):  # else the merged segment has none, as its sources
+        bounds, piece_source, piece_row = ranges([s.piece_bounds for s, _ in sources], source_of, row_of)
+        np.save(folder / PIECE_BOUNDS, bounds)
+        copy_rows(folder / PIECE_CODES, [s.piece_codes for s, _ in sources], piece_source, piece_row)
     copy_rows(folder / MINHASHES, [s.minhashes if s.minhashes is not None else s.signatures(np.arange(len(s)))
                                    for s, _ in sources], source_of, row_of)
     with sqlite3.connect(folder / TABLES) as db:
@@ -184,6 +183,16 @@ def write_merged(folder: Path, sources: list[tuple[Segment, np.ndarray]], model:
         documents = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
     db.close()
     return finish(folder, model, len(ids), documents, params)
+
+
+def ranges(bounds: list, source_of: np.ndarray, row_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rows that own ranges of another array (sentences, pieces; bounds per source): the merged
+    bounds, and the source and row of each merged range row (each passage's range expanded)."""
+    counts = gather([np.diff(np.asarray(b)) for b in bounds], source_of, row_of)
+    firsts = gather([np.asarray(b[:-1]) for b in bounds], source_of, row_of)
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = np.repeat(firsts - starts[:-1], counts) + np.arange(int(counts.sum()))
+    return starts, np.repeat(source_of, counts), rows
 
 
 def gather(arrays: list[np.ndarray], source_of: np.ndarray, row_of: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from indexer.model.pieces import PIECE_DIMENSION
 from indexer.text import neardup
 from indexer.engines.faiss import rowfile
 from indexer.text.chunking import Passage
@@ -47,9 +48,14 @@ class SegmentRows:
     postings: Postings
     documents: Sequence[tuple[int, StoredDocument]]  # (doc number, document)
     minhashes: np.ndarray           # (n, neardup.PERMUTATIONS) uint32: each passage's MinHash signature
+    piece_codes: np.ndarray | None = None   # (p, PIECE_DIMENSION) int8: word pieces (indexer/model/pieces.py)
+    piece_bounds: np.ndarray | None = None  # (n + 1,): row r owns pieces bounds[r]:bounds[r + 1]
 
 
 MINHASHES = "minhashes.npy"
+# Each passage's word pieces for late interaction, read by row range for a search's candidates
+# (segments written before them have none: see pieces()).
+PIECE_CODES, PIECE_BOUNDS = "piece_codes.npy", "piece_bounds.npy"
 # A second record of which documents a segment holds, beside segment.sqlite: a repair names them
 # (and finds their versions in other segments) even when that file is lost. Segments written
 # before it have none.
@@ -123,6 +129,9 @@ def write(folder: Path, rows: SegmentRows, model: str, params: DenseParams) -> d
     np.save(folder / "sentence_vectors.npy", np.asarray(rows.sentence_vectors, dtype=np.float16))
     np.save(folder / "sentence_bounds.npy", np.asarray(rows.sentence_bounds, dtype=np.int64))
     np.save(folder / MINHASHES, np.asarray(rows.minhashes, dtype=np.uint32))
+    if rows.piece_codes is not None:
+        np.save(folder / PIECE_CODES, np.asarray(rows.piece_codes, dtype=np.int8).reshape(-1, PIECE_DIMENSION))
+        np.save(folder / PIECE_BOUNDS, np.asarray(rows.piece_bounds, dtype=np.int64))
     with sqlite3.connect(folder / TABLES) as db:
         create_tables(db)
         db.executemany(f"INSERT INTO passages VALUES (?, {', '.join('?' * len(PASSAGE_FIELDS))}, ?)",
@@ -169,6 +178,9 @@ class Segment:
         # Near-duplicate signatures, read by row for the hits of a collapse=story query (segments
         # written before them have none: see signatures()).
         self.minhashes = RowFile(folder / MINHASHES) if (folder / MINHASHES).is_file() else None
+        held = (folder / PIECE_CODES).is_file() and (folder / PIECE_BOUNDS).is_file()
+        self.piece_codes = RowFile(folder / PIECE_CODES) if held else None
+        self.piece_bounds = rowfile.load(folder / PIECE_BOUNDS) if held else None  # 8 bytes a passage
         # Read-only, shared by the threads of one process (SQLite serializes access itself). The file
         # never changes once the segment is published, so SQLite is told so (immutable): it then
         # takes no file locks and checks for no journal on each read, a dozen system calls a query.
@@ -305,21 +317,28 @@ class Segment:
             where = "" if part is None else f" WHERE doc_id IN ({','.join('?' * len(part))})"
             yield from self.db.execute(query + where, part or [])
 
-    def vectors_by_key(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """(vector, sentence vectors) already stored for these embedding-input keys."""
+    def pieces(self, rows: np.ndarray) -> list[np.ndarray] | None:
+        """Each row's word piece codes (int8, (k, PIECE_DIMENSION)); None when the segment has none."""
+        if self.piece_codes is None:
+            return None
+        return [self.piece_codes[int(self.piece_bounds[r]):int(self.piece_bounds[r + 1])] for r in rows]
+
+    def vectors_by_key(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(vector, sentence vectors, word piece codes or None) already stored for these embedding-input keys."""
         found = {}
         for first in range(0, len(keys), 500):
             part = list(keys[first:first + 500])
             for key, passage_id in self.db.execute(
                     f"SELECT key, id FROM passages WHERE key IN ({','.join('?' * len(part))})", part):
                 row = int(self.rows_of(np.array([passage_id]))[0])
-                found[key] = (np.asarray(self.dense.vectors[row]), self.sentences(row)[1])
+                pieces = self.pieces(np.array([row]))
+                found[key] = (np.asarray(self.dense.vectors[row]), self.sentences(row)[1], pieces and pieces[0])
         return found
 
     def close(self) -> None:
         self.db.close()
         for rows in (self.postings_rows, self.postings_tfs, self.sentence_spans, self.sentence_vectors,
-                     self.sentence_bounds, self.dense.vectors, self.minhashes):
+                     self.sentence_bounds, self.dense.vectors, self.minhashes, self.piece_codes):
             if isinstance(rows, RowFile):
                 rows.close()
 

@@ -227,6 +227,19 @@ class SegmentIndex:
         return numbers
 
     @counted("faiss")
+    def pieces(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Each passage id's word piece codes (late interaction), read by row range; ids of a
+        segment written before pieces are left out."""
+        found: dict[int, np.ndarray] = {}
+        wanted = np.asarray(ids, dtype=np.int64)
+        for view in self.views:
+            rows = view.segment.rows_of(wanted)
+            held = view.segment.pieces(rows) if len(rows) else None
+            if held is not None:
+                found.update(zip(view.segment.ids[rows].tolist(), held))
+        return found
+
+    @counted("faiss")
     def fetch(self, ids: Sequence[int]) -> dict[int, StoredPassage]:
         """Passages with their sentences, read from disk for just these ids."""
         found: dict[int, StoredPassage] = {}

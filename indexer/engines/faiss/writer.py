@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from indexer.model.pieces import PIECE_DIMENSION
 from indexer.text import neardup
 from indexer.engines.faiss import postings, store
 from indexer.engines.faiss.dense import DenseParams
@@ -99,7 +100,7 @@ class SegmentStore:
                       if not np.isin(row[0], tombstones[entry["name"]])]
         return found
 
-    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Vectors the current segments already hold for these embedding inputs."""
         state, found = self.state(), {}
         for segment, _ in self.segments(*state) if state else ():
@@ -214,4 +215,14 @@ class SegmentStore:
             sentence_vectors=np.vstack([p.sentence_vectors.reshape(-1, dimension) for p in documents]
                                        or [np.zeros((0, dimension))]),
             sentence_bounds=np.array(bounds, dtype=np.int64), minhashes=neardup.signatures([p.text for p in passages]),
-            postings=postings.build(passage_terms(passages)), documents=documents_rows), next_id
+            postings=postings.build(passage_terms(passages)), documents=documents_rows,
+            **piece_rows([codes for prepared in documents for codes in prepared.pieces], len(passages))), next_id
+
+
+def piece_rows(pieces: list[np.ndarray], passages: int) -> dict:
+    """SegmentRows' piece_codes and piece_bounds, when every passage came with its pieces."""
+    if len(pieces) != passages:
+        return {}
+    sizes = [len(p) for p in pieces]
+    return {"piece_codes": np.concatenate(pieces or [np.zeros((0, PIECE_DIMENSION), np.int8)]).astype(np.int8),
+            "piece_bounds": np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)}

@@ -14,7 +14,7 @@ from indexer.text.keyword import bm25, idf
 from indexer.text.metadata import NO_DATE, Filters, Metadata
 from indexer.engines.milvus.client import IN_VALUES, KEYWORD, Milvus, Names, among, chunks, filter_expression, visible
 from indexer.engines.milvus.schema import (PASSAGE_OUT, SENTENCES, generation_name, info_of, layout_of, metadata_of,
-                                           passage_of, sentence_keys, term_key, unpacked)
+                                           passage_of, pieces_of, sentence_keys, term_key, unpacked)
 
 
 META = ("doc_number", "published", "signature", "metadata", "section")
@@ -141,6 +141,12 @@ class MilvusReader:
 
     def documents_of(self, ids: Sequence[int]) -> dict[int, int]:
         return {i: int(row["doc_number"]) for i, row in self.meta(ids).items()}
+
+    def pieces(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Each passage's word piece codes: one query (a build before layout 3 has none)."""
+        if layout_of(self.state) < 3 or not len(ids):
+            return {}
+        return {i: pieces_of(row["pieces"]) for i, row in self.rows(ids, ["pieces"]).items()}
 
     def fetch(self, ids: Sequence[int]) -> dict[int, StoredPassage]:
         """The passages with their sentences: one query (a layout 1 build: two)."""

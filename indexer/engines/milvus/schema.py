@@ -7,6 +7,7 @@ import hashlib
 
 import numpy as np
 
+from indexer.model.pieces import PIECE_DIMENSION
 from indexer.text import neardup
 from indexer.text.chunking import Passage
 from indexer.text.documents import StoredDocument
@@ -25,8 +26,10 @@ PASSAGE_FIELDS = [("born", "int"), ("died", "int"), ("doc_number", "int"), ("doc
                   ("signature", "ints", neardup.PERMUTATIONS), ("spans", "ints", 4096)]
 SENTENCE_FIELDS = [("born", "int"), ("vector", "vector")]  # id: passage id * SENTENCES + position (layout 1)
 # Layout 2 (builds since sentence vectors moved): a passage row holds its sentences' vectors, so the
-# page of a search is one query. Layout 1 builds keep them in a collection of their own.
-LAYOUT = 2
+# page of a search is one query. Layout 1 builds keep them in a collection of their own. Layout 3
+# (builds since late interaction): a passage row also holds its word pieces' codes (pieces_of).
+LAYOUT = 3
+PIECES_LENGTH = 4 * -(-256 * PIECE_DIMENSION // 3)  # base64 of a full window's codes
 
 TERM_FIELDS = [("term", "text", 8192), ("df", "int"), ("generation", "int"), ("previous", "int")]
 SENTENCES = 4096  # sentence keys per passage (a passage of 256 tokens holds far fewer)
@@ -53,9 +56,20 @@ def metadata_of(row: dict) -> Metadata:
 
 
 def fields_of(layout: int, dimension: int) -> list[tuple]:
-    """A build's passage fields (layout 2: with its sentences' vectors, SENTENCES at most)."""
+    """A build's passage fields (layout 2: with its sentences' vectors, SENTENCES at most; layout 3:
+    and its word pieces' codes)."""
     vectors = ("sentence_vectors", "blobs", SENTENCES, packed_length(dimension))
-    return PASSAGE_FIELDS + [vectors] if layout >= 2 else PASSAGE_FIELDS
+    pieces = ("pieces", "text", PIECES_LENGTH)
+    return PASSAGE_FIELDS + [vectors, pieces][:max(layout - 1, 0)]
+
+
+def packed_pieces(codes: np.ndarray) -> str:
+    """A passage's word piece codes (int8, (k, PIECE_DIMENSION)) as its row keeps them: base64."""
+    return base64.b64encode(np.asarray(codes, np.int8).tobytes()).decode("ascii")
+
+
+def pieces_of(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), np.int8).reshape(-1, PIECE_DIMENSION)
 
 
 def layout_of(state: dict) -> int:

@@ -16,7 +16,8 @@ from indexer.text.metadata import NO_DATE, epoch
 from indexer.engines.milvus.client import ALIVE, IN_VALUES, Milvus, Names, among, chunks, clip, visible
 from indexer.engines.milvus.schema import (DOCUMENT_FIELDS, LAYOUT, SENTENCES, SENTENCE_FIELDS, TERM_FIELDS,
                                            document_rows, fields_of, generation_name, info_of, layout_of,
-                                           metadata_fields, metadata_of, packed, term_key, unpacked)
+                                           metadata_fields, metadata_of, packed, packed_pieces, pieces_of, term_key,
+                                           unpacked)
 from indexer.engines.milvus.reader import MilvusReader, frequencies, sentence_vectors
 
 
@@ -59,21 +60,23 @@ class MilvusWriter:
             return []
         return [d.document for d in read_documents(self.milvus, state, "origin == 'api'")]
 
-    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def embedded(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         state = self.state()
         if state is None or not keys:
             return {}
-        names, rows, inline = Names.of(self.milvus.collection, state["build"]), {}, layout_of(state) >= 2
-        fields = ["key", "vector", "spans", *(["sentence_vectors"] if inline else [])]
+        layout = layout_of(state)
+        names, rows, inline = Names.of(self.milvus.collection, state["build"]), {}, layout >= 2
+        fields = ["key", "vector", "spans", *(["sentence_vectors"] if inline else []), *(["pieces"] if layout >= 3 else [])]
         for part in chunks(list(dict.fromkeys(keys)), IN_VALUES):
             for row in self.milvus.query(names.passages, among("key", part), fields):
                 rows.setdefault(row["key"], row)
         if inline:
-            return {key: (np.asarray(row["vector"], np.float32), unpacked(row["sentence_vectors"], self.dimension))
+            return {key: (np.asarray(row["vector"], np.float32), unpacked(row["sentence_vectors"], self.dimension),
+                          pieces_of(row["pieces"]) if layout >= 3 else None)
                     for key, row in rows.items()}
         sentences = sentence_vectors(self.milvus, names, {int(r["id"]): r for r in rows.values()}, self.dimension)
         return {key: (np.asarray(row["vector"], np.float32),
-                      sentences.get(int(row["id"]), np.zeros((0, self.dimension), np.float32)))
+                      sentences.get(int(row["id"]), np.zeros((0, self.dimension), np.float32)), None)
                 for key, row in rows.items()}
 
     def health(self) -> IndexInfo:
@@ -200,7 +203,8 @@ class MilvusWriter:
                     "published": published, "metadata": meta.to_json() or "", **filters,
                     "signature": signatures[n].astype(np.int64).tolist(),
                     "spans": np.asarray(spans, np.int64).reshape(-1).tolist(),
-                    **({"sentence_vectors": packed(vectors)} if layout >= 2 else {})})
+                    **({"sentence_vectors": packed(vectors)} if layout >= 2 else {}),
+                    **({"pieces": packed_pieces(prepared.pieces[n])} if layout >= 3 else {})})
             counts["documents"] += 1
             counts["passages"] += len(prepared.passages)
             counts["sentences"] += int(sum(prepared.sentence_counts))
