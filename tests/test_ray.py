@@ -71,7 +71,7 @@ def actor_pids() -> set[int]:
 
 
 def keys_and_vectors(index: Path, model) -> dict[str, tuple]:
-    """Every live passage's (Passage, vector, sentence vectors) by its model input's key."""
+    """Every live passage's (Passage, vector, sentence vectors, word piece codes) by its model input's key."""
     engine = open_engine(index, model.name, model.dimension)
     reader = engine.reader()
     total, _ = reader.document_ids(0, 0)
@@ -123,11 +123,13 @@ def test_a_ray_build_is_the_local_build(cluster, tmp_path, engine_kind):
     model = model_for_index(None, None, tmp_path / "local")  # the default precision, as both builds used
     ours, theirs = keys_and_vectors(tmp_path / "local", model), keys_and_vectors(tmp_path / "ray", model)
     assert ours.keys() == theirs.keys() and len(ours) == 16
-    for key, (passage, vector, sentences) in ours.items():
+    for key, (passage, vector, sentences, codes) in ours.items():
         assert theirs[key][0] == passage
         assert float(vector @ theirs[key][1]) >= 0.9999
         assert theirs[key][2].shape == sentences.shape
         assert (sentences * theirs[key][2]).sum(axis=1).min() >= 0.999  # means of a few token vectors
+        assert theirs[key][3].shape == codes.shape and len(codes)  # the same word pieces, in 8 bits
+        assert np.abs(theirs[key][3].astype(int) - codes).max() <= 2
 
     def ranked(index: Path, text: str) -> list[tuple[str, int]]:
         engine = open_engine(index, model.name, model.dimension)

@@ -2,7 +2,7 @@
 
     relevance = sigmoid(bias + cosine_weight * cosine + keyword_weight * keyword)
 
-and, for the first RESCORE_DEPTH passages by it, when the index keeps word pieces:
+and, for the first SEMSEARCH_LATE_DEPTH passages by it (50), when the index keeps word pieces:
 
     relevance = sigmoid(late_bias + late_weight * late + late_keyword_weight * keyword)
 
@@ -10,7 +10,7 @@ cosine: the passage's dense similarity to the query; keyword: the share of the q
 weight it holds (its BM25 score over the sum of the query terms' idf); late: its late-interaction
 score (indexer/model/pieces.py), which tells the paragraph that holds the answer from its
 siblings far better than one pooled vector does (docs/benchmarks.md). The passages after the
-first RESCORE_DEPTH keep the first relevance, scaled below the lowest rescored one (in their
+first SEMSEARCH_LATE_DEPTH keep the first relevance, scaled below the lowest rescored one (in their
 order), so relevance never rises down a ranking. Cosines differ from model
 to model, so the weights belong to a model: the packaged model's ship in relevance.json beside
 this file (fitted by bench/relevance.py --fit on SciFact train against off-topic queries);

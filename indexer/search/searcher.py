@@ -25,9 +25,6 @@ from indexer.text.metadata import NO_DATE, Metadata
 from indexer.search.relevance import RelevanceParams, below, relevance_for
 
 FACET_VALUES = 20  # the most frequent values each facet lists
-# Passages graded again with late interaction: every answer of the news questions' test half is
-# within the first 30 by the first relevance (docs/benchmarks.md, late interaction).
-RESCORE_DEPTH = 50
 # From this many passages, hybrid mode computes its two lists at once (on a small index the
 # thread hand-off costs more than the overlap saves).
 PARALLEL_LISTS_FROM = 200_000
@@ -52,11 +49,15 @@ class FusionParams:
     depth: int = Settings.fusion_depth
     dense_weight: float = Settings.dense_weight
     keyword_weight: float = Settings.keyword_weight
+    # Passages graded again with late interaction: every answer of the news questions' test half is
+    # within the first 30 by the first relevance (docs/benchmarks.md, late interaction).
+    late_depth: int = Settings.late_depth
 
     @classmethod
     def of(cls, settings: Settings) -> "FusionParams":
         return cls(method=settings.fusion_method, rrf_k=settings.rrf_k, depth=settings.fusion_depth,
-                   dense_weight=settings.dense_weight, keyword_weight=settings.keyword_weight)
+                   dense_weight=settings.dense_weight, keyword_weight=settings.keyword_weight,
+                   late_depth=settings.late_depth)
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ class Searcher:
                                         self.keyword_total(terms, weights), depth)
         graded = {i: (r, c, k, math.nan) for (i, _), r, c, k in
                   zip(ranked, self.relevance_of(cosines, shares).tolist(), cosines.tolist(), shares.tolist())}
-        if self.relevance.late and graded:
+        if self.relevance.late and self.fusion.late_depth and graded:
             graded = self.rescored(graded, self.embed_query_pieces(query.text)[1])
         if query.mode == "hybrid" and self.fusion.method == "relevance":  # one score: the order is the grade's
             ranked = sorted(((i, graded[i][0]) for i, _ in ranked), key=lambda h: (-h[1], h[0]))
@@ -365,10 +366,10 @@ class Searcher:
 
     def rescored(self, graded: dict[int, tuple[float, float, float, float]], query_pieces: np.ndarray
                  ) -> dict[int, tuple[float, float, float, float]]:
-        """The first RESCORE_DEPTH passages by relevance graded again with late interaction
+        """The first fusion.late_depth passages by relevance graded again with late interaction
         (indexer/search/relevance.py); the rest scaled below the lowest of them in their order, so
         the order the relevance gives is still the grade's. Passages stored without word pieces keep theirs."""
-        first = sorted(graded, key=lambda i: (-graded[i][0], i))[:RESCORE_DEPTH]
+        first = sorted(graded, key=lambda i: (-graded[i][0], i))[:self.fusion.late_depth]
         held = self.index.pieces(first)
         ids = [i for i in first if i in held]
         if not ids:
