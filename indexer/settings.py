@@ -108,7 +108,7 @@ class Settings:
                                                      "(rrf) or scaled scores (convex)", "search")
     rrf_k: int = setting(60, "reciprocal rank fusion constant", "search", least=1)
     fusion_depth: int = setting(200, "how deep each list is read before fusing", "search", least=1)
-    late_depth: int = setting(50, "how many of the first passages by relevance are graded again by late "
+    late_depth: int = setting(30, "how many of the first passages by relevance are graded again by late "
                               "interaction (their word pieces against the query's); 0: none", "search", least=0)
     dense_weight: float = setting(0.5, "weight of the dense list (rrf and convex)", "search", least=0)
     keyword_weight: float = setting(0.5, "weight of the keyword list (rrf and convex)", "search", least=0)

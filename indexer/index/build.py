@@ -210,9 +210,14 @@ def after_publish(root: Path, embedder: TextModel) -> None:
     """Tidy up once a change is published: the progress cache is no longer needed. The change is
     already committed, so a failure here (a full disk) is logged, never reported as a failed write."""
     try:
-        EmbeddingCache(root, embedder.name, embedder.dimension).clear()  # the index holds them now
+        EmbeddingCache(root, cache_model(embedder), embedder.dimension).clear()  # the index holds them now
     except OSError as exc:  # a full disk, or the cache's WriteFailed
         log.warning("published, but could not tidy %s: %s", root, exc)
+
+
+def cache_model(embedder: TextModel) -> str:
+    """The embedding cache's name for what it holds: the model's, and how its word pieces are made."""
+    return f"{embedder.name} {pieces.PIECES_FORMAT}"
 
 
 def chunker_fingerprint(embedder: TextModel) -> str:
@@ -270,7 +275,7 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, roo
                 shown: BuildProgress, embedded: list[int], remote: Embedding | None = None) -> list[PreparedDocument]:
     all_keys = [k for job in jobs for k in job[4]]
     # The cache carries a killed build's progress; an encoder faster than the cache opts out.
-    cache = EmbeddingCache(root, embedder.name, embedder.dimension) if getattr(embedder, "cache_vectors", True) else None
+    cache = EmbeddingCache(root, cache_model(embedder), embedder.dimension) if getattr(embedder, "cache_vectors", True) else None
     # What an index built before word pieces holds lacks them (None): embedded again.
     found = {key: held for key, held in writer.embedded(all_keys).items() if held[2] is not None}
     if cache is not None:

@@ -5,8 +5,11 @@ The pieces' vectors are the model's token vectors from the forward pass that emb
 (read in the context of its title and section, as the passage vector is), projected on a fixed
 random orthogonal basis of PIECE_DIMENSION numbers (seeded: no data fits it, every index and
 every model of a dimension gets the same one) and kept in 8 bits, one code a number: 128 bytes a
-piece. A cosine needs only the direction, so no scale is kept. docs/benchmarks.md ("Designs
-beyond the scorer", late interaction) has the measurements behind these choices.
+piece. Every piece is a unit vector coded at one fixed scale (CODE_SCALE codes to 1.0), so codes
+all have about the same length and a search takes the dot product for the cosine without
+normalising thousands of pieces (a number beyond +-127/CODE_SCALE, rare in a unit vector of 128
+numbers, is clipped). docs/benchmarks.md ("Designs beyond the scorer", late interaction) has the
+measurements behind these choices.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ import numpy as np
 
 PIECE_DIMENSION = 128
 SEED = 0
+CODE_SCALE = 254.0  # a code of 127 stands for 0.5; unit vectors' codes are about CODE_SCALE long
+# What an index records of how its pieces were made: pieces made another way are never read as these
+# (engines leave them out, and a build embeds their passages again).
+PIECES_FORMAT = f"orthogonal-{PIECE_DIMENSION}-seed{SEED}-int8x{CODE_SCALE:g}"
 
 
 @lru_cache(maxsize=4)
@@ -38,10 +45,8 @@ def project(tokens: np.ndarray) -> np.ndarray:
 
 def codes(tokens: np.ndarray) -> np.ndarray:
     """Token vectors (n, dimension) -> int8 codes (n, PIECE_DIMENSION): each piece's projected
-    direction, its largest number at +-127."""
-    projected = project(tokens)
-    top = np.abs(projected).max(axis=1, keepdims=True)
-    return np.round(projected * (127.0 / np.where(top > 0, top, 1.0))).astype(np.int8)
+    unit vector at CODE_SCALE."""
+    return np.clip(np.round(project(tokens) * CODE_SCALE), -127, 127).astype(np.int8)
 
 
 def query_pieces(tokens: np.ndarray) -> np.ndarray:
@@ -61,9 +66,8 @@ def late(query: np.ndarray, passages: Sequence[np.ndarray]) -> np.ndarray:
     if not len(query) or not sizes.any():
         return scores
     held = np.flatnonzero(sizes)
-    stacked = np.concatenate([passages[i] for i in held]).astype(np.float32)
-    stacked /= np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
-    similarity = query.astype(np.float32) @ stacked.T  # (query pieces, all pieces)
+    stacked = np.concatenate([passages[i] for i in held]) if len(held) > 1 else passages[held[0]]
+    similarity = (query.astype(np.float32) / CODE_SCALE) @ stacked.T.astype(np.float32)  # (query pieces, all pieces)
     starts = np.concatenate([[0], np.cumsum(sizes[held])[:-1]])
     scores[held] = np.maximum.reduceat(similarity, starts, axis=1).mean(axis=0)
     return scores

@@ -2,7 +2,7 @@
 
     relevance = sigmoid(bias + cosine_weight * cosine + keyword_weight * keyword)
 
-and, for the first SEMSEARCH_LATE_DEPTH passages by it (50), when the index keeps word pieces:
+and, for the first SEMSEARCH_LATE_DEPTH passages by it (30), when the index keeps word pieces:
 
     relevance = sigmoid(late_bias + late_weight * late + late_keyword_weight * keyword)
 

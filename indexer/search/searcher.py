@@ -49,7 +49,7 @@ class FusionParams:
     depth: int = Settings.fusion_depth
     dense_weight: float = Settings.dense_weight
     keyword_weight: float = Settings.keyword_weight
-    # Passages graded again with late interaction: every answer of the news questions' test half is
+    # Passages graded again with late interaction: every answer of the news questions' fit half is
     # within the first 30 by the first relevance (docs/benchmarks.md, late interaction).
     late_depth: int = Settings.late_depth
 

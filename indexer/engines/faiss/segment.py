@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer.model.pieces import PIECE_DIMENSION
+from indexer.model.pieces import PIECE_DIMENSION, PIECES_FORMAT
 from indexer.text import neardup
 from indexer.engines.faiss import rowfile
 from indexer.text.chunking import Passage
@@ -154,7 +154,8 @@ def finish(folder: Path, model: str, passages: int, documents: int, params: Dens
     vectors.close()
     info = {"name": folder.name, "model": model, "dimension": int(vectors.shape[1]), "passages": passages,
             "sentences": len(RowFile(folder / "sentence_spans.npy")),
-            "documents": documents, "ann": ann, "files": checksums(folder)}
+            "documents": documents, "ann": ann, "files": checksums(folder),
+            **({"pieces": PIECES_FORMAT} if (folder / PIECE_CODES).is_file() else {})}
     (folder / INFO).write_text(json.dumps(info, indent=1))
     return info
 
@@ -178,7 +179,7 @@ class Segment:
         # Near-duplicate signatures, read by row for the hits of a collapse=story query (segments
         # written before them have none: see signatures()).
         self.minhashes = RowFile(folder / MINHASHES) if (folder / MINHASHES).is_file() else None
-        held = (folder / PIECE_CODES).is_file() and (folder / PIECE_BOUNDS).is_file()
+        held = info.get("pieces") == PIECES_FORMAT and (folder / PIECE_CODES).is_file() and (folder / PIECE_BOUNDS).is_file()
         self.piece_codes = RowFile(folder / PIECE_CODES) if held else None
         self.piece_bounds = rowfile.load(folder / PIECE_BOUNDS) if held else None  # 8 bytes a passage
         # Read-only, shared by the threads of one process (SQLite serializes access itself). The file
@@ -321,7 +322,10 @@ class Segment:
         """Each row's word piece codes (int8, (k, PIECE_DIMENSION)); None when the segment has none."""
         if self.piece_codes is None:
             return None
-        return [self.piece_codes[int(self.piece_bounds[r]):int(self.piece_bounds[r + 1])] for r in rows]
+        starts = self.piece_bounds[rows]
+        counts = self.piece_bounds[np.asarray(rows) + 1] - starts
+        read = self.piece_codes.runs(starts, counts)  # every row's range in one read
+        return np.split(read, np.cumsum(counts)[:-1]) if len(counts) else []
 
     def vectors_by_key(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """(vector, sentence vectors, word piece codes or None) already stored for these embedding-input keys."""
