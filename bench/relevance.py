@@ -44,8 +44,8 @@ from indexer.index.build import build_from_documents, build_from_folder  # noqa:
 from indexer.model.embedding import light_model_for  # noqa: E402
 from indexer.model.onnx_encoder import PRECISIONS  # noqa: E402
 from indexer.eval.questions import read_off_topic, read_questions  # noqa: E402
-from indexer.search.relevance import (LATE, SHIPPED, RelevanceParams, base_name, fit, relevance_for, shown,  # noqa: E402
-                                      with_floor)
+from indexer.search.relevance import (LATE, SHIPPED, RelevanceParams, base_name, fit,  # noqa: E402
+                                      relevance_for, shown, with_floor)
 from indexer.search.searcher import Query, Searcher  # noqa: E402
 
 OFF_TOPIC = ROOT / "tests" / "questions" / "off_topic.txt"
@@ -151,7 +151,7 @@ def main() -> None:
                                               "(bench/relevance.py --fit)"}
             SHIPPED.write_text(json.dumps(shipped, indent=2) + "\n")
     report["params"] = params.record()
-    report["by_floor"] = {str(floor): figures(params, floor, off_topic, real) for floor in FLOORS}
+    report["by_floor"] = {str(floor): figures(params, floor, off_topic, real) for floor in sorted({*FLOORS, params.weak})}
     report["no_strong_match"] = {name: figures(params, params.strong, {name: rows}, {})[f"off_topic_{name}_no_result"]
                                  for name, rows in off_topic.items()}
     emit(report, args.json)

@@ -107,14 +107,12 @@ def test_word_pieces_made_another_way_are_never_read_as_these(built, monkeypatch
     """An index records how its pieces were made (indexer/model/pieces.py: PIECES_FORMAT); when
     the code makes them another way, a reader leaves them out (no late interaction) and a build
     does not reuse them (it embeds those passages again), whatever the engine."""
-    from indexer.engines.faiss import segment
-    from indexer.engines.milvus import reader as milvus_reader, writer as milvus_writer
+    from indexer.model import pieces
 
     engine, model, root = built
     keys = chunk(StoredDocument(STORIES[0], "input", ""), model)[4]
     assert engine.reader().pieces(engine.reader().dense(model.embed_query("crane"), 3)[0][:1])
-    for module in (segment, milvus_reader, milvus_writer):
-        monkeypatch.setattr(module, "PIECES_FORMAT", "orthogonal-96-seed7-int8x100")
+    monkeypatch.setattr(pieces, "PIECES_FORMAT", "orthogonal-96-seed7-int8x100")
     engine.close()
     again = open_engine(root, model.name, model.dimension)  # as a process running the changed code would
     reader = again.reader()

@@ -42,16 +42,16 @@ class RelevanceParams:
     were fitted ("packaged" or the calibration file); None: not fitted for this model (the
     packaged model's weights stand in for ordering, and no floor applies)."""
 
-    bias: float = -7.0
-    cosine_weight: float = 16.3
-    keyword_weight: float = 7.31
+    bias: float = -7.11
+    cosine_weight: float = 16.28
+    keyword_weight: float = 7.57
     strong: float = 0.5
     weak: float = 0.1
     fitted: str | None = None
     # The late stage (None: off, as for weights fitted before it, which grade without it).
-    late_bias: float | None = -10.77
-    late_weight: float | None = 18.11
-    late_keyword_weight: float | None = 6.84
+    late_bias: float | None = -10.69
+    late_weight: float | None = 17.92
+    late_keyword_weight: float | None = 6.9
 
     def of(self, cosines: np.ndarray, shares: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-(self.bias + self.cosine_weight * cosines + self.keyword_weight * shares)))

@@ -72,7 +72,8 @@ def inspect(root: Path, params: DenseParams, opened: dict[str, Segment]) -> Dama
     healed = {**manifest, "segments": kept,
               **counts([(opened[e["name"]], tombstones[e["name"]]) for e in kept])}
     return Damage(tuple(problems), tuple(found.recovered), tuple(lost + found.lost), tuple(found.lost_from_folders),
-                  (manifest.get("model") or {}).get("name"), Plan((base, healed), found.intact_folders, found.intact_pieces), newer)
+                  (manifest.get("model") or {}).get("name"),
+                  Plan((base, healed), found.intact_folders, found.intact_pieces), newer)
 
 
 def newest_whole(root: Path, names: list[str]) -> str | None:

@@ -23,8 +23,9 @@ import numpy as np
 from indexer.engines.faiss import postings, rowfile, store
 from indexer.engines.faiss.dense import DenseParams
 from indexer.index.durable import flush_tree
-from indexer.engines.faiss.segment import (MINHASHES, PIECE_BOUNDS, PIECE_CODES, TABLES, Segment, create_tables, finish, has_metadata, index_tables,
-                             save_document_list, save_postings)
+from indexer.engines.faiss.segment import (MINHASHES, PIECE_BOUNDS, PIECE_CODES, TABLES, Segment, create_tables, finish,
+                                           has_metadata, index_tables,
+                                           save_document_list, save_postings)
 from indexer.engines.faiss.writer import SegmentStore
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer.model.pieces import PIECE_DIMENSION, PIECES_FORMAT
+from indexer.model import pieces as word_pieces
+from indexer.model.pieces import PIECE_DIMENSION
 from indexer.text import neardup
 from indexer.engines.faiss import rowfile
 from indexer.text.chunking import Passage
@@ -155,7 +156,7 @@ def finish(folder: Path, model: str, passages: int, documents: int, params: Dens
     info = {"name": folder.name, "model": model, "dimension": int(vectors.shape[1]), "passages": passages,
             "sentences": len(RowFile(folder / "sentence_spans.npy")),
             "documents": documents, "ann": ann, "files": checksums(folder),
-            **({"pieces": PIECES_FORMAT} if (folder / PIECE_CODES).is_file() else {})}
+            **({"pieces": word_pieces.PIECES_FORMAT} if (folder / PIECE_CODES).is_file() else {})}
     (folder / INFO).write_text(json.dumps(info, indent=1))
     return info
 
@@ -179,7 +180,8 @@ class Segment:
         # Near-duplicate signatures, read by row for the hits of a collapse=story query (segments
         # written before them have none: see signatures()).
         self.minhashes = RowFile(folder / MINHASHES) if (folder / MINHASHES).is_file() else None
-        held = info.get("pieces") == PIECES_FORMAT and (folder / PIECE_CODES).is_file() and (folder / PIECE_BOUNDS).is_file()
+        held = info.get("pieces") == word_pieces.PIECES_FORMAT and (folder / PIECE_CODES).is_file() \
+            and (folder / PIECE_BOUNDS).is_file()  # made the way this code makes them
         self.piece_codes = RowFile(folder / PIECE_CODES) if held else None
         self.piece_bounds = rowfile.load(folder / PIECE_BOUNDS) if held else None  # 8 bytes a passage
         # Read-only, shared by the threads of one process (SQLite serializes access itself). The file

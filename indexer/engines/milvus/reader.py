@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer.model.pieces import PIECES_FORMAT
+from indexer.model import pieces as word_pieces
 from indexer.text import neardup
 from indexer.text.documents import Document
 from indexer.index.engine import IndexInfo, KeptDocument, Selection, StoredPassage
@@ -145,7 +145,7 @@ class MilvusReader:
 
     def pieces(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Each passage's word piece codes: one query (a build before layout 3 has none)."""
-        if layout_of(self.state) < 3 or self.state.get("pieces") != PIECES_FORMAT or not len(ids):
+        if layout_of(self.state) < 3 or self.state.get("pieces") != word_pieces.PIECES_FORMAT or not len(ids):
             return {}  # none kept, or made another way
         return {i: pieces_of(row["pieces"]) for i, row in self.rows(ids, ["pieces"]).items()}
 

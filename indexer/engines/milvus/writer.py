@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer.model.pieces import PIECES_FORMAT
+from indexer.model import pieces as word_pieces
 from indexer.text import neardup
 from indexer.text.documents import Document, StoredDocument
 from indexer.index.engine import ChangeSet, IndexInfo, IndexUnavailable, LiveDocument, PreparedDocument, WriteFailed
@@ -65,9 +65,10 @@ class MilvusWriter:
         state = self.state()
         if state is None or not keys:
             return {}
-        layout = layout_of(state) if state.get("pieces") == PIECES_FORMAT else min(layout_of(state), 2)
+        layout = layout_of(state) if state.get("pieces") == word_pieces.PIECES_FORMAT else min(layout_of(state), 2)
         names, rows, inline = Names.of(self.milvus.collection, state["build"]), {}, layout >= 2
-        fields = ["key", "vector", "spans", *(["sentence_vectors"] if inline else []), *(["pieces"] if layout >= 3 else [])]
+        fields = ["key", "vector", "spans", *(["sentence_vectors"] if inline else []),
+                  *(["pieces"] if layout >= 3 else [])]
         for part in chunks(list(dict.fromkeys(keys)), IN_VALUES):
             for row in self.milvus.query(names.passages, among("key", part), fields):
                 rows.setdefault(row["key"], row)
@@ -129,7 +130,7 @@ class MilvusWriter:
         for name in names.all():
             milvus.call("flush", name)
         new = {**(committed or {}), "generation": generation, "next_generation": generation + 1, "build": build,
-               "layout": layout, "pieces": PIECES_FORMAT if fresh else (committed or {}).get("pieces"),
+               "layout": layout, "pieces": word_pieces.PIECES_FORMAT if fresh else (committed or {}).get("pieces"),
                "pending": None, "previous_build": (committed or {}).get("build") if fresh else
                (committed or {}).get("previous_build"),
                "model": {"name": self.model, "dimension": self.dimension},
