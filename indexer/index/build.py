@@ -19,8 +19,8 @@ import numpy as np
 
 from indexer.text import chunking, keyword
 from indexer.model import pieces, pooling
-from indexer.index.cache import EmbeddingCache, cache_key
 from indexer.model.pieces import PIECE_DIMENSION
+from indexer.index.cache import EmbeddingCache, cache_key
 from indexer.text.chunking import chunk_document, embedding_input, sentence_spans
 from indexer.text.documents import Document, DocumentError, StoredDocument, content_hash, read_folder
 from indexer.model.embedding import TextModel
@@ -223,7 +223,8 @@ def cache_model(embedder: TextModel) -> str:
 def chunker_fingerprint(embedder: TextModel) -> str:
     """Changes whenever the passages of a document could: the chunking code, the token-span code
     it is given, the word pieces kept for late interaction (indexer/model/pieces.py), the keyword terms
-    of a passage (indexer/text/keyword.py), the model (its tokenizer) or its window. A change rebuilds every segment (reusing every vector whose input is unchanged)."""
+    of a passage (indexer/text/keyword.py), the model (its tokenizer) or its window. A change rebuilds
+    every segment (reusing every vector whose input is unchanged)."""
     code = b"".join(Path(module.__file__).read_bytes() for module in (chunking, pooling, pieces, keyword))
     return hashlib.sha256(code + f"\x00{embedder.name}\x00{embedder.max_tokens}".encode()).hexdigest()[:16]
 
@@ -275,7 +276,8 @@ def embed_batch(jobs: list[tuple], embedder: TextModel, writer: IndexWriter, roo
                 shown: BuildProgress, embedded: list[int], remote: Embedding | None = None) -> list[PreparedDocument]:
     all_keys = [k for job in jobs for k in job[4]]
     # The cache carries a killed build's progress; an encoder faster than the cache opts out.
-    cache = EmbeddingCache(root, cache_model(embedder), embedder.dimension) if getattr(embedder, "cache_vectors", True) else None
+    cache = EmbeddingCache(root, cache_model(embedder), embedder.dimension) \
+        if getattr(embedder, "cache_vectors", True) else None
     # What an index built before word pieces holds lacks them (None): embedded again.
     found = {key: held for key, held in writer.embedded(all_keys).items() if held[2] is not None}
     if cache is not None:
