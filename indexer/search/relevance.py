@@ -13,7 +13,8 @@ siblings far better than one pooled vector does (docs/benchmarks.md). The passag
 first SEMSEARCH_LATE_DEPTH keep the first relevance, scaled below the lowest rescored one (in their
 order), so relevance never rises down a ranking. Cosines differ from model
 to model, so the weights belong to a model: the packaged model's ship in relevance.json beside
-this file (fitted by bench/relevance.py --fit on SciFact train against off-topic queries);
+this file (fitted by bench/relevance.py --fit on SciFact train's and the news questions' fit half's
+answers against off-topic queries);
 `semsearch calibrate` fits them for another model or a corpus of one's own from a question file
 and an off-topic file, and keeps them in the index folder (CALIBRATION), where they take the
 place of the shipped ones. Without fitted weights a hit's relevance still orders the results, but
