@@ -34,9 +34,7 @@ The news test half, the 61 and SciFact test are only measured, never fitted on.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -402,20 +400,10 @@ def late_interaction(model, tables: dict, scifact: Path, floor: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scifact", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "semsearch-scorer")
-    parser.add_argument("--floor", type=float, default=0.1)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    from indexer.model.cpu import read_cpu
-    from indexer.model.embedding import default_precision, light_model_for
-
-    precision = default_precision()
-    model = light_model_for(precision=precision)
+    args = scorer.arguments(__doc__.splitlines()[0]).parse_args()
+    model, precision, header = scorer.packaged_model()
     tables = scorer.cached_tables("title+section", model, precision, args.scifact, args.cache)
-    report = {"cpu": read_cpu().describe(), "model": model.name, "precision": precision,
-              "views": views(model, tables), "combined": combined(tables, args.scifact, args.floor),
+    report = {**header, "views": views(model, tables), "combined": combined(tables, args.scifact, args.floor),
               "tokens": title_tokens(model, args.scifact),
               "late interaction": late_interaction(model, tables, args.scifact, args.floor)}
     emit(report, args.json)

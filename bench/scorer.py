@@ -266,20 +266,33 @@ def evaluate(tables: dict, columns, score, floor: float, scifact: Path, matrix_o
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options this script and bench/designs.py share: the dataset, the evidence cache, the
+    floor and the JSON file."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--scifact", type=Path, required=True)
-    parser.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=list(INPUTS))
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "semsearch-scorer")
     parser.add_argument("--floor", type=float, default=0.1)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    return parser
+
+
+def packaged_model() -> tuple:
+    """The packaged model at this CPU's default precision, the precision, and the report's header."""
     from indexer.model.cpu import read_cpu
     from indexer.model.embedding import default_precision, light_model_for
 
     precision = default_precision()
     model = light_model_for(precision=precision)
-    report = {"cpu": read_cpu().describe(), "model": model.name, "precision": precision, "inputs": {}}
+    return model, precision, {"cpu": read_cpu().describe(), "model": model.name, "precision": precision}
+
+
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0])
+    parser.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=list(INPUTS))
+    args = parser.parse_args()
+    model, precision, header = packaged_model()
+    report = {**header, "inputs": {}}
     scorers = {"cosine": ("cosine",), "cosine+keyword": ("cosine", "keyword"),
                "passage": ("cosine", "sentence", "keyword"),
                "passage+title": ("cosine", "sentence", "keyword", "title", "title_keyword"),
