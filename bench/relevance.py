@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/relevance.py --scifact "$SCIFACT" --index scifact-fp32 --fit
 
-Two indexes at --precision (fp32 by default, what the weights were fitted on): the news one (seeds/,
+Two indexes at --precision (fp32 by default; the packaged model ships weights fitted at fp32, which
+every CPU class but AVX-512 VNNI builds at, and at int8-static, which VNNI machines build at; --ship
+writes them for the precision): the news one (seeds/,
 the question articles of tests/questions/articles and the news questions' articles of
 tests/questions/news/articles, built in a scratch folder) and SciFact's (built into --index, or
 brought up to date there). Every query is searched with nothing left out (min_relevance=0, the
@@ -16,11 +18,14 @@ fused list's 200), and each hit keeps its evidence (dense cosine, keyword share,
   floor (target: at least 97 %).
 
 Reports these at RelevanceParams' weights for a range of floors. --fit refits the weights on
-training data only: a logistic regression of SciFact *train*'s judged answers (its first 10
-articles) and the news questions' fit half's answers against each off-topic query's best hit,
-classes weighted equally (both stages: cosine and keyword share; late interaction and keyword
-share), and the weak grade's floor that best separates the fit half's answers from the
-off-topic queries' best hits on the news index; the figures then use the fitted weights.
+training data only, SciFact *train*'s judged answers (its first 10 articles) and the news
+questions' fit half's answers (indexer/search/relevance.py, fit): the first stage a logistic
+regression of the answers' (cosine, keyword share) against each off-topic query's best hit's,
+classes weighted equally; the late stage for each kind of query (SciFact's claims are
+statements, the news questions questions) its order from the answers against their other
+graded-again hits, its scale from the answers against the off-topic queries' best hits of that
+kind; then the weak grade's floor that best separates the fit half's answers from the off-topic
+queries' best hits on the news index. The figures then use the fitted weights.
 """
 
 from __future__ import annotations
@@ -44,8 +49,8 @@ from indexer.index.build import build_from_documents, build_from_folder  # noqa:
 from indexer.model.embedding import light_model_for  # noqa: E402
 from indexer.model.onnx_encoder import PRECISIONS  # noqa: E402
 from indexer.eval.questions import read_off_topic, read_questions  # noqa: E402
-from indexer.search.relevance import (LATE, SHIPPED, RelevanceParams, base_name, fit,  # noqa: E402
-                                      relevance_for, shown, with_floor)
+from indexer.search.relevance import (LATE, SHIPPED, Asked, RelevanceParams, answer_relevance, asked,  # noqa: E402
+                                      best_relevance, fit, kind_of, relevance_for, shipped_name, with_floor)
 from indexer.search.searcher import Query, Searcher  # noqa: E402
 
 OFF_TOPIC = ROOT / "tests" / "questions" / "off_topic.txt"
@@ -60,46 +65,42 @@ def every_hit(searcher: Searcher, text: str, **options) -> list:
     return searcher.search(Query(text, k=DEPTH, min_relevance=0, **options))
 
 
-def off_topic_evidence(searcher: Searcher, queries: list[str]) -> list[np.ndarray]:
-    """Per query: the (cosine, keyword share, late interaction) of every hit."""
-    return [np.array([h.evidence for h in every_hit(searcher, q)], float).reshape(-1, 3) for q in queries]
+def off_topic_evidence(searcher: Searcher, queries: list[str]) -> list[Asked]:
+    """Per query: its kind and the (cosine, keyword share, late interaction) of every hit."""
+    return [asked(every_hit(searcher, q), kind_of(q)) for q in queries]
 
 
-def question_evidence(searcher: Searcher, path: Path = QUESTIONS) -> np.ndarray:
-    """The evidence of each question's answering passage, when it is in the first 10."""
+def question_evidence(searcher: Searcher, path: Path = QUESTIONS) -> list[Asked]:
+    """Each question whose answer is in the first 10: its hits, and which answer it."""
     found = []
     for q in read_questions(path):
-        hit = next((h for h in every_hit(searcher, q.text)[:10] if q.answered_by(h)), None)
-        if hit is not None:
-            found.append(hit.evidence)
-    return np.array(found, float).reshape(-1, 3)
+        hits = every_hit(searcher, q.text)
+        if any(q.answered_by(h) for h in hits[:10]):
+            found.append(asked(hits, kind_of(q.text), q.answered_by))
+    return found
 
 
-def scifact_evidence(searcher: Searcher, dataset: Path, split: str) -> np.ndarray:
-    """The evidence of each query's first judged article among its first 10 articles."""
+def scifact_evidence(searcher: Searcher, dataset: Path, split: str) -> list[Asked]:
+    """Each query with a judged article among its first 10 articles: its hits (an article's best
+    passage each), and which are judged."""
     qrels, queries = read_qrels(dataset, split), read_queries(dataset)
     found = []
     for query_id, judged in qrels.items():
-        hits = every_hit(searcher, queries[query_id], group="document")[:10]
-        hit = next((h for h in hits if judged.get(h.passage.doc_id, 0) > 0), None)
-        if hit is not None:
-            found.append(hit.evidence)
-    return np.array(found, float).reshape(-1, 3)
+        hits = every_hit(searcher, queries[query_id], group="document")
+        if any(judged.get(h.passage.doc_id, 0) > 0 for h in hits[:10]):
+            found.append(asked(hits, kind_of(queries[query_id]), lambda h: judged.get(h.passage.doc_id, 0) > 0))
+    return found
 
 
-def relevance(params: RelevanceParams, rows: np.ndarray) -> np.ndarray:
-    return shown(params, np.asarray(rows, float).reshape(-1, 3))
-
-
-def figures(params: RelevanceParams, floor: float, off_topic: dict[str, list[np.ndarray]],
-            real: dict[str, np.ndarray]) -> dict:
+def figures(params: RelevanceParams, floor: float, off_topic: dict[str, list[Asked]],
+            real: dict[str, list[Asked]]) -> dict:
     report = {}
     for name, per_query in off_topic.items():
-        best = np.array([relevance(params, rows).max() if len(rows) else 0.0 for rows in per_query])
+        best = best_relevance(params, per_query)
         report[f"off_topic_{name}_no_result"] = round(float((best < floor).mean()), 4)
         report[f"off_topic_{name}_answered"] = int((best >= floor).sum())
-    for name, rows in real.items():
-        report[f"{name}_kept"] = round(float((relevance(params, rows) >= floor).mean()), 4)
+    for name, answered in real.items():
+        report[f"{name}_kept"] = round(float((answer_relevance(params, answered) >= floor).mean()), 4)
     return report
 
 
@@ -135,20 +136,16 @@ def main() -> None:
     report: dict = {"model": model.name, "off_topic_queries": len(queries),
                     "answered_in_10": {name: len(rows) for name, rows in real.items()}}
     if args.fit:
-        current = params
-        best = np.array([rows[np.argmax(relevance(current, rows))] for rows in off_topic["both"] if len(rows)])
-        answers = np.vstack([scifact_evidence(scifact, args.scifact, "train"), news_fit])
-        params = fit(answers, best, params)
+        params = fit(scifact_evidence(scifact, args.scifact, "train") + news_fit, off_topic["both"], params)
         # the weak grade's floor (the default min_relevance) that best tells news answers (the fit
         # half's) from the off-topic queries' best hits on the news index, as `semsearch calibrate`
         # chooses it: SciFact's answers, most of the positives, would set it for abstracts
-        params = with_floor(params, relevance(params, news_fit),
-                            np.array([relevance(params, rows).max() for rows in off_topic["news"] if len(rows)]))
+        params = with_floor(params, answer_relevance(params, news_fit), best_relevance(params, off_topic["news"]))
         if args.ship:
             shipped = json.loads(SHIPPED.read_text())
-            shipped[base_name(model.name)] = {**params.record(), "fitted_on": "SciFact train's judged answers and the news "
-                                              "questions' fit half's answers against the off-topic queries' best hits "
-                                              "(bench/relevance.py --fit)"}
+            shipped[shipped_name(model.name)] = {**params.record(), "fitted_on": "SciFact train's judged answers and the news "
+                                              "questions' fit half's answers against their other hits and the off-topic "
+                                              "queries' best hits (bench/relevance.py --fit)"}
             SHIPPED.write_text(json.dumps(shipped, indent=2) + "\n")
     report["params"] = params.record()
     report["by_floor"] = {str(floor): figures(params, floor, off_topic, real) for floor in sorted({*FLOORS, params.weak})}

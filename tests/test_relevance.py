@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from indexer.index.build import build_from_folder
 from indexer.eval.questions import read_off_topic, read_questions
-from indexer.search.relevance import CALIBRATION, NO_LATE, RelevanceParams, relevance_for
+from indexer.search.relevance import (CALIBRATION, NO_LATE, Asked, LateWeights, RelevanceParams, fit, kind_of,
+                                      relevance_for, shown, weights_from)
 from indexer.search.searcher import Query, Searcher
 from indexer.settings import Settings
 from service.app import create_app
@@ -132,6 +135,62 @@ def test_the_weights_come_from_the_index_calibration_else_the_shipped_ones(tmp_p
         assert params.fitted is None and said in warning and "semsearch calibrate" in warning
 
 
+def test_a_query_is_a_question_or_a_statement():
+    """A question or a few keywords take the news questions' weights; a sentence that states
+    something (as SciFact's claims do) the statements'."""
+    for text in ("why won't Russia stop", "Won\u2019t the bridge reopen", "how many soldiers died", "is the flood a record",
+                 "on how many days did it break the rules", "the bridge will close for two years?", "Who",
+                 "Kremlin escalation", "death toll", "speed limit outside schools", "", "   "):
+        assert kind_of(text) == "question", text
+    for text in ("0-dimensional biomaterials show inductive properties.", "DUSP4 decreases apoptosis.",
+                 "power plants shut for maintenance", "the council voted to close the bridge for two years"):
+        assert kind_of(text) == "statement", text
+
+
+def test_weights_files_of_every_format_read_back():
+    """The weights as written now (a late stage for each kind of query), as written before the kinds
+    (one late stage: it serves both, without the cosine) and before late interaction (none)."""
+    now = RelevanceParams(-3, 9, 4, 0.6, 0.2, late_question=LateWeights(-9, 17, 5, 2),
+                          late_statement=LateWeights(-17, 13, 22, 18))
+    assert weights_from(json.loads(json.dumps(now.record())), "f") == replace(now, fitted="f")
+    one = {"bias": -3, "cosine_weight": 9, "keyword_weight": 4, "strong": 0.6, "weak": 0.2,
+           "late_bias": -10, "late_weight": 18, "late_keyword_weight": 7}
+    both = LateWeights(-10, 18, 0, 7)
+    assert weights_from(one, "f") == RelevanceParams(-3, 9, 4, 0.6, 0.2, "f", late_question=both, late_statement=both)
+    broken = {**now.record(), "late_statement": {"bias": 1, "late": "x", "cosine": 1, "keyword": 1}}
+    with pytest.raises(ValueError, match="late_statement"):
+        weights_from(broken, "f")
+    with pytest.raises(ValueError, match="late_question"):
+        weights_from({key: value for key, value in now.record().items() if key != "late_question"} |
+                     {"late_question": [1, 2]}, "f")
+
+
+def test_the_late_stage_is_fitted_for_each_kind_of_query_from_its_own_questions():
+    """Questions whose answers stand out by late interaction, statements whose answers stand out by
+    cosine: each kind's weights put its own answers first, and rank them above the off-topic queries'
+    best hits; a kind with nothing to fit on keeps its weights."""
+    rng = np.random.default_rng(0)
+
+    def hits(kind: str, answered: bool) -> Asked:
+        rows = np.c_[rng.uniform(0.2, 0.5, 40), rng.uniform(0, 0.3, 40), rng.uniform(0.3, 0.5, 40)]
+        rows[30:, 2] = np.nan  # graded again: the first 30
+        if answered:
+            rows[3, 2 if kind == "question" else 0] += 0.4
+        return Asked(kind, rows, (3,) if answered else ())
+
+    answered = [hits(kind, True) for kind in ("question", "statement") for _ in range(30)]
+    off_topic = [hits(kind, False) for kind in ("question", "statement") for _ in range(20)]
+    fitted = fit(answered, off_topic, RelevanceParams())
+    assert fitted.late_question.late > 3 * abs(fitted.late_question.cosine)
+    assert fitted.late_statement.cosine > 3 * abs(fitted.late_statement.late)
+    for asked in answered:
+        relevance = shown(fitted, asked.rows, asked.kind)
+        assert np.argmax(relevance) == 3
+        assert relevance[3] > np.median([shown(fitted, a.rows, a.kind).max() for a in off_topic if a.kind == asked.kind])
+    questions_only = fit([a for a in answered if a.kind == "question"], off_topic, RelevanceParams())
+    assert questions_only.late_statement == RelevanceParams().late_statement
+
+
 def test_a_model_the_relevance_was_not_fitted_for_keeps_every_hit(folder_index):
     """The weights fit the packaged model's cosines; with another model (the stand-in here) the
     floor is 0 unless asked, and results still carry a relevance and a grade."""
@@ -179,8 +238,6 @@ def test_late_interaction_puts_the_answering_paragraph_first_on_the_news_test_ha
     graded again with late interaction, the answering paragraph comes first for at least 0.75 of
     the questions and in the first three for 0.93 (measured 0.770 / 0.959 at int8-static on
     AVX-512 VNNI); the same index without the late stage: 0.672 / 0.836."""
-    from dataclasses import replace
-
     from indexer.index.build import build_from_documents
     from indexer.text.documents import read_folder
 
@@ -206,7 +263,8 @@ def test_late_interaction_puts_the_answering_paragraph_first_on_the_news_test_ha
 def test_relevance_never_rises_down_a_hybrid_ranking_on_every_question(tmp_path_factory, embedder):
     """One score orders hybrid results and grades them: on every question of the three sets (the
     61, the news fit and test halves) and every off-topic query, over all their articles, a hit
-    never shows more relevance than the one above it."""
+    never shows more relevance than the one above it, and the relevance shown is what its evidence
+    gives with the weights of the query's kind."""
     from indexer.index.build import build_from_documents
     from indexer.text.documents import read_folder
 
@@ -219,5 +277,9 @@ def test_relevance_never_rises_down_a_hybrid_ranking_on_every_question(tmp_path_
     queries = [q.text for q in questions] + read_off_topic(QUESTIONS / "off_topic.txt")
     assert len(questions) >= 290 and len(queries) >= 340
     for text in queries:
-        shown = [h.relevance for h in searcher.search(Query(text, k=50, min_relevance=0))]
-        assert shown == sorted(shown, reverse=True), text
+        hits = searcher.search(Query(text, k=50, min_relevance=0))
+        relevance = [h.relevance for h in hits]
+        assert relevance == sorted(relevance, reverse=True), text
+        # and it is the relevance its evidence gives with the weights of the query's kind
+        rows = np.array([h.evidence for h in hits])
+        assert np.allclose(relevance, shown(searcher.relevance, rows, kind_of(text))), text

@@ -2,19 +2,22 @@
 
     relevance = sigmoid(bias + cosine_weight * cosine + keyword_weight * keyword)
 
-and, for the first SEMSEARCH_LATE_DEPTH passages by it (30), when the index keeps word pieces:
+and, for the first SEMSEARCH_LATE_DEPTH passages by it (30), when the index keeps word pieces, with
+the weights of the query's kind (a question, or a statement: a claim or a few keywords):
 
-    relevance = sigmoid(late_bias + late_weight * late + late_keyword_weight * keyword)
+    relevance = sigmoid(late.bias + late.late * late + late.cosine * cosine + late.keyword * keyword)
 
 cosine: the passage's dense similarity to the query; keyword: the share of the query's keyword
 weight it holds (its BM25 score over the sum of the query terms' idf); late: its late-interaction
 score (indexer/model/pieces.py), which tells the paragraph that holds the answer from its
-siblings far better than one pooled vector does (docs/benchmarks.md). The passages after the
+siblings far better than one pooled vector does (docs/benchmarks.md). A question leans on late
+interaction, a claim on the passage's cosine and keywords: one set of weights for both put either
+the news questions' answers or SciFact's claims' articles first less often. The passages after the
 first SEMSEARCH_LATE_DEPTH keep the first relevance, scaled below the lowest rescored one (in their
 order), so relevance never rises down a ranking. Cosines differ from model
 to model, so the weights belong to a model: the packaged model's ship in relevance.json beside
-this file (fitted by bench/relevance.py --fit on SciFact train's and the news questions' fit half's
-answers against off-topic queries);
+this file, at fp32 and at int8-static (shipped_name; fitted by bench/relevance.py --fit on SciFact
+train's and the news questions' fit half's answers against their other hits and off-topic queries);
 `semsearch calibrate` fits them for another model or a corpus of one's own from a question file
 and an off-topic file, and keeps them in the index folder (CALIBRATION), where they take the
 place of the shipped ones. Without fitted weights a hit's relevance still orders the results, but
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -34,6 +38,47 @@ import numpy as np
 SHIPPED = Path(__file__).with_name("relevance.json")
 CALIBRATION = "relevance.json"  # in the index folder: written by `semsearch calibrate`
 FIT_DEPTH = 10  # a question counts as answered when its answer is in the first 10
+KINDS = ("question", "statement")
+# A query asks a question when it starts with one of these (after a preposition for the wh-words:
+# "on how many days") or ends with "?".
+WH_WORDS = frozenset("why what who whom whose when where which how whats whos".split())
+QUESTION_WORDS = WH_WORDS | frozenset(
+    "is are was were am do does did can could will would should shall may might must has have had isn't aren't "
+    "wasn't weren't don't doesn't didn't can't couldn't won't wouldn't shouldn't hasn't haven't hadn't".split())
+PREPOSITIONS = frozenset("on in at by for from to of with about since until after before during".split())
+STATEMENT_WORDS = 5  # a query that does not ask, of at least this many words (or ending with "."), states
+# Order weights are fitted at each of these regularisations; the one that puts the most answers
+# first on the questions fitted on is kept (the least regularised only when it does better).
+ORDER_C = (0.1, 1.0, 10.0, 100.0)
+
+
+def kind_of(text: str) -> str:
+    """"statement" when the query states something (a sentence as SciFact's claims are: at least
+    STATEMENT_WORDS words, or a final full stop) and does not ask; else "question": a question, or
+    a few keywords, which the news questions' weights serve (the claims' lean on shared words, which
+    a short paraphrase such as "death toll" for "casualties" lacks)."""
+    words = re.findall(r"[\w']+", text.lower().replace("\u2019", "'"))
+    asks = text.rstrip().endswith("?") or bool(words) and (
+        words[0] in QUESTION_WORDS or (len(words) > 1 and words[0] in PREPOSITIONS and words[1] in WH_WORDS))
+    states = len(words) >= STATEMENT_WORDS or text.rstrip().endswith(".")
+    return "statement" if states and not asks else "question"
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+@dataclass(frozen=True)
+class LateWeights:
+    """The late stage's weights for one kind of query."""
+
+    bias: float
+    late: float
+    cosine: float
+    keyword: float
+
+    def of(self, lates: np.ndarray, cosines: np.ndarray, shares: np.ndarray) -> np.ndarray:
+        return sigmoid(self.bias + self.late * lates + self.cosine * cosines + self.keyword * shares)
 
 
 @dataclass(frozen=True)
@@ -45,24 +90,27 @@ class RelevanceParams:
 
     bias: float = -7.11
     cosine_weight: float = 16.28
-    keyword_weight: float = 7.57
+    keyword_weight: float = 7.55
     strong: float = 0.5
     weak: float = 0.1
     fitted: str | None = None
-    # The late stage (None: off, as for weights fitted before it, which grade without it).
-    late_bias: float | None = -10.69
-    late_weight: float | None = 17.92
-    late_keyword_weight: float | None = 6.9
+    # The late stage for each kind of query (None: off, as for weights fitted before it, which
+    # grade without it).
+    late_question: LateWeights | None = LateWeights(-10.94, 18.93, 4.6, 2.93)
+    late_statement: LateWeights | None = LateWeights(-17.75, 16.51, 15.95, 19.36)
 
     def of(self, cosines: np.ndarray, shares: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-(self.bias + self.cosine_weight * cosines + self.keyword_weight * shares)))
+        return sigmoid(self.bias + self.cosine_weight * cosines + self.keyword_weight * shares)
 
     @property
     def late(self) -> bool:
-        return self.late_weight is not None
+        return self.late_question is not None and self.late_statement is not None
 
-    def of_late(self, lates: np.ndarray, shares: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-(self.late_bias + self.late_weight * lates + self.late_keyword_weight * shares)))
+    def late_weights(self, kind: str) -> LateWeights:
+        return getattr(self, f"late_{kind}")
+
+    def of_late(self, lates: np.ndarray, cosines: np.ndarray, shares: np.ndarray, kind: str) -> np.ndarray:
+        return self.late_weights(kind).of(lates, cosines, shares)
 
     @property
     def floor(self) -> float:
@@ -74,8 +122,18 @@ class RelevanceParams:
 
 
 def base_name(model: str) -> str:
-    """A model's name without its precision (weights hold at every precision of one model)."""
+    """A model's name without its precision."""
     return model.split("@")[0]
+
+
+def shipped_name(model: str) -> str:
+    """The name a model's shipped weights go by at its precision: the model's and the precision's
+    ("...@int8-static", without the digest of its calibration text), the model's alone at fp32.
+    Quantised vectors score a little differently, so the weights fitted at a precision serve it;
+    a precision without its own takes the fp32 ones."""
+    name, _, precision = model.partition("@")
+    precision = re.sub(r"-[0-9a-f]{8}$", "", precision)
+    return f"{name}@{precision}" if precision else name
 
 
 def read_params(path: Path) -> dict:
@@ -88,20 +146,35 @@ def read_params(path: Path) -> dict:
     return found
 
 
-LATE = ("late_bias", "late_weight", "late_keyword_weight")
+LATE = tuple(f"late_{kind}" for kind in KINDS)
 NO_LATE = dict.fromkeys(LATE)
+# Weights written before the late stage had a weight for each kind of query: one set for both.
+ONE_LATE = {"late_bias": "bias", "late_weight": "late", "late_keyword_weight": "keyword"}
+
+
+def numbers(found: dict, names, where: str) -> dict[str, float]:
+    if not all(isinstance(found.get(n), (int, float)) and not isinstance(found.get(n), bool)
+               and math.isfinite(found[n]) for n in names):
+        raise ValueError(f"{where}: relevance weights need numbers {', '.join(names)}")
+    return {n: float(found[n]) for n in names}
 
 
 def weights_from(found: object, fitted: str) -> RelevanceParams:
     """Weights as a file keeps them; a file without the late stage's (fitted before it) grades
     without it."""
-    names = [key for key in asdict(RelevanceParams()) if key != "fitted" and key not in LATE]
-    late = isinstance(found, dict) and any(n in found for n in LATE)
-    names += LATE if late else []  # all three or none
-    if not isinstance(found, dict) or not all(isinstance(found.get(n), (int, float)) and math.isfinite(found[n])
-                                              for n in names):
-        raise ValueError(f"{fitted}: relevance weights need numbers {', '.join(names)}")
-    return RelevanceParams(**{**({} if late else NO_LATE), **{n: float(found[n]) for n in names}}, fitted=fitted)
+    if not isinstance(found, dict):
+        raise ValueError(f"{fitted}: relevance weights need a JSON object")
+    first = numbers(found, [key for key in asdict(RelevanceParams()) if key != "fitted" and key not in LATE], fitted)
+    late: dict = dict(NO_LATE)
+    if any(name in found for name in LATE):
+        for name in LATE:
+            kept = found.get(name)
+            late[name] = LateWeights(**numbers(kept if isinstance(kept, dict) else {}, LateWeights.__annotations__,
+                                               f"{fitted} ({name})"))
+    elif any(name in found for name in ONE_LATE):
+        one = numbers(found, ONE_LATE, fitted)
+        late = dict.fromkeys(LATE, LateWeights(cosine=0.0, **{ONE_LATE[n]: v for n, v in one.items()}))
+    return RelevanceParams(**first, **late, fitted=fitted)
 
 
 def relevance_for(model: str, index: Path | None = None) -> tuple[RelevanceParams, str | None]:
@@ -119,8 +192,9 @@ def relevance_for(model: str, index: Path | None = None) -> tuple[RelevanceParam
         except ValueError as exc:
             warning = f"{exc}; using the shipped weights (refit with `semsearch calibrate`)"
     shipped = read_params(SHIPPED)
-    if base_name(model) in shipped:
-        return weights_from(shipped[base_name(model)], "packaged"), warning
+    for name in (shipped_name(model), base_name(model)):
+        if name in shipped:
+            return weights_from(shipped[name], "packaged"), warning
     return RelevanceParams(), warning
 
 
@@ -140,30 +214,93 @@ def logistic(positives: np.ndarray, negatives: np.ndarray) -> tuple[float, ...]:
     return round(float(model.intercept_[0]), 2), *(round(float(w), 2) for w in model.coef_[0])
 
 
-def fit(positives: np.ndarray, negatives: np.ndarray, params: RelevanceParams) -> RelevanceParams:
-    """The first stage: answers' (cosine, keyword share) against off-topic hits'. With a third
-    column (late interaction; NaN where a hit was not graded again), the late stage too, from the
-    rows that have it: (late, keyword share)."""
-    positives, negatives = np.asarray(positives, float), np.asarray(negatives, float)
-    bias, cosine, keyword = logistic(positives[:, :2], negatives[:, :2])
-    params = replace(params, bias=bias, cosine_weight=cosine, keyword_weight=keyword)
-    if positives.shape[1] < 3:
+@dataclass(frozen=True)
+class Asked:
+    """One query's hits as fitting takes them: its kind, each hit's evidence rows (cosine, keyword
+    share, late interaction: NaN where not graded again) in the order shown, and the rows that
+    answer it, the one counted first (none for an off-topic query)."""
+
+    kind: str
+    rows: np.ndarray
+    answers: tuple[int, ...] = ()
+
+    @property
+    def answer(self) -> np.ndarray:
+        return self.rows[self.answers[0]]
+
+
+LATE_COLUMNS = [2, 0, 1]  # late, cosine, keyword share: LateWeights' order
+
+
+def order_weights(groups: list[Asked]) -> np.ndarray:
+    """Weights of (late, cosine, keyword share) that put each question's answer above its other
+    graded-again hits: a logistic regression on their differences (pairs), at the regularisation
+    of ORDER_C that puts the most answers first."""
+    from sklearn.linear_model import LogisticRegression
+
+    pairs = []
+    for asked in groups:
+        again = ~np.isnan(asked.rows[:, 2])
+        others = np.setdiff1d(np.flatnonzero(again), asked.answers)
+        pairs.append(asked.answer[LATE_COLUMNS] - asked.rows[others][:, LATE_COLUMNS])
+    x = np.vstack(pairs)
+    if not len(x):
+        raise ValueError("no hit to tell the answers from")
+    x, y = np.vstack([x, -x]), np.r_[np.ones(len(x)), np.zeros(len(x))]
+    best: tuple[float, np.ndarray] | None = None
+    for c in ORDER_C:
+        weights = LogisticRegression(C=c, fit_intercept=False, max_iter=5000).fit(x, y).coef_[0]
+        first = np.mean([all(d @ weights > 0 for d in group) for group in pairs])
+        if best is None or first > best[0]:
+            best = (first, weights)
+    return best[1]
+
+
+def fit_late(params: RelevanceParams, kind: str, answered: list[Asked], off_topic: list[Asked]) -> RelevanceParams:
+    """The late stage's weights for one kind of query: the order from its questions' answers
+    against their other graded-again hits, the scale and bias from those answers against the
+    off-topic queries' best graded-again hits. A kind with too little to fit keeps its weights."""
+    groups = [a for a in answered if a.kind == kind and not np.isnan(a.answer[2])]
+    negatives = [a.rows[~np.isnan(a.rows[:, 2])] for a in off_topic if a.kind == kind]
+    negatives = [rows for rows in negatives if len(rows)]
+    if len(groups) < 2 or not negatives:
         return params
-    late_p, late_n = positives[~np.isnan(positives[:, 2])], negatives[~np.isnan(negatives[:, 2])]
-    if len(late_p) < 2 or not len(late_n):
-        return replace(params, **NO_LATE)
-    bias, late, keyword = logistic(late_p[:, [2, 1]], late_n[:, [2, 1]])
-    return replace(params, late_bias=bias, late_weight=late, late_keyword_weight=keyword)
+    try:
+        weights = order_weights(groups)
+    except ValueError:
+        return params
+    positives = np.array([a.answer[LATE_COLUMNS] @ weights for a in groups])
+    best = np.array([(rows[:, LATE_COLUMNS] @ weights).max() for rows in negatives])
+    bias, scale = logistic(positives[:, None], best[:, None])
+    late = LateWeights(bias, *(round(float(w * scale), 2) for w in weights))
+    return replace(params, **{f"late_{kind}": late})
 
 
-def shown(params: RelevanceParams, rows: np.ndarray) -> np.ndarray:
-    """The relevance of hits with evidence rows (cosine, keyword share[, late]) as a search shows
-    it: the late stage's where a hit was graded again, else the first, scaled below the lowest of those."""
+def fit(answered: list[Asked], off_topic: list[Asked], params: RelevanceParams) -> RelevanceParams:
+    """The first stage: answers' (cosine, keyword share) against the off-topic queries' best hits'
+    (as the params shown them); then, when the params have a late stage, its weights for each kind
+    of query (fit_late)."""
+    positives = np.array([a.answer[:2] for a in answered], float)
+    negatives = np.array([a.rows[np.argmax(shown(params, a.rows, a.kind))][:2] for a in off_topic if len(a.rows)],
+                         float).reshape(-1, 2)
+    if not len(negatives):
+        negatives = np.zeros((1, 2))
+    bias, cosine, keyword = logistic(positives, negatives)
+    fitted = replace(params, bias=bias, cosine_weight=cosine, keyword_weight=keyword)
+    for kind in KINDS if params.late else ():
+        fitted = fit_late(fitted, kind, answered, off_topic)
+    return fitted
+
+
+def shown(params: RelevanceParams, rows: np.ndarray, kind: str) -> np.ndarray:
+    """The relevance of a query's hits with evidence rows (cosine, keyword share[, late]) as a
+    search shows it: the late stage's where a hit was graded again, else the first, scaled below
+    the lowest of those."""
     rows = np.asarray(rows, float)
     first = params.of(rows[:, 0], rows[:, 1])
     again = ~np.isnan(rows[:, 2]) if rows.shape[1] >= 3 and params.late else np.zeros(len(rows), bool)
     if again.any():
-        first[again] = params.of_late(rows[again, 2], rows[again, 1])
+        first[again] = params.of_late(rows[again, 2], rows[again, 0], rows[again, 1], kind)
         first[~again] = below(first[~again], float(first[again].min()))
     return first
 
@@ -186,6 +323,21 @@ def with_floor(params: RelevanceParams, answers: np.ndarray, off_topic: np.ndarr
     return replace(params, weak=weak, strong=round(max(params.strong, weak), 3))
 
 
+def answer_relevance(params: RelevanceParams, answered: list[Asked]) -> np.ndarray:
+    """Each question's answer's relevance as shown."""
+    return np.array([shown(params, a.rows, a.kind)[a.answers[0]] for a in answered])
+
+
+def best_relevance(params: RelevanceParams, off_topic: list[Asked]) -> np.ndarray:
+    """Each off-topic query's best hit's relevance as shown (0 with no hit)."""
+    return np.array([shown(params, a.rows, a.kind).max() if len(a.rows) else 0.0 for a in off_topic])
+
+
+def late_lines(params: RelevanceParams) -> str:
+    return "; ".join(f"late interaction for a {kind}: bias {w.bias:g}, late {w.late:g}, cosine {w.cosine:g}, "
+                     f"keyword {w.keyword:g}" for kind in KINDS if (w := params.late_weights(kind)) is not None)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What `semsearch calibrate` found: the weights, and how they do on the files they came from."""
@@ -203,8 +355,7 @@ class Calibration:
         said = [f"fitted on {self.answered} of {self.questions} questions (answer in the first {FIT_DEPTH}) "
                 f"and {self.off_topic} off-topic queries",
                 f"weights: bias {p.bias:g}, cosine {p.cosine_weight:g}, keyword {p.keyword_weight:g}"
-                + (f"; late interaction: bias {p.late_bias:g}, late {p.late_weight:g}, keyword {p.late_keyword_weight:g}"
-                   if p.late else "") + f"; floor {p.weak:g}",
+                + (f"; {late_lines(p)}" if p.late else "") + f"; floor {p.weak:g}",
                 f"answers kept: {self.kept:.1%}; off-topic queries answered with nothing: {self.nothing:.1%}"]
         if self.before is not None:
             said.append(f"with the weights before: answers kept {self.before[0]:.1%}, off-topic answered with "
@@ -214,7 +365,7 @@ class Calibration:
 
 def calibrate(searcher, questions: list, off_topic: list[str]) -> Calibration:
     """Fit the relevance weights on an index: each question's answering passage (when in the
-    first FIT_DEPTH of the hybrid list) against each off-topic query's best hit."""
+    first FIT_DEPTH of the hybrid list) against its other hits and each off-topic query's best hit."""
     from indexer.search.searcher import Query
 
     if not questions or not off_topic:
@@ -228,38 +379,40 @@ def calibrate(searcher, questions: list, off_topic: list[str]) -> Calibration:
         return searcher.search(Query(text, k=200, min_relevance=0))
 
     try:
-        return calibrated(evidence, questions, off_topic, before)
+        return calibrated(evidence, questions, off_topic, before, searcher.relevance)
     finally:
         searcher.relevance = before
 
 
-def calibrated(evidence, questions: list, off_topic: list[str], before: RelevanceParams) -> Calibration:
-    """calibrate() on evidence(text), a search's hits with their evidence."""
-    answers = []
+def asked(hits: list, kind: str, answers=lambda hit: False) -> Asked:
+    """A query's hits as fitting takes them (answers: whether a hit answers it)."""
+    rows = np.array([h.evidence for h in hits], float).reshape(-1, 3)
+    return Asked(kind, rows, tuple(n for n, h in enumerate(hits) if answers(h)))
+
+
+def calibrated(evidence, questions: list, off_topic: list[str], before: RelevanceParams,
+               start: RelevanceParams | None = None) -> Calibration:
+    """calibrate() on evidence(text), a search's hits with their evidence (start: the weights those
+    searches use, to fit from; before's by default)."""
+    start = start or before
+    answered = []
     for q in questions:
-        hit = next((h for h in evidence(q.text)[:FIT_DEPTH] if q.answered_by(h)), None)
-        if hit is not None:
-            answers.append(hit.evidence)
-    if len(answers) < 2:
-        raise ValueError(f"only {len(answers)} of {len(questions)} questions have their answer in the first "
+        hits = evidence(q.text)
+        if any(q.answered_by(h) for h in hits[:FIT_DEPTH]):
+            answered.append(asked(hits, kind_of(q.text), q.answered_by))
+    if len(answered) < 2:
+        raise ValueError(f"only {len(answered)} of {len(questions)} questions have their answer in the first "
                          f"{FIT_DEPTH}: check that the questions' doc_ids and answers match this index")
-    positives = np.array(answers, float)
-    per_query = [np.array([h.evidence for h in evidence(text)], float).reshape(-1, 3) for text in off_topic]
-    best = np.array([rows[np.argmax(shown(before, rows))] for rows in per_query if len(rows)])
-    if not len(best):
-        best = np.full((1, 3), np.nan)
-        best[0, :2] = 0.0
-    params = fit(positives, best, replace(before, fitted="calibrated"))
-    params = with_floor(params, shown(params, positives),
-                        np.array([shown(params, rows).max() if len(rows) else 0.0 for rows in per_query]))
+    unanswered = [asked(evidence(text), kind_of(text)) for text in off_topic]
+    params = fit(answered, unanswered, replace(start, fitted="calibrated"))
+    params = with_floor(params, answer_relevance(params, answered), best_relevance(params, unanswered))
 
     def figures(p: RelevanceParams) -> tuple[float, float]:
-        kept = float((shown(p, positives) >= p.weak).mean())
-        nothing = float(np.mean([not len(rows) or shown(p, rows).max() < p.weak for rows in per_query]))
-        return kept, nothing
+        return (float((answer_relevance(p, answered) >= p.weak).mean()),
+                float((best_relevance(p, unanswered) < p.weak).mean()))
 
     kept, nothing = figures(params)
-    return Calibration(params, len(questions), len(answers), len(off_topic), kept, nothing,
+    return Calibration(params, len(questions), len(answered), len(off_topic), kept, nothing,
                        figures(before) if before.fitted else None)
 
 

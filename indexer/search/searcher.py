@@ -22,7 +22,7 @@ from indexer.errors import MORE_PER_ARTICLE
 from indexer.settings import Settings
 from indexer.search.query import Query  # noqa: F401 (importers name it here)
 from indexer.text.metadata import NO_DATE, Metadata
-from indexer.search.relevance import RelevanceParams, below, relevance_for
+from indexer.search.relevance import RelevanceParams, below, kind_of, relevance_for
 
 FACET_VALUES = 20  # the most frequent values each facet lists
 # From this many passages, hybrid mode computes its two lists at once (on a small index the
@@ -280,7 +280,7 @@ class Searcher:
         graded = {i: (r, c, k, math.nan) for (i, _), r, c, k in
                   zip(ranked, self.relevance_of(cosines, shares).tolist(), cosines.tolist(), shares.tolist())}
         if self.relevance.late and self.fusion.late_depth and graded:
-            graded = self.rescored(graded, self.embed_query_pieces(query.text)[1])
+            graded = self.rescored(graded, self.embed_query_pieces(query.text)[1], kind_of(query.text))
         if query.mode == "hybrid" and self.fusion.method == "relevance":  # one score: the order is the grade's
             ranked = sorted(((i, graded[i][0]) for i, _ in ranked), key=lambda h: (-h[1], h[0]))
         return Found(vector, weights, key, dense_at, sparse_at, ranked, graded)
@@ -364,19 +364,19 @@ class Searcher:
         keyword = np.fromiter((sparse_at[i][1] if i in sparse_at else last_keyword for i in items), np.float64, len(items))
         return cosines, np.minimum(keyword / keyword_total, 1.0) if keyword_total > 0 else keyword * 0
 
-    def rescored(self, graded: dict[int, tuple[float, float, float, float]], query_pieces: np.ndarray
+    def rescored(self, graded: dict[int, tuple[float, float, float, float]], query_pieces: np.ndarray, kind: str
                  ) -> dict[int, tuple[float, float, float, float]]:
         """The first fusion.late_depth passages by relevance graded again with late interaction
-        (indexer/search/relevance.py); the rest scaled below the lowest of them in their order, so
+        and the weights for the query's kind (indexer/search/relevance.py); the rest scaled below the lowest of them in their order, so
         the order the relevance gives is still the grade's. Passages stored without word pieces keep theirs."""
         first = sorted(graded, key=lambda i: (-graded[i][0], i))[:self.fusion.late_depth]
         held = self.index.pieces(first)
         ids = [i for i in first if i in held]
         if not ids:
             return graded
-        shares = np.array([graded[i][2] for i in ids])
+        cosines, shares = (np.array([graded[i][at] for i in ids]) for at in (1, 2))
         lates = pieces.late(query_pieces, [held[i] for i in ids])
-        again = self.relevance.of_late(lates, shares)
+        again = self.relevance.of_late(lates, cosines, shares, kind)
         rest = [i for i in graded if i not in held]
         scaled = below(np.array([graded[i][0] for i in rest]), float(again.min()))
         out = {i: (float(r), *graded[i][1:]) for i, r in zip(rest, scaled)}
