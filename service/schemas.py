@@ -145,6 +145,11 @@ class ExplainOut(BaseModel):
     keyword: ListRankOut | None = Field(description="its place in the keyword list (None: not reached)")
     cosine: float = Field(description="dense similarity to the query (a bound when the dense list did not reach it)")
     keyword_share: float = Field(description="the share of the query's keyword weight the passage holds")
+    late: float | None = Field(description="its late-interaction score (None: not graded again, below the "
+                                           "first SEMSEARCH_LATE_DEPTH passages or an index without word pieces)")
+    query_kind: Literal["question", "statement"] = Field(
+        description="the query's kind, whose late-stage weights graded it: a question (or a few keywords) or a "
+                    "statement")
 
 
 class ResultOut(BaseModel):

@@ -111,9 +111,13 @@ def test_explain_paging_and_filters_over_http(client):
     every = {"q": "drone production", "min_relevance": 0}
     explained = client.get("/search", params={**every, "k": 12, "explain": "true"}).json()
     explains = [r["explain"] for r in explained["results"]]
-    assert all(set(e) == {"dense", "keyword", "cosine", "keyword_share", "late"} and e["dense"]["rank"] >= 1
+    assert all(set(e) == {"dense", "keyword", "cosine", "keyword_share", "late", "query_kind"} and e["dense"]["rank"] >= 1
                for e in explains)
     assert any(e["keyword"] is None and e["keyword_share"] == 0 for e in explains)
+    assert {e["query_kind"] for e in explains} == {"question"}  # a few keywords take the questions' weights
+    stated = client.get("/search", params={"q": "drone production doubled in Russia this year", "explain": "true",
+                                           "min_relevance": 0, "k": 1}).json()["results"][0]["explain"]
+    assert stated["query_kind"] == "statement"
     page = client.get("/search", params={**every, "k": 3, "offset": 3}).json()["results"]
     assert [r["passage_id"] for r in page] == [r["passage_id"] for r in explained["results"][3:6]]
     assert page[0]["rank"] == 4

@@ -97,8 +97,9 @@ def test_explain_gives_each_lists_rank_and_none_where_a_list_missed(searcher):
     assert any(h.keyword is None for h in hits)  # passages without "drone" or "production"
     both = [h for h in hits if h.keyword is not None]
     assert both and all(h.keyword.rank >= 1 and h.keyword.score > 0 for h in both)
-    record = hit_record(hits[0], explain=True)
-    assert set(record["explain"]) == {"dense", "keyword", "cosine", "keyword_share", "late"}
+    record = hit_record(hits[0], explain="question")
+    assert set(record["explain"]) == {"dense", "keyword", "cosine", "keyword_share", "late", "query_kind"}
+    assert record["explain"]["query_kind"] == "question" and "explain" not in hit_record(hits[0])
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])

@@ -468,14 +468,16 @@ def answer_record(text: str, answer: Answer, explain: bool = False, took_ms: flo
     """The JSON form of an answer (SearchResponse in service/schemas.py declares it), shared by the
     API and `semsearch search --json`."""
     body = {"query": text, **({"took_ms": took_ms} if took_ms is not None else {}),
-            "results": [hit_record(hit, explain) for hit in answer.hits], "no_good_match": answer.no_good_match}
+            "results": [hit_record(hit, explain and kind_of(text)) for hit in answer.hits],
+            "no_good_match": answer.no_good_match}
     if answer.facets is not None:
         body["facets"] = answer.facets
     return body
 
 
-def hit_record(hit: Hit, explain: bool = False) -> dict:
-    """The JSON form of a hit, shared by the API and `semsearch search --json`."""
+def hit_record(hit: Hit, explain: str | bool = False) -> dict:
+    """The JSON form of a hit, shared by the API and `semsearch search --json` (explain: the query's
+    kind, whose weights graded it, when its evidence is to be shown)."""
     p = hit.passage
     record = {"rank": hit.rank, "score": round(hit.score, 6), "relevance": round(hit.relevance, 4),
               "match": hit.match, "text": p.text,
@@ -491,5 +493,6 @@ def hit_record(hit: Hit, explain: bool = False) -> dict:
         record["explain"] = {**{name: None if at is None else {"rank": at.rank, "score": round(at.score, 6)}
                                 for name, at in (("dense", hit.dense), ("keyword", hit.keyword))},
                              "cosine": round(hit.evidence[0], 4), "keyword_share": round(hit.evidence[1], 4),
-                             "late": None if math.isnan(hit.evidence[2]) else round(hit.evidence[2], 4)}
+                             "late": None if math.isnan(hit.evidence[2]) else round(hit.evidence[2], 4),
+                             "query_kind": explain}
     return record
