@@ -326,6 +326,7 @@ def test_a_relevance_not_fitted_for_the_model_is_said_until_calibrated(browser, 
         done = semsearch("calibrate", str(questions), "--off-topic", str(off_topic), "--index", str(index), env=STAND_IN)
         assert done.returncode == 0, done.stderr
         assert "fitted on 2 of 2 questions" in done.stdout and (index / "relevance.json").is_file()
+        assert "late interaction for a question: weights kept, too few to fit (2 answered questions" in done.stdout
         deadline = time.monotonic() + 20
         while not (relevance := httpx.get(url + "/readyz").json()["relevance"])["fitted"] and time.monotonic() < deadline:
             time.sleep(0.2)

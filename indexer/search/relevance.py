@@ -47,6 +47,9 @@ QUESTION_WORDS = WH_WORDS | frozenset(
     "wasn't weren't don't doesn't didn't can't couldn't won't wouldn't shouldn't hasn't haven't hadn't".split())
 PREPOSITIONS = frozenset("on in at by for from to of with about since until after before during".split())
 STATEMENT_WORDS = 5  # a query that does not ask, of at least this many words (or ending with "."), states
+# A kind's late-stage weights are fitted from at least this many answered questions of the kind and
+# off-topic queries of it (fewer: it keeps the weights it had).
+KIND_QUESTIONS, KIND_OFF_TOPIC = 10, 5
 # Order weights are fitted at each of these regularisations; the one that puts the most answers
 # first on the questions fitted on is kept (the least regularised only when it does better).
 ORDER_C = (0.1, 1.0, 10.0, 100.0)
@@ -259,11 +262,12 @@ def order_weights(groups: list[Asked]) -> np.ndarray:
 def fit_late(params: RelevanceParams, kind: str, answered: list[Asked], off_topic: list[Asked]) -> RelevanceParams:
     """The late stage's weights for one kind of query: the order from its questions' answers
     against their other graded-again hits, the scale and bias from those answers against the
-    off-topic queries' best graded-again hits. A kind with too little to fit keeps its weights."""
+    off-topic queries' best graded-again hits. A kind with too little to fit (KIND_QUESTIONS,
+    KIND_OFF_TOPIC) keeps its weights."""
     groups = [a for a in answered if a.kind == kind and not np.isnan(a.answer[2])]
     negatives = [a.rows[~np.isnan(a.rows[:, 2])] for a in off_topic if a.kind == kind]
     negatives = [rows for rows in negatives if len(rows)]
-    if len(groups) < 2 or not negatives:
+    if len(groups) < KIND_QUESTIONS or len(negatives) < KIND_OFF_TOPIC:
         return params
     try:
         weights = order_weights(groups)
@@ -349,6 +353,7 @@ class Calibration:
     kept: float             # share of those answers at or above the weak floor
     nothing: float          # share of off-topic queries with no hit at or above it
     before: tuple[float, float] | None  # (kept, nothing) with the weights used before
+    kinds: dict[str, tuple[int, int]] | None = None  # kind -> (answered questions, off-topic queries) of it
 
     def lines(self) -> list[str]:
         p = self.params
@@ -357,6 +362,11 @@ class Calibration:
                 f"weights: bias {p.bias:g}, cosine {p.cosine_weight:g}, keyword {p.keyword_weight:g}"
                 + (f"; {late_lines(p)}" if p.late else "") + f"; floor {p.weak:g}",
                 f"answers kept: {self.kept:.1%}; off-topic queries answered with nothing: {self.nothing:.1%}"]
+        for kind, (questions, off_topic) in (self.kinds or {}).items():
+            if p.late and (questions < KIND_QUESTIONS or off_topic < KIND_OFF_TOPIC):
+                said.append(f"late interaction for a {kind}: weights kept, too few to fit ({questions} answered "
+                            f"questions and {off_topic} off-topic queries of that kind; fitting takes "
+                            f"{KIND_QUESTIONS} and {KIND_OFF_TOPIC})")
         if self.before is not None:
             said.append(f"with the weights before: answers kept {self.before[0]:.1%}, off-topic answered with "
                         f"nothing {self.before[1]:.1%}")
@@ -412,8 +422,9 @@ def calibrated(evidence, questions: list, off_topic: list[str], before: Relevanc
                 float((best_relevance(p, unanswered) < p.weak).mean()))
 
     kept, nothing = figures(params)
+    kinds = {kind: (sum(a.kind == kind for a in answered), sum(a.kind == kind for a in unanswered)) for kind in KINDS}
     return Calibration(params, len(questions), len(answered), len(off_topic), kept, nothing,
-                       figures(before) if before.fitted else None)
+                       figures(before) if before.fitted else None, kinds)
 
 
 def save(calibration: Calibration, index: Path, model: str, questions: Path, off_topic: Path) -> Path:
