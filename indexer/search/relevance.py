@@ -3,7 +3,7 @@
     relevance = sigmoid(bias + cosine_weight * cosine + keyword_weight * keyword)
 
 and, for the first SEMSEARCH_LATE_DEPTH passages by it (30), when the index keeps word pieces, with
-the weights of the query's kind (a question, or a statement: a claim or a few keywords):
+the weights of the query's kind (a question or a few keywords; or a statement, a claim: kind_of):
 
     relevance = sigmoid(late.bias + late.late * late + late.cosine * cosine + late.keyword * keyword)
 
@@ -242,10 +242,10 @@ def order_weights(groups: list[Asked]) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
 
     pairs = []
-    for asked in groups:
-        again = ~np.isnan(asked.rows[:, 2])
-        others = np.setdiff1d(np.flatnonzero(again), asked.answers)
-        pairs.append(asked.answer[LATE_COLUMNS] - asked.rows[others][:, LATE_COLUMNS])
+    for query in groups:
+        again = ~np.isnan(query.rows[:, 2])
+        others = np.setdiff1d(np.flatnonzero(again), query.answers)
+        pairs.append(query.answer[LATE_COLUMNS] - query.rows[others][:, LATE_COLUMNS])
     x = np.vstack(pairs)
     if not len(x):
         raise ValueError("no hit to tell the answers from")
@@ -253,7 +253,7 @@ def order_weights(groups: list[Asked]) -> np.ndarray:
     best: tuple[float, np.ndarray] | None = None
     for c in ORDER_C:
         weights = LogisticRegression(C=c, fit_intercept=False, max_iter=5000).fit(x, y).coef_[0]
-        first = np.mean([all(d @ weights > 0 for d in group) for group in pairs])
+        first = np.mean([bool((group @ weights > 0).all()) for group in pairs])
         if best is None or first > best[0]:
             best = (first, weights)
     return best[1]

@@ -367,8 +367,9 @@ class Searcher:
     def rescored(self, graded: dict[int, tuple[float, float, float, float]], query_pieces: np.ndarray, kind: str
                  ) -> dict[int, tuple[float, float, float, float]]:
         """The first fusion.late_depth passages by relevance graded again with late interaction
-        and the weights for the query's kind (indexer/search/relevance.py); the rest scaled below the lowest of them in their order, so
-        the order the relevance gives is still the grade's. Passages stored without word pieces keep theirs."""
+        and the weights for the query's kind (indexer/search/relevance.py); the rest scaled below
+        the lowest of them in their order, so the order the relevance gives is still the grade's.
+        Passages stored without word pieces keep theirs."""
         first = sorted(graded, key=lambda i: (-graded[i][0], i))[:self.fusion.late_depth]
         held = self.index.pieces(first)
         ids = [i for i in first if i in held]
