@@ -48,16 +48,17 @@ def test_off_topic_queries_find_no_good_match(news):
 
 def test_real_questions_keep_their_answers(news):
     """Of the questions whose answer is in the first 10, the share still shown at the default floor.
-    Measured 0.82 on these five articles (0.97 on the news questions' test half; docs/benchmarks.md,
-    "No good match"): for some paraphrased questions the model finds as little as for off-topic
-    ones; this pins that level, the issue's target is 0.97."""
+    Measured 0.93 on these five articles at int8-static and 0.90 at fp32 (0.95 on the news
+    questions' test half; docs/benchmarks.md, "Where the targets stand"): for some paraphrased
+    questions the model finds as little as for off-topic ones; this pins that level (the target
+    is 0.97)."""
     kept = []
     for q in read_questions(QUESTIONS / "questions.jsonl"):
         answer = next((h for h in news.search(Query(q.text, min_relevance=0)) if q.answered_by(h)), None)
         if answer is not None:
             shown = news.search(Query(q.text, k=50))
             kept.append(any(h.passage.passage_id == answer.passage.passage_id for h in shown))
-    assert len(kept) >= 55 and sum(kept) / len(kept) >= 0.78, sum(kept) / len(kept)
+    assert len(kept) >= 55 and sum(kept) / len(kept) >= 0.85, sum(kept) / len(kept)
 
 
 def test_a_filter_that_rules_out_the_only_answer_says_so(news):
@@ -236,8 +237,8 @@ def test_results_by_article_over_http_and_in_the_terminal(news_index):
 def test_late_interaction_puts_the_answering_paragraph_first_on_the_news_test_half(tmp_path_factory, embedder):
     """The news questions' test half (never fitted on), over all 28 articles, with the real model:
     graded again with late interaction, the answering paragraph comes first for at least 0.75 of
-    the questions and in the first three for 0.93 (measured 0.770 / 0.959 at int8-static on
-    AVX-512 VNNI); the same index without the late stage: 0.672 / 0.836."""
+    the questions and in the first three for 0.93 (measured 0.762 / 0.967 at int8-static on
+    AVX-512 VNNI, 0.770 / 0.967 at fp32); the same index without the late stage: 0.648 / 0.853."""
     from indexer.index.build import build_from_documents
     from indexer.text.documents import read_folder
 
