@@ -123,6 +123,8 @@ def test_the_weights_come_from_the_index_calibration_else_the_shipped_ones(tmp_p
     assert packaged.fitted == "packaged" and packaged.floor == packaged.weak and warning is None
     other, _ = relevance_for("hashing", tmp_path)
     assert other.fitted is None and other.floor == 0
+    fp32, _ = relevance_for("sentence-transformers/all-MiniLM-L6-v2", tmp_path)  # a model without weights orders
+    assert replace(fp32, weak=RelevanceParams.weak, fitted=None) == other != packaged  # by the fp32 ones
     (tmp_path / CALIBRATION).write_text(json.dumps({"model": "hashing", "bias": -3, "cosine_weight": 9,
                                                     "keyword_weight": 4, "strong": 0.6, "weak": 0.2}))
     calibrated, warning = relevance_for("hashing", tmp_path)
