@@ -1,0 +1,240 @@
+"""Designs of the late stage (the first 30 passages graded again), fitted and measured on training data only.
+
+    .venv/bin/python bench/late_stage.py --scifact "$SCIFACT" --json bench/results/late_stage.json
+
+The product's Searcher (late stage off) gives each query of the news questions' fit half (over
+all 28 articles), SciFact train (articles ranked by their best passage) and the off-topic set
+(against both indexes) its first 30 passages by the first relevance, with their evidence:
+cosine, keyword share, each query piece's best match among the passage's pieces, its number of
+pieces, its best sentence's cosine, the same late score from pieces read from its text alone (no
+title or section before it), and for SciFact the best late score over all its article's passages
+the lists found. Each design is fitted as indexer/search/relevance.py fits the shipped weights
+(pairwise for the order, at the C that puts the most answers first; one set for every query, or
+a set for each kind of query) and reported by what chose it: the fit half's hit@1 (the answer
+first) and SciFact train's nDCG@10, both over the first 30 reordered above the rest. The grade
+designs add the off-topic queries answered with nothing on SciFact's index at the floor fitted on
+the fit half. The news test half, the 61 and SciFact test are not read here: `semsearch eval`
+measures the design the product ships.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import scorer  # noqa: E402
+from bench.report import emit  # noqa: E402
+
+DEPTH = 30
+C_GRID = (0.1, 1.0, 10.0, 100.0)
+
+
+def candidates(searcher, model, text: str, answers, group: str | None, text_codes: dict) -> dict:
+    """The query's first DEPTH passages by the first relevance, each with its evidence."""
+    from indexer.model import pieces
+    from indexer.search.searcher import Query
+
+    found = searcher.retrieve(Query(text, k=10, min_relevance=0, group=group), None)
+    order = sorted(found.graded, key=lambda i: (-found.graded[i][0], i))
+    top = order[:DEPTH]
+    held, stored = searcher.index.pieces(top), searcher.index.fetch(top)
+    missing = [i for i in top if i not in text_codes]
+    for first in range(0, len(missing), 16):  # pieces read from the text alone, once a passage
+        batch = missing[first:first + 16]
+        _, tokens, offsets = model.forward([stored[i].passage.text for i in batch])
+        for row, i in enumerate(batch):
+            text_codes[i] = pieces.codes(tokens[row][offsets[row, :, 1] > offsets[row, :, 0]])
+    vector, query_pieces = searcher.embed_query_pieces(text)
+    query_pieces = query_pieces / pieces.CODE_SCALE
+
+    def best(codes: np.ndarray) -> np.ndarray:
+        return (query_pieces @ codes.T.astype(np.float32)).max(axis=1) if len(codes) else np.zeros(len(query_pieces))
+
+    rows = [{"id": i, "label": bool(answers(stored[i].passage)), "relevance": found.graded[i][0],
+             "cosine": found.graded[i][1], "share": found.graded[i][2], "sims": best(held.get(i, np.zeros((0, 1)))),
+             "pieces": len(held.get(i, ())), "text_sims": best(text_codes[i]),
+             "sentence": float((stored[i].sentence_vectors @ vector).max()) if len(stored[i].sentence_vectors)
+             else found.graded[i][1]} for i in top]
+    return {"text": text, "rows": rows, "rest": [(i, found.graded[i][0]) for i in order[DEPTH:]]}
+
+
+def article_late(searcher, query: dict) -> None:
+    """For an article ranked by its best passage: the best late score over all its passages the
+    (passage-level) lists found."""
+    from indexer.model import pieces
+    from indexer.search.searcher import Query
+
+    found = searcher.retrieve(Query(query["text"], k=10, min_relevance=0), None)
+    ids = [i for i, _ in found.ranked]
+    documents = searcher.index.documents_of(ids + [r["id"] for r in query["rows"]])
+    wanted = {documents[r["id"]] for r in query["rows"]}
+    held = searcher.index.pieces([i for i in ids if documents[i] in wanted])
+    scores = pieces.late(searcher.embed_query_pieces(query["text"])[1], list(held.values()))
+    best: dict[int, float] = {}
+    for i, score in zip(held, scores):
+        best[documents[i]] = max(best.get(documents[i], -1.0), float(score))
+    for r in query["rows"]:
+        r["article_late"] = max(best.get(documents[r["id"]], -1.0), float(r["sims"].mean()))
+
+
+FEATURES = {
+    "late": lambda r: float(r["sims"].mean()),
+    "cosine": lambda r: r["cosine"],
+    "keyword": lambda r: r["share"],
+    "pieces": lambda r: float(np.log1p(r["pieces"])),
+    "sentence": lambda r: r["sentence"],
+    "late of the text alone": lambda r: float(r["text_sims"].mean()),
+    "article late": lambda r: r.get("article_late", float(r["sims"].mean())),
+}
+
+
+def matrix(query: dict, columns) -> np.ndarray:
+    return np.array([[FEATURES[c](r) for c in columns] for r in query["rows"]]).reshape(-1, len(columns))
+
+
+def answered(queries: list[dict]) -> list[dict]:
+    return [q for q in queries if any(r["label"] for r in q["rows"])]
+
+
+def order_weights(queries: list[dict], columns, c: float) -> np.ndarray:
+    """Pairwise logistic regression: each answer against the query's other candidates."""
+    from sklearn.linear_model import LogisticRegression
+
+    pairs = []
+    for q in answered(queries):
+        x, labels = matrix(q, columns), np.array([r["label"] for r in q["rows"]])
+        pairs.append(x[np.argmax(labels)] - x[~labels])
+    x = np.vstack(pairs)
+    return LogisticRegression(C=c, fit_intercept=False, max_iter=5000).fit(
+        np.vstack([x, -x]), np.r_[np.ones(len(x)), np.zeros(len(x))]).coef_[0]
+
+
+def first(queries: list[dict], columns, weights: np.ndarray) -> float:
+    """Share of the queries whose answer comes first (0 for those without one in the first DEPTH)."""
+    return float(np.mean([bool(q["rows"][int(np.argmax(matrix(q, columns) @ weights))]["label"])
+                          if q["rows"] else False for q in queries]))
+
+
+def fitted(queries: list[dict], columns) -> np.ndarray:
+    weights = [order_weights(queries, columns, c) for c in C_GRID]
+    return max(weights, key=lambda w: first(answered(queries), columns, w))  # the first best on ties
+
+
+def ndcg(queries: list[dict], qrels: list[dict], columns, weights: np.ndarray) -> float:
+    """SciFact nDCG@10 with the first DEPTH articles reordered by the design, above the rest."""
+    from ranx import Qrels, Run, evaluate
+
+    run = {}
+    for n, q in enumerate(queries):
+        scores = matrix(q, columns) @ weights if q["rows"] else np.zeros(0)
+        ranked = [q["rows"][i]["doc"] for i in np.argsort(-scores, kind="stable")] + [doc for doc, _ in q["rest"]]
+        run[str(n)] = {doc: float(len(ranked) - at) for at, doc in enumerate(dict.fromkeys(ranked))}
+    return round(float(evaluate(Qrels({str(n): j for n, j in enumerate(qrels)}), Run(run), "ndcg@10")), 4)
+
+
+def graded(sets: dict, columns, kinds: bool) -> tuple[dict, float, Callable]:
+    """Order weights (one set, or one for each kind of query, fitted on its own training queries)
+    and, like the shipped relevance, a scale and bias for each set of weights from the answers
+    against the off-topic queries' best candidates; the floor from the fit half."""
+    from indexer.search.relevance import RelevanceParams, kind_of, logistic, with_floor
+
+    training = {"question": sets["fit"], "statement": sets["scifact_train"]}
+    if kinds:
+        weights = {kind: fitted(queries, columns) for kind, queries in training.items()}
+    else:
+        together = fitted(sets["fit"] + sets["scifact_train"], columns)
+        weights = dict.fromkeys(training, together)
+    kind = {id(q): kind_of(q["text"]) if kinds else "question" for s in sets.values() for q in s}
+    off_topic = [q for q in sets["off_topic_news"] + sets["off_topic_scifact"] if q["rows"]]
+    scale = {}
+    for name, queries in training.items():
+        mine = [q for q in off_topic if not kinds or kind[id(q)] == name]
+        positives = [float(matrix(q, columns)[int(np.argmax([r["label"] for r in q["rows"]]))] @ weights[name])
+                     for q in answered(queries)]
+        negatives = [float((matrix(q, columns) @ weights[name]).max()) for q in mine]
+        scale[name] = logistic(np.array(positives)[:, None], np.array(negatives)[:, None])
+
+    def relevance(q: dict) -> np.ndarray:
+        bias, times = scale[kind[id(q)]]
+        return 1 / (1 + np.exp(-(bias + times * (matrix(q, columns) @ weights[kind[id(q)]]))))
+
+    answers = np.array([relevance(q)[int(np.argmax([r["label"] for r in q["rows"]]))] for q in answered(sets["fit"])])
+    floor = with_floor(RelevanceParams(fitted="x"), answers,
+                       np.array([relevance(q).max() for q in sets["off_topic_news"] if q["rows"]])).weak
+    return weights, floor, relevance
+
+
+def main() -> None:
+    parser = scorer.arguments(__doc__.splitlines()[0])
+    parser.add_argument("--precision", default="int8-static")
+    args = parser.parse_args()
+    from indexer.engines.faiss import store
+    from indexer.eval.beir import read_corpus, read_qrels, read_queries
+    from indexer.eval.questions import read_off_topic, read_questions
+    from indexer.index.build import build_from_documents
+    from indexer.model.cpu import read_cpu
+    from indexer.model.embedding import light_model_for
+    from indexer.search.searcher import FusionParams, Searcher
+
+    model = light_model_for(None, precision=args.precision)
+    off_topic = read_off_topic(ROOT / scorer.OFF_TOPIC)
+    sets: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="semsearch-late-") as scratch:
+        searchers = {}
+        for name, documents in (("news", scorer.news_documents()), ("scifact", list(read_corpus(args.scifact)))):
+            build_from_documents(documents, Path(scratch) / name, model, False)
+            searchers[name] = Searcher(store.load(Path(scratch) / name, model.name, model.dimension), model,
+                                       FusionParams(late_depth=0))
+        codes: dict = {"news": {}, "scifact": {}}
+        sets["fit"] = [candidates(searchers["news"], model, q.text,
+                                  lambda p, q=q: p.doc_id in q.doc_ids and any(a in p.text for a in q.answers),
+                                  None, codes["news"]) for q in read_questions(ROOT / scorer.NEWS_SETS["fit"])]
+        queries, qrels = read_queries(args.scifact), read_qrels(args.scifact, "train")
+        judged = [j for q, j in qrels.items() if q in queries]
+        sets["scifact_train"] = [candidates(searchers["scifact"], model, queries[q],
+                                            lambda p, j=j: j.get(p.doc_id, 0) > 0, "document", codes["scifact"])
+                                 for q, j in qrels.items() if q in queries]
+        for name in ("news", "scifact"):
+            sets[f"off_topic_{name}"] = [candidates(searchers[name], model, text, lambda p: False,
+                                                    None if name == "news" else "document", codes[name])
+                                         for text in off_topic]
+        for q in sets["scifact_train"] + sets["off_topic_scifact"]:
+            article_late(searchers["scifact"], q)
+        for q in sets["scifact_train"] + sets["off_topic_scifact"]:  # articles by id, as the qrels name them
+            stored = searchers["scifact"].index.fetch([r["id"] for r in q["rows"]] + [i for i, _ in q["rest"]])
+            for r in q["rows"]:
+                r["doc"] = stored[r["id"]].passage.doc_id
+            q["rest"] = [(stored[i].passage.doc_id, s) for i, s in q["rest"]]
+
+    designs = {
+        "one set: late, cosine, keyword": (("late", "cosine", "keyword"), False),
+        "a set for each kind: late, cosine, keyword (shipped)": (("late", "cosine", "keyword"), True),
+        "a set for each kind: late and keyword": (("late", "keyword"), True),
+        "each kind, with the number of pieces": (("late", "cosine", "keyword", "pieces"), True),
+        "each kind, with the best sentence's cosine": (("late", "cosine", "sentence", "keyword"), True),
+        "each kind, pieces of the text alone": (("late of the text alone", "cosine", "keyword"), True),
+        "each kind, both sets of pieces": (("late", "late of the text alone", "cosine", "keyword"), True),
+        "each kind, an article's best late over its passages": (("article late", "cosine", "keyword"), True),
+    }
+    report = {"cpu": read_cpu().describe(), "model": model.name, "depth": DEPTH, "designs": {}}
+    for label, (columns, kinds) in designs.items():
+        weights, floor, relevance = graded(sets, columns, kinds)
+        report["designs"][label] = {
+            "fit half hit@1": round(first(sets["fit"], columns, weights["question"]), 4),
+            "SciFact train nDCG@10": ndcg(sets["scifact_train"], judged, columns, weights["statement"]),
+            "floor": floor,
+            "off-topic nothing, SciFact index": round(float(np.mean(
+                [not q["rows"] or relevance(q).max() < floor for q in sets["off_topic_scifact"]])), 4)}
+        print(label, report["designs"][label], file=sys.stderr, flush=True)
+    emit(report, args.json)
+
+
+if __name__ == "__main__":
+    main()
