@@ -34,6 +34,7 @@ from bench.report import emit  # noqa: E402
 
 DEPTH = 30
 C_GRID = (0.1, 1.0, 10.0, 100.0)
+STOPWORD_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 def candidates(searcher, model, text: str, answers, group: str | None, text_codes: dict) -> dict:
@@ -51,8 +52,11 @@ def candidates(searcher, model, text: str, answers, group: str | None, text_code
         _, tokens, offsets = model.forward([stored[i].passage.text for i in batch])
         for row, i in enumerate(batch):
             text_codes[i] = pieces.codes(tokens[row][offsets[row, :, 1] > offsets[row, :, 0]])
-    vector, query_pieces = searcher.embed_query_pieces(text)
+    vector, query_pieces, spans = searcher.embed_query_pieces(text)
     query_pieces = query_pieces / pieces.CODE_SCALE
+    weights = searcher.piece_weights(text, spans)
+    weights = np.ones(len(query_pieces)) if weights is None else weights
+    stopwords = np.array([not terms for terms in searcher.analyzer.piece_terms(text, spans.tolist())], bool)
 
     def best(codes: np.ndarray) -> np.ndarray:
         return (query_pieces @ codes.T.astype(np.float32)).max(axis=1) if len(codes) else np.zeros(len(query_pieces))
@@ -62,7 +66,8 @@ def candidates(searcher, model, text: str, answers, group: str | None, text_code
              "pieces": len(held.get(i, ())), "text_sims": best(text_codes[i]),
              "sentence": float((stored[i].sentence_vectors @ vector).max()) if len(stored[i].sentence_vectors)
              else found.graded[i][1]} for i in top]
-    return {"text": text, "rows": rows, "rest": [(i, found.graded[i][0]) for i in order[DEPTH:]]}
+    return {"text": text, "rows": rows, "rest": [(i, found.graded[i][0]) for i in order[DEPTH:]], "weights": weights,
+            "stopwords": stopwords}
 
 
 def article_late(searcher, query: dict) -> None:
@@ -76,22 +81,29 @@ def article_late(searcher, query: dict) -> None:
     documents = searcher.index.documents_of(ids + [r["id"] for r in query["rows"]])
     wanted = {documents[r["id"]] for r in query["rows"]}
     held = searcher.index.pieces([i for i in ids if documents[i] in wanted])
-    scores = pieces.late(searcher.embed_query_pieces(query["text"])[1], list(held.values()))
+    scores = pieces.late(searcher.embed_query_pieces(query["text"])[1], list(held.values()), query["weights"])
     best: dict[int, float] = {}
     for i, score in zip(held, scores):
         best[documents[i]] = max(best.get(documents[i], -1.0), float(score))
     for r in query["rows"]:
-        r["article_late"] = max(best.get(documents[r["id"]], -1.0), float(r["sims"].mean()))
+        r["article_late"] = max(best.get(documents[r["id"]], -1.0), weighted(query["weights"], r["sims"]))
+
+
+def weighted(weights: np.ndarray, sims: np.ndarray) -> float:
+    """late() from each query piece's best match: weighted by the pieces' weights (idf) as the
+    product weighs them."""
+    return float(weights @ sims / weights.sum()) if weights.sum() > 0 else float(sims.mean())
 
 
 FEATURES = {
-    "late": lambda r: float(r["sims"].mean()),
+    "late": lambda r: r["late"],
+    "late, pieces alike": lambda r: float(r["sims"].mean()),
     "cosine": lambda r: r["cosine"],
     "keyword": lambda r: r["share"],
     "pieces": lambda r: float(np.log1p(r["pieces"])),
     "sentence": lambda r: r["sentence"],
-    "late of the text alone": lambda r: float(r["text_sims"].mean()),
-    "article late": lambda r: r.get("article_late", float(r["sims"].mean())),
+    "late of the text alone": lambda r: r["text_late"],
+    "article late": lambda r: r.get("article_late", r["late"]),
 }
 
 
@@ -213,9 +225,20 @@ def main() -> None:
                 r["doc"] = stored[r["id"]].passage.doc_id
             q["rest"] = [(stored[i].passage.doc_id, s) for i, s in q["rest"]]
 
+    def weigh(stopword: float | None) -> None:
+        """Each row's late scores with the pieces weighted as the product weighs them (stopword
+        pieces at stopword; None: the product's)."""
+        for queries in sets.values():
+            for q in queries:
+                weights = q["weights"] if stopword is None else np.where(q["stopwords"], stopword, q["weights"])
+                for r in q["rows"]:
+                    r["late"], r["text_late"] = weighted(weights, r["sims"]), weighted(weights, r["text_sims"])
+
+    weigh(None)
     designs = {
+        "each kind, every query piece alike": (("late, pieces alike", "cosine", "keyword"), True),
         "one set: late, cosine, keyword": (("late", "cosine", "keyword"), False),
-        "a set for each kind: late, cosine, keyword (shipped)": (("late", "cosine", "keyword"), True),
+        "a set for each kind: late (pieces by idf), cosine, keyword (shipped)": (("late", "cosine", "keyword"), True),
         "a set for each kind: late and keyword": (("late", "keyword"), True),
         "each kind, with the number of pieces": (("late", "cosine", "keyword", "pieces"), True),
         "each kind, with the best sentence's cosine": (("late", "cosine", "sentence", "keyword"), True),
@@ -233,6 +256,14 @@ def main() -> None:
             "off-topic nothing, SciFact index": round(float(np.mean(
                 [not q["rows"] or relevance(q).max() < floor for q in sets["off_topic_scifact"]])), 4)}
         print(label, report["designs"][label], file=sys.stderr, flush=True)
+    columns = ("late", "cosine", "keyword")
+    for stopword in STOPWORD_WEIGHTS:  # what a piece of a stopword or punctuation weighs
+        weigh(stopword)
+        weights, _, _ = graded(sets, columns, True)
+        report["designs"][f"each kind, stopword pieces at {stopword:g}"] = {
+            "fit half hit@1": round(first(sets["fit"], columns, weights["question"]), 4),
+            "SciFact train nDCG@10": ndcg(sets["scifact_train"], judged, columns, weights["statement"])}
+        print(stopword, report["designs"][f"each kind, stopword pieces at {stopword:g}"], file=sys.stderr, flush=True)
     emit(report, args.json)
 
 

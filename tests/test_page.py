@@ -60,7 +60,7 @@ def test_no_good_match_and_weak_matches_are_said_in_words(browser, live_server):
     assert page.locator("li.result").count() == 0 and "fewer or other words" in page.inner_text("#status")
     page.goto(live_server + "/?q=flibbertigibbet+zorkmid+quux&published_after=2020-01-01")
     page.locator("#status", has_text="drop a filter").wait_for(timeout=15000)
-    # on the seed index: the answer, a weak match at every precision (fp32 0.38, int8-static 0.47)
+    # on the seed index: the answer, a weak match at every precision (fp32 0.29, int8-static 0.31)
     page.goto(live_server + "/?q=how+many+soldiers+were+killed")
     page.locator("li.result.weak .grade", has_text="weak match").wait_for(timeout=15000)
     assert "no strong match" in page.inner_text("#status")

@@ -324,7 +324,7 @@ class Embedder(PassageEmbedding):
             return self.forward([text])[0][0]
         return self.onnx.embed_query(text)
 
-    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.onnx is None:
             return super().embed_query_pieces(text)
         return self.onnx.embed_query_pieces(text)

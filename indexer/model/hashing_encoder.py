@@ -20,6 +20,8 @@ NAME = "hashing"
 DIMENSION = 384
 MAX_TOKENS = 256  # the real model's window, so chunking cuts passages of the same size
 WORD = re.compile(r"\w+|[^\w\s]")
+# words() as runs of text: what bytes.split() leaves between ASCII whitespace and punctuation
+WORD_RUN = re.compile(r"[^\t\n\x0b\x0c\r !-/:-@\[-`{-~]+")
 # Vectors need words, not offsets: ASCII punctuation to spaces and bytes.split is far faster than WORD.
 SPACES = bytes.maketrans(b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", b" " * 32)
 
@@ -87,8 +89,11 @@ class HashingEncoder:
         found = words(text)
         return self.raw([[w] for w in found]).toarray() if found else np.zeros((0, DIMENSION), np.float32)
 
-    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.embed_query(text), query_pieces(self.word_vectors(text))
+    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The query's vector, its words as pieces, and each word's (start, end) in the text."""
+        spans = np.array([m.span() for m in WORD_RUN.finditer(text)], dtype=np.int64).reshape(-1, 2)
+        pieces = query_pieces(self.word_vectors(text))
+        return self.embed_query(text), pieces, spans if len(spans) == len(pieces) else np.zeros((0, 2), np.int64)
 
     def embed_passages(self, inputs: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
                        progress: bool | None = None, pieces: bool = False) -> tuple:

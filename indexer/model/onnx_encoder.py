@@ -162,12 +162,15 @@ class OnnxEncoder(PassageEmbedding):
         model's mean pooling (and no per-call tensor conversions, about 0.5 ms)."""
         return self.embed_query_pieces(text)[0]
 
-    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """The query's vector, and its word pieces (no special tokens) for late interaction, from one run."""
-        ids = np.array([self.query_tokenizer.encode(text).ids], dtype=np.int64)
+    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The query's vector, and its word pieces (no special tokens) for late interaction with
+        each one's (start, end) in the text, from one run."""
+        encoding = self.query_tokenizer.encode(text)
+        ids = np.array([encoding.ids], dtype=np.int64)
         tokens = self.run(ids, np.ones_like(ids), self.query_runner)[0]
         vector = tokens.mean(axis=0)
-        return (vector / np.linalg.norm(vector)).astype(np.float32), query_pieces(tokens[1:-1])
+        spans = np.array(encoding.offsets[1:-1], dtype=np.int64).reshape(-1, 2)
+        return (vector / np.linalg.norm(vector)).astype(np.float32), query_pieces(tokens[1:-1]), spans
 
     def tokenize(self, texts: list[str]) -> tuple[list, list[int]]:
         """Each text's encoding (special tokens, cut at the window, not padded) and its length:

@@ -1,5 +1,6 @@
 """Late interaction: a passage kept as its own word pieces' vectors, a query scored against it by
-the mean over the query's pieces of the best cosine to any of the passage's (as ColBERT scores).
+the mean over the query's pieces of the best cosine to any of the passage's (as ColBERT scores),
+each piece weighted as the searcher weighs it (its word's idf: Searcher.piece_weights).
 
 The pieces' vectors are the model's token vectors from the forward pass that embeds the passage
 (read in the context of its title and section, as the passage vector is), projected on a fixed
@@ -51,16 +52,16 @@ def codes(tokens: np.ndarray) -> np.ndarray:
 
 def query_pieces(tokens: np.ndarray) -> np.ndarray:
     """A query's token vectors (m, dimension) -> its pieces as late() takes them (unit, float32).
-    Every piece weighs the same, as in ColBERT: weighing each word the same instead (a name cut
-    into four pieces counting once) put the right paragraph first less often on every question
-    set (docs/benchmarks.md, late interaction)."""
+    Each piece is weighed on its own (a name cut into four pieces counts four times): weighing each
+    word once instead put the right paragraph first less often on every question set
+    (docs/benchmarks.md, late interaction)."""
     return project(tokens)
 
 
-def late(query: np.ndarray, passages: Sequence[np.ndarray]) -> np.ndarray:
+def late(query: np.ndarray, passages: Sequence[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
     """Late-interaction score of each passage (its int8 codes) for a query's pieces: the mean over
-    the query's pieces of the best cosine to any of the passage's; 0 for a passage without pieces
-    or a query without any."""
+    the query's pieces (weighted by weights, when given) of the best cosine to any
+    of the passage's; 0 for a passage without pieces or a query without any."""
     scores = np.zeros(len(passages), dtype=np.float64)
     sizes = np.fromiter((len(p) for p in passages), dtype=np.int64, count=len(passages))
     if not len(query) or not sizes.any():
@@ -69,5 +70,10 @@ def late(query: np.ndarray, passages: Sequence[np.ndarray]) -> np.ndarray:
     stacked = np.concatenate([passages[i] for i in held]) if len(held) > 1 else passages[held[0]]
     similarity = (query.astype(np.float32) / CODE_SCALE) @ stacked.T.astype(np.float32)  # (query pieces, all pieces)
     starts = np.concatenate([[0], np.cumsum(sizes[held])[:-1]])
-    scores[held] = np.maximum.reduceat(similarity, starts, axis=1).mean(axis=0)
+    best = np.maximum.reduceat(similarity, starts, axis=1)  # (query pieces, passages)
+    if weights is None or not np.sum(weights) > 0:
+        scores[held] = best.mean(axis=0)
+    else:
+        scores[held] = (np.asarray(weights, np.float64) @ best) / float(np.sum(weights))
     return scores
+

@@ -45,11 +45,12 @@ class PassageEmbedding:
         vectors, _ = self.embed_passages(texts, [[] for _ in texts], progress)
         return vectors
 
-    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """A query's vector and its word pieces for late interaction (indexer/model/pieces.py)."""
+    def embed_query_pieces(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A query's vector, its word pieces for late interaction (indexer/model/pieces.py) and
+        each piece's (start, end) in the text."""
         pooled, tokens, offsets = self.forward([text])
         real = offsets[0, :, 1] > offsets[0, :, 0]  # no special or padding tokens
-        return pooled[0], query_pieces(tokens[0][real])
+        return pooled[0], query_pieces(tokens[0][real]), np.asarray(offsets[0][real], dtype=np.int64).reshape(-1, 2)
 
     def embed_passages(self, inputs: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
                        progress: bool | None = None, pieces: bool = False) -> tuple:

@@ -91,16 +91,16 @@ class RelevanceParams:
     were fitted ("packaged" or the calibration file); None: not fitted for this model (the
     packaged model's weights stand in for ordering, and no floor applies)."""
 
-    bias: float = -7.29
-    cosine_weight: float = 16.18
-    keyword_weight: float = 8.26
+    bias: float = -7.21
+    cosine_weight: float = 16.03
+    keyword_weight: float = 8.33
     strong: float = 0.5
     weak: float = 0.1
     fitted: str | None = None
     # The late stage for each kind of query (None: off, as for weights fitted before it, which
     # grade without it).
-    late_question: LateWeights | None = LateWeights(-12.0, 20.9, 5.68, 2.63)
-    late_statement: LateWeights | None = LateWeights(-14.9, 11.5, 14.91, 16.93)
+    late_question: LateWeights | None = LateWeights(-12.38, 21.3, 6.32, 1.58)
+    late_statement: LateWeights | None = LateWeights(-12.65, 9.18, 13.18, 13.78)
 
     def of(self, cosines: np.ndarray, shares: np.ndarray) -> np.ndarray:
         return sigmoid(self.bias + self.cosine_weight * cosines + self.keyword_weight * shares)

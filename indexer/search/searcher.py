@@ -31,6 +31,10 @@ PARALLEL_LISTS_FROM = 200_000
 # How much a sentence's (idf-weighted) share of the query's keywords adds to its cosine when
 # marking the answer: sentence vectors alone can miss exact facts such as "casualties".
 HIGHLIGHT_KEYWORD_WEIGHT = 0.5
+# What a query's word piece without a keyword term (a stopword, punctuation) weighs in late
+# interaction, where the others weigh their word's idf: chosen on the news questions' fit half
+# among 0, 0.5, 1, 1.5, 2 and 3 (docs/benchmarks.md, late interaction).
+STOPWORD_PIECE_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,19 @@ class Searcher:
         """The query's vector (cached with its word pieces)."""
         return self.embed_query_pieces(text)[0]
 
+    def piece_weights(self, text: str, spans: np.ndarray) -> np.ndarray | None:
+        """How much each of the query's word pieces counts in late interaction: the idf (in this
+        index) of its word's keyword terms, STOPWORD_PIECE_WEIGHT for a piece of a word without one;
+        None (all the same) when the model gives no spans."""
+        if not len(spans):
+            return None
+        terms = self.analyzer.piece_terms(text, [(int(a), int(b)) for a, b in spans])
+        wanted = sorted({t for found in terms for t in found})
+        idf = self.index.term_weights(wanted) if wanted else {}
+        unseen = math.log1p((self.index.info.passages + 0.5) / 0.5)  # as keyword_total counts a term found nowhere
+        return np.array([sum(idf.get(t) or unseen for t in found) if found else STOPWORD_PIECE_WEIGHT
+                         for found in terms])
+
     @contextmanager
     def running(self) -> Iterator[int]:
         """Count this search as running while inside; gives how many others are running."""
@@ -280,7 +297,8 @@ class Searcher:
         graded = {i: (r, c, k, math.nan) for (i, _), r, c, k in
                   zip(ranked, self.relevance_of(cosines, shares).tolist(), cosines.tolist(), shares.tolist())}
         if self.relevance.late and self.fusion.late_depth and graded:
-            graded = self.rescored(graded, self.embed_query_pieces(query.text)[1], kind_of(query.text))
+            _, query_pieces, spans = self.embed_query_pieces(query.text)
+            graded = self.rescored(graded, query_pieces, self.piece_weights(query.text, spans), kind_of(query.text))
         if query.mode == "hybrid" and self.fusion.method == "relevance":  # one score: the order is the grade's
             ranked = sorted(((i, graded[i][0]) for i, _ in ranked), key=lambda h: (-h[1], h[0]))
         return Found(vector, weights, key, dense_at, sparse_at, ranked, graded)
@@ -364,10 +382,11 @@ class Searcher:
         keyword = np.fromiter((sparse_at[i][1] if i in sparse_at else last_keyword for i in items), np.float64, len(items))
         return cosines, np.minimum(keyword / keyword_total, 1.0) if keyword_total > 0 else keyword * 0
 
-    def rescored(self, graded: dict[int, tuple[float, float, float, float]], query_pieces: np.ndarray, kind: str
-                 ) -> dict[int, tuple[float, float, float, float]]:
+    def rescored(self, graded: dict[int, tuple[float, float, float, float]], query_pieces: np.ndarray,
+                 piece_weights: np.ndarray | None, kind: str) -> dict[int, tuple[float, float, float, float]]:
         """The first fusion.late_depth passages by relevance graded again with late interaction
-        and the weights for the query's kind (indexer/search/relevance.py); the rest scaled below
+        (the query's pieces weighted by piece_weights) and the weights for the query's kind
+        (indexer/search/relevance.py); the rest scaled below
         the lowest of them in their order, so the order the relevance gives is still the grade's.
         Passages stored without word pieces keep theirs."""
         first = sorted(graded, key=lambda i: (-graded[i][0], i))[:self.fusion.late_depth]
@@ -376,7 +395,7 @@ class Searcher:
         if not ids:
             return graded
         cosines, shares = (np.array([graded[i][at] for i in ids]) for at in (1, 2))
-        lates = pieces.late(query_pieces, [held[i] for i in ids])
+        lates = pieces.late(query_pieces, [held[i] for i in ids], piece_weights)
         again = self.relevance.of_late(lates, cosines, shares, kind)
         rest = [i for i in graded if i not in held]
         scaled = below(np.array([graded[i][0] for i in rest]), float(again.min()))

@@ -3,6 +3,7 @@ itself, kept as the oracle the tests compare indexer/engines/faiss/postings.py's
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import math
@@ -26,6 +27,7 @@ class KeywordParams:
 
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default token pattern
+PIECE_WORD = re.compile(r"(?u)\w+(?:['’]\w+)*")  # a word with its contraction, as a model's pieces cover it
 # Contractions read as the words they stand for, in passages and queries alike: "won't" is "will
 # not" (the token pattern made it "won", the verb), "doesn't" is "does not", and the endings 're,
 # 've, 'll, 'd, 'm and 's (a possessive or "is") are left out (they became tokens like "re" and
@@ -63,6 +65,21 @@ class Analyzer:
         words = [w for w in TOKEN.findall(expanded(text.lower())) if w not in self.stopwords]
         kept = [w for w in words if w not in QUESTION_WORDS]
         return self.stemmer.stemWords(kept or words)
+
+    def piece_terms(self, text: str, spans: list[tuple[int, int]]) -> list[list[str]]:
+        """For each (start, end) of text (a model's word piece), the terms of the word it is part of:
+        none for a stopword or punctuation, question words kept (as terms() analyses)."""
+        words = [(m.start(), m.end()) for m in PIECE_WORD.finditer(text)]
+        starts = [start for start, _ in words]
+        terms: dict[int, list[str]] = {}
+        found = []
+        for start, end in spans:
+            at = bisect.bisect_right(starts, start) - 1
+            inside = at >= 0 and words[at][0] <= start < words[at][1]
+            if inside and at not in terms:
+                terms[at] = self.terms(text[words[at][0]:words[at][1]])
+            found.append(terms[at] if inside else [])
+        return found
 
     def matches(self, text: str, wanted: set[str]) -> list[tuple[int, str]]:
         """(offset, term) of each word in text whose stem is a wanted term.
