@@ -60,8 +60,8 @@ def query_pieces(tokens: np.ndarray) -> np.ndarray:
 
 def late(query: np.ndarray, passages: Sequence[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
     """Late-interaction score of each passage (its int8 codes) for a query's pieces: the mean over
-    the query's pieces (weighted by weights, when given) of the best cosine to any
-    of the passage's; 0 for a passage without pieces or a query without any."""
+    the query's pieces (weighted by weights, when given) of the best cosine to any of the
+    passage's; 0 for a passage without pieces or a query without any."""
     scores = np.zeros(len(passages), dtype=np.float64)
     sizes = np.fromiter((len(p) for p in passages), dtype=np.int64, count=len(passages))
     if not len(query) or not sizes.any():
@@ -76,4 +76,3 @@ def late(query: np.ndarray, passages: Sequence[np.ndarray], weights: np.ndarray 
     else:
         scores[held] = (np.asarray(weights, np.float64) @ best) / float(np.sum(weights))
     return scores
-
