@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import time
+from pathlib import Path
 
 import httpx
 
@@ -124,6 +126,22 @@ def test_a_reindex_rebuilds_when_the_way_passages_are_cut_or_scored_changed(tmp_
     again = semsearch("index", str(seeds), "--out", str(index), env=STAND_IN)
     assert again.returncode == 0 and "indexed 1 document," in again.stdout, again.stdout
     assert store.read_manifest(index)["chunker"] == recorded["chunker"]
+
+
+def test_the_fingerprint_reads_code_and_not_its_comments_or_docstrings(tmp_path):
+    from indexer.index.build import code_of
+    from indexer.text import chunking
+
+    source = Path(chunking.__file__).read_text(encoding="utf-8")
+    reworded, changed = tmp_path / "reworded.py", tmp_path / "changed.py"
+    # what an edit of the docs alone does: the module's docstring, a function's, comments, blank lines
+    docs = re.sub(r'\n    """(?=\w)', '\n    """Reworded. ', source, count=1)  # the first function's docstring
+    reworded.write_text(docs.replace('"""', '"""Reworded. ', 1).replace("\n\n\n", "\n\n\n# a new comment\n\n\n", 1)
+                        .replace("    return", "    # a remark\n\n    return", 1), encoding="utf-8")
+    changed.write_text(source.replace("    return", "    pass\n    return", 1), encoding="utf-8")
+    assert reworded.read_text(encoding="utf-8") != source
+    assert code_of(reworded) == code_of(Path(chunking.__file__))
+    assert code_of(changed) != code_of(Path(chunking.__file__))
 
 
 def test_old_generations_are_cleaned_up_but_never_the_current_one(tmp_path, embedder):

@@ -7,6 +7,7 @@ only when forced or when the chunking code, model or window changed.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import logging
 import time
@@ -224,9 +225,23 @@ def chunker_fingerprint(embedder: TextModel) -> str:
     """Changes whenever the passages of a document could: the chunking code, the token-span code
     it is given, the word pieces kept for late interaction (indexer/model/pieces.py), the keyword terms
     of a passage (indexer/text/keyword.py), the model (its tokenizer) or its window. A change rebuilds
-    every segment (reusing every vector whose input is unchanged)."""
-    code = b"".join(Path(module.__file__).read_bytes() for module in (chunking, pooling, pieces, keyword))
-    return hashlib.sha256(code + f"\x00{embedder.name}\x00{embedder.max_tokens}".encode()).hexdigest()[:16]
+    every segment (reusing every vector whose input is unchanged); an edit to those modules' comments,
+    docstrings or layout alone is no change (code_of)."""
+    code = "\x00".join(code_of(Path(module.__file__)) for module in (chunking, pooling, pieces, keyword))
+    return hashlib.sha256(f"{code}\x00{embedder.name}\x00{embedder.max_tokens}".encode()).hexdigest()[:16]
+
+
+def code_of(path: Path) -> str:
+    """A module's code without its comments, docstrings and layout: the syntax tree, docstrings
+    dropped, written back out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
 
 
 def prepare(documents: list[StoredDocument], embedder: TextModel, writer: IndexWriter, root: Path,
