@@ -26,6 +26,27 @@ def test_how_many_casualties_finds_the_million_casualties_passage_in_the_top_3(s
     assert "over a million casualties" in matching[0].highlight.text
 
 
+def test_query_pieces_weigh_their_words_idf_and_reuse_what_the_keyword_list_read(searcher):
+    from indexer.search.searcher import STOPWORD_PIECE_WEIGHT
+
+    text = "how many casualties in the zorblatt war"
+    _, pieces, spans = searcher.embed_query_pieces(text)
+    terms = searcher.analyzer.piece_terms(text, [(int(a), int(b)) for a, b in spans])
+    idf = searcher.index.term_weights(searcher.analyzer.query_terms(text))
+    weights = searcher.piece_weights(text, spans)
+    assert len(weights) == len(pieces) == len(terms)
+    assert searcher.piece_weights(text, spans, idf).tolist() == weights.tolist()
+    unseen = max(weights)  # "zorblatt" is in no passage: the highest idf there is
+    for found, weight in zip(terms, weights):
+        if not found:  # "in", "the", punctuation
+            assert weight == STOPWORD_PIECE_WEIGHT
+        elif found == ["zorblatt"]:
+            assert weight == unseen > idf["casualti"] > STOPWORD_PIECE_WEIGHT
+    # a term whose idf is known already is not looked up again
+    told = searcher.piece_weights(text, spans, {**idf, "casualti": 42.0})
+    assert {w for found, w in zip(terms, told) if found == ["casualti"]} == {42.0}
+
+
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
 def test_every_mode_returns_ranked_hits_with_sources(searcher, mode):
     hits = searcher.search(Query("Putin refuses a cease-fire", k=5, mode=mode))

@@ -67,12 +67,15 @@ def late(query: np.ndarray, passages: Sequence[np.ndarray], weights: np.ndarray 
     if not len(query) or not sizes.any():
         return scores
     held = np.flatnonzero(sizes)
-    stacked = np.concatenate([passages[i] for i in held]) if len(held) > 1 else passages[held[0]]
-    similarity = (query.astype(np.float32) / CODE_SCALE) @ stacked.T.astype(np.float32)  # (query pieces, all pieces)
+    stacked = np.concatenate([passages[i] for i in held], dtype=np.float32) if len(held) > 1 else \
+        passages[held[0]].astype(np.float32)
+    # (all pieces, query pieces): the passages' pieces as the tall operand, which OpenBLAS's AVX-512
+    # kernels multiply faster than the other way round (the same on AVX2)
+    similarity = stacked @ (query.astype(np.float32) / CODE_SCALE).T
     starts = np.concatenate([[0], np.cumsum(sizes[held])[:-1]])
-    best = np.maximum.reduceat(similarity, starts, axis=1)  # (query pieces, passages)
+    best = np.maximum.reduceat(similarity, starts, axis=0)  # (passages, query pieces)
     if weights is None or not np.sum(weights) > 0:
-        scores[held] = best.mean(axis=0)
+        scores[held] = best.mean(axis=1)
     else:
-        scores[held] = (np.asarray(weights, np.float64) @ best) / float(np.sum(weights))
+        scores[held] = (best @ np.asarray(weights, np.float64)) / float(np.sum(weights))
     return scores

@@ -215,15 +215,17 @@ class Searcher:
         """The query's vector (cached with its word pieces)."""
         return self.embed_query_pieces(text)[0]
 
-    def piece_weights(self, text: str, spans: np.ndarray) -> np.ndarray | None:
+    def piece_weights(self, text: str, spans: np.ndarray, known: dict[str, float] | None = None) -> np.ndarray | None:
         """How much each of the query's word pieces counts in late interaction: the idf (in this
         index) of its word's keyword terms, STOPWORD_PIECE_WEIGHT for a piece of a word without one;
-        None (all the same) when the model gives no spans."""
+        None (all the same) when the model gives no spans. known: idf already read for some terms
+        (the keyword list's), so only the others are looked up."""
         if not len(spans):
             return None
         terms = self.analyzer.piece_terms(text, [(int(a), int(b)) for a, b in spans])
-        wanted = sorted({t for found in terms for t in found})
-        idf = self.index.term_weights(wanted) if wanted else {}
+        known = known or {}
+        wanted = sorted({t for found in terms for t in found} - known.keys())
+        idf = {**known, **(self.index.term_weights(wanted) if wanted else {})}
         unseen = math.log1p((self.index.info.passages + 0.5) / 0.5)  # as keyword_total counts a term found nowhere
         return np.array([sum(idf.get(t) or unseen for t in found) if found else STOPWORD_PIECE_WEIGHT
                          for found in terms])
@@ -298,7 +300,8 @@ class Searcher:
                   zip(ranked, self.relevance_of(cosines, shares).tolist(), cosines.tolist(), shares.tolist())}
         if self.relevance.late and self.fusion.late_depth and graded:
             _, query_pieces, spans = self.embed_query_pieces(query.text)
-            graded = self.rescored(graded, query_pieces, self.piece_weights(query.text, spans), kind_of(query.text))
+            graded = self.rescored(graded, query_pieces, self.piece_weights(query.text, spans, weights),
+                                   kind_of(query.text))
         if query.mode == "hybrid" and self.fusion.method == "relevance":  # one score: the order is the grade's
             ranked = sorted(((i, graded[i][0]) for i, _ in ranked), key=lambda h: (-h[1], h[0]))
         return Found(vector, weights, key, dense_at, sparse_at, ranked, graded)
