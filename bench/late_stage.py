@@ -42,6 +42,14 @@ DEPTH = 30
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 STOPWORD_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 UNCOVERED = 0.5  # a query piece matched below this by every piece of a passage is not in it
+LENGTH_CORRECTIONS = (0.02, 0.06)  # of the late score, in units of expected_best
+NEWS_PIECES = 42  # a news paragraph's pieces, about
+
+
+def expected_best(pieces: int) -> float:
+    """How the best of n chance matches grows with n (the maximum of n normal draws, in standard
+    deviations): a long passage holds a fair match for any query piece."""
+    return float(np.sqrt(2 * np.log(max(pieces, 2))))
 
 
 def candidates(searcher, model, text: str, answers, group: str | None, text_codes: dict) -> dict:
@@ -165,6 +173,8 @@ FEATURES = {
     "section share": lambda r: r["section_share"],
     "answer type": lambda r: r["answer_type"],
     "uncovered": lambda r: r["uncovered"],
+    **{f"late less {c:g} x length": (lambda r, c=c: r["late"] - c * (expected_best(r["pieces"]) - expected_best(NEWS_PIECES)))
+       for c in LENGTH_CORRECTIONS},
 }
 
 
@@ -320,6 +330,8 @@ def main() -> None:
             ("late", "cosine", "keyword", "uncovered"), True),
         "each kind, with whether the passage holds what the question asks for": (
             ("late", "cosine", "keyword", "answer type"), True),
+        **{f"each kind, late less {c:g} x how a passage's best chance match grows with its length": (
+            (f"late less {c:g} x length", "cosine", "keyword"), True) for c in LENGTH_CORRECTIONS},
     }
     report = {"cpu": read_cpu().describe(), "model": model.name, "depth": DEPTH, "designs": {}}
     for label, (columns, kinds) in designs.items():
