@@ -60,6 +60,8 @@ def test_eval_reports_hit_rates_for_every_mode_and_names_the_misses(report):
         assert f"| {mode} |" in printed
         assert 0 <= figures["hit@1"] <= figures["hit@3"] <= 1
         assert figures["hit@1"] <= figures["mrr@10"] <= figures["hit@3"] + (1 - figures["hit@3"]) / 4
+        # the first passage answering shows in its article's group; that group is then the answer's
+        assert figures["hit@1"] <= figures["article_hit@1"] <= figures["article_first"] <= 1
         assert len(figures["misses"]) == round((1 - figures["hit@1"]) * values["questions"])
     for miss in values["results"]["hybrid"]["misses"]:
         assert f"line {miss['line']}: {miss['question']!r}" in printed
@@ -76,12 +78,15 @@ def test_eval_figures_match_the_ranks_search_returns(report, tmp_path):
     documents = list(read_folder(SEEDS)) + list(read_folder(QUESTIONS / "articles"))
     build_from_documents(documents, tmp_path / "index", model, progress=False)
     searcher = searcher_of(tmp_path / "index", model)
-    ranks = []
+    ranks, leads = [], []
     for q in read_questions(QUESTIONS / "questions.jsonl"):
         hits = searcher.search(Query(q.text, k=DEPTH, min_relevance=0))  # the ranking, nothing left out
         ranks.append(next((n for n, h in enumerate(hits, 1) if h.passage.doc_id == q.doc_id
                            and any(a in h.passage.text for a in q.answers)), None))
+        leads.append(searcher.search(Query(q.text, k=1, group="article", min_relevance=0))[0].passage.doc_id
+                     in q.doc_ids)
     hybrid = report[1]["results"]["hybrid"]
+    assert hybrid["article_first"] == round(sum(leads) / len(leads), 4)
     assert hybrid["hit@1"] == round(sum(r == 1 for r in ranks) / len(ranks), 4)
     assert hybrid["hit@3"] == round(sum(r is not None and r <= 3 for r in ranks) / len(ranks), 4)
     assert hybrid["mrr@10"] == round(sum(1 / r for r in ranks if r) / len(ranks), 4)

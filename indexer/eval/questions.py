@@ -113,10 +113,11 @@ def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path
     report: dict = {"questions": len(questions), "file": str(path), "results": {}}
     for mode in modes:
         started = time.perf_counter()
-        ranks, misses, kept, by_article = [], [], [], []
+        ranks, misses, kept, by_article, article_first = [], [], [], [], []
         for q in questions:
             first_article = searcher.search(Query(q.text, k=1, mode=mode, group="article", min_relevance=0))
             by_article.append(any(q.answered_by(h) for lead in first_article for h in (lead, *lead.more)))
+            article_first.append(any(lead.passage.doc_id in q.doc_ids for lead in first_article))
             answer, top = first_answer(searcher, q, mode)
             rank = answer and answer.rank
             ranks.append(rank)
@@ -133,6 +134,8 @@ def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path
             "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4),
             # group=article: the answer among the passages shown for the first article
             "article_hit@1": round(sum(by_article) / n, 4),
+            # group=article: the first article is the answer's, whichever of its passages it shows
+            "article_first": round(sum(article_first) / n, 4),
             # Of the questions answered in the first 10, the share whose answer reaches the default
             # min_relevance (so a search with the default floor still shows it).
             "kept": round(sum(kept) / len(kept), 4) if kept else 0.0,
@@ -146,7 +149,8 @@ def format_report(report: dict) -> str:
     """A Markdown table of the figures, then the questions the first mode did not answer at rank 1."""
     lines = mode_table(f"{report['file']} ({report['questions']} questions)", report["results"],
                        {"hit@1": "hit@1", "hit@3": "hit@3", "mrr@10": "MRR@10",
-                        "article_hit@1": "hit@1 by article", "kept": "answer kept"})
+                        "article_hit@1": "hit@1 by article", "article_first": "article first",
+                        "kept": "answer kept"})
     mode, values = next(iter(report["results"].items()))
     if values["misses"]:
         lines += ["", f"not answered first ({mode}):"]
