@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from indexer.eval.questions import DEPTH, read_questions
+from indexer.eval.questions import DEPTH, interval, read_questions
 from indexer.search.searcher import Query
 from tests.conftest import QUESTIONS, SEEDS, searcher_of, semsearch
 
@@ -63,7 +63,13 @@ def test_eval_reports_hit_rates_for_every_mode_and_names_the_misses(report):
         # the first passage answering shows in its article's group; that group is then the answer's
         assert figures["hit@1"] <= figures["article_hit@1"] <= figures["article_first"] <= 1
         assert len(figures["misses"]) == round((1 - figures["hit@1"]) * values["questions"])
-    for miss in values["results"]["hybrid"]["misses"]:
+        for name, (low, high) in figures["intervals"].items():  # each share within its interval
+            assert 0 <= low <= figures[name] <= high <= 1, (mode, name)
+    hybrid = values["results"]["hybrid"]
+    assert f"95 % intervals (hybrid; Wilson, {values['questions']} questions" in printed
+    low, high = hybrid["intervals"]["hit@1"]
+    assert f"hit@1 {low:.3f}-{high:.3f}" in printed
+    for miss in hybrid["misses"]:
         assert f"line {miss['line']}: {miss['question']!r}" in printed
 
 
@@ -90,6 +96,16 @@ def test_eval_figures_match_the_ranks_search_returns(report, tmp_path):
     assert hybrid["hit@1"] == round(sum(r == 1 for r in ranks) / len(ranks), 4)
     assert hybrid["hit@3"] == round(sum(r is not None and r <= 3 for r in ranks) / len(ranks), 4)
     assert hybrid["mrr@10"] == round(sum(1 / r for r in ranks if r) / len(ranks), 4)
+
+
+def test_an_interval_narrows_as_questions_are_added():
+    """The same share of 20 questions and of 200: the larger set pins it down about three times as
+    closely (Wilson, 95 %), and a share of none or all still has room on its open side."""
+    few, many = interval(18, 20), interval(180, 200)
+    assert few[0] < many[0] < 0.9 < many[1] < few[1]
+    assert 2.5 < (few[1] - few[0]) / (many[1] - many[0]) < 3.5
+    assert interval(0, 20)[0] == 0 and interval(0, 20)[1] > 0.1
+    assert interval(20, 20)[1] == 1 and interval(20, 20)[0] < 0.9
 
 
 @pytest.mark.parametrize("line, error", [

@@ -128,30 +128,50 @@ def evaluate_questions(searcher: Searcher, questions: list[Question], path: Path
                                "top": None if top is None else {"doc_id": top.passage.doc_id,
                                                                 "text": top.passage.text[:160]}})
         n = len(questions)
-        report["results"][mode] = {
-            "hit@1": round(sum(r == 1 for r in ranks) / n, 4),
-            "hit@3": round(sum(r is not None and r <= 3 for r in ranks) / n, 4),
-            "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4),
+        counts = {  # (how many, of how many)
+            "hit@1": (sum(r == 1 for r in ranks), n),
+            "hit@3": (sum(r is not None and r <= 3 for r in ranks), n),
             # group=article: the answer among the passages shown for the first article
-            "article_hit@1": round(sum(by_article) / n, 4),
+            "article_hit@1": (sum(by_article), n),
             # group=article: the first article is the answer's, whichever of its passages it shows
-            "article_first": round(sum(article_first) / n, 4),
+            "article_first": (sum(article_first), n),
             # Of the questions answered in the first 10, the share whose answer reaches the default
             # min_relevance (so a search with the default floor still shows it).
-            "kept": round(sum(kept) / len(kept), 4) if kept else 0.0,
+            "kept": (sum(kept), len(kept)),
+        }
+        report["results"][mode] = {
+            **{name: round(k / of, 4) if of else 0.0 for name, (k, of) in counts.items()},
+            "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4),
+            "answered_in_10": len(kept),
+            "intervals": {name: interval(k, of) for name, (k, of) in counts.items() if of},
             "seconds": round(time.perf_counter() - started, 2),
             "misses": misses,
         }
     return report
 
 
+def interval(k: int, n: int) -> list[float]:
+    """The 95 % Wilson interval of a share k of n: where the share over all such questions likely
+    lies, given these n. A difference between two runs well inside it is one the questions cannot
+    tell apart."""
+    from scipy.stats import binomtest
+
+    found = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [round(float(found.low), 3), round(float(found.high), 3)]
+
+
+LABELS = {"hit@1": "hit@1", "hit@3": "hit@3", "mrr@10": "MRR@10", "article_hit@1": "hit@1 by article",
+          "article_first": "article first", "kept": "answer kept"}
+
+
 def format_report(report: dict) -> str:
-    """A Markdown table of the figures, then the questions the first mode did not answer at rank 1."""
-    lines = mode_table(f"{report['file']} ({report['questions']} questions)", report["results"],
-                       {"hit@1": "hit@1", "hit@3": "hit@3", "mrr@10": "MRR@10",
-                        "article_hit@1": "hit@1 by article", "article_first": "article first",
-                        "kept": "answer kept"})
+    """A Markdown table of the figures, the first mode's shares with their 95 % intervals (how far
+    the question set can be trusted), then the questions that mode did not answer at rank 1."""
+    lines = mode_table(f"{report['file']} ({report['questions']} questions)", report["results"], LABELS)
     mode, values = next(iter(report["results"].items()))
+    spans = [f"{LABELS[name]} {low:.3f}-{high:.3f}" for name, (low, high) in values["intervals"].items()]
+    lines += ["", f"95 % intervals ({mode}; Wilson, {report['questions']} questions, answer kept of the "
+              f"{values['answered_in_10']} answered in the first {DEPTH}): " + ", ".join(spans)]
     if values["misses"]:
         lines += ["", f"not answered first ({mode}):"]
         for miss in values["misses"]:
