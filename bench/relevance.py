@@ -93,6 +93,16 @@ def scifact_evidence(searcher: Searcher, dataset: Path, split: str) -> list[Aske
     return found
 
 
+def news_searcher(scratch: Path, model, params: RelevanceParams) -> Searcher:
+    """A searcher of every news article the question sets ask about (ARTICLES), indexed in scratch."""
+    folder = scratch / "news"
+    folder.mkdir()
+    for source in [item for articles in ARTICLES for item in sorted(articles.iterdir())]:
+        (folder / source.name).write_bytes(source.read_bytes())
+    build_from_folder(folder, scratch / "index", model, progress=False)
+    return Searcher(store.load(scratch / "index", model.name, model.dimension), model, relevance=params)
+
+
 def figures(params: RelevanceParams, floor: float, off_topic: dict[str, list[Asked]],
             real: dict[str, list[Asked]]) -> dict:
     report = {}
@@ -123,12 +133,7 @@ def main() -> None:
     scifact = Searcher(store.load(args.index, model.name, model.dimension), model, relevance=params)
     queries = read_off_topic(OFF_TOPIC)
     with tempfile.TemporaryDirectory(prefix="semsearch-relevance-") as scratch:
-        folder = Path(scratch) / "news"
-        folder.mkdir()
-        for source in [item for articles in ARTICLES for item in sorted(articles.iterdir())]:
-            (folder / source.name).write_bytes(source.read_bytes())
-        build_from_folder(folder, Path(scratch) / "index", model, progress=False)
-        news = Searcher(store.load(Path(scratch) / "index", model.name, model.dimension), model, relevance=params)
+        news = news_searcher(Path(scratch), model, params)
         off_topic = {"news": off_topic_evidence(news, queries), "scifact": off_topic_evidence(scifact, queries)}
         held_out = read_off_topic(HELD_OUT)
         held_out_evidence = {"held_out_news": off_topic_evidence(news, held_out),
